@@ -1,0 +1,40 @@
+/** Small byte helpers shared by every module; kept here so no module needs Buffer at its boundary. */
+
+export function toBase64Url(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64url')
+}
+
+const BASE64URL = /^[A-Za-z0-9_-]*$/
+
+/** Strict base64url decode: Buffer.from silently skips bad characters, which would hide typos. */
+export function fromBase64Url(text: string): Uint8Array {
+  if (!BASE64URL.test(text) || text.length % 4 === 1) {
+    throw new TypeError('not valid base64url text')
+  }
+  return new Uint8Array(Buffer.from(text, 'base64url'))
+}
+
+export function toHex(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex')
+}
+
+export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.byteLength !== b.byteLength) return false
+  let diff = 0
+  for (let i = 0; i < a.byteLength; i++) diff |= (a[i] as number) ^ (b[i] as number)
+  return diff === 0
+}
+
+export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
+  let length = 0
+  for (const p of parts) length += p.byteLength
+  const out = new Uint8Array(length)
+  let offset = 0
+  for (const p of parts) {
+    out.set(p, offset)
+    offset += p.byteLength
+  }
+  return out
+}
+
+export const utf8 = new TextEncoder()

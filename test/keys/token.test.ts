@@ -1,0 +1,114 @@
+import { describe, expect, it } from 'vitest'
+import {
+  issueCertificate,
+  issueToken,
+  PrivateKey,
+  parseToken,
+  TokenError,
+  verifyToken,
+} from '../../keys/index.ts'
+
+const HOUR = 3_600_000
+const root = PrivateKey.generate()
+const admin = PrivateKey.generate()
+const coordinator = {
+  peerId: PrivateKey.generate().toPeerId().toString(),
+  addrs: ['/ip4/127.0.0.1/tcp/4001'],
+}
+
+function chainFor(caps: ('enroll' | 'deploy')[], tags: string[] = ['lab']) {
+  return [
+    issueCertificate(root, {
+      subject: admin.publicKey,
+      name: 'ops',
+      capabilities: caps,
+      scope: { machines: [], tags },
+      notAfter: Date.now() + HOUR,
+    }),
+  ]
+}
+
+function codeOf(fn: () => unknown): string | undefined {
+  try {
+    fn()
+  } catch (err) {
+    if (err instanceof TokenError) return err.code
+    throw err
+  }
+  return undefined
+}
+
+describe('enrollment tokens', () => {
+  it('round-trips through the text form and verifies', () => {
+    const text = issueToken(admin, chainFor(['enroll']), {
+      fleetRoot: root.publicKey,
+      coordinator,
+      machine: 'edge-1',
+      tags: ['lab'],
+      ttlMs: HOUR,
+    })
+    expect(text).toMatch(/^fmtok1\.[A-Za-z0-9_-]+$/)
+    expect(text.length).toBeLessThan(2000)
+    const token = parseToken(`  ${text}\n`)
+    expect(token.machine).toBe('edge-1')
+    expect(token.tags).toEqual(['lab'])
+    expect(token.coordinator).toEqual(coordinator)
+    expect(token.nonce).toMatch(/^[0-9a-f]{32}$/)
+    expect(verifyToken(token, { root: root.publicKey }).leaf.name).toBe('ops')
+  })
+
+  it('each token gets a fresh nonce', () => {
+    const opts = { fleetRoot: root.publicKey, coordinator, machine: 'edge-1', tags: ['lab'], ttlMs: HOUR }
+    expect(parseToken(issueToken(admin, chainFor(['enroll']), opts)).nonce).not.toBe(
+      parseToken(issueToken(admin, chainFor(['enroll']), opts)).nonce,
+    )
+  })
+
+  it('rejects expired, wrong-root, unauthorised and out-of-scope tokens', () => {
+    const base = { fleetRoot: root.publicKey, coordinator, machine: 'edge-1', tags: ['lab'], ttlMs: HOUR }
+    const expired = parseToken(
+      issueToken(admin, chainFor(['enroll']), { ...base, now: Date.now() - 2 * HOUR }),
+    )
+    expect(codeOf(() => verifyToken(expired, { root: root.publicKey }))).toBe('expired')
+    const ok = parseToken(issueToken(admin, chainFor(['enroll']), base))
+    expect(codeOf(() => verifyToken(ok, { root: PrivateKey.generate().publicKey }))).toBe('wrong-root')
+    const noEnroll = parseToken(issueToken(admin, chainFor(['deploy']), base))
+    expect(codeOf(() => verifyToken(noEnroll, { root: root.publicKey }))).toBe('unauthorised')
+    const otherTag = parseToken(issueToken(admin, chainFor(['enroll']), { ...base, tags: ['prod'] }))
+    expect(codeOf(() => verifyToken(otherTag, { root: root.publicKey }))).toBe('unauthorised')
+  })
+
+  it('any altered character is detected', () => {
+    const text = issueToken(admin, chainFor(['enroll']), {
+      fleetRoot: root.publicKey,
+      coordinator,
+      machine: 'edge-1',
+      tags: ['lab'],
+      ttlMs: HOUR,
+    })
+    let detected = 0
+    for (let i = 'fmtok1.'.length; i < text.length; i += 7) {
+      const c = text[i] === 'A' ? 'B' : 'A'
+      const altered = text.slice(0, i) + c + text.slice(i + 1)
+      const got = codeOf(() => verifyToken(parseToken(altered), { root: root.publicKey }))
+      expect(got).toBeDefined()
+      detected++
+    }
+    expect(detected).toBeGreaterThan(10)
+    expect(codeOf(() => parseToken('hello'))).toBe('malformed')
+    expect(codeOf(() => parseToken(text.slice(0, 40)))).toBe('malformed')
+  })
+})
+
+describe('enrollment scope', () => {
+  it('an admin scoped to a tag cannot enroll a machine into a tag outside it', () => {
+    const text = issueToken(admin, chainFor(['enroll'], ['lab']), {
+      fleetRoot: root.publicKey,
+      coordinator,
+      machine: 'edge-2',
+      tags: ['lab', 'prod'],
+      ttlMs: HOUR,
+    })
+    expect(codeOf(() => verifyToken(parseToken(text), { root: root.publicKey }))).toBe('unauthorised')
+  })
+})
