@@ -1,0 +1,19 @@
+/**
+ * Protocol ids. Versioned so a v2 can run beside v1 during a rolling upgrade of
+ * the fleet; a peer that speaks neither gets libp2p's "protocol not supported".
+ */
+export const PROTOCOLS = {
+  /** One long-lived stream per agent: manifests down, signed status reports up. */
+  control: '/fleetmesh/control/1',
+  /** Admin CLI requests, each signed by an admin key holding a certificate. */
+  admin: '/fleetmesh/admin/1',
+  /** Content-addressed blob download (agents) and upload (admins), resumable by offset. */
+  blob: '/fleetmesh/blob/1',
+  /** First contact of a new agent, presenting its enrollment token. */
+  enroll: '/fleetmesh/enroll/1',
+} as const
+
+export type ProtocolId = (typeof PROTOCOLS)[keyof typeof PROTOCOLS]
+
+/** The wire protocol version carried in hello messages. */
+export const WIRE_VERSION = 1

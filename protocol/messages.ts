@@ -1,0 +1,266 @@
+/**
+ * Message schemas, version 1. Every message is a CBOR map validated here at
+ * decode time; a failure names the path of the bad field. Sizes of every string,
+ * list and map are bounded so a peer cannot make us hold large structures.
+ */
+import { z } from 'zod'
+import { bytes, machineName, publicKeyBytes, tagName, timestampMs } from '../keys/schema.ts'
+
+export const MAX_ENVELOPE_BYTES = 256 * 1024
+export const MAX_ERROR_MESSAGE = 2048
+
+const hex = (length: number) =>
+  z.string().regex(new RegExp(`^[0-9a-f]{${length}}$`), `${length} lowercase hex digits`)
+export const idHex = hex(32)
+export const sha256Hex = hex(64)
+const shortText = z.string().max(256)
+const seq = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER)
+
+export const errorInfo = z.strictObject({
+  code: z.string().min(1).max(64),
+  message: z.string().max(MAX_ERROR_MESSAGE),
+})
+export type ErrorInfo = z.infer<typeof errorInfo>
+
+// ---------------------------------------------------------------- update manifest
+
+export const targetsSchema = z
+  .strictObject({
+    machines: z.array(machineName).max(10_000),
+    tags: z.array(tagName).max(256),
+  })
+  .refine((t) => t.machines.length + t.tags.length > 0, {
+    message: 'a manifest must target at least one machine or tag',
+  })
+export type Targets = z.infer<typeof targetsSchema>
+
+/** A Nix store path: /nix/store/<32 base32 chars>-<name>. */
+export const storePath = z
+  .string()
+  .max(512)
+  .regex(/^\/nix\/store\/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+._?=-]+$/, 'a /nix/store/<hash>-<name> path')
+
+export const blobSource = z.discriminatedUnion('kind', [
+  z.strictObject({ kind: z.literal('coordinator') }),
+  z.strictObject({ kind: z.literal('http'), url: z.url({ protocol: /^https?$/ }).max(2048) }),
+])
+export type BlobSource = z.infer<typeof blobSource>
+
+export const payloadSchema = z.discriminatedUnion('kind', [
+  z.strictObject({
+    kind: z.literal('nix'),
+    storePath,
+    substituters: z.array(z.string().max(2048)).max(16),
+    trustedPublicKeys: z.array(z.string().max(256)).max(16),
+  }),
+  z.strictObject({
+    kind: z.literal('archive'),
+    sha256: sha256Hex,
+    size: z
+      .number()
+      .int()
+      .nonnegative()
+      .max(2 ** 40),
+    sources: z.array(blobSource).min(1).max(8),
+  }),
+])
+export type Payload = z.infer<typeof payloadSchema>
+
+export const healthCheckSchema = z.strictObject({
+  /** argv, run without a shell, in the new generation's directory. */
+  command: z.array(z.string().max(4096)).min(1).max(64),
+  timeoutMs: z.number().int().min(100).max(3_600_000),
+  retries: z.number().int().min(0).max(100),
+  intervalMs: z.number().int().min(0).max(600_000),
+})
+export type HealthCheck = z.infer<typeof healthCheckSchema>
+
+export const ACTIVATION_MODES = ['profile', 'switch', 'boot', 'test'] as const
+
+export const manifestSchema = z
+  .strictObject({
+    v: z.literal(1),
+    fleetId: shortText.min(1),
+    id: idHex,
+    sequence: seq.min(1),
+    rolloutId: idHex,
+    generation: z
+      .string()
+      .min(1)
+      .max(128)
+      .regex(/^[A-Za-z0-9._+-]+$/, 'letters, digits and . _ + -'),
+    targets: targetsSchema,
+    payload: payloadSchema,
+    activation: z.enum(ACTIVATION_MODES),
+    healthCheck: healthCheckSchema.nullable(),
+    confirmTimeoutMs: z.number().int().min(1000).max(86_400_000),
+    issuedAt: timestampMs,
+    notBefore: timestampMs,
+    expiresAt: timestampMs,
+  })
+  .refine((m) => m.expiresAt > m.notBefore, {
+    message: 'expiresAt must be later than notBefore',
+    path: ['expiresAt'],
+  })
+  .refine((m) => (m.payload.kind === 'nix') === (m.activation !== 'profile'), {
+    message: 'activation "profile" goes with archive payloads, "switch"/"boot"/"test" with nix payloads',
+    path: ['activation'],
+  })
+export type Manifest = z.infer<typeof manifestSchema>
+
+// ---------------------------------------------------------------- status report
+
+export const UPDATE_STATES = [
+  'idle',
+  'downloading',
+  'verified',
+  'activating',
+  'confirming',
+  'committed',
+  'rolling-back',
+  'rolled-back',
+  'failed',
+  'refused',
+] as const
+export type UpdateState = (typeof UPDATE_STATES)[number]
+
+export const statusReportSchema = z.strictObject({
+  v: z.literal(1),
+  machine: machineName,
+  /** Per-agent report counter; the coordinator acknowledges by it and drops duplicates. */
+  seq: seq.min(1),
+  state: z.enum(UPDATE_STATES),
+  currentGeneration: z.string().max(128).nullable(),
+  desiredGeneration: z.string().max(128).nullable(),
+  manifestId: idHex.nullable(),
+  manifestSequence: seq.nullable(),
+  rolloutId: idHex.nullable(),
+  progress: z.strictObject({ done: seq, total: seq }).nullable(),
+  error: errorInfo.nullable(),
+  facts: z.record(z.string().max(64), z.string().max(1024)).refine((f) => Object.keys(f).length <= 64, {
+    message: 'at most 64 facts',
+  }),
+  timestamp: timestampMs,
+})
+export type StatusReport = z.infer<typeof statusReportSchema>
+
+// ---------------------------------------------------------------- control protocol frames
+
+export const ROLES = ['coordinator', 'agent', 'admin', 'relay'] as const
+export type Role = (typeof ROLES)[number]
+
+export const helloSchema = z.strictObject({
+  t: z.literal('hello'),
+  wire: z.number().int().min(1).max(1000),
+  role: z.enum(ROLES),
+  software: shortText,
+  capabilities: z.array(z.string().max(64)).max(32),
+  machine: machineName.optional(),
+  /** Agent: the highest status seq the coordinator acknowledged; coordinator: what it has stored. */
+  lastAckedSeq: seq.optional(),
+})
+export type Hello = z.infer<typeof helloSchema>
+
+/** Signed envelopes travel as opaque bytes inside control frames and are opened by envelope.ts. */
+const envelopeBytes = bytes().refine((b) => b.byteLength <= MAX_ENVELOPE_BYTES, {
+  message: 'envelope too large',
+})
+
+export const controlFrameSchema = z.discriminatedUnion('t', [
+  helloSchema,
+  z.strictObject({ t: z.literal('manifest'), envelope: envelopeBytes }),
+  z.strictObject({ t: z.literal('status'), envelope: envelopeBytes }),
+  z.strictObject({ t: z.literal('ack'), seq }),
+  z.strictObject({ t: z.literal('ping'), nonce: seq }),
+  z.strictObject({ t: z.literal('pong'), nonce: seq }),
+  z.strictObject({ t: z.literal('error'), error: errorInfo }),
+])
+export type ControlFrame = z.infer<typeof controlFrameSchema>
+
+// ---------------------------------------------------------------- enrollment
+
+export const enrollRequestSchema = z.strictObject({
+  t: z.literal('enroll'),
+  token: z
+    .string()
+    .min(1)
+    .max(48 * 1024),
+  /** Facts the agent reports about itself at enrollment (hostname, os, arch). */
+  facts: z.record(z.string().max(64), z.string().max(1024)).refine((f) => Object.keys(f).length <= 64),
+})
+export type EnrollRequest = z.infer<typeof enrollRequestSchema>
+
+export const enrollResponseSchema = z.discriminatedUnion('ok', [
+  z.strictObject({
+    ok: z.literal(true),
+    machine: machineName,
+    fleetId: shortText,
+    fleetRoot: publicKeyBytes,
+  }),
+  z.strictObject({ ok: z.literal(false), error: errorInfo }),
+])
+export type EnrollResponse = z.infer<typeof enrollResponseSchema>
+
+// ---------------------------------------------------------------- admin protocol
+
+export const adminOpSchema = z.discriminatedUnion('op', [
+  z.strictObject({ op: z.literal('fleet-info') }),
+  z.strictObject({ op: z.literal('machines') }),
+  z.strictObject({ op: z.literal('submit-manifest'), envelope: envelopeBytes }),
+  z.strictObject({ op: z.literal('watch'), rolloutId: idHex.nullable() }),
+  z.strictObject({ op: z.literal('audit'), after: seq, limit: z.number().int().min(1).max(10_000) }),
+  z.strictObject({ op: z.literal('revoke'), serial: hex(32), reason: shortText }),
+  /** Upload of a content-addressed blob follows this request on the same stream. */
+  z.strictObject({
+    op: z.literal('upload-blob'),
+    sha256: sha256Hex,
+    size: z
+      .number()
+      .int()
+      .nonnegative()
+      .max(2 ** 40),
+  }),
+])
+export type AdminOp = z.infer<typeof adminOpSchema>
+
+export const adminRequestSchema = z.strictObject({
+  v: z.literal(1),
+  /** Unique per request; the coordinator rejects a repeat, so a captured request cannot be replayed. */
+  nonce: idHex,
+  issuedAt: timestampMs,
+  body: adminOpSchema,
+})
+export type AdminRequest = z.infer<typeof adminRequestSchema>
+
+export const adminResponseSchema = z.discriminatedUnion('ok', [
+  z.strictObject({ ok: z.literal(true), result: z.unknown() }),
+  z.strictObject({ ok: z.literal(false), error: errorInfo }),
+])
+export type AdminResponse = z.infer<typeof adminResponseSchema>
+
+// ---------------------------------------------------------------- blob protocol
+
+export const blobRequestSchema = z.strictObject({
+  t: z.literal('get'),
+  sha256: sha256Hex,
+  /** Resume point: the agent sends how many bytes it already has. */
+  offset: z
+    .number()
+    .int()
+    .nonnegative()
+    .max(2 ** 40),
+})
+export type BlobRequest = z.infer<typeof blobRequestSchema>
+
+export const blobResponseSchema = z.discriminatedUnion('ok', [
+  z.strictObject({
+    ok: z.literal(true),
+    size: z
+      .number()
+      .int()
+      .nonnegative()
+      .max(2 ** 40),
+  }),
+  z.strictObject({ ok: z.literal(false), error: errorInfo }),
+])
+export type BlobResponse = z.infer<typeof blobResponseSchema>
