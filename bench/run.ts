@@ -1,0 +1,31 @@
+/**
+ * `npm run bench`: runs every benchmark and prints figures with units and the
+ * ratio to the reference each names. `npm run bench -- crypto` runs one section;
+ * `--seconds N` sets the measuring window per figure.
+ */
+import { benchCrypto } from './crypto.ts'
+
+const args = process.argv.slice(2)
+const secondsArg = args.indexOf('--seconds')
+const seconds = secondsArg >= 0 ? Number(args[secondsArg + 1]) : 2
+if (!Number.isFinite(seconds) || seconds <= 0) {
+  console.error('--seconds needs a positive number')
+  process.exit(2)
+}
+const only = args.filter((a, i) => !a.startsWith('--') && args[i - 1] !== '--seconds')
+
+const sections: Record<string, () => Promise<unknown> | unknown> = {
+  crypto: () => benchCrypto(seconds),
+}
+
+const unknown = only.filter((s) => !(s in sections))
+if (unknown.length > 0) {
+  console.error(`unknown bench section(s): ${unknown.join(', ')}; known: ${Object.keys(sections).join(', ')}`)
+  process.exit(2)
+}
+console.log(`fleetmesh bench on Node ${process.versions.node}, ${(await import('node:os')).cpus().length} CPUs`)
+for (const [name, run] of Object.entries(sections)) {
+  if (only.length > 0 && !only.includes(name)) continue
+  console.log(`\n== ${name}`)
+  await run()
+}
