@@ -12,11 +12,15 @@ const major = Number(process.versions.node.split('.')[0])
 if (major < 24) {
   const pinned = join(here, '..', 'node_modules', 'node', 'bin', 'node')
   if (!existsSync(pinned)) {
-    console.error(`fleetmesh needs Node 24+; this is Node ${process.versions.node} and ${pinned} is missing (run npm ci).`)
+    console.error(
+      `fleetmesh needs Node 24+; this is Node ${process.versions.node} and ${pinned} is missing (run npm ci).`,
+    )
     process.exit(1)
   }
-  const r = spawnSync(pinned, [fileURLToPath(import.meta.url), ...process.argv.slice(2)], { stdio: 'inherit' })
+  const r = spawnSync(pinned, [fileURLToPath(import.meta.url), ...process.argv.slice(2)], {
+    stdio: 'inherit',
+  })
   process.exit(r.status ?? 1)
 }
-const { main } = await import('../admin/cli.ts')
+const { main } = await import('./main.ts')
 process.exitCode = await main(process.argv.slice(2))

@@ -8,7 +8,7 @@
  * by JSON.stringify or shown by console.log, so it cannot leak into logs.
  */
 import { randomBytes } from 'node:crypto'
-import { chmod, mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises'
+import { mkdir, readFile, stat } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { inspect } from 'node:util'
 import { privateKeyFromRaw, publicKeyFromRaw } from '@libp2p/crypto/keys'
@@ -18,6 +18,7 @@ import { concatBytes, fromBase64Url, toBase64Url } from './bytes.ts'
 import type { Domain } from './domains.ts'
 import { activeEd25519, derivePublicKey, signerFor } from './ed25519.ts'
 import { InvalidKeyError, KeyFileError } from './errors.ts'
+import { writeFileAtomic } from './files.ts'
 
 export const PUBLIC_KEY_BYTES = 32
 export const SEED_BYTES = 32
@@ -146,21 +147,7 @@ const FILE_KIND = 'fleetmesh-ed25519-private-key'
 export async function saveIdentity(path: string, key: PrivateKey): Promise<void> {
   await mkdir(dirname(path), { recursive: true, mode: 0o700 })
   const text = `${JSON.stringify({ kind: FILE_KIND, seed: toBase64Url(key.exportSeed()), publicKey: key.publicKey.toString() })}\n`
-  const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`
-  const handle = await open(tmp, 'wx', 0o600)
-  try {
-    await handle.writeFile(text)
-    await handle.sync()
-  } finally {
-    await handle.close()
-  }
-  try {
-    await chmod(tmp, 0o600)
-    await rename(tmp, path)
-  } catch (err) {
-    await unlink(tmp).catch(() => {})
-    throw err
-  }
+  await writeFileAtomic(path, text, 0o600)
 }
 
 export async function loadIdentity(path: string): Promise<PrivateKey> {

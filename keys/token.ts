@@ -64,6 +64,8 @@ export interface EnrollmentToken {
   nonce: string
   signer: PublicKey
   chain: SignedCertificate[]
+  /** The token's text form, to present it onwards unchanged. */
+  text: string
 }
 
 export interface TokenOptions {
@@ -153,6 +155,7 @@ export function parseToken(text: string): EnrollmentToken {
     nonce: toHex(b.data.nonce),
     signer: PublicKey.fromBytes(w.data.signer),
     chain: w.data.chain,
+    text: trimmed,
   }
 }
 

@@ -1,0 +1,117 @@
+/**
+ * The admin's local fleet directory ($FLEETMESH_HOME, default ~/.config/fleetmesh):
+ *
+ *   fleet.json    fleet id, fleet root public key, coordinator peer id and addresses
+ *   admin.key     this admin's Ed25519 key (0600; never leaves this machine)
+ *   admin.chain   this admin's certificate chain (root → … → this key)
+ *   root.key      the fleet root key, only on the machine that ran `init`; keep it offline
+ *
+ * Everything is validated when read, and a bad file is named in the error.
+ */
+import { mkdir, readFile } from 'node:fs/promises'
+import { homedir } from 'node:os'
+import { join } from 'node:path'
+import { z } from 'zod'
+import { fromBase64Url, toBase64Url } from '../keys/bytes.ts'
+import { decodeCanonical, encodeCanonical } from '../keys/canonical.ts'
+import { type SignedCertificate, signedCertificateSchema } from '../keys/certificate.ts'
+import { writeFileAtomic } from '../keys/files.ts'
+import { loadIdentity, type PrivateKey, PublicKey } from '../keys/identity.ts'
+import { describeIssues } from '../keys/schema.ts'
+
+export class HomeError extends Error {
+  override name = 'HomeError'
+}
+
+export const fleetFileSchema = z.strictObject({
+  fleetId: z.string().min(1).max(128),
+  fleetRoot: z.string().length(43),
+  coordinator: z.strictObject({
+    peerId: z.string().min(1).max(128),
+    addrs: z.array(z.string().min(1).max(512)).max(16),
+  }),
+})
+export type FleetFile = z.infer<typeof fleetFileSchema>
+
+export function defaultHome(): string {
+  return process.env.FLEETMESH_HOME ?? join(homedir(), '.config', 'fleetmesh')
+}
+
+export interface AdminHome {
+  dir: string
+  fleet: FleetFile
+  fleetRoot: PublicKey
+  key: PrivateKey
+  chain: SignedCertificate[]
+}
+
+export const paths = (dir: string) => ({
+  fleet: join(dir, 'fleet.json'),
+  adminKey: join(dir, 'admin.key'),
+  adminChain: join(dir, 'admin.chain'),
+  rootKey: join(dir, 'root.key'),
+})
+
+export async function readFleetFile(dir: string): Promise<FleetFile> {
+  const file = paths(dir).fleet
+  let text: string
+  try {
+    text = await readFile(file, 'utf8')
+  } catch {
+    throw new HomeError(
+      `no fleet configured in ${dir} (missing ${file}); run "fleetmesh init" or "fleetmesh admin install"`,
+    )
+  }
+  let value: unknown
+  try {
+    value = JSON.parse(text)
+  } catch {
+    throw new HomeError(`${file} is not valid JSON`)
+  }
+  const parsed = fleetFileSchema.safeParse(value)
+  if (!parsed.success) throw new HomeError(`${file} is invalid: ${describeIssues(parsed.error)}`)
+  return parsed.data
+}
+
+export async function writeFleetFile(dir: string, fleet: FleetFile): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o700 })
+  await writeFileAtomic(paths(dir).fleet, `${JSON.stringify(fleet, null, 2)}\n`, 0o644)
+}
+
+export function encodeChain(chain: readonly SignedCertificate[]): string {
+  return toBase64Url(encodeCanonical([...chain]))
+}
+
+export function decodeChain(text: string, where: string): SignedCertificate[] {
+  let value: unknown
+  try {
+    value = decodeCanonical(fromBase64Url(text.trim()), 64 * 1024)
+  } catch (err) {
+    throw new HomeError(`${where} is damaged: ${(err as Error).message}`)
+  }
+  const parsed = z.array(signedCertificateSchema).min(1).max(4).safeParse(value)
+  if (!parsed.success)
+    throw new HomeError(`${where} is not a certificate chain: ${describeIssues(parsed.error)}`)
+  return parsed.data
+}
+
+export async function loadAdminHome(dir: string): Promise<AdminHome> {
+  const fleet = await readFleetFile(dir)
+  const p = paths(dir)
+  const key = await loadIdentity(p.adminKey)
+  let chainText: string
+  try {
+    chainText = await readFile(p.adminChain, 'utf8')
+  } catch {
+    throw new HomeError(
+      `no admin certificate in ${p.adminChain}; ask a fleet admin to run "fleetmesh admin grant" for ${key.publicKey}`,
+    )
+  }
+  return {
+    dir,
+    fleet,
+    fleetRoot: PublicKey.parse(fleet.fleetRoot),
+    key,
+    chain: decodeChain(chainText, p.adminChain),
+  }
+}

@@ -1,0 +1,119 @@
+/**
+ * First contact: the agent presents its enrollment token to the coordinator named
+ * in the token, over a connection authenticated as that coordinator's peer id,
+ * and on success stores what it needs to operate: the pinned fleet root, its
+ * machine name and tags, and where the coordinator is.
+ */
+import { hostname } from 'node:os'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { multiaddr } from '@multiformats/multiaddr'
+import { z } from 'zod'
+import { toBase64Url } from '../keys/bytes.ts'
+import { writeFileAtomic } from '../keys/files.ts'
+import { describeIssues, machineName, tagName } from '../keys/schema.ts'
+import { type EnrollmentToken, parseToken, verifyToken } from '../keys/token.ts'
+import { decodeMessage, encodeMessage } from '../protocol/codec.ts'
+import { FramedStream } from '../protocol/framing.ts'
+import type { FleetHost } from '../protocol/host.ts'
+import { PROTOCOLS } from '../protocol/ids.ts'
+import { enrollRequestSchema, enrollResponseSchema } from '../protocol/messages.ts'
+
+export class EnrollmentError extends Error {
+  override name = 'EnrollmentError'
+  readonly code: string
+  constructor(code: string, message: string, options?: ErrorOptions) {
+    super(message, options)
+    this.code = code
+  }
+}
+
+export const enrollmentFileSchema = z.strictObject({
+  fleetId: z.string().min(1).max(128),
+  fleetRoot: z.string().length(43),
+  machine: machineName,
+  tags: z.array(tagName),
+  coordinator: z.strictObject({ peerId: z.string().max(128), addrs: z.array(z.string().max(512)).max(16) }),
+  enrolledAt: z.number().int(),
+})
+export type EnrollmentFile = z.infer<typeof enrollmentFileSchema>
+
+/** Checks a token locally before any network traffic, so a typo fails fast with a clear message. */
+export function checkToken(text: string): EnrollmentToken {
+  const token = parseToken(text)
+  // The token carries the root it asks us to pin; it must at least be self-consistent.
+  verifyToken(token, { root: token.fleetRoot })
+  return token
+}
+
+export async function enrollWithCoordinator(
+  host: FleetHost,
+  token: EnrollmentToken,
+  file: string,
+  addrsOverride: string[] = [],
+): Promise<EnrollmentFile> {
+  const coordinator = peerIdFromString(token.coordinator.peerId)
+  const addrs = (addrsOverride.length > 0 ? addrsOverride : token.coordinator.addrs).map((a) => multiaddr(a))
+  if (addrs.length > 0) await host.peerStore.merge(coordinator, { multiaddrs: addrs })
+  let stream: Awaited<ReturnType<FleetHost['dialProtocol']>>
+  try {
+    stream = await host.dialProtocol(coordinator, PROTOCOLS.enroll, {
+      signal: AbortSignal.timeout(30_000),
+      runOnLimitedConnection: true,
+    })
+  } catch (err) {
+    throw new EnrollmentError(
+      'unreachable',
+      `cannot reach coordinator ${coordinator} at ${addrs.join(', ') || '(no address)'}: ${(err as Error).message}`,
+      { cause: err },
+    )
+  }
+  const fs = new FramedStream(stream, { maxFrameBytes: 64 * 1024 })
+  await fs.send(
+    encodeMessage(enrollRequestSchema, {
+      t: 'enroll',
+      token: token.text,
+      facts: { hostname: hostname().slice(0, 1000), arch: process.arch, platform: process.platform },
+    }),
+  )
+  const response = decodeMessage(
+    enrollResponseSchema,
+    await fs.readOne({ timeoutMs: 30_000 }),
+    'enroll response',
+    64 * 1024,
+  )
+  await fs.close().catch(() => {})
+  if (!response.ok)
+    throw new EnrollmentError(
+      response.error.code,
+      `coordinator refused enrollment: ${response.error.message}`,
+    )
+  if (toBase64Url(response.fleetRoot) !== token.fleetRoot.toString()) {
+    throw new EnrollmentError(
+      'wrong-root',
+      'coordinator reports a different fleet root than the token; refusing to pin it',
+    )
+  }
+  const record: EnrollmentFile = {
+    fleetId: response.fleetId,
+    fleetRoot: token.fleetRoot.toString(),
+    machine: response.machine,
+    tags: token.tags,
+    coordinator: { peerId: token.coordinator.peerId, addrs: addrs.map((a) => a.toString()) },
+    enrolledAt: Date.now(),
+  }
+  await writeFileAtomic(file, `${JSON.stringify(record, null, 2)}\n`, 0o600)
+  return record
+}
+
+export function parseEnrollmentFile(text: string, file: string): EnrollmentFile {
+  let value: unknown
+  try {
+    value = JSON.parse(text)
+  } catch {
+    throw new EnrollmentError('corrupt', `${file} is not valid JSON`)
+  }
+  const parsed = enrollmentFileSchema.safeParse(value)
+  if (!parsed.success)
+    throw new EnrollmentError('corrupt', `${file} is invalid: ${describeIssues(parsed.error)}`)
+  return parsed.data
+}

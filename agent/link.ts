@@ -1,0 +1,283 @@
+/**
+ * The agent's connection keeper: holds one control stream to the coordinator,
+ * reconnecting with jittered exponential backoff, and detects a dead path with an
+ * application-level keepalive (a NAT that silently dropped its mapping shows no
+ * error until a write times out, which takes TCP many minutes).
+ *
+ * On every (re)connect it sends hello, drops queued reports the coordinator says
+ * it already stored, and sends the rest in order. Manifests pushed by the
+ * coordinator are handed to `onManifest`.
+ */
+import type { PeerId } from '@libp2p/interface'
+import type { Multiaddr } from '@multiformats/multiaddr'
+import { decodeMessage, encodeMessage } from '../protocol/codec.ts'
+import { FramedStream } from '../protocol/framing.ts'
+import type { FleetHost } from '../protocol/host.ts'
+import { PROTOCOLS, WIRE_VERSION } from '../protocol/ids.ts'
+import { type ControlFrame, controlFrameSchema, MAX_ENVELOPE_BYTES } from '../protocol/messages.ts'
+
+export const SOFTWARE = 'fleetmesh-agent/0.1.0'
+
+export interface ReportQueue {
+  pending(): Promise<{ seq: number; envelope: Uint8Array }[]>
+  ack(seq: number): Promise<void>
+}
+
+export interface LinkInit {
+  host: FleetHost
+  coordinator: PeerId
+  coordinatorAddrs: Multiaddr[]
+  machine: string
+  queue: ReportQueue
+  onManifest: (envelope: Uint8Array) => void
+  /** Ping interval. */
+  keepaliveMs?: number
+  /** No frame from the coordinator for this long means the path is dead. */
+  deadAfterMs?: number
+  backoffInitialMs?: number
+  backoffMaxMs?: number
+  log?: (msg: string) => void
+  onState?: (state: LinkState) => void
+}
+
+export type LinkState = { connected: true; path: 'direct' | 'relayed' } | { connected: false; error?: string }
+
+export class LinkClosedError extends Error {
+  override name = 'LinkClosedError'
+}
+
+export class RoundTripTimeoutError extends Error {
+  override name = 'RoundTripTimeoutError'
+}
+
+interface Active {
+  fs: FramedStream
+  lastSent: number
+  lastFrameAt: number
+  sending: Promise<void>
+}
+
+export class CoordinatorLink {
+  readonly #init: Required<Omit<LinkInit, 'log' | 'onState'>> & Pick<LinkInit, 'log' | 'onState'>
+  #active: Active | undefined
+  #stopped = false
+  #loop: Promise<void> | undefined
+  #nonce = 0
+  readonly #pongs = new Map<number, () => void>()
+  #wakeBackoff: (() => void) | undefined
+  #connectedWaiters: (() => void)[] = []
+
+  constructor(init: LinkInit) {
+    this.#init = {
+      keepaliveMs: 10_000,
+      deadAfterMs: 25_000,
+      backoffInitialMs: 250,
+      backoffMaxMs: 30_000,
+      ...init,
+    }
+  }
+
+  get connected(): boolean {
+    return this.#active !== undefined
+  }
+
+  start(): void {
+    this.#loop ??= this.#run()
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true
+    this.#active?.fs.abort(new LinkClosedError('agent stopping'))
+    this.#wakeBackoff?.()
+    await this.#loop
+  }
+
+  /** Sends whatever is queued and not yet sent on the current stream. */
+  flush(): void {
+    const a = this.#active
+    if (a === undefined) return
+    a.sending = a.sending
+      .then(() => this.#sendPending(a))
+      .catch((err: unknown) => {
+        this.#log(`sending reports failed: ${(err as Error).message}`)
+      })
+  }
+
+  /** Resolves once connected (or immediately if already). */
+  whenConnected(signal?: AbortSignal): Promise<void> {
+    if (this.#active !== undefined) return Promise.resolve()
+    return new Promise((resolve, reject) => {
+      this.#connectedWaiters.push(resolve)
+      signal?.addEventListener('abort', () => reject(signal.reason), { once: true })
+    })
+  }
+
+  /**
+   * A fresh authenticated round trip to the coordinator (ping → pong on the
+   * Noise-authenticated control stream). Used to confirm an update: if the new
+   * generation broke networking, this fails and the agent rolls back.
+   */
+  async roundTrip(timeoutMs: number): Promise<void> {
+    const signal = AbortSignal.timeout(timeoutMs)
+    await this.whenConnected(signal).catch(() => {
+      throw new RoundTripTimeoutError(`no connection to the coordinator within ${timeoutMs} ms`)
+    })
+    const a = this.#active
+    if (a === undefined) throw new RoundTripTimeoutError('connection lost')
+    const nonce = ++this.#nonce
+    const pong = new Promise<void>((resolve, reject) => {
+      this.#pongs.set(nonce, resolve)
+      signal.addEventListener(
+        'abort',
+        () => reject(new RoundTripTimeoutError(`coordinator did not answer within ${timeoutMs} ms`)),
+        { once: true },
+      )
+    })
+    try {
+      await this.#send(a, { t: 'ping', nonce })
+      await pong
+    } finally {
+      this.#pongs.delete(nonce)
+    }
+  }
+
+  async #run(): Promise<void> {
+    let attempt = 0
+    while (!this.#stopped) {
+      let helloDone = false
+      try {
+        await this.#session(() => {
+          helloDone = true
+          attempt = 0
+        })
+        this.#setState({ connected: false })
+      } catch (err) {
+        if (this.#stopped) break
+        this.#log(`control link: ${(err as Error).message}`)
+        this.#setState({ connected: false, error: (err as Error).message })
+      }
+      if (this.#stopped) break
+      if (!helloDone) attempt++
+      // Full jitter spreads a fleet's reconnects after a coordinator restart.
+      const cap = Math.min(this.#init.backoffMaxMs, this.#init.backoffInitialMs * 2 ** Math.min(attempt, 16))
+      const delay = helloDone
+        ? this.#init.backoffInitialMs * Math.random()
+        : cap / 2 + (Math.random() * cap) / 2
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, delay)
+        this.#wakeBackoff = () => {
+          clearTimeout(t)
+          resolve()
+        }
+      })
+      this.#wakeBackoff = undefined
+    }
+  }
+
+  async #session(onHello: () => void): Promise<void> {
+    const { host, coordinator, coordinatorAddrs } = this.#init
+    if (coordinatorAddrs.length > 0) await host.peerStore.merge(coordinator, { multiaddrs: coordinatorAddrs })
+    const stream = await host.dialProtocol(coordinator, PROTOCOLS.control, {
+      signal: AbortSignal.timeout(20_000),
+      runOnLimitedConnection: true,
+    })
+    const fs = new FramedStream(stream, { maxFrameBytes: MAX_ENVELOPE_BYTES + 4096 })
+    const a: Active = { fs, lastSent: 0, lastFrameAt: Date.now(), sending: Promise.resolve() }
+    const keepalive = setInterval(() => {
+      if (Date.now() - a.lastFrameAt > this.#init.deadAfterMs) {
+        this.#log(`no frame from the coordinator for ${this.#init.deadAfterMs} ms; dropping the connection`)
+        fs.abort(new LinkClosedError('keepalive timeout: path to the coordinator is dead'))
+        // Also close the connection so the next dial does not reuse a dead one.
+        void host.hangUp(coordinator).catch(() => {})
+        return
+      }
+      void this.#send(a, { t: 'ping', nonce: ++this.#nonce }).catch(() => {})
+    }, this.#init.keepaliveMs)
+    try {
+      await this.#send(a, {
+        t: 'hello',
+        wire: WIRE_VERSION,
+        role: 'agent',
+        software: SOFTWARE,
+        capabilities: ['profile'],
+        machine: this.#init.machine,
+      })
+      const hello = await this.#read(a)
+      if (hello === undefined) throw new LinkClosedError('coordinator closed the control stream')
+      if (hello.t === 'error')
+        throw new LinkClosedError(`coordinator refused: ${hello.error.code}: ${hello.error.message}`)
+      if (hello.t !== 'hello')
+        throw new LinkClosedError(`expected hello from the coordinator, got ${hello.t}`)
+      if (hello.lastAckedSeq !== undefined && hello.lastAckedSeq > 0)
+        await this.#init.queue.ack(hello.lastAckedSeq)
+      this.#active = a
+      onHello()
+      const path = stream.protocol !== undefined && this.#isRelayed(stream) ? 'relayed' : 'direct'
+      this.#setState({ connected: true, path })
+      for (const w of this.#connectedWaiters.splice(0)) w()
+      this.flush()
+      while (true) {
+        const frame = await this.#read(a)
+        if (frame === undefined) return
+        switch (frame.t) {
+          case 'manifest':
+            this.#init.onManifest(frame.envelope)
+            break
+          case 'ack':
+            await this.#init.queue.ack(frame.seq)
+            break
+          case 'pong':
+            this.#pongs.get(frame.nonce)?.()
+            break
+          case 'ping':
+            await this.#send(a, { t: 'pong', nonce: frame.nonce })
+            break
+          case 'error':
+            throw new LinkClosedError(`coordinator error: ${frame.error.code}: ${frame.error.message}`)
+          default:
+            throw new LinkClosedError(`unexpected "${frame.t}" frame from the coordinator`)
+        }
+      }
+    } finally {
+      clearInterval(keepalive)
+      if (this.#active === a) this.#active = undefined
+      if (fs.stream.status === 'open') fs.abort(new LinkClosedError('control session ended'))
+    }
+  }
+
+  #isRelayed(stream: { id: string }): boolean {
+    const conns = this.#init.host.getConnections(this.#init.coordinator)
+    void stream
+    return (
+      conns.length > 0 &&
+      conns.every((c) => c.remoteAddr.getComponents().some((x) => x.name === 'p2p-circuit'))
+    )
+  }
+
+  async #sendPending(a: Active): Promise<void> {
+    for (const { seq, envelope } of await this.#init.queue.pending()) {
+      if (seq <= a.lastSent || this.#active !== a) continue
+      await this.#send(a, { t: 'status', envelope })
+      a.lastSent = seq
+    }
+  }
+
+  async #send(a: Active, frame: ControlFrame): Promise<void> {
+    await a.fs.send(encodeMessage(controlFrameSchema, frame))
+  }
+
+  async #read(a: Active): Promise<ControlFrame | undefined> {
+    const bytes = await a.fs.read()
+    if (bytes === undefined) return undefined
+    a.lastFrameAt = Date.now()
+    return decodeMessage(controlFrameSchema, bytes, 'control frame', MAX_ENVELOPE_BYTES + 4096)
+  }
+
+  #setState(state: LinkState): void {
+    this.#init.onState?.(state)
+  }
+
+  #log(msg: string): void {
+    this.#init.log?.(msg)
+  }
+}

@@ -1,0 +1,71 @@
+/**
+ * `fleetmesh <command>`: the only place that knows all three roles. It routes to
+ * the coordinator daemon, the agent daemon or the admin commands, and turns typed
+ * errors into one clear line and an exit code.
+ */
+
+import { ADMIN_COMMANDS, ADMIN_SUBCOMMANDS } from '../admin/cli.ts'
+import { defaultHome } from '../admin/home.ts'
+import { agentCommand } from '../agent/cli.ts'
+import { coordinatorCommand } from '../coordinator/cli.ts'
+import { UsageError } from '../protocol/cli.ts'
+
+function help(): string {
+  const rows = [
+    ['coordinator', 'run the coordinator daemon'],
+    ['agent', 'run the agent daemon on a device (enrolls on first start with --token)'],
+    ...Object.entries(ADMIN_COMMANDS).map(([k, v]) => [k, v.help]),
+    ...Object.entries(ADMIN_SUBCOMMANDS).map(([k, v]) => [`admin ${k}`, v.help]),
+  ]
+  return [
+    'usage: fleetmesh [--home <dir>] <command> [options]',
+    '',
+    ...rows.map(([k, v]) => `  ${(k as string).padEnd(16)} ${v}`),
+    '',
+    'Admin commands keep keys in --home (default $FLEETMESH_HOME or ~/.config/fleetmesh). Add --json for scripts.',
+  ].join('\n')
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let args = [...argv]
+  let home = defaultHome()
+  if (args[0] === '--home') {
+    if (args[1] === undefined) {
+      process.stderr.write('--home needs a directory\n')
+      return 2
+    }
+    home = args[1]
+    args = args.slice(2)
+  }
+  const [command, ...rest] = args
+  try {
+    if (command === undefined || command === 'help' || command === '--help' || command === '-h') {
+      process.stdout.write(`${help()}\n`)
+      return command === undefined ? 2 : 0
+    }
+    if (command === 'coordinator') return await coordinatorCommand(rest)
+    if (command === 'agent') return await agentCommand(rest)
+    if (command === 'admin') {
+      const [sub, ...subArgs] = rest
+      const entry = sub === undefined ? undefined : ADMIN_SUBCOMMANDS[sub]
+      if (entry === undefined)
+        throw new UsageError(
+          `unknown admin command "${sub ?? ''}"; known: ${Object.keys(ADMIN_SUBCOMMANDS).join(', ')}`,
+        )
+      return (await entry.run(subArgs, home)) ?? 0
+    }
+    const entry = ADMIN_COMMANDS[command]
+    if (entry === undefined) throw new UsageError(`unknown command "${command}"\n\n${help()}`)
+    return (await entry.run(rest, home)) ?? 0
+  } catch (err) {
+    const e = err as Error
+    if (e instanceof UsageError) {
+      process.stderr.write(`fleetmesh: ${e.message}\n`)
+      return 2
+    }
+    const code = 'code' in e && typeof e.code === 'string' ? ` [${e.code}]` : ''
+    process.stderr.write(`fleetmesh: ${e.name}${code}: ${e.message}\n`)
+    if (process.env.FLEETMESH_DEBUG) process.stderr.write(`${e.stack}\n`)
+    return 1
+  }
+}

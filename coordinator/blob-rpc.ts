@@ -1,0 +1,52 @@
+/**
+ * The coordinator's side of `/fleetmesh/blob/1` for downloads: an enrolled agent
+ * asks for a blob by sha256 from an offset (so an interrupted download resumes),
+ * gets its size, then the bytes as frames until the stream closes.
+ */
+import type { Connection } from '@libp2p/interface'
+import { decodeMessage, encodeMessage } from '../protocol/codec.ts'
+import type { FramedStream } from '../protocol/framing.ts'
+import { type BlobResponse, blobRequestSchema, blobResponseSchema } from '../protocol/messages.ts'
+import type { BlobStore } from './blobs.ts'
+import type { FleetStore } from './store.ts'
+
+export const BLOB_CHUNK_BYTES = 256 * 1024
+
+export function blobHandler(store: FleetStore, blobs: BlobStore) {
+  return async (fs: FramedStream, connection: Connection): Promise<void> => {
+    const request = decodeMessage(
+      blobRequestSchema,
+      await fs.readOne({ timeoutMs: 30_000 }),
+      'blob request',
+      4096,
+    )
+    const respond = (r: BlobResponse) => fs.send(encodeMessage(blobResponseSchema, r))
+    if ((await store.getMachineByPeer(connection.remotePeer.toString())) === undefined) {
+      await respond({
+        ok: false,
+        error: { code: 'not-enrolled', message: 'only enrolled machines may download blobs' },
+      })
+      return
+    }
+    const size = await blobs.size(request.sha256)
+    if (size === undefined) {
+      await respond({
+        ok: false,
+        error: { code: 'not-found', message: `no blob ${request.sha256} on this coordinator` },
+      })
+      return
+    }
+    if (request.offset > size) {
+      await respond({
+        ok: false,
+        error: { code: 'bad-offset', message: `offset ${request.offset} is past the end (${size} bytes)` },
+      })
+      return
+    }
+    await respond({ ok: true, size })
+    if (request.offset === size) return
+    for await (const chunk of blobs.read(request.sha256, request.offset, BLOB_CHUNK_BYTES)) {
+      await fs.send(chunk)
+    }
+  }
+}

@@ -1,0 +1,204 @@
+/**
+ * The coordinator's side of `/fleetmesh/control/1`: one long-lived stream per
+ * enrolled agent.
+ *
+ *   agent → hello {machine, lastAckedSeq}      coordinator → hello {lastAckedSeq: stored}
+ *   coordinator → manifest {envelope}            on connect and whenever desired state changes
+ *   agent → status {envelope}                    coordinator → ack {seq} once durably stored
+ *   agent → ping {nonce}                         coordinator → pong {nonce}
+ *
+ * Unknown peers get an error frame and the stream closes. A status report must be
+ * signed by the machine's own key (the one that enrolled) and name that machine.
+ */
+import type { Connection } from '@libp2p/interface'
+import { DOMAINS } from '../keys/domains.ts'
+import { PublicKey } from '../keys/identity.ts'
+import { decodeMessage, encodeMessage, MessageDecodeError } from '../protocol/codec.ts'
+import { openEnvelope } from '../protocol/envelope.ts'
+import type { FramedStream } from '../protocol/framing.ts'
+import { WIRE_VERSION } from '../protocol/ids.ts'
+import {
+  type ControlFrame,
+  controlFrameSchema,
+  type Hello,
+  MAX_ENVELOPE_BYTES,
+  statusReportSchema,
+} from '../protocol/messages.ts'
+import type { FleetEvents } from './events.ts'
+import type { FleetStore, MachineRecord } from './store.ts'
+
+export const SOFTWARE = 'fleetmesh/0.1.0'
+const MAX_CONTROL_FRAME = MAX_ENVELOPE_BYTES + 1024
+
+export interface ControlInit {
+  store: FleetStore
+  events: FleetEvents
+  /** An agent silent for this long is considered gone and its stream is reset. */
+  idleTimeoutMs: number
+  log: (msg: string) => void
+}
+
+export class ProtocolViolation extends Error {
+  override name = 'ProtocolViolation'
+}
+
+class Session {
+  readonly machine: string
+  readonly fs: FramedStream
+  #lastPushedManifest: string | undefined
+
+  constructor(machine: string, fs: FramedStream) {
+    this.machine = machine
+    this.fs = fs
+  }
+
+  async send(frame: ControlFrame): Promise<void> {
+    await this.fs.send(encodeMessage(controlFrameSchema, frame))
+  }
+
+  async push(manifestId: string, envelope: Uint8Array): Promise<void> {
+    if (this.#lastPushedManifest === manifestId) return
+    this.#lastPushedManifest = manifestId
+    await this.send({ t: 'manifest', envelope })
+  }
+}
+
+export function connectionPath(connection: Connection): 'direct' | 'relayed' {
+  return connection.remoteAddr.getComponents().some((c) => c.name === 'p2p-circuit') ? 'relayed' : 'direct'
+}
+
+export class ControlService {
+  readonly #init: ControlInit
+  readonly #sessions = new Map<string, Session>()
+
+  constructor(init: ControlInit) {
+    this.#init = init
+  }
+
+  get online(): ReadonlyMap<string, unknown> {
+    return this.#sessions
+  }
+
+  /** Pushes the machine's desired manifest if it has a live session. */
+  async pushDesired(machine: string): Promise<void> {
+    const session = this.#sessions.get(machine)
+    if (session === undefined) return
+    const desired = await this.#init.store.getDesired(machine)
+    if (desired !== undefined) await session.push(desired.id, desired.envelope).catch(() => {})
+  }
+
+  readonly handle = async (fs: FramedStream, connection: Connection): Promise<void> => {
+    const { store, events } = this.#init
+    const record = await store.getMachineByPeer(connection.remotePeer.toString())
+    const first = await this.#read(fs)
+    if (record === undefined) {
+      await this.#refuse(
+        fs,
+        'not-enrolled',
+        `peer ${connection.remotePeer} is not an enrolled machine; enroll it with a token first`,
+      )
+      return
+    }
+    if (first === undefined || first.t !== 'hello' || first.role !== 'agent') {
+      throw new ProtocolViolation('the first control frame must be an agent hello')
+    }
+    if (first.machine !== undefined && first.machine !== record.name) {
+      await this.#refuse(
+        fs,
+        'wrong-machine',
+        `this peer is enrolled as "${record.name}", not "${first.machine}"`,
+      )
+      return
+    }
+    if (first.wire !== WIRE_VERSION) {
+      await this.#refuse(
+        fs,
+        'wire-version',
+        `coordinator speaks wire version ${WIRE_VERSION}, agent ${first.wire}`,
+      )
+      return
+    }
+    const session = new Session(record.name, fs)
+    const previous = this.#sessions.get(record.name)
+    this.#sessions.set(record.name, session)
+    // A reconnecting agent may still have a half-dead old stream; the new one wins.
+    previous?.fs.abort(new Error('superseded by a newer control stream from the same machine'))
+    const path = connectionPath(connection)
+    try {
+      await store.touchMachine(record.name, { lastSeen: Date.now(), path })
+      events.emit({ type: 'online', machine: record.name, path })
+      const hello: Hello = {
+        t: 'hello',
+        wire: WIRE_VERSION,
+        role: 'coordinator',
+        software: SOFTWARE,
+        capabilities: [],
+        lastAckedSeq: await store.lastStatusSeq(record.name),
+      }
+      await session.send(hello)
+      await this.pushDesired(record.name)
+      await this.#serve(session, record)
+    } finally {
+      if (this.#sessions.get(record.name) === session) {
+        this.#sessions.delete(record.name)
+        await store.touchMachine(record.name, { lastSeen: Date.now(), path }).catch(() => {})
+        events.emit({ type: 'offline', machine: record.name })
+      }
+    }
+  }
+
+  async #serve(session: Session, record: MachineRecord): Promise<void> {
+    const key = PublicKey.parse(record.publicKey)
+    while (true) {
+      const frame = await this.#read(session.fs)
+      if (frame === undefined) return
+      switch (frame.t) {
+        case 'ping':
+          await session.send({ t: 'pong', nonce: frame.nonce })
+          break
+        case 'status': {
+          const seq = await this.#ingest(record, key, frame.envelope)
+          await session.send({ t: 'ack', seq })
+          break
+        }
+        case 'pong':
+        case 'error':
+          break
+        default:
+          throw new ProtocolViolation(`agents may not send "${frame.t}" frames`)
+      }
+    }
+  }
+
+  async #ingest(record: MachineRecord, key: PublicKey, envelope: Uint8Array): Promise<number> {
+    const opened = openEnvelope(statusReportSchema, DOMAINS.status, envelope)
+    if (!opened.signer.equals(key))
+      throw new ProtocolViolation(`status report for ${record.name} signed by another key`)
+    if (opened.value.machine !== record.name) {
+      throw new ProtocolViolation(`machine ${record.name} sent a report about "${opened.value.machine}"`)
+    }
+    const status = {
+      machine: record.name,
+      seq: opened.value.seq,
+      report: opened.value,
+      envelope,
+      receivedAt: Date.now(),
+    }
+    const outcome = await this.#init.store.recordStatus(status)
+    if (outcome === 'stored') this.#init.events.emit({ type: 'status', machine: record.name, status })
+    return opened.value.seq
+  }
+
+  async #read(fs: FramedStream): Promise<ControlFrame | undefined> {
+    const bytes = await fs.read({ timeoutMs: this.#init.idleTimeoutMs })
+    if (bytes === undefined) return undefined
+    return decodeMessage(controlFrameSchema, bytes, 'control frame', MAX_CONTROL_FRAME)
+  }
+
+  async #refuse(fs: FramedStream, code: string, message: string): Promise<void> {
+    this.#init.log(`control: refused: ${message}`)
+    await fs.send(encodeMessage(controlFrameSchema, { t: 'error', error: { code, message } }))
+  }
+}
+
+export { MessageDecodeError }

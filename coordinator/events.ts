@@ -1,0 +1,38 @@
+/**
+ * In-process fleet events: what `watch` streams to admins and what a dashboard
+ * would show. Listeners are called synchronously; slow consumers (admin watch
+ * streams) buffer on their own side with a bound.
+ */
+import type { MachineRecord, ManifestRecord, StatusRecord } from './store.ts'
+
+export type FleetEvent =
+  | { type: 'status'; machine: string; status: StatusRecord }
+  | { type: 'online'; machine: string; path: 'direct' | 'relayed' }
+  | { type: 'offline'; machine: string }
+  | { type: 'manifest'; manifest: ManifestRecord }
+  | { type: 'enrolled'; machine: MachineRecord }
+
+export type FleetListener = (event: FleetEvent) => void
+
+export class FleetEvents {
+  readonly #listeners = new Set<FleetListener>()
+
+  on(listener: FleetListener): () => void {
+    this.#listeners.add(listener)
+    return () => this.#listeners.delete(listener)
+  }
+
+  emit(event: FleetEvent): void {
+    for (const l of this.#listeners) {
+      try {
+        l(event)
+      } catch {
+        // A failing listener (e.g. a watch stream that just closed) must not stop the others.
+      }
+    }
+  }
+
+  get listenerCount(): number {
+    return this.#listeners.size
+  }
+}

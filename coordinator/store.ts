@@ -1,0 +1,198 @@
+/**
+ * @packageDocumentation
+ *
+ * The coordinator's state store: enrolled machines, submitted manifests and the
+ * desired state they fan out to, agents' status reports, the audit log,
+ * revocations and replay nonces.
+ *
+ * The interface is deliberately narrow and async so that a PostgreSQL store
+ * shared by several coordinators can implement it later; the embedded default is
+ * SQLite (sqlite-store.ts). Every rule that needs several reads and writes to
+ * agree (enrollment, manifest sequence, audit chaining) is one method, so each
+ * implementation can make it one transaction and no caller can interleave
+ * between the check and the write.
+ *
+ * @example
+ *
+ * ```ts
+ * import { openSqliteStore } from './sqlite-store.ts'
+ *
+ * const store = await openSqliteStore('/var/lib/fleetmesh/coordinator.db')
+ * await store.initFleet('acme', rootKey.toString())
+ * await store.enrollMachine({ name: 'edge-1', peerId, publicKey, tags: ['lab'], facts: {}, nonce, at: Date.now() })
+ * if ((await store.recordStatus(status)) === 'stored') {
+ *   // only now acknowledge the report to the agent: it is on disk
+ * }
+ * await store.close()
+ * ```
+ */
+import type { StatusReport, Targets } from '../protocol/messages.ts'
+
+export type ConnectionPath = 'direct' | 'relayed'
+
+export interface MachineRecord {
+  name: string
+  peerId: string
+  /** base64url Ed25519 public key, as PublicKey.toString(). */
+  publicKey: string
+  tags: string[]
+  facts: Record<string, string>
+  /** Time of the latest (re-)enrollment. */
+  enrolledAt: number
+  lastSeen: number | null
+  path: ConnectionPath | null
+}
+
+export interface ManifestRecord {
+  id: string
+  sequence: number
+  rolloutId: string
+  generation: string
+  targets: Targets
+  /** The signed envelope exactly as submitted: agents verify these bytes, so they are never re-encoded. */
+  envelope: Uint8Array
+  /** Public key (base64url) of the admin who signed the manifest. */
+  submittedBy: string
+  submittedAt: number
+  expiresAt: number
+  /** Target machines as resolved when the manifest was submitted. */
+  machines: string[]
+}
+
+/** What addManifest takes: the target machines are passed separately, already resolved. */
+export type NewManifest = Omit<ManifestRecord, 'machines'>
+
+export interface StatusRecord {
+  /** Must equal report.machine; kept as a column so reports can be found without decoding them. */
+  machine: string
+  /** Must equal report.seq. */
+  seq: number
+  report: StatusReport
+  /** The agent's signed envelope, stored unchanged so the report stays verifiable later. */
+  envelope: Uint8Array
+  receivedAt: number
+}
+
+import type { AuditEntry, AuditRecord } from '../protocol/audit-log.ts'
+
+export type { AuditEntry, AuditOutcome, AuditRecord } from '../protocol/audit-log.ts'
+
+/** Signs an audit record's hash; called inside the append transaction, so it must be synchronous. */
+export type AuditSigner = (hash: Uint8Array) => Uint8Array
+
+/** Requests arrive in frames no larger than this, so a bigger one means a caller bug. */
+export const MAX_AUDIT_REQUEST_BYTES = 256 * 1024
+
+export interface EnrollMachineInput {
+  name: string
+  peerId: string
+  publicKey: string
+  tags: readonly string[]
+  facts: Readonly<Record<string, string>>
+  /** The enrollment token's nonce; each token enrolls once. */
+  nonce: string
+  at: number
+}
+
+export interface TouchInput {
+  lastSeen: number
+  path: ConnectionPath | null
+}
+
+export interface FleetInfo {
+  fleetId: string
+  /** base64url fleet root public key. */
+  fleetRoot: string
+}
+
+export type StoreConflictCode =
+  | 'token-used'
+  | 'name-taken'
+  | 'peer-taken'
+  | 'stale-sequence'
+  | 'unknown-machine'
+  | 'fleet-mismatch'
+
+/** A write refused because it contradicts what is stored; nothing was changed. */
+export class StoreConflictError extends Error {
+  override name = 'StoreConflictError'
+  readonly code: StoreConflictCode
+  constructor(code: StoreConflictCode, message: string, options?: ErrorOptions) {
+    super(message, options)
+    this.code = code
+  }
+}
+
+/** The stored schema is one this build cannot use (written by a newer fleetmesh). */
+export class StoreSchemaError extends Error {
+  override name = 'StoreSchemaError'
+}
+
+/** A value exceeds a bound the store enforces (a caller bug: inputs are bounded earlier). */
+export class StoreLimitError extends Error {
+  override name = 'StoreLimitError'
+}
+
+export interface FleetStore {
+  getFleet(): Promise<FleetInfo | undefined>
+  /** Idempotent for the same fleet; throws StoreConflictError('fleet-mismatch') if another fleet is stored. */
+  initFleet(fleetId: string, fleetRoot: string): Promise<void>
+
+  /**
+   * Atomically: the token nonce must be unused ('token-used'), the name free or
+   * already held by this peer ('name-taken'), the peer not enrolled under another
+   * name ('peer-taken'). Re-enrolling the same peer under its name with a fresh
+   * token replaces tags and facts. Marks the nonce used.
+   */
+  enrollMachine(input: EnrollMachineInput): Promise<MachineRecord>
+  getMachine(name: string): Promise<MachineRecord | undefined>
+  getMachineByPeer(peerId: string): Promise<MachineRecord | undefined>
+  /** Sorted by name. */
+  listMachines(): Promise<MachineRecord[]>
+  /** Throws StoreConflictError('unknown-machine') if the machine is not enrolled. */
+  touchMachine(name: string, input: TouchInput): Promise<void>
+
+  /** Highest manifest sequence stored, 0 when none. */
+  maxSequence(): Promise<number>
+  /**
+   * Atomically: record.sequence must exceed maxSequence() ('stale-sequence') and
+   * every machine must be enrolled ('unknown-machine'); stores the manifest and
+   * makes it the desired state of each machine.
+   */
+  addManifest(record: NewManifest, machines: readonly string[]): Promise<ManifestRecord>
+  getManifest(id: string): Promise<ManifestRecord | undefined>
+  getDesired(machine: string): Promise<ManifestRecord | undefined>
+  /** Newest (highest sequence) first. */
+  listManifests(limit: number): Promise<ManifestRecord[]>
+
+  /**
+   * Resolves only once the report is durably committed, so the caller may
+   * acknowledge it. A (machine, seq) already stored is 'duplicate' and changes
+   * nothing; the latest status moves only forward in seq, history keeps all.
+   * Throws StoreConflictError('unknown-machine') for a machine not enrolled.
+   */
+  recordStatus(record: StatusRecord): Promise<'stored' | 'duplicate'>
+  /** Highest seq stored for the machine, 0 when none. */
+  lastStatusSeq(machine: string): Promise<number>
+  latestStatus(machine: string): Promise<StatusRecord | undefined>
+  latestStatuses(): Promise<Map<string, StatusRecord>>
+  /** Newest (highest seq) first. */
+  statusHistory(machine: string, limit: number): Promise<StatusRecord[]>
+
+  /** Chains and signs the entry in one transaction; see audit.ts for the hash. */
+  appendAudit(entry: AuditEntry, sign: AuditSigner): Promise<AuditRecord>
+  /** Records with index > afterIndex, ascending. */
+  listAudit(afterIndex: number, limit: number): Promise<AuditRecord[]>
+
+  /** Idempotent: a serial revoked twice keeps its first reason and time. */
+  revoke(serial: string, reason: string, at: number): Promise<void>
+  revokedSerials(): Promise<Set<string>>
+
+  /** false if the nonce was seen before (a replay). */
+  rememberNonce(nonce: string, expiresAt: number): Promise<boolean>
+  /** Forgets nonces whose expiry is at or before now. */
+  pruneNonces(now: number): Promise<void>
+
+  /** Idempotent. */
+  close(): Promise<void>
+}

@@ -1,0 +1,83 @@
+/**
+ * Schemas of the results the coordinator returns to admin requests. Both sides
+ * use them: the coordinator validates what it sends, the CLI what it receives.
+ */
+import { z } from 'zod'
+import { bytes, machineName, tagName } from '../keys/schema.ts'
+import { errorInfo, idHex, UPDATE_STATES } from './messages.ts'
+
+const nullableText = z.string().max(256).nullable()
+const count = z.number().int().nonnegative()
+
+export const fleetInfoResult = z.strictObject({
+  fleetId: z.string(),
+  fleetRoot: z.string(),
+  coordinator: z.string(),
+  maxSequence: count,
+  machines: count,
+  online: count,
+})
+export type FleetInfo = z.infer<typeof fleetInfoResult>
+
+export const machineViewSchema = z.strictObject({
+  name: machineName,
+  peerId: z.string().max(128),
+  tags: z.array(tagName),
+  online: z.boolean(),
+  path: z.enum(['direct', 'relayed']).nullable(),
+  enrolledAt: count,
+  lastSeen: count.nullable(),
+  state: z.enum(UPDATE_STATES).nullable(),
+  currentGeneration: nullableText,
+  desiredGeneration: nullableText,
+  manifestId: idHex.nullable(),
+  rolloutId: idHex.nullable(),
+  desiredManifestId: idHex.nullable(),
+  desiredRolloutId: idHex.nullable(),
+  progress: z.strictObject({ done: count, total: count }).nullable(),
+  error: errorInfo.nullable(),
+  reportedAt: count.nullable(),
+})
+export type MachineView = z.infer<typeof machineViewSchema>
+
+export const machinesResult = z.array(machineViewSchema).max(100_000)
+
+export const submitResult = z.strictObject({
+  manifestId: idHex,
+  rolloutId: idHex,
+  sequence: count,
+  machines: z.array(machineName),
+  unknown: z.array(machineName),
+})
+export type SubmitResult = z.infer<typeof submitResult>
+
+export const uploadResult = z.strictObject({ offset: count.optional(), complete: z.boolean() })
+
+export const watchEvent = z.discriminatedUnion('type', [
+  z.strictObject({ type: z.literal('snapshot'), machines: machinesResult }),
+  z.strictObject({ type: z.enum(['status', 'online', 'offline', 'enrolled']), machine: machineViewSchema }),
+  z.strictObject({
+    type: z.literal('manifest'),
+    manifestId: idHex,
+    rolloutId: idHex,
+    machines: z.array(machineName),
+  }),
+])
+export type WatchEvent = z.infer<typeof watchEvent>
+
+export const auditRecordSchema = z.strictObject({
+  index: count,
+  at: count,
+  peerId: z.string().max(128),
+  actor: z.string().max(64).nullable(),
+  action: z.string().max(64),
+  outcome: z.enum(['ok', 'denied', 'error']),
+  detail: z.string().max(4096),
+  request: bytes().nullable(),
+  prevHash: bytes(32),
+  hash: bytes(32),
+  sig: bytes(64),
+})
+export const auditResult = z.array(auditRecordSchema).max(10_000)
+
+export const revokeResult = z.strictObject({ revoked: z.string() })

@@ -1,0 +1,171 @@
+/**
+ * The audit log: every admin action, allowed or not, becomes a record chained to
+ * the one before it by hash and signed by the coordinator. Anyone holding the
+ * coordinator's public key can check an exported log offline: a record edited,
+ * dropped, inserted or reordered breaks the chain, and a record that claims an
+ * admin did something must carry that admin's signed request.
+ *
+ * What the chain cannot show on its own is a truncated tail: a log cut after
+ * record n is a valid log of n records. Detecting that needs a remembered head
+ * (index and hash) from an earlier look, passed back as `previous`.
+ *
+ * @example
+ *
+ * ```ts
+ * const result = verifyAuditLog(await store.listAudit(0, 1000), { coordinator: coordinatorKey.publicKey })
+ * if (!result.ok) console.error(`audit record ${result.index}: ${result.problem}`)
+ * ```
+ */
+import { createHash } from 'node:crypto'
+import { bytesEqual, toHex } from '../keys/bytes.ts'
+import { encodeCanonical } from '../keys/canonical.ts'
+import { DOMAINS } from '../keys/domains.ts'
+import { verify } from '../keys/ed25519.ts'
+import type { PublicKey } from '../keys/identity.ts'
+import { openEnvelope } from './envelope.ts'
+import { adminRequestSchema } from './messages.ts'
+
+export type AuditOutcome = 'ok' | 'denied' | 'error'
+
+export interface AuditEntry {
+  at: number
+  /** The libp2p peer that made the request (authenticated by Noise). */
+  peerId: string
+  /** base64url admin public key when the request was signed (even if it was then denied), else null. */
+  actor: string | null
+  action: string
+  outcome: AuditOutcome
+  detail: string
+  /** The admin's signed request envelope, at most MAX_AUDIT_REQUEST_BYTES. */
+  request: Uint8Array | null
+}
+
+export interface AuditRecord extends AuditEntry {
+  /** 1-based and gapless. */
+  index: number
+  /** The previous record's hash; 32 zero bytes for index 1. */
+  prevHash: Uint8Array
+  /** sha256 over the record's fields, see audit.ts auditHash. */
+  hash: Uint8Array
+  /** The coordinator's signature over `hash`, domain DOMAINS.audit. */
+  sig: Uint8Array
+}
+
+export const AUDIT_HASH_BYTES = 32
+
+/** prevHash of the first record. */
+export const GENESIS_PREV_HASH: Uint8Array = new Uint8Array(AUDIT_HASH_BYTES)
+
+/** Everything a record's hash covers: the record minus its own hash and signature. */
+export type AuditHashFields = Omit<AuditRecord, 'hash' | 'sig'>
+
+/**
+ * sha256 of the canonical CBOR map
+ * { index, at, peerId, actor, action, outcome, detail, request, prevHash }
+ * (integers as CBOR integers, actor and request as null when absent, request and
+ * prevHash as byte strings). The fields are picked one by one so that passing a
+ * whole AuditRecord hashes the same bytes as passing just these fields.
+ */
+export function auditHash(fields: AuditHashFields): Uint8Array {
+  const encoded = encodeCanonical({
+    index: fields.index,
+    at: fields.at,
+    peerId: fields.peerId,
+    actor: fields.actor,
+    action: fields.action,
+    outcome: fields.outcome,
+    detail: fields.detail,
+    request: fields.request,
+    prevHash: fields.prevHash,
+  })
+  return new Uint8Array(createHash('sha256').update(encoded).digest())
+}
+
+export interface VerifyAuditOptions {
+  coordinator: PublicKey
+  /**
+   * The record just before records[0], from an earlier verified page or a
+   * remembered head. Without it records[0] must be record 1.
+   */
+  previous?: AuditRecord
+}
+
+export type AuditVerification = { ok: true; count: number } | { ok: false; index: number; problem: string }
+
+/**
+ * Checks, in order, for each record: the index follows on, prevHash links to the
+ * record before, the hash matches the fields, the coordinator's signature holds,
+ * and an 'ok' record with a request carries a valid admin request signed by its
+ * actor. Denied and failed records may carry requests that do not verify (that
+ * is often why they were denied), so those are not opened. Reports the first
+ * problem; `index` is the log index where the chain stops being trustworthy.
+ */
+export function verifyAuditLog(records: readonly AuditRecord[], opts: VerifyAuditOptions): AuditVerification {
+  let expectedIndex = 1
+  let expectedPrev = GENESIS_PREV_HASH
+  if (opts.previous !== undefined) {
+    const problem = checkSealed(opts.previous, opts.coordinator)
+    if (problem !== undefined) {
+      return { ok: false, index: opts.previous.index, problem: `the anchoring previous record: ${problem}` }
+    }
+    expectedIndex = opts.previous.index + 1
+    expectedPrev = opts.previous.hash
+  }
+  for (const record of records) {
+    if (record.index !== expectedIndex) {
+      return {
+        ok: false,
+        index: expectedIndex,
+        problem:
+          record.index > expectedIndex
+            ? `record ${expectedIndex} is missing: the next record has index ${record.index}`
+            : `expected record ${expectedIndex}, found index ${record.index} (records repeated or out of order)`,
+      }
+    }
+    if (!bytesEqual(record.prevHash, expectedPrev)) {
+      return {
+        ok: false,
+        index: record.index,
+        problem:
+          `prevHash ${toHex(record.prevHash)} does not link to the previous record's hash ` +
+          `${toHex(expectedPrev)} (a record before it was changed, removed or reordered)`,
+      }
+    }
+    const sealed = checkSealed(record, opts.coordinator)
+    if (sealed !== undefined) return { ok: false, index: record.index, problem: sealed }
+    if (record.outcome === 'ok' && record.request !== null) {
+      const problem = checkRequest(record.request, record.actor)
+      if (problem !== undefined) return { ok: false, index: record.index, problem }
+    }
+    expectedIndex = record.index + 1
+    expectedPrev = record.hash
+  }
+  return { ok: true, count: records.length }
+}
+
+function checkSealed(record: AuditRecord, coordinator: PublicKey): string | undefined {
+  const hash = auditHash(record)
+  if (!bytesEqual(hash, record.hash)) {
+    return `stored hash ${toHex(record.hash)} does not match the record's fields (hash ${toHex(hash)}): the record was altered`
+  }
+  if (!verify(coordinator.bytes, DOMAINS.audit, record.hash, record.sig)) {
+    return `signature does not verify against coordinator key ${coordinator}`
+  }
+  return undefined
+}
+
+function checkRequest(request: Uint8Array, actor: string | null): string | undefined {
+  let signer: PublicKey
+  try {
+    signer = openEnvelope(adminRequestSchema, DOMAINS.adminRequest, request).signer
+  } catch (err) {
+    return `outcome is "ok" but the stored request is not a valid signed admin request: ${(err as Error).message}`
+  }
+  if (actor === null) {
+    return `outcome is "ok" and the request is signed by ${signer}, but the record names no actor`
+  }
+  if (signer.toString() !== actor) {
+    return `outcome is "ok" but the request is signed by ${signer}, not by the recorded actor ${actor}`
+  }
+  return undefined
+}

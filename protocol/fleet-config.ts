@@ -1,0 +1,15 @@
+/**
+ * The coordinator's bootstrap file (`coordinator.json` in its state directory),
+ * written by `fleetmesh init` on the admin side and read by the coordinator. It
+ * lives in protocol/ because both sides must agree on it.
+ */
+import { z } from 'zod'
+
+export const COORDINATOR_CONFIG_FILE = 'coordinator.json'
+export const IDENTITY_FILE = 'identity.key'
+
+export const coordinatorConfigSchema = z.strictObject({
+  fleetId: z.string().min(1).max(128),
+  fleetRoot: z.string().length(43),
+})
+export type CoordinatorConfig = z.infer<typeof coordinatorConfigSchema>
