@@ -1,0 +1,365 @@
+/**
+ * One libp2p host factory for every fleetmesh role.
+ *
+ * Coordinator, relay, agent and admin CLI all run the same stack (TCP, Noise,
+ * Yamux, identify, ping, a private kad-dht, circuit relay v2); the role only
+ * decides listen defaults, DHT mode, whether this host serves as a relay and
+ * how many connections it is sized for.
+ *
+ * @example
+ *
+ * ```ts
+ * const host = await createHost({
+ *   role: 'agent',
+ *   privateKey: await generateKeyPair('Ed25519'),
+ *   bootstrap: ['/dns4/coord.example.net/tcp/4001/p2p/12D3Koo…'],
+ * })
+ * // …
+ * await host.stop()
+ * ```
+ */
+
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { bootstrap } from '@libp2p/bootstrap'
+import type { CircuitRelayServerInit, CircuitRelayService } from '@libp2p/circuit-relay-v2'
+import { circuitRelayServer, circuitRelayTransport } from '@libp2p/circuit-relay-v2'
+import type { Identify } from '@libp2p/identify'
+import { identify } from '@libp2p/identify'
+import type { Libp2p, PrivateKey } from '@libp2p/interface'
+import type { KadDHT } from '@libp2p/kad-dht'
+import { kadDHT, passthroughMapper } from '@libp2p/kad-dht'
+import type { Ping } from '@libp2p/ping'
+import { ping } from '@libp2p/ping'
+import { tcp } from '@libp2p/tcp'
+import { multiaddr } from '@multiformats/multiaddr'
+import type { Libp2pOptions } from 'libp2p'
+import { createLibp2p } from 'libp2p'
+
+export type HostRole = 'coordinator' | 'relay' | 'agent' | 'admin'
+
+/** The fleetmesh DHT protocol; a private id keeps fleet hosts out of the public IPFS DHT and vice versa */
+export const FLEETMESH_DHT_PROTOCOL = '/fleetmesh/kad/1.0.0'
+
+/** Default TCP port for hosts other peers dial (coordinator, relay) */
+export const DEFAULT_PORT = 4001
+
+/**
+ * Node timers (and so AbortSignal.timeout, which the relay uses to enforce
+ * durations) fire after 1 ms when given more than 2^31-1 ms; a longer limit
+ * would kill every relayed connection at once instead of never.
+ */
+const MAX_TIMER_MS = 2 ** 31 - 1
+
+/**
+ * Yamux grows a stream's receive window up to 16 MiB by default, but a
+ * paused stream (a FramedStream whose reader is busy) resets itself once its
+ * read buffer passes 4 MiB. A fast sender could fill the whole window while
+ * the reader is busy and get the stream reset. Capping the window at the
+ * read-buffer limit makes a paused stream hold at most what it may buffer.
+ */
+const YAMUX_STREAM_WINDOW_BYTES = 4 * 1024 * 1024
+
+/**
+ * Operator-set limits for the circuit relay v2 server run by coordinator and
+ * relay hosts.
+ */
+export interface RelayLimits {
+  /**
+   * How many peers may hold a reservation (be reachable through this relay)
+   * at once.
+   *
+   * @default 4096
+   */
+  maxReservations?: number
+
+  /**
+   * How long a reservation lasts before the client must refresh it, in ms.
+   * libp2p clients refresh 5 minutes before expiry. At most 2^31-1.
+   *
+   * @default 7_200_000 (2 h, the libp2p default)
+   */
+  reservationTtlMs?: number
+
+  /**
+   * Bytes (both directions together) one relayed connection may carry before
+   * the relay resets it.
+   *
+   * @default 256 MiB
+   */
+  dataLimitBytes?: number
+
+  /**
+   * How long one relayed connection may stay open, in ms, before the relay
+   * resets it. At most 2^31-1 (about 24.8 days).
+   *
+   * @default 86_400_000 (24 h)
+   */
+  durationLimitMs?: number
+
+  /**
+   * Apply `dataLimitBytes` and `durationLimitMs` to relayed connections. When
+   * false relayed connections are unlimited, and libp2p treats them like
+   * direct ones (no `runOnLimitedConnection` opt-in needed).
+   *
+   * @default true
+   */
+  applyLimits?: boolean
+
+  /**
+   * Simultaneous relay HOP streams (reservations and connects in progress) per
+   * connection.
+   *
+   * @default 64
+   */
+  maxInboundHopStreams?: number
+}
+
+// The libp2p defaults (128 KiB and 2 minutes per relayed connection) are sized
+// for a relay that only bridges the few seconds a DCUtR hole punch takes. A
+// fleetmesh agent behind CGNAT may never get a direct path, so its control
+// stream to the coordinator lives on the relay for hours: status reports,
+// desired-state pushes and heartbeats add up to far more than 128 KiB, and
+// every reset forces a reconnect plus re-authentication. A day of control
+// traffic (heartbeats, status reports, manifests) is in the tens of MiB, so
+// 24 h / 256 MiB only bounds abuse and the cost of a stuck connection. Bulk
+// artifacts come from the binary cache, not through the relay; and the relay
+// buffers a relayed connection's data in memory without backpressure towards
+// the sender, so the data limit is also the worst case per connection.
+const RELAY_DEFAULTS = {
+  maxReservations: 4096,
+  reservationTtlMs: 2 * 60 * 60 * 1000,
+  dataLimitBytes: 256 * 1024 * 1024,
+  durationLimitMs: 24 * 60 * 60 * 1000,
+  applyLimits: true,
+  maxInboundHopStreams: 64,
+} as const satisfies Required<RelayLimits>
+
+export interface HostInit {
+  /** What this host is; decides listen defaults, DHT mode, relay service and sizing */
+  role: HostRole
+
+  /** The host's Ed25519 key; its public key is the peer identity other peers pin */
+  privateKey: PrivateKey
+
+  /**
+   * Multiaddrs to listen on.
+   *
+   * Defaults: coordinator and relay `/ip4/0.0.0.0/tcp/4001`; agent
+   * `/ip4/0.0.0.0/tcp/0` (a listener the later hole-punching transport can
+   * use); admin none (dial only).
+   */
+  listen?: string[]
+
+  /** Multiaddrs to advertise instead of the listen addresses (e.g. a public IP in front of a NAT) */
+  announce?: string[]
+
+  /**
+   * Peers to dial once at start-up, as multiaddrs ending in `/p2p/<peer id>`.
+   * This is not a connection keeper: redialing after a disconnect is the
+   * caller's job.
+   */
+  bootstrap?: string[]
+
+  /** Limits for the relay server (coordinator and relay roles only) */
+  relay?: RelayLimits
+
+  /**
+   * Relay multiaddrs (ending in `/p2p/<relay peer id>`) to make a reservation
+   * on, so that this host can be reached as `<relay>/p2p-circuit/p2p/<us>`.
+   *
+   * `createHost` rejects if any reservation fails (relay unreachable, or it
+   * refuses). libp2p does not renew a reservation on a relay it lost the
+   * connection to; re-reserving is the caller's job.
+   */
+  reserveOn?: string[]
+
+  /** Override the role's connection ceiling */
+  maxConnections?: number
+}
+
+export type FleetServices = {
+  identify: Identify
+  ping: Ping
+  dht: KadDHT
+  /** Present on coordinator and relay hosts */
+  relay?: CircuitRelayService
+}
+
+export type FleetHost = Libp2p<FleetServices>
+
+interface RoleProfile {
+  listen: string[]
+  dhtServer: boolean
+  relayServer: boolean
+  maxConnections: number
+  /** New inbound connections per second accepted from one IP */
+  inboundConnectionThreshold: number
+  /** Inbound connections allowed to be mid-handshake at once */
+  maxIncomingPendingConnections: number
+}
+
+const ROLE_PROFILES: Record<HostRole, RoleProfile> = {
+  // Thousands of agents, many behind one CGNAT address, all redialing at once
+  // after a coordinator restart: the libp2p defaults (300 connections, 5 per
+  // second per IP, 10 pending handshakes) would turn that into a
+  // reconnect storm of refusals.
+  coordinator: {
+    listen: [`/ip4/0.0.0.0/tcp/${DEFAULT_PORT}`],
+    dhtServer: true,
+    relayServer: true,
+    maxConnections: 10_000,
+    inboundConnectionThreshold: 100,
+    maxIncomingPendingConnections: 256,
+  },
+  relay: {
+    listen: [`/ip4/0.0.0.0/tcp/${DEFAULT_PORT}`],
+    dhtServer: true,
+    relayServer: true,
+    maxConnections: 10_000,
+    inboundConnectionThreshold: 100,
+    maxIncomingPendingConnections: 256,
+  },
+  // an agent talks to its coordinator(s), a relay, a handful of DHT peers and
+  // whatever is mid hole-punch
+  agent: {
+    listen: ['/ip4/0.0.0.0/tcp/0'],
+    dhtServer: false,
+    relayServer: false,
+    maxConnections: 64,
+    inboundConnectionThreshold: 5,
+    maxIncomingPendingConnections: 10,
+  },
+  admin: {
+    listen: [],
+    dhtServer: false,
+    relayServer: false,
+    maxConnections: 64,
+    inboundConnectionThreshold: 5,
+    maxIncomingPendingConnections: 10,
+  },
+}
+
+function checkTimer(name: string, ms: number): number {
+  if (!Number.isSafeInteger(ms) || ms <= 0 || ms > MAX_TIMER_MS) {
+    throw new RangeError(
+      `relay.${name} must be a whole number of ms between 1 and ${MAX_TIMER_MS}, got ${ms}`,
+    )
+  }
+  return ms
+}
+
+function checkCount(name: string, n: number, min: number): number {
+  if (!Number.isSafeInteger(n) || n < min) {
+    throw new RangeError(`${name} must be a whole number >= ${min}, got ${n}`)
+  }
+  return n
+}
+
+function checkPeerAddrs(name: string, addrs: string[]): string[] {
+  for (const addr of addrs) {
+    let ma: ReturnType<typeof multiaddr>
+    try {
+      ma = multiaddr(addr)
+    } catch (err) {
+      throw new TypeError(`${name} entry "${addr}" is not a valid multiaddr`, { cause: err })
+    }
+    if (ma.getComponents().at(-1)?.name !== 'p2p') {
+      throw new TypeError(
+        `${name} entry "${addr}" must end in /p2p/<peer id> so the peer's identity can be checked`,
+      )
+    }
+  }
+  return addrs
+}
+
+function relayServerInit(limits: RelayLimits = {}): CircuitRelayServerInit {
+  const l = { ...RELAY_DEFAULTS, ...limits }
+  return {
+    maxInboundHopStreams: checkCount('relay.maxInboundHopStreams', l.maxInboundHopStreams, 1),
+    reservations: {
+      maxReservations: checkCount('relay.maxReservations', l.maxReservations, 0),
+      reservationTtl: checkTimer('reservationTtlMs', l.reservationTtlMs),
+      applyDefaultLimit: l.applyLimits,
+      // the server enforces this with AbortSignal.timeout(), i.e. in ms, and
+      // sends the same number in the Limit message, whose spec unit is seconds
+      // (js-libp2p clients multiply it by 1000): clients overestimate how long
+      // the connection lasts, the relay is authoritative
+      defaultDurationLimit: checkTimer('durationLimitMs', l.durationLimitMs),
+      defaultDataLimit: BigInt(checkCount('relay.dataLimitBytes', l.dataLimitBytes, 1)),
+    },
+  }
+}
+
+/**
+ * Create and start a libp2p host for `init.role`.
+ *
+ * The returned host is listening (and holds its `reserveOn` reservations);
+ * the caller owns it and must `stop()` it.
+ */
+export async function createHost(init: HostInit): Promise<FleetHost> {
+  if (init.privateKey.type !== 'Ed25519') {
+    throw new TypeError(`fleetmesh host identities are Ed25519 keys, got a ${init.privateKey.type} key`)
+  }
+  const profile = ROLE_PROFILES[init.role]
+  if (init.relay !== undefined && !profile.relayServer) {
+    throw new TypeError(
+      `relay limits were given for a ${init.role} host, but only coordinator and relay hosts run a relay server`,
+    )
+  }
+  const bootstrapList = checkPeerAddrs('bootstrap', init.bootstrap ?? [])
+  const reserveOn = checkPeerAddrs('reserveOn', init.reserveOn ?? [])
+  const maxConnections = checkCount('maxConnections', init.maxConnections ?? profile.maxConnections, 1)
+
+  const options: Libp2pOptions<FleetServices> = {
+    privateKey: init.privateKey,
+    addresses: {
+      listen: [...(init.listen ?? profile.listen), ...reserveOn.map((relay) => `${relay}/p2p-circuit`)],
+      announce: init.announce ?? [],
+    },
+    transports: [tcp(), circuitRelayTransport()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [
+      yamux({
+        streamOptions: {
+          maxStreamWindowSize: YAMUX_STREAM_WINDOW_BYTES,
+          maxReadBufferLength: YAMUX_STREAM_WINDOW_BYTES,
+        },
+      }),
+    ],
+    peerDiscovery: bootstrapList.length > 0 ? [bootstrap({ list: bootstrapList })] : [],
+    connectionManager: {
+      maxConnections,
+      inboundConnectionThreshold: profile.inboundConnectionThreshold,
+      maxIncomingPendingConnections: profile.maxIncomingPendingConnections,
+    },
+    connectionMonitor: {
+      // both ends ping every 20 s: well inside the idle timeouts of home NAT
+      // and CGNAT TCP mappings, and still only ~1000 pings/s on a coordinator
+      // with 10k agents
+      pingInterval: 20_000,
+    },
+    services: {
+      identify: identify(),
+      ping: ping(),
+      dht: kadDHT({
+        protocol: FLEETMESH_DHT_PROTOCOL,
+        logPrefix: 'fleetmesh:dht',
+        datastorePrefix: '/fleetmesh/dht',
+        metricsPrefix: 'fleetmesh_dht',
+        // fixed, not address-sniffed: coordinators and relays are the DHT's
+        // backbone even on a LAN or behind a port forward, agents never serve
+        clientMode: !profile.dhtServer,
+        // fleets live on LANs and in private address space as often as on the
+        // internet; the default mapper would drop every private address
+        peerInfoMapper: passthroughMapper,
+      }),
+    },
+  }
+
+  if (profile.relayServer && options.services !== undefined) {
+    options.services.relay = circuitRelayServer(relayServerInit(init.relay))
+  }
+
+  return createLibp2p<FleetServices>(options)
+}
