@@ -1,0 +1,238 @@
+/**
+ * The agent daemon: identity and state in one directory, enrollment on first
+ * start, then one connection to the coordinator over which manifests come down
+ * and signed status reports go up, with the update state machine in between.
+ *
+ *   <state>/identity.key     the machine's Ed25519 key (= its PeerId), 0600
+ *   <state>/enrollment.json  pinned fleet root, machine name, tags, coordinator
+ *   <state>/update.json      the update state machine (agent/updater.ts)
+ *   <state>/outbox/          signed status reports not yet acknowledged
+ *   <state>/profile/         generations and the `current` symlink (profile activator)
+ */
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { multiaddr } from '@multiformats/multiaddr'
+import { DOMAINS } from '../keys/domains.ts'
+import { loadOrCreateIdentity, type PrivateKey, PublicKey } from '../keys/identity.ts'
+import { sealEnvelope } from '../protocol/envelope.ts'
+import { createHost, type FleetHost } from '../protocol/host.ts'
+import { type StatusReport, statusReportSchema } from '../protocol/messages.ts'
+import { coordinatorBlobFetcher } from './blob-fetcher.ts'
+import {
+  checkToken,
+  EnrollmentError,
+  type EnrollmentFile,
+  enrollWithCoordinator,
+  parseEnrollmentFile,
+} from './enroll.ts'
+import { CoordinatorLink, type LinkState } from './link.ts'
+import { Outbox, reportKind } from './outbox.ts'
+import { httpBlobFetcher, profileActivator, routeBlobFetcher } from './profile-activator.ts'
+import { createUpdater, type ReportBody, type Updater } from './updater.ts'
+
+export interface AgentOptions {
+  stateDir: string
+  /** Enrollment token text; needed on first start only. */
+  token?: string
+  /** Overrides the coordinator addresses from the token/enrollment. */
+  coordinatorAddrs?: string[]
+  listen?: string[]
+  keepaliveMs?: number
+  /** Environment passed to activate hooks and health checks. */
+  hookEnv?: Record<string, string>
+  /** Structured events for the CLI (JSON lines) and tests. */
+  emit?: (event: string, fields: Record<string, unknown>) => void
+}
+
+export interface RunningAgent {
+  host: FleetHost
+  enrollment: EnrollmentFile
+  updater: Updater
+  link: CoordinatorLink
+  stop(): Promise<void>
+}
+
+export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
+  const emit = options.emit ?? (() => {})
+  const key = await loadOrCreateIdentity(join(options.stateDir, 'identity.key'))
+  const enrollmentPath = join(options.stateDir, 'enrollment.json')
+  const host = await createHost({
+    role: 'agent',
+    privateKey: key.toLibp2p(),
+    ...(options.listen ? { listen: options.listen } : {}),
+  })
+  try {
+    const enrollment = await enrollIfNeeded(host, enrollmentPath, options, emit)
+    const coordinator = peerIdFromString(enrollment.coordinator.peerId)
+    const addrs =
+      options.coordinatorAddrs && options.coordinatorAddrs.length > 0
+        ? options.coordinatorAddrs
+        : enrollment.coordinator.addrs
+    const outbox = await Outbox.open(options.stateDir)
+    const trust = {
+      fleetRoot: PublicKey.parse(enrollment.fleetRoot),
+      fleetId: enrollment.fleetId,
+      machine: enrollment.machine,
+      tags: enrollment.tags,
+    }
+    let link: CoordinatorLink | undefined
+    const report = makeReporter(key, enrollment.machine, outbox, () => link?.flush(), emit)
+    const fetcher = routeBlobFetcher({
+      coordinator: coordinatorBlobFetcher(host, coordinator),
+      http: httpBlobFetcher(),
+    })
+    const updater = await createUpdater({
+      stateDir: options.stateDir,
+      trust,
+      activator: profileActivator({
+        root: join(options.stateDir, 'profile'),
+        fetcher,
+        ...(options.hookEnv ? { env: options.hookEnv } : {}),
+      }),
+      confirm: (signal) => {
+        if (link === undefined) return Promise.reject(new Error('no link'))
+        // The updater aborts the signal when the manifest's confirm timeout runs out.
+        return raceAbort(link.roundTrip(86_400_000), signal)
+      },
+      report,
+      ...(options.hookEnv ? { healthEnv: options.hookEnv } : {}),
+      onError: (err, context) => emit('warning', { context, message: (err as Error).message }),
+    })
+    link = new CoordinatorLink({
+      host,
+      coordinator,
+      coordinatorAddrs: addrs.map((a) => multiaddr(a)),
+      machine: enrollment.machine,
+      queue: {
+        pending: () => outbox.pending(),
+        ack: async (seq) => {
+          await outbox.ack(seq)
+          emit('acked', { seq })
+        },
+      },
+      onManifest: (envelope) => {
+        emit('manifest', { bytes: envelope.byteLength })
+        void updater.offer(envelope).then(
+          (o) => emit('offer', { outcome: o.outcome, manifestId: o.manifestId, error: o.error }),
+          (err: unknown) => emit('warning', { context: 'offer', message: (err as Error).message }),
+        )
+      },
+      ...(options.keepaliveMs
+        ? { keepaliveMs: options.keepaliveMs, deadAfterMs: options.keepaliveMs * 3 }
+        : {}),
+      log: (msg) => emit('log', { msg }),
+      onState: (state: LinkState) => emit(state.connected ? 'connected' : 'disconnected', { ...state }),
+    })
+    // Finish whatever a crash interrupted before taking new work, then say where we are.
+    const recovered = await updater.recover()
+    if (recovered !== null) emit('recovered', { outcome: recovered.outcome, error: recovered.error })
+    if ((await outbox.pending()).length === 0 && recovered === null) {
+      const now = updater.current()
+      await report({
+        state: now.state,
+        currentGeneration: now.generation,
+        desiredGeneration: null,
+        manifestId: now.manifestId,
+        manifestSequence: null,
+        rolloutId: null,
+        progress: null,
+        error: null,
+        facts: {},
+      })
+    }
+    link.start()
+    emit('ready', {
+      machine: enrollment.machine,
+      peerId: host.peerId.toString(),
+      fleetId: enrollment.fleetId,
+    })
+    const running: RunningAgent = {
+      host,
+      enrollment,
+      updater,
+      link,
+      async stop() {
+        await link?.stop()
+        await updater.close()
+        await host.stop()
+      },
+    }
+    return running
+  } catch (err) {
+    await host.stop()
+    throw err
+  }
+}
+
+async function enrollIfNeeded(
+  host: FleetHost,
+  path: string,
+  options: AgentOptions,
+  emit: NonNullable<AgentOptions['emit']>,
+): Promise<EnrollmentFile> {
+  let text: string | undefined
+  try {
+    text = await readFile(path, 'utf8')
+  } catch {
+    text = undefined
+  }
+  if (text !== undefined) {
+    const existing = parseEnrollmentFile(text, path)
+    if (options.token !== undefined)
+      emit('log', { msg: `already enrolled as "${existing.machine}"; ignoring --token` })
+    return existing
+  }
+  if (options.token === undefined) {
+    throw new EnrollmentError(
+      'not-enrolled',
+      `not enrolled yet (no ${path}); start once with --token <token from "fleetmesh enroll">`,
+    )
+  }
+  const token = checkToken(options.token)
+  const enrollment = await enrollWithCoordinator(host, token, path, options.coordinatorAddrs)
+  emit('enrolled', { machine: enrollment.machine, tags: enrollment.tags, fleetId: enrollment.fleetId })
+  return enrollment
+}
+
+function makeReporter(
+  key: PrivateKey,
+  machine: string,
+  outbox: Outbox,
+  flush: () => void,
+  emit: NonNullable<AgentOptions['emit']>,
+) {
+  return async (body: ReportBody): Promise<void> => {
+    const seq = await outbox.nextSeq()
+    const report: StatusReport = { v: 1, machine, seq, timestamp: Date.now(), ...body }
+    const envelope = sealEnvelope(statusReportSchema, DOMAINS.status, report, key)
+    await outbox.enqueue(seq, envelope, reportKind(report))
+    emit('status', {
+      seq,
+      state: report.state,
+      currentGeneration: report.currentGeneration,
+      desiredGeneration: report.desiredGeneration,
+      progress: report.progress,
+      error: report.error,
+    })
+    flush()
+  }
+}
+
+function raceAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason)
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject(signal.reason)
+    signal.addEventListener('abort', onAbort, { once: true })
+    promise.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort)
+        resolve(v)
+      },
+      (e: unknown) => {
+        signal.removeEventListener('abort', onAbort)
+        reject(e)
+      },
+    )
+  })
+}

@@ -1,0 +1,184 @@
+/**
+ * Running the commands an update brings with it: health checks and activation
+ * hooks. Commands are argv lists run without a shell, in their own process group,
+ * so a timeout can kill everything the command started and not just its first
+ * process (a hung `curl` under a shell script would otherwise outlive the check).
+ */
+import { spawn } from 'node:child_process'
+import type { HealthCheck } from '../protocol/messages.ts'
+
+const DEFAULT_MAX_OUTPUT = 4096
+/** After the main process exits, how long to wait for its stdout/stderr to drain. */
+const DRAIN_MS = 500
+
+export interface RunOptions {
+  cwd: string
+  env?: NodeJS.ProcessEnv
+  timeoutMs: number
+  signal?: AbortSignal
+  /** Keep at most this many bytes of combined output (the end, where the error usually is). */
+  maxOutputBytes?: number
+  /**
+   * Kill whatever is left in the process group once the command exits. Right for
+   * health checks, which must not leave anything behind; wrong for activation
+   * hooks, which may legitimately start a service in the background.
+   */
+  killGroupOnExit?: boolean
+}
+
+export interface RunResult {
+  /** Exit code, or null when the process was killed or could not start. */
+  code: number | null
+  signal: NodeJS.Signals | null
+  timedOut: boolean
+  /** Set when the command could not be started at all (not found, not executable). */
+  spawnError: string | null
+  /** The tail of stdout and stderr, interleaved as they arrived. */
+  output: string
+  durationMs: number
+}
+
+export function describeResult(argv: readonly string[], result: RunResult): string {
+  const what = `"${argv.join(' ')}"`
+  let how: string
+  if (result.spawnError !== null) how = `could not be started: ${result.spawnError}`
+  else if (result.timedOut) how = `timed out after ${result.durationMs} ms and was killed`
+  else if (result.signal !== null) how = `was killed by ${result.signal}`
+  else how = `exited with status ${result.code}`
+  const output = result.output.trim()
+  return output.length > 0 ? `${what} ${how}; output: ${output}` : `${what} ${how}`
+}
+
+function killGroup(pid: number | undefined): void {
+  if (pid === undefined) return
+  try {
+    process.kill(-pid, 'SIGKILL')
+  } catch {
+    // ESRCH: the group is already gone.
+  }
+}
+
+export function runProcess(argv: readonly string[], options: RunOptions): Promise<RunResult> {
+  const [command, ...args] = argv
+  if (command === undefined) throw new TypeError('runProcess needs a non-empty argv')
+  const maxOutput = options.maxOutputBytes ?? DEFAULT_MAX_OUTPUT
+  const started = Date.now()
+  return new Promise<RunResult>((resolve) => {
+    let output = Buffer.alloc(0)
+    let timedOut = false
+    let spawnError: string | null = null
+    let settled = false
+    const child = spawn(command, args, {
+      cwd: options.cwd,
+      env: options.env ?? process.env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    })
+    const collect = (chunk: Buffer) => {
+      output = Buffer.concat([output, chunk])
+      if (output.byteLength > maxOutput) output = output.subarray(output.byteLength - maxOutput)
+    }
+    child.stdout?.on('data', collect)
+    child.stderr?.on('data', collect)
+
+    const timer = setTimeout(() => {
+      timedOut = true
+      killGroup(child.pid)
+    }, options.timeoutMs)
+    const onAbort = () => killGroup(child.pid)
+    if (options.signal?.aborted) onAbort()
+    else options.signal?.addEventListener('abort', onAbort, { once: true })
+
+    const finish = (code: number | null, signal: NodeJS.Signals | null) => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      options.signal?.removeEventListener('abort', onAbort)
+      if (options.killGroupOnExit === true || timedOut) killGroup(child.pid)
+      const done = () => {
+        child.stdout?.destroy()
+        child.stderr?.destroy()
+        resolve({
+          code,
+          signal,
+          timedOut,
+          spawnError,
+          output: output.toString('utf8'),
+          durationMs: Date.now() - started,
+        })
+      }
+      if (spawnError !== null) return done()
+      // A background process that inherited the pipes would keep them open forever.
+      const drain = setTimeout(done, DRAIN_MS)
+      child.once('close', () => {
+        clearTimeout(drain)
+        done()
+      })
+    }
+    child.once('error', (err) => {
+      spawnError = err.message
+      finish(null, null)
+    })
+    child.once('exit', finish)
+  })
+}
+
+export class HealthCheckError extends Error {
+  override name = 'HealthCheckError'
+  readonly attempts: number
+  readonly last: RunResult
+  constructor(attempts: number, last: RunResult, message: string) {
+    super(message)
+    this.attempts = attempts
+    this.last = last
+  }
+}
+
+export interface HealthCheckOptions {
+  cwd: string
+  env?: NodeJS.ProcessEnv
+  signal?: AbortSignal
+}
+
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, ms)
+    signal?.addEventListener(
+      'abort',
+      () => {
+        clearTimeout(timer)
+        resolve()
+      },
+      { once: true },
+    )
+  })
+
+/**
+ * Runs the check up to 1 + retries times, intervalMs apart, until it exits 0.
+ * Resolves with the passing attempt; throws HealthCheckError with the last failure.
+ */
+export async function runHealthCheck(
+  check: HealthCheck,
+  options: HealthCheckOptions,
+): Promise<{ attempts: number; result: RunResult }> {
+  const total = check.retries + 1
+  let last: RunResult | undefined
+  for (let attempt = 1; attempt <= total; attempt++) {
+    if (attempt > 1) await sleep(check.intervalMs, options.signal)
+    last = await runProcess(check.command, {
+      cwd: options.cwd,
+      timeoutMs: check.timeoutMs,
+      killGroupOnExit: true,
+      ...(options.env !== undefined ? { env: options.env } : {}),
+      ...(options.signal !== undefined ? { signal: options.signal } : {}),
+    })
+    if (last.code === 0) return { attempts: attempt, result: last }
+    if (options.signal?.aborted) break
+  }
+  const result = last as RunResult
+  throw new HealthCheckError(
+    total,
+    result,
+    `health check failed ${total === 1 ? 'once' : `${total} times`}: ${describeResult(check.command, result)}`,
+  )
+}
