@@ -5,7 +5,7 @@
 import { adminGrant, adminInstall, adminKeygen, enroll, init } from './offline.ts'
 import { audit, deploy, machines, revoke, watch } from './remote.ts'
 
-type Command = (argv: string[], home: string) => Promise<number | undefined | undefined>
+type Command = (argv: string[], home: string) => Promise<unknown>
 
 export const ADMIN_COMMANDS: Record<string, { run: Command; help: string }> = {
   init: { run: init, help: 'create a fleet: root key, your admin certificate, the coordinator identity' },

@@ -52,11 +52,11 @@ export async function main(argv: string[]): Promise<number> {
         throw new UsageError(
           `unknown admin command "${sub ?? ''}"; known: ${Object.keys(ADMIN_SUBCOMMANDS).join(', ')}`,
         )
-      return (await entry.run(subArgs, home)) ?? 0
+      return exitCode(await entry.run(subArgs, home))
     }
     const entry = ADMIN_COMMANDS[command]
     if (entry === undefined) throw new UsageError(`unknown command "${command}"\n\n${help()}`)
-    return (await entry.run(rest, home)) ?? 0
+    return exitCode(await entry.run(rest, home))
   } catch (err) {
     const e = err as Error
     if (e instanceof UsageError) {
@@ -68,4 +68,9 @@ export async function main(argv: string[]): Promise<number> {
     if (process.env.FLEETMESH_DEBUG) process.stderr.write(`${e.stack}\n`)
     return 1
   }
+}
+
+/** Commands return an exit code, or nothing for success. */
+function exitCode(result: unknown): number {
+  return typeof result === 'number' ? result : 0
 }

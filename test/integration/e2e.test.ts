@@ -1,0 +1,222 @@
+/**
+ * End to end with real processes on loopback: a coordinator, agents and the
+ * admin CLI, each a separate `fleetmesh` process, real SQLite, real tar.
+ */
+import { readFile, readlink } from 'node:fs/promises'
+import { join } from 'node:path'
+import { DatabaseSync } from 'node:sqlite'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { makeArchive } from './archives.ts'
+import { type Event, type Proc, TestFleet } from './harness.ts'
+
+let fleet: TestFleet
+beforeEach(async () => {
+  fleet = await TestFleet.create()
+})
+afterEach(async () => {
+  await fleet.stop()
+})
+
+const isStatus = (state: string, generationPart?: string) => (e: Event) =>
+  e.event === 'status' &&
+  e.state === state &&
+  (generationPart === undefined || String(e.desiredGeneration ?? '').includes(generationPart))
+
+async function enrolledAgent(name: string, tags: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<Proc> {
+  const token = await fleet.token(name, tags)
+  const agent = fleet.startAgent(name, ['--token', token], env)
+  await agent.waitFor((e) => e.event === 'connected', 30_000, `${name} connected`)
+  return agent
+}
+
+function logEnv(name: string): NodeJS.ProcessEnv {
+  return { FM_TEST_LOG: join(fleet.dir, `${name}.activations.log`) }
+}
+
+const activateHook = (version: string) => `echo "${version}" >> "$FM_TEST_LOG"`
+
+interface MachineRow {
+  name: string
+  state: string | null
+  currentGeneration: string | null
+  desiredGeneration: string | null
+  online: boolean
+  error: { code: string; message: string } | null
+}
+
+describe('end-to-end update over the mesh', () => {
+  it('updates three agents, shows progress and the final table', async () => {
+    await fleet.startCoordinator()
+    const agents = await Promise.all(
+      ['edge-1', 'edge-2', 'edge-3'].map((n) => enrolledAgent(n, ['lab'], logEnv(n))),
+    )
+    const archive = await makeArchive(fleet.dir, { version: 'v1', activate: activateHook('v1') })
+    const r = await fleet.cli([
+      'deploy',
+      archive,
+      '--to',
+      'tag:lab',
+      '--generation',
+      'v1',
+      '--health-check',
+      './health',
+      '--timeout',
+      '60s',
+    ])
+    expect(r.stderr).toContain('uploaded')
+    expect(r.code, r.stdout + r.stderr).toBe(0)
+    expect(r.stdout).toContain('settled: 3 committed, 0 not')
+    const rows = await fleet.json<MachineRow[]>(['machines'])
+    expect(rows.map((m) => [m.name, m.state, m.currentGeneration, m.online])).toEqual([
+      ['edge-1', 'committed', 'v1', true],
+      ['edge-2', 'committed', 'v1', true],
+      ['edge-3', 'committed', 'v1', true],
+    ])
+    for (const [i, a] of agents.entries()) {
+      const name = `edge-${i + 1}`
+      // every state was reported, in order (download progress repeats "downloading")
+      const states = a.events.filter((e) => e.event === 'status').map((e) => e.state)
+      const transitions = states.filter((s, i) => s !== states[i - 1])
+      expect(transitions.slice(transitions.indexOf('downloading'))).toEqual([
+        'downloading',
+        'verified',
+        'activating',
+        'confirming',
+        'committed',
+      ])
+      expect((await readFile(join(fleet.dir, `${name}.activations.log`), 'utf8')).trim()).toBe('v1')
+      expect(await readlink(join(fleet.agentState(name), 'profile', 'current'))).toContain('v1')
+    }
+    const audit = await fleet.cli(['audit', '--verify'])
+    expect(audit.code, audit.stdout + audit.stderr).toBe(0)
+    expect(audit.stdout).toContain('hash chain intact')
+    expect(audit.stdout).toContain('submit-manifest')
+  })
+
+  it('an agent offline during the deploy gets it when it comes back', async () => {
+    await fleet.startCoordinator()
+    await enrolledAgent('edge-1', ['lab'], logEnv('edge-1'))
+    const late = await enrolledAgent('edge-2', ['lab'], logEnv('edge-2'))
+    await late.kill('SIGTERM')
+    const archive = await makeArchive(fleet.dir, { version: 'v2', activate: activateHook('v2') })
+    const r = await fleet.cli([
+      'deploy',
+      archive,
+      '--to',
+      'tag:lab',
+      '--generation',
+      'v2',
+      '--no-watch',
+      '--json',
+    ])
+    expect(r.code, r.stderr).toBe(0)
+    const again = fleet.startAgent('edge-2', [], logEnv('edge-2'))
+    await again.waitFor(isStatus('committed', 'v2'), 60_000, 'edge-2 committed v2 after reconnect')
+    const rows = await fleet.json<MachineRow[]>(['machines'])
+    expect(rows.find((m) => m.name === 'edge-2')?.currentGeneration).toBe('v2')
+  })
+
+  it('a failing health check rolls back and reports the failure', async () => {
+    await fleet.startCoordinator()
+    const agent = await enrolledAgent('edge-1', [], logEnv('edge-1'))
+    const good = await makeArchive(fleet.dir, { version: 'good', activate: activateHook('good') })
+    expect(
+      (
+        await fleet.cli([
+          'deploy',
+          good,
+          '--to',
+          'edge-1',
+          '--generation',
+          'good',
+          '--health-check',
+          './health',
+        ])
+      ).code,
+    ).toBe(0)
+    const bad = await makeArchive(fleet.dir, { version: 'bad', healthExit: 3, activate: activateHook('bad') })
+    const r = await fleet.cli([
+      'deploy',
+      bad,
+      '--to',
+      'edge-1',
+      '--generation',
+      'bad',
+      '--health-check',
+      './health',
+      '--health-retries',
+      '0',
+    ])
+    expect(r.code).toBe(1)
+    expect(r.stdout).toContain('health-check-failed')
+    await agent.waitFor(isStatus('rolled-back'), 10_000)
+    const rows = await fleet.json<MachineRow[]>(['machines'])
+    expect(rows[0]?.state).toBe('rolled-back')
+    expect(rows[0]?.currentGeneration).toBe('good')
+    expect(rows[0]?.error?.code).toBe('health-check-failed')
+    // good was activated, then bad, then good again by the rollback
+    expect((await readFile(join(fleet.dir, 'edge-1.activations.log'), 'utf8')).trim().split('\n')).toEqual([
+      'good',
+      'bad',
+      'good',
+    ])
+    expect(await readlink(join(fleet.agentState('edge-1'), 'profile', 'current'))).toContain('good')
+  })
+
+  it('agents refuse a manifest altered by a compromised coordinator, and an old one replayed', async () => {
+    const coordinator = await fleet.startCoordinator()
+    const agent = await enrolledAgent('edge-1', [], logEnv('edge-1'))
+    const v1 = await makeArchive(fleet.dir, { version: 'v1', activate: activateHook('v1') })
+    expect((await fleet.cli(['deploy', v1, '--to', 'edge-1', '--generation', 'v1'])).code).toBe(0)
+    const v2 = await makeArchive(fleet.dir, { version: 'v2', activate: activateHook('v2') })
+    expect((await fleet.cli(['deploy', v2, '--to', 'edge-1', '--generation', 'v2', '--no-watch'])).code).toBe(
+      0,
+    )
+    await agent.waitFor(isStatus('committed', 'v2'), 30_000)
+    await coordinator.kill('SIGKILL')
+    // The attacker owns the coordinator's database: point the machine back at the old
+    // manifest (replay) ...
+    const db = new DatabaseSync(join(fleet.coordState, 'fleet.db'))
+    const rows = db.prepare('SELECT id, generation FROM manifests ORDER BY sequence').all() as {
+      id: string
+      generation: string
+    }[]
+    const [old] = rows
+    db.prepare('UPDATE desired SET manifest_id = ? WHERE machine = ?').run(old?.id ?? '', 'edge-1')
+    db.close()
+    await fleet.startCoordinator()
+    await agent.waitFor(
+      (e) =>
+        e.event === 'status' && e.state === 'refused' && (e.error as { code?: string })?.code === 'replayed',
+      30_000,
+      'replay refused',
+    )
+    // ... and then alter the bytes of the current manifest (e.g. to swap the payload).
+    await fleet.coordinator?.kill('SIGKILL')
+    const db2 = new DatabaseSync(join(fleet.coordState, 'fleet.db'))
+    const latest = db2.prepare('SELECT id, envelope FROM manifests ORDER BY sequence DESC LIMIT 1').get() as {
+      id: string
+      envelope: Uint8Array
+    }
+    const forged = Uint8Array.from(latest.envelope)
+    const at = Buffer.from(forged).indexOf(Buffer.from('v2'))
+    forged[at + 1] = '3'.charCodeAt(0) // generation "v2" → "v3" inside the signed payload
+    db2.prepare('UPDATE manifests SET envelope = ?, id = id WHERE id = ?').run(forged, latest.id)
+    db2.prepare('UPDATE desired SET manifest_id = ? WHERE machine = ?').run(latest.id, 'edge-1')
+    db2.close()
+    await fleet.startCoordinator()
+    await agent.waitFor(
+      (e) =>
+        e.event === 'status' &&
+        e.state === 'refused' &&
+        (e.error as { code?: string })?.code === 'bad-envelope',
+      30_000,
+      'forgery refused',
+    )
+    expect((await readFile(join(fleet.dir, 'edge-1.activations.log'), 'utf8')).trim().split('\n')).toEqual([
+      'v1',
+      'v2',
+    ])
+    expect(await readlink(join(fleet.agentState('edge-1'), 'profile', 'current'))).toContain('v2')
+  })
+})
