@@ -3,7 +3,14 @@
  * verify rate; the envelope figure's ratio to it shows what decoding, schema
  * validation and domain separation cost on top of the signature check itself.
  */
-import { DOMAINS, nodeEd25519, PrivateKey, signingInput, tweetnaclEd25519, useEd25519 } from '../keys/index.ts'
+import {
+  DOMAINS,
+  nodeEd25519,
+  PrivateKey,
+  signingInput,
+  tweetnaclEd25519,
+  useEd25519,
+} from '../keys/index.ts'
 import { openEnvelope, sealEnvelope } from '../protocol/envelope.ts'
 import { statusReportSchema } from '../protocol/messages.ts'
 import { sampleStatus } from '../test/protocol/fixtures.ts'
@@ -30,7 +37,10 @@ export function benchCrypto(seconds: number): Record<string, number> {
     out[`${impl.name} verify/s`] = verifyRate.perSecond
   }
   const nativeVerify = out['node:crypto verify/s'] as number
-  line('node:crypto verify ÷ tweetnacl verify', `${fmt(nativeVerify / (out['tweetnacl verify/s'] as number), 1)}x`)
+  line(
+    'node:crypto verify ÷ tweetnacl verify',
+    `${fmt(nativeVerify / (out['tweetnacl verify/s'] as number), 1)}x`,
+  )
 
   useEd25519(nodeEd25519)
   const envelope = sealEnvelope(statusReportSchema, DOMAINS.status, sampleStatus(), key)

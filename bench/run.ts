@@ -23,7 +23,9 @@ if (unknown.length > 0) {
   console.error(`unknown bench section(s): ${unknown.join(', ')}; known: ${Object.keys(sections).join(', ')}`)
   process.exit(2)
 }
-console.log(`fleetmesh bench on Node ${process.versions.node}, ${(await import('node:os')).cpus().length} CPUs`)
+console.log(
+  `fleetmesh bench on Node ${process.versions.node}, ${(await import('node:os')).cpus().length} CPUs`,
+)
 for (const [name, run] of Object.entries(sections)) {
   if (only.length > 0 && !only.includes(name)) continue
   console.log(`\n== ${name}`)
