@@ -4,6 +4,7 @@
  * `--seconds N` sets the measuring window per figure.
  */
 import { benchCrypto } from './crypto.ts'
+import { benchFleet } from './fleet.ts'
 
 const args = process.argv.slice(2)
 const secondsArg = args.indexOf('--seconds')
@@ -12,10 +13,23 @@ if (!Number.isFinite(seconds) || seconds <= 0) {
   console.error('--seconds needs a positive number')
   process.exit(2)
 }
-const only = args.filter((a, i) => !a.startsWith('--') && args[i - 1] !== '--seconds')
+const VALUE_FLAGS = new Set(['--seconds', '--agents', '--rounds', '--reports'])
+const only = args.filter((a, i) => !a.startsWith('--') && !VALUE_FLAGS.has(args[i - 1] ?? ''))
+
+function numberArg(flag: string, fallback: number): number {
+  const i = args.indexOf(flag)
+  if (i < 0) return fallback
+  const n = Number(args[i + 1])
+  if (!Number.isInteger(n) || n < 1) {
+    console.error(`${flag} needs a positive whole number`)
+    process.exit(2)
+  }
+  return n
+}
 
 const sections: Record<string, () => Promise<unknown> | unknown> = {
   crypto: () => benchCrypto(seconds),
+  fleet: () => benchFleet(numberArg('--agents', 200), numberArg('--rounds', 10), numberArg('--reports', 50)),
 }
 
 const unknown = only.filter((s) => !(s in sections))

@@ -25,10 +25,13 @@ import {
   statusReportSchema,
 } from '../protocol/messages.ts'
 import type { FleetEvents } from './events.ts'
+import { StatusIngest } from './ingest.ts'
 import type { FleetStore, MachineRecord } from './store.ts'
 
 export const SOFTWARE = 'fleetmesh/0.1.0'
 const MAX_CONTROL_FRAME = MAX_ENVELOPE_BYTES + 1024
+/** Reports from one agent awaiting their durable commit before the coordinator reads more. */
+const MAX_REPORTS_IN_FLIGHT = 64
 
 export interface ControlInit {
   store: FleetStore
@@ -70,9 +73,11 @@ export function connectionPath(connection: Connection): 'direct' | 'relayed' {
 export class ControlService {
   readonly #init: ControlInit
   readonly #sessions = new Map<string, Session>()
+  readonly ingest: StatusIngest
 
   constructor(init: ControlInit) {
     this.#init = init
+    this.ingest = new StatusIngest(init.store)
   }
 
   get online(): ReadonlyMap<string, unknown> {
@@ -149,16 +154,37 @@ export class ControlService {
 
   async #serve(session: Session, record: MachineRecord): Promise<void> {
     const key = PublicKey.parse(record.publicKey)
+    // Reports are pipelined: the next frame is read while earlier ones wait for their
+    // group commit; acks still go out in order, each after its report is durable.
+    let acks: Promise<void> = Promise.resolve()
+    let inFlight = 0
+    let failure: unknown
     while (true) {
+      if (failure !== undefined) throw failure
+      if (inFlight >= MAX_REPORTS_IN_FLIGHT) await acks
       const frame = await this.#read(session.fs)
-      if (frame === undefined) return
+      if (frame === undefined) {
+        await acks
+        if (failure !== undefined) throw failure
+        return
+      }
       switch (frame.t) {
         case 'ping':
           await session.send({ t: 'pong', nonce: frame.nonce })
           break
         case 'status': {
-          const seq = await this.#ingest(record, key, frame.envelope)
-          await session.send({ t: 'ack', seq })
+          const stored = this.#ingest(record, key, frame.envelope)
+          inFlight++
+          acks = acks.then(async () => {
+            try {
+              if (failure === undefined) await session.send({ t: 'ack', seq: await stored })
+            } catch (err) {
+              failure ??= err
+              session.fs.abort(err as Error)
+            } finally {
+              inFlight--
+            }
+          })
           break
         }
         case 'pong':
@@ -184,7 +210,7 @@ export class ControlService {
       envelope,
       receivedAt: Date.now(),
     }
-    const outcome = await this.#init.store.recordStatus(status)
+    const outcome = await this.ingest.record(status)
     if (outcome === 'stored') this.#init.events.emit({ type: 'status', machine: record.name, status })
     return opened.value.seq
   }

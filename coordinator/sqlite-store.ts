@@ -404,19 +404,29 @@ class SqliteStore implements FleetStore {
   }
 
   async recordStatus(record: StatusRecord): Promise<'stored' | 'duplicate'> {
-    return this.#write(() => {
-      if (this.#s.machineExists.get(record.machine) === undefined) throw unknownMachine(record.machine)
-      const inserted = this.#s.insertStatus.run(
-        record.machine,
-        record.seq,
-        JSON.stringify(record.report),
-        record.envelope,
-        record.receivedAt,
-      )
-      if (Number(inserted.changes) === 0) return 'duplicate'
-      this.#s.advanceLatest.run(record.machine, record.seq)
-      return 'stored'
-    })
+    const [outcome] = await this.recordStatuses([record])
+    if (outcome instanceof Error) throw outcome
+    return outcome as 'stored' | 'duplicate'
+  }
+
+  async recordStatuses(
+    records: readonly StatusRecord[],
+  ): Promise<('stored' | 'duplicate' | StoreConflictError)[]> {
+    return this.#write(() =>
+      records.map((record) => {
+        if (this.#s.machineExists.get(record.machine) === undefined) return unknownMachine(record.machine)
+        const inserted = this.#s.insertStatus.run(
+          record.machine,
+          record.seq,
+          JSON.stringify(record.report),
+          record.envelope,
+          record.receivedAt,
+        )
+        if (Number(inserted.changes) === 0) return 'duplicate'
+        this.#s.advanceLatest.run(record.machine, record.seq)
+        return 'stored'
+      }),
+    )
   }
 
   async lastStatusSeq(machine: string): Promise<number> {

@@ -172,6 +172,12 @@ export interface FleetStore {
    * Throws StoreConflictError('unknown-machine') for a machine not enrolled.
    */
   recordStatus(record: StatusRecord): Promise<'stored' | 'duplicate'>
+  /**
+   * Group commit: records many reports in one durable transaction (one fsync),
+   * each with its own outcome; a report for an unknown machine gets a
+   * StoreConflictError in its slot instead of failing the others.
+   */
+  recordStatuses(records: readonly StatusRecord[]): Promise<('stored' | 'duplicate' | StoreConflictError)[]>
   /** Highest seq stored for the machine, 0 when none. */
   lastStatusSeq(machine: string): Promise<number>
   latestStatus(machine: string): Promise<StatusRecord | undefined>

@@ -12,8 +12,12 @@ import { BIN, TestFleet } from '../test/integration/harness.ts'
 const step = (msg: string) => process.stdout.write(`\n\x1b[1m== ${msg}\x1b[0m\n`)
 
 function run(args: string[]): Promise<number | null> {
-  process.stdout.write(`$ fleetmesh ${args.filter((a, i) => args[i - 1] !== '--home' && a !== '--home').join(' ')}\n`)
-  return new Promise((resolve) => spawn(process.execPath, [BIN, ...args], { stdio: 'inherit' }).on('exit', resolve))
+  process.stdout.write(
+    `$ fleetmesh ${args.filter((a, i) => args[i - 1] !== '--home' && a !== '--home').join(' ')}\n`,
+  )
+  return new Promise((resolve) =>
+    spawn(process.execPath, [BIN, ...args], { stdio: 'inherit' }).on('exit', resolve),
+  )
 }
 
 const fleet = await TestFleet.create()
@@ -34,8 +38,25 @@ try {
   await run(['--home', fleet.home, 'machines'])
 
   step('deploying an archive to tag "demo" (upload, sign, push, verify, apply, health check, confirm)')
-  const archive = await makeArchive(fleet.dir, { version: 'hello-1', activate: 'echo "activated $FLEETMESH_GENERATION"' })
-  code = (await run(['--home', fleet.home, 'deploy', archive, '--to', 'tag:demo', '--generation', 'hello-1', '--health-check', './health', '--timeout', '2m'])) ?? 1
+  const archive = await makeArchive(fleet.dir, {
+    version: 'hello-1',
+    activate: 'echo "activated $FLEETMESH_GENERATION"',
+  })
+  code =
+    (await run([
+      '--home',
+      fleet.home,
+      'deploy',
+      archive,
+      '--to',
+      'tag:demo',
+      '--generation',
+      'hello-1',
+      '--health-check',
+      './health',
+      '--timeout',
+      '2m',
+    ])) ?? 1
 
   step('the audit log, verified (hash chain and every signature)')
   await run(['--home', fleet.home, 'audit', '--verify', '--limit', '8'])
