@@ -176,6 +176,12 @@ export interface HostInit {
 
   /** Override the role's connection ceiling */
   maxConnections?: number
+
+  /**
+   * Further libp2p services (factories `(components) => service`), e.g. the
+   * hole-punching service. They appear on `host.services` under their keys.
+   */
+  extraServices?: Record<string, (components: never) => unknown>
 }
 
 export type FleetServices = {
@@ -359,6 +365,12 @@ export async function createHost(init: HostInit): Promise<FleetHost> {
 
   if (profile.relayServer && options.services !== undefined) {
     options.services.relay = circuitRelayServer(relayServerInit(init.relay))
+  }
+  if (init.extraServices !== undefined && options.services !== undefined) {
+    for (const [name, factory] of Object.entries(init.extraServices)) {
+      if (name in options.services) throw new TypeError(`extra service "${name}" would replace a built-in service`)
+      Object.assign(options.services, { [name]: factory })
+    }
   }
 
   return createLibp2p<FleetServices>(options)
