@@ -20,7 +20,8 @@ const DECODE_OPTIONS = {
   allowBigInt: false,
   useMaps: false,
   retainStringBytes: false,
-} as const
+  tags: [],
+}
 
 /** Nested depth is bounded so hostile input cannot exhaust the stack. */
 const MAX_DEPTH = 32
@@ -33,7 +34,15 @@ export function encodeCanonical(value: unknown): Uint8Array {
   }
 }
 
-export function decodeCanonical(bytes: Uint8Array, maxBytes: number): unknown {
+/**
+ * `canonical: false` skips the re-encode comparison; only for unsigned containers
+ * (the envelope around a signed payload), whose byte form nobody signs or hashes.
+ */
+export function decodeCanonical(
+  bytes: Uint8Array,
+  maxBytes: number,
+  options: { canonical?: boolean } = {},
+): unknown {
   if (bytes.byteLength > maxBytes) {
     throw new EncodingError(
       `encoded value is ${bytes.byteLength} bytes, more than the ${maxBytes}-byte limit`,
@@ -41,14 +50,14 @@ export function decodeCanonical(bytes: Uint8Array, maxBytes: number): unknown {
   }
   let value: unknown
   try {
-    value = decode(bytes, { ...DECODE_OPTIONS, tags: [] })
+    value = decode(bytes, DECODE_OPTIONS)
   } catch (err) {
     throw new EncodingError(`not valid CBOR: ${(err as Error).message}`, { cause: err })
   }
   if (depth(value, 0) > MAX_DEPTH) {
     throw new EncodingError(`value nests deeper than ${MAX_DEPTH} levels`)
   }
-  if (!bytesEqual(encodeCanonical(value), bytes)) {
+  if (options.canonical !== false && !bytesEqual(encodeCanonical(value), bytes)) {
     throw new EncodingError('CBOR is not in canonical form (sorted keys, shortest lengths, float64 numbers)')
   }
   return value

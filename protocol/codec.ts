@@ -28,10 +28,11 @@ export function decodeMessage<S extends z.ZodType>(
   bytes: Uint8Array,
   what: string,
   maxBytes: number,
+  options: { canonical?: boolean } = {},
 ): z.output<S> {
   let value: unknown
   try {
-    value = decodeCanonical(bytes, maxBytes)
+    value = decodeCanonical(bytes, maxBytes, options)
   } catch (err) {
     throw new MessageDecodeError(what, (err as Error).message, { cause: err })
   }

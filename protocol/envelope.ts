@@ -71,7 +71,8 @@ export function openEnvelope<S extends z.ZodType>(
 ): Opened<z.output<S>> {
   let outer: z.output<typeof envelopeSchema>
   try {
-    outer = decodeMessage(envelopeSchema, envelope, 'signed envelope', maxBytes)
+    // The container is not signed; its payload (decoded strictly below) is.
+    outer = decodeMessage(envelopeSchema, envelope, 'signed envelope', maxBytes, { canonical: false })
   } catch (err) {
     throw new EnvelopeError('malformed', (err as Error).message, { cause: err })
   }

@@ -84,6 +84,10 @@ export class FrameErrorCounters {
       case FrameTooLargeError.name:
         return 'oversized'
       case FrameDecodeError.name:
+      // message-level failures from protocol/codec.ts and protocol/envelope.ts,
+      // matched by name so framing does not import the message layer
+      case 'MessageDecodeError':
+      case 'EnvelopeError':
         return 'decode'
       case UnexpectedEndOfStreamError.name:
         return 'truncated'

@@ -368,7 +368,8 @@ export async function createHost(init: HostInit): Promise<FleetHost> {
   }
   if (init.extraServices !== undefined && options.services !== undefined) {
     for (const [name, factory] of Object.entries(init.extraServices)) {
-      if (name in options.services) throw new TypeError(`extra service "${name}" would replace a built-in service`)
+      if (name in options.services)
+        throw new TypeError(`extra service "${name}" would replace a built-in service`)
       Object.assign(options.services, { [name]: factory })
     }
   }

@@ -196,3 +196,26 @@ describe('decoder under random and mutated input (property-based)', () => {
     expect(() => decodeMessage(controlFrameSchema, deep, 'deep', MAX)).toThrow(MessageDecodeError)
   })
 })
+
+describe('error accounting', () => {
+  it('message and envelope failures are counted as decode errors by framed handlers', async () => {
+    const { FrameErrorCounters } = await import('../../protocol/framing.ts')
+    const counters = new FrameErrorCounters()
+    const errors: unknown[] = []
+    for (const bytes of [new Uint8Array([0xff]), new Uint8Array([0xa0])]) {
+      try {
+        openEnvelope(manifestSchema, DOMAINS.manifest, bytes)
+      } catch (err) {
+        errors.push(err)
+      }
+      try {
+        decodeMessage(manifestSchema, bytes, 'manifest', MAX)
+      } catch (err) {
+        errors.push(err)
+      }
+    }
+    for (const err of errors) counters.record(err)
+    expect(errors).toHaveLength(4)
+    expect(counters.snapshot()).toMatchObject({ decode: 4, other: 0 })
+  })
+})
