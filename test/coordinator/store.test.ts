@@ -261,6 +261,38 @@ describe('status reports', () => {
     expect(await store.statusHistory('edge-2', 5)).toEqual([])
     expect((await conflict(store.recordStatus(status('ghost', 1)))).code).toBe('unknown-machine')
   })
+
+  it('group commit: a batch stores each report with its own outcome; a bad one does not sink the rest', async () => {
+    await store.recordStatus(status('edge-1', 1))
+    const outcomes = await store.recordStatuses([
+      status('edge-1', 1),
+      status('ghost', 1),
+      status('edge-1', 2),
+      status('edge-2', 1),
+    ])
+    expect(outcomes.slice(0, 1)).toEqual(['duplicate'])
+    expect(outcomes[1]).toBeInstanceOf(StoreConflictError)
+    expect(outcomes.slice(2)).toEqual(['stored', 'stored'])
+    expect(await store.lastStatusSeq('edge-1')).toBe(2)
+    expect(await store.lastStatusSeq('edge-2')).toBe(1)
+  })
+})
+
+describe('status ingest (group commit)', () => {
+  it('resolves every report once durable, sharing commits between reports that arrive together', async () => {
+    const { StatusIngest } = await import('../../coordinator/ingest.ts')
+    for (const name of ['edge-1', 'edge-2']) await store.enrollMachine(enrollInput(name))
+    const ingest = new StatusIngest(store)
+    const records = Array.from({ length: 200 }, (_, i) =>
+      status(i % 2 === 0 ? 'edge-1' : 'edge-2', Math.floor(i / 2) + 1),
+    )
+    const outcomes = await Promise.all(records.map((r) => ingest.record(r)))
+    expect(outcomes.every((o) => o === 'stored')).toBe(true)
+    expect(ingest.reports).toBe(200)
+    expect(ingest.commits).toBeLessThan(200)
+    expect(await store.lastStatusSeq('edge-1')).toBe(100)
+    await expect(ingest.record(status('ghost', 1))).rejects.toBeInstanceOf(StoreConflictError)
+  })
 })
 
 describe('nonces and revocations', () => {
