@@ -1,12 +1,5 @@
-/**
- * Crash-safe files for the agent's state. Every write goes to a temporary file in
- * the same directory, is fsynced, renamed over the target and the directory is
- * fsynced, so after a power cut a reader sees either the old or the new content,
- * never a mix, and never a rename that the file system forgot.
- */
-import { randomBytes } from 'node:crypto'
-import { mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises'
-import { basename, dirname, join } from 'node:path'
+import { mkdir, readdir, readFile, stat, unlink } from 'node:fs/promises'
+import { join } from 'node:path'
 import type { z } from 'zod'
 import { describeIssues } from '../keys/schema.ts'
 
@@ -23,53 +16,12 @@ export class PersistError extends Error {
   }
 }
 
-/** Marks temporaries so a restart can recognise (and remove) the leftovers of an interrupted write. */
-export const TEMP_MARKER = '.tmp-'
+import { isTempName, writeFileAtomic } from '../keys/files.ts'
 
-export function tempPathFor(path: string): string {
-  return join(
-    dirname(path),
-    `${TEMP_MARKER}${basename(path)}-${process.pid}-${randomBytes(4).toString('hex')}`,
-  )
-}
-
-export function isTempName(name: string): boolean {
-  return name.startsWith(TEMP_MARKER)
-}
-
-/**
- * Makes a rename, create or unlink in `dir` durable. Without it the file data may
- * be on disk while the directory entry pointing at it is not.
- */
-export async function fsyncDir(dir: string): Promise<void> {
-  const handle = await open(dir, 'r')
-  try {
-    await handle.sync()
-  } finally {
-    await handle.close()
-  }
-}
+export { fsyncDir, isTempName, TEMP_MARKER, tempPathFor, writeFileAtomic } from '../keys/files.ts'
 
 export async function ensureDir(dir: string, mode = 0o700): Promise<void> {
   await mkdir(dir, { recursive: true, mode })
-}
-
-export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o600): Promise<void> {
-  const tmp = tempPathFor(path)
-  const handle = await open(tmp, 'wx', mode)
-  try {
-    try {
-      await handle.writeFile(data)
-      await handle.sync()
-    } finally {
-      await handle.close()
-    }
-    await rename(tmp, path)
-  } catch (err) {
-    await unlink(tmp).catch(() => {})
-    throw err
-  }
-  await fsyncDir(dirname(path))
 }
 
 export async function writeJsonAtomic(path: string, value: unknown, mode = 0o600): Promise<void> {

@@ -2,30 +2,47 @@
  * Crash-safe file writes shared by every role: write a temporary file in the same
  * directory, fsync it, rename it over the target and fsync the directory, so a
  * power cut leaves either the old or the new content, never a torn file.
+ * Temporaries carry a marker so a restart can recognise and remove leftovers.
  */
 import { randomBytes } from 'node:crypto'
 import { open, rename, unlink } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 
+export const TEMP_MARKER = '.tmp-'
+
+export function tempPathFor(path: string): string {
+  return join(
+    dirname(path),
+    `${TEMP_MARKER}${basename(path)}-${process.pid}-${randomBytes(4).toString('hex')}`,
+  )
+}
+
+export function isTempName(name: string): boolean {
+  return name.startsWith(TEMP_MARKER)
+}
+
 export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o600): Promise<void> {
-  const dir = dirname(path)
-  const tmp = join(dir, `.${basename(path)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`)
+  const tmp = tempPathFor(path)
   const handle = await open(tmp, 'wx', mode)
   try {
-    await handle.writeFile(data)
-    await handle.sync()
-  } finally {
-    await handle.close()
-  }
-  try {
+    try {
+      await handle.writeFile(data)
+      await handle.sync()
+    } finally {
+      await handle.close()
+    }
     await rename(tmp, path)
   } catch (err) {
     await unlink(tmp).catch(() => {})
     throw err
   }
-  await fsyncDir(dir)
+  await fsyncDir(dirname(path))
 }
 
+/**
+ * Makes a rename, create or unlink in `dir` durable. Without it the file data may
+ * be on disk while the directory entry pointing at it is not.
+ */
 export async function fsyncDir(dir: string): Promise<void> {
   const handle = await open(dir, 'r')
   try {
