@@ -2,11 +2,13 @@
  * The admin CLI's connection to the coordinator: a short-lived libp2p host with
  * the admin's own key, one stream per signed request.
  */
+
 import { randomBytes } from 'node:crypto'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { z } from 'zod'
 import { DOMAINS } from '../keys/domains.ts'
+import { CodedError } from '../keys/errors.ts'
 import { describeIssues } from '../keys/schema.ts'
 import { decodeMessage } from '../protocol/codec.ts'
 import { sealEnvelope } from '../protocol/envelope.ts'
@@ -24,13 +26,8 @@ import type { AdminHome } from './home.ts'
 export const UPLOAD_CHUNK_BYTES = 256 * 1024
 const MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
-export class AdminRequestError extends Error {
+export class AdminRequestError extends CodedError<string> {
   override name = 'AdminRequestError'
-  readonly code: string
-  constructor(code: string, message: string) {
-    super(message)
-    this.code = code
-  }
 }
 
 export class AdminClient {

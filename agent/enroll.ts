@@ -4,11 +4,13 @@
  * and on success stores what it needs to operate: the pinned fleet root, its
  * machine name and tags, and where the coordinator is.
  */
+
 import { hostname } from 'node:os'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { z } from 'zod'
 import { toBase64Url } from '../keys/bytes.ts'
+import { CodedError } from '../keys/errors.ts'
 import { writeFileAtomic } from '../keys/files.ts'
 import { describeIssues, machineName, tagName } from '../keys/schema.ts'
 import { type EnrollmentToken, parseToken, verifyToken } from '../keys/token.ts'
@@ -18,13 +20,8 @@ import type { FleetHost } from '../protocol/host.ts'
 import { PROTOCOLS } from '../protocol/ids.ts'
 import { enrollRequestSchema, enrollResponseSchema } from '../protocol/messages.ts'
 
-export class EnrollmentError extends Error {
+export class EnrollmentError extends CodedError<string> {
   override name = 'EnrollmentError'
-  readonly code: string
-  constructor(code: string, message: string, options?: ErrorOptions) {
-    super(message, options)
-    this.code = code
-  }
 }
 
 export const enrollmentFileSchema = z.strictObject({

@@ -19,12 +19,14 @@
  * await activator.activate(gen, previous)
  * ```
  */
+
 import { execFile } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import { createReadStream } from 'node:fs'
 import { mkdir, open, readdir, readFile, readlink, rename, rm, stat, symlink, unlink } from 'node:fs/promises'
 import { basename, join } from 'node:path'
 import { z } from 'zod'
+import { CodedError } from '../keys/errors.ts'
 import type { BlobSource, Manifest } from '../protocol/messages.ts'
 import { describeResult, runProcess } from './health.ts'
 import {
@@ -106,13 +108,8 @@ export type ActivatorErrorCode =
   | 'switch-failed'
   | 'activation-failed'
 
-export class ActivatorError extends Error {
+export class ActivatorError extends CodedError<ActivatorErrorCode> {
   override name = 'ActivatorError'
-  readonly code: ActivatorErrorCode
-  constructor(code: ActivatorErrorCode, message: string, options?: ErrorOptions) {
-    super(message, options)
-    this.code = code
-  }
 }
 
 // ---------------------------------------------------------------- blob fetchers

@@ -14,7 +14,7 @@ import {
   verifyChain,
 } from '../keys/certificate.ts'
 import { DOMAINS } from '../keys/domains.ts'
-import { CertificateError } from '../keys/errors.ts'
+import { CertificateError, CodedError } from '../keys/errors.ts'
 import type { PrivateKey, PublicKey } from '../keys/identity.ts'
 import type { MachineView, WatchEvent } from '../protocol/admin-results.ts'
 import { decodeMessage, encodeMessage } from '../protocol/codec.ts'
@@ -50,13 +50,8 @@ export interface AdminRpcInit {
   log: (msg: string) => void
 }
 
-export class AdminDenied extends Error {
+export class AdminDenied extends CodedError<string> {
   override name = 'AdminDenied'
-  readonly code: string
-  constructor(code: string, message: string) {
-    super(message)
-    this.code = code
-  }
 }
 
 const CAPABILITY: Record<AdminOp['op'], Capability> = {

@@ -4,19 +4,16 @@
  * size check out, so a reader never sees a partial or wrong blob. Partial files
  * are kept across restarts so an interrupted upload resumes where it stopped.
  */
+
 import { createHash } from 'node:crypto'
 import { createReadStream } from 'node:fs'
 import { mkdir, open, rename, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
+import { CodedError } from '../keys/errors.ts'
 import { fsyncDir } from '../keys/files.ts'
 
-export class BlobError extends Error {
+export class BlobError extends CodedError<'not-found' | 'hash-mismatch' | 'size-mismatch' | 'too-large'> {
   override name = 'BlobError'
-  readonly code: 'not-found' | 'hash-mismatch' | 'size-mismatch' | 'too-large'
-  constructor(code: BlobError['code'], message: string) {
-    super(message)
-    this.code = code
-  }
 }
 
 const SHA256_HEX = /^[0-9a-f]{64}$/

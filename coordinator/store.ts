@@ -26,6 +26,7 @@
  * await store.close()
  * ```
  */
+import { CodedError } from '../keys/errors.ts'
 import type { StatusReport, Targets } from '../protocol/messages.ts'
 
 export type ConnectionPath = 'direct' | 'relayed'
@@ -114,13 +115,8 @@ export type StoreConflictCode =
   | 'fleet-mismatch'
 
 /** A write refused because it contradicts what is stored; nothing was changed. */
-export class StoreConflictError extends Error {
+export class StoreConflictError extends CodedError<StoreConflictCode> {
   override name = 'StoreConflictError'
-  readonly code: StoreConflictCode
-  constructor(code: StoreConflictCode, message: string, options?: ErrorOptions) {
-    super(message, options)
-    this.code = code
-  }
 }
 
 /** The stored schema is one this build cannot use (written by a newer fleetmesh). */

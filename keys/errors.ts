@@ -4,6 +4,18 @@
  * branch on them and so the wire protocol can report them without leaking stacks.
  */
 
+/**
+ * An error with a stable machine-readable `code` beside its human message; every
+ * typed error in fleetmesh that has several causes extends it.
+ */
+export class CodedError<C extends string = string> extends Error {
+  readonly code: C
+  constructor(code: C, message: string, options?: ErrorOptions) {
+    super(message, options)
+    this.code = code
+  }
+}
+
 export class KeyFileError extends Error {
   override name = 'KeyFileError'
   readonly path: string
@@ -38,24 +50,14 @@ export type CertificateErrorCode =
   | 'empty-chain'
   | 'signer-mismatch'
 
-export class CertificateError extends Error {
+export class CertificateError extends CodedError<CertificateErrorCode> {
   override name = 'CertificateError'
-  readonly code: CertificateErrorCode
-  constructor(code: CertificateErrorCode, message: string, options?: ErrorOptions) {
-    super(message, options)
-    this.code = code
-  }
 }
 
 export type TokenErrorCode = 'malformed' | 'bad-signature' | 'expired' | 'wrong-root' | 'unauthorised'
 
-export class TokenError extends Error {
+export class TokenError extends CodedError<TokenErrorCode> {
   override name = 'TokenError'
-  readonly code: TokenErrorCode
-  constructor(code: TokenErrorCode, message: string, options?: ErrorOptions) {
-    super(message, options)
-    this.code = code
-  }
 }
 
 export class SealedBoxError extends Error {

@@ -8,10 +8,12 @@
  * domain and the signature; whether the signer may do this is a separate policy
  * question answered with verifyChain by the receiver.
  */
+
 import { z } from 'zod'
 import { type SignedCertificate, signedCertificateSchema } from '../keys/certificate.ts'
 import type { Domain } from '../keys/domains.ts'
 import { verify } from '../keys/ed25519.ts'
+import { CodedError } from '../keys/errors.ts'
 import { type PrivateKey, PublicKey } from '../keys/identity.ts'
 import { bytes, publicKeyBytes, signatureBytes } from '../keys/schema.ts'
 import { decodeMessage, encodeMessage } from './codec.ts'
@@ -19,13 +21,8 @@ import { MAX_ENVELOPE_BYTES } from './messages.ts'
 
 export type EnvelopeErrorCode = 'malformed' | 'wrong-domain' | 'bad-signature' | 'bad-payload'
 
-export class EnvelopeError extends Error {
+export class EnvelopeError extends CodedError<EnvelopeErrorCode> {
   override name = 'EnvelopeError'
-  readonly code: EnvelopeErrorCode
-  constructor(code: EnvelopeErrorCode, message: string, options?: ErrorOptions) {
-    super(message, options)
-    this.code = code
-  }
 }
 
 const envelopeSchema = z.strictObject({
