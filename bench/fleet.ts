@@ -22,7 +22,7 @@ import { loadAdminHome } from '../admin/home.ts'
 import { enrollWithCoordinator } from '../agent/enroll.ts'
 import { CoordinatorLink } from '../agent/link.ts'
 import { verifyManifest } from '../agent/verify.ts'
-import { DOMAINS, nodeEd25519, PrivateKey, PublicKey, signingInput } from '../keys/index.ts'
+import { DOMAINS, nodeEd25519, PrivateKey, signingInput } from '../keys/index.ts'
 import { issueToken, parseToken } from '../keys/token.ts'
 import { fleetInfoResult, submitResult, uploadResult } from '../protocol/admin-results.ts'
 import { sealEnvelope } from '../protocol/envelope.ts'
@@ -64,7 +64,7 @@ export async function benchFleet(
     const coordAddr = `/ip4/127.0.0.1/tcp/${fleet.port}`
     // Let the coordinator settle, then take its baseline memory.
     admin = await AdminClient.connect(home)
-    await admin.request({ op: 'fleet-info' }, fleetInfoResult)
+    const infoBefore = await admin.request({ op: 'fleet-info' }, fleetInfoResult)
     const rssBefore = await rss(pid)
 
     process.stdout.write(`  starting and enrolling ${agentCount} agents…`)
@@ -133,7 +133,9 @@ export async function benchFleet(
     }
     process.stdout.write(` ${((Date.now() - started) / 1000).toFixed(1)} s\n`)
     const rssAfter = await rss(pid)
+    const infoAfter = await admin.request({ op: 'fleet-info' }, fleetInfoResult)
     out['rss per agent bytes'] = (rssAfter - rssBefore) / agentCount
+    out['heap per agent bytes'] = (infoAfter.memory.heapUsed - infoBefore.memory.heapUsed) / agentCount
 
     // ---- fan-out
     const blob = randomBytes(1024)
@@ -257,8 +259,11 @@ export async function benchFleet(
       `RSS growth for ${agentCount} connected agents`,
       `${fmt((rssAfter - rssBefore) / 1024 / 1024, 1)} MiB`,
     )
-    line('per connected agent', `${fmt(out['rss per agent bytes'] / 1024, 1)} KiB`)
-    void PublicKey
+    line('RSS per connected agent', `${fmt(out['rss per agent bytes'] / 1024, 1)} KiB`)
+    line(
+      'live JS heap per connected agent (no forced GC, so an upper bound)',
+      `${fmt((out['heap per agent bytes'] ?? 0) / 1024, 1)} KiB`,
+    )
   } finally {
     await Promise.all(
       agents.map(async (a) => {

@@ -143,6 +143,7 @@ export class AdminRpc {
           maxSequence: await store.maxSequence(),
           machines: machines.length,
           online: this.#init.control.online.size,
+          memory: { rss: process.memoryUsage.rss(), heapUsed: process.memoryUsage().heapUsed },
         })
         return
       }

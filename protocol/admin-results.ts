@@ -16,6 +16,8 @@ export const fleetInfoResult = z.strictObject({
   maxSequence: count,
   machines: count,
   online: count,
+  /** The coordinator process's memory, bytes: resident set and live JS heap. */
+  memory: z.strictObject({ rss: count, heapUsed: count }),
 })
 export type FleetInfo = z.infer<typeof fleetInfoResult>
 
