@@ -1,0 +1,111 @@
+/**
+ * The two ends of the `/fleetmesh/holepunch/1` exchange (see messages.ts),
+ * over a FramedStream on the relayed connection. They only agree on where and
+ * when to punch; punching and upgrading are the caller's.
+ */
+
+import { encodeMessage } from '../codec.ts'
+import type { FramedStream } from '../framing.ts'
+import { HolePunchRefusedError, HolePunchSkippedError, type RefuseReason } from './errors.ts'
+import { connectSchema, decisionSchema, decodeHolePunch, replySchema } from './messages.ts'
+import type { Endpoint, NatKind } from './nat.ts'
+
+/** What one side tells the other: its NAT kind and where to punch to */
+export interface PunchOffer {
+  nat: NatKind
+  observed: Endpoint[]
+}
+
+export interface ExchangeOptions {
+  /** For each message awaited from the peer */
+  timeoutMs: number
+  signal: AbortSignal
+}
+
+export interface ProposeOptions extends ExchangeOptions {
+  /** Punch even if a NAT is symmetric (benchmarks, diagnosis) */
+  force: boolean
+}
+
+/**
+ * Initiator: offer, read the peer's offer, decide, send SYNC.
+ *
+ * @returns the peer's offer and the round trip of the exchange; punch after `rttMs / 2`
+ * @throws {HolePunchRefusedError} the peer declined
+ * @throws {HolePunchSkippedError} a NAT is symmetric (ABORT was sent)
+ */
+export async function proposePunch(
+  fs: FramedStream,
+  local: PunchOffer,
+  options: ProposeOptions,
+): Promise<{ remote: PunchOffer; rttMs: number }> {
+  const { signal, timeoutMs } = options
+  const started = performance.now()
+  await fs.send(encodeMessage(connectSchema, { type: 'connect', nat: local.nat, observed: local.observed }), {
+    signal,
+  })
+  const reply = decodeHolePunch(replySchema, await fs.readOne({ timeoutMs, signal }), 'reply')
+  const rttMs = performance.now() - started
+  if (reply.type === 'refuse') throw new HolePunchRefusedError(reply.reason, reply.detail)
+
+  const symmetric =
+    local.nat === 'symmetric' ? 'this host is' : reply.nat === 'symmetric' ? 'the peer is' : undefined
+  if (symmetric !== undefined && !options.force) {
+    const detail = `${symmetric} behind a symmetric NAT, so the peer cannot predict the punch mapping; keeping the relay`
+    await fs.send(encodeMessage(decisionSchema, { type: 'abort', reason: 'symmetric-nat', detail }), {
+      signal,
+    })
+    await fs.close({ signal })
+    throw new HolePunchSkippedError('symmetric-nat', detail)
+  }
+  await fs.send(encodeMessage(decisionSchema, { type: 'sync' }), { signal })
+  // not awaited: the SYNC is queued, and waiting for the flush would only skew the start
+  fs.close({ signal }).catch(() => {})
+  return { remote: { nat: reply.nat, observed: reply.observed }, rttMs }
+}
+
+export type Answer = PunchOffer | { refuse: RefuseReason; detail: string }
+
+export type AnswerOutcome =
+  /** `rttMs`: from our reply to the SYNC, one round trip over the relay */
+  | { kind: 'punch'; remote: PunchOffer; rttMs: number }
+  | { kind: 'refused'; reason: RefuseReason; remote: PunchOffer | undefined }
+  | { kind: 'aborted'; error: HolePunchSkippedError; remote: PunchOffer }
+
+/**
+ * Responder: read the offer, answer with ours (from `decide`) or a refusal,
+ * then wait for SYNC. Punch as soon as this returns `punch`.
+ */
+export async function answerPunch(
+  fs: FramedStream,
+  decide: (remote: PunchOffer) => Promise<Answer>,
+  options: ExchangeOptions,
+): Promise<AnswerOutcome> {
+  const { signal, timeoutMs } = options
+  const offer = decodeHolePunch(connectSchema, await fs.readOne({ timeoutMs, signal }), 'connect')
+  const remote: PunchOffer = { nat: offer.nat, observed: offer.observed }
+  const answer = await decide(remote)
+  if ('refuse' in answer) {
+    await fs.send(
+      encodeMessage(replySchema, {
+        type: 'refuse',
+        reason: answer.refuse,
+        detail: answer.detail.slice(0, 256),
+      }),
+      { signal },
+    )
+    await fs.close({ signal })
+    return { kind: 'refused', reason: answer.refuse, remote }
+  }
+  const replied = performance.now()
+  await fs.send(encodeMessage(replySchema, { type: 'connect', nat: answer.nat, observed: answer.observed }), {
+    signal,
+  })
+  const decision = decodeHolePunch(decisionSchema, await fs.readOne({ timeoutMs, signal }), 'decision')
+  // not awaited: the peer starts its punch RTT/2 after sending SYNC, so must we now
+  fs.close({ signal }).catch(() => {})
+  if (decision.type === 'abort') {
+    return { kind: 'aborted', error: new HolePunchSkippedError(decision.reason, decision.detail), remote }
+  }
+  return { kind: 'punch', remote, rttMs: performance.now() - replied }
+}

@@ -1,0 +1,516 @@
+/**
+ * The hole-punching service: watches for relayed connections, coordinates a
+ * punch with the peer over them, upgrades the punched socket and closes the
+ * relayed connection. See index.ts for the options and the policy.
+ */
+
+import { setTimeout as delay } from 'node:timers/promises'
+import type { Connection, Logger, PeerId, Startable, Stream } from '@libp2p/interface'
+import { serviceCapabilities } from '@libp2p/interface'
+import { FramedStream } from '../framing.ts'
+import { AttemptBook, describeAttempt, type Outcome, type Progress } from './attempts.ts'
+import { type Answer, answerPunch, type PunchOffer, proposePunch } from './coordination.ts'
+import {
+  errorInfo,
+  HolePunchRefusedError,
+  HolePunchSkippedError,
+  NoRelayedConnectionError,
+  type RefuseReason,
+  type SkipReason,
+} from './errors.ts'
+import type {
+  HolePunchComponents,
+  HolePunchEvents,
+  HolePunchInit,
+  HolePunchService,
+  HolePunchStatus,
+  PunchAttempt,
+  PunchOptions,
+} from './index.ts'
+import { HOLEPUNCH_PROTOCOL, MAX_HOLEPUNCH_MESSAGE_BYTES } from './messages.ts'
+import { type Endpoint, formatEndpoint, parseEndpoint } from './nat.ts'
+import { type NatObservation, NatObserver } from './observer-client.ts'
+import { pickPunchPort } from './punch-port.ts'
+import { simultaneousOpen } from './simopen.ts'
+import { isUpgradeInitiator, upgradePunchedSocket } from './upgrade.ts'
+
+/** Pause after a fast failure (RST) in the punch loop, from the lab study */
+const RETRY_DELAY_MS = 25
+/** One SYN per attempt: stay below the kernel's 1 s initial retransmission timeout */
+const MAX_ATTEMPT_TIMEOUT_MS = 950
+/** Per-peer status entries kept for `status()` */
+const MAX_TRACKED_PEERS = 1024
+
+/** Init with the defaults filled in */
+type Settings = Required<Omit<HolePunchInit, 'punchPort' | 'localAddress' | 'observers'>>
+
+const DEFAULTS: Settings = {
+  enabled: true,
+  autoPunch: true,
+  closeRelayed: true,
+  attemptTimeoutMs: 300,
+  deadlineMs: 5_000,
+  observeTimeoutMs: 3_000,
+  reprobeIntervalMs: 30_000,
+  exchangeTimeoutMs: 10_000,
+  upgradeTimeoutMs: 10_000,
+  backoffMs: 60_000,
+  maxBackoffMs: 3_600_000,
+}
+
+function checkMs(name: string, value: number, min: number, max: number): number {
+  if (!Number.isSafeInteger(value) || value < min || value > max) {
+    throw new RangeError(
+      `holePunch ${name} must be a whole number of ms between ${min} and ${max}, got ${value}`,
+    )
+  }
+  return value
+}
+
+export function isRelayed(connection: Connection): boolean {
+  return connection.remoteAddr.getComponents().some((c) => c.name === 'p2p-circuit')
+}
+
+interface InFlight {
+  role: 'initiator' | 'responder'
+  promise: Promise<Connection>
+}
+
+type Trigger = PunchAttempt['trigger']
+
+/** Why this host cannot offer a punch; both a skip (as initiator) and a refusal (as responder) */
+interface LocalRefusal {
+  refuse: SkipReason & RefuseReason
+  detail: string
+}
+
+export class HolePunch implements HolePunchService, Startable {
+  readonly [Symbol.toStringTag] = '@fleetmesh/holepunch'
+  readonly [serviceCapabilities]: string[] = ['@fleetmesh/holepunch']
+
+  readonly #components: HolePunchComponents
+  readonly #init: Settings
+  readonly #observers: Endpoint[]
+  readonly #localAddress: string | undefined
+  readonly #log: Logger
+  readonly #events = new EventTarget()
+  readonly #inflight = new Map<string, InFlight>()
+  readonly #book: AttemptBook
+  #port: number
+  #observer: NatObserver | undefined
+  #shutdown = new AbortController()
+  #started = false
+
+  constructor(components: HolePunchComponents, init: HolePunchInit = {}) {
+    this.#components = components
+    // undefined means "default" here, as callers pass optional flags straight through
+    const given: Partial<HolePunchInit> = Object.fromEntries(
+      Object.entries(init).filter(([, v]) => v !== undefined),
+    )
+    const merged: Settings = { ...DEFAULTS, ...given }
+    this.#init = {
+      ...merged,
+      attemptTimeoutMs: checkMs('attemptTimeoutMs', merged.attemptTimeoutMs, 50, MAX_ATTEMPT_TIMEOUT_MS),
+      deadlineMs: checkMs('deadlineMs', merged.deadlineMs, 100, 60_000),
+      observeTimeoutMs: checkMs('observeTimeoutMs', merged.observeTimeoutMs, 50, 60_000),
+      reprobeIntervalMs: checkMs('reprobeIntervalMs', merged.reprobeIntervalMs, 1_000, 3_600_000),
+      exchangeTimeoutMs: checkMs('exchangeTimeoutMs', merged.exchangeTimeoutMs, 100, 60_000),
+      upgradeTimeoutMs: checkMs('upgradeTimeoutMs', merged.upgradeTimeoutMs, 100, 120_000),
+      backoffMs: checkMs('backoffMs', merged.backoffMs, 0, 2 ** 31 - 1),
+      maxBackoffMs: checkMs('maxBackoffMs', merged.maxBackoffMs, 0, 2 ** 31 - 1),
+    }
+    this.#observers = (init.observers ?? []).map(parseEndpoint)
+    this.#localAddress = init.localAddress
+    if (
+      init.punchPort !== undefined &&
+      (!Number.isInteger(init.punchPort) || init.punchPort < 1 || init.punchPort > 65_535)
+    ) {
+      throw new RangeError(`holePunch punchPort must be a TCP port (1-65535), got ${init.punchPort}`)
+    }
+    this.#port = init.punchPort ?? 0
+    this.#log = components.logger.forComponent('fleetmesh:holepunch')
+    this.#book = new AttemptBook({
+      backoffMs: this.#init.backoffMs,
+      maxBackoffMs: this.#init.maxBackoffMs,
+      maxPeers: MAX_TRACKED_PEERS,
+    })
+  }
+
+  async start(): Promise<void> {
+    this.#shutdown = new AbortController()
+    if (this.#port === 0) this.#port = await pickPunchPort(this.#localAddress)
+    await this.#components.registrar.handle(HOLEPUNCH_PROTOCOL, this.#onStream, {
+      // coordination only ever happens on relayed connections
+      runOnLimitedConnection: true,
+      maxInboundStreams: 4,
+      maxOutboundStreams: 4,
+    })
+    this.#components.events.addEventListener('connection:open', this.#onConnectionOpen)
+    if (this.#init.enabled) {
+      this.#observer = new NatObserver({
+        observers: this.#observers,
+        localPort: this.#port,
+        localAddress: this.#localAddress,
+        timeoutMs: this.#init.observeTimeoutMs,
+        reprobeIntervalMs: this.#init.reprobeIntervalMs,
+        log: this.#log,
+        onChange: (observation) => this.#emit('observation', observation),
+      })
+      this.#observer.start()
+    }
+    this.#started = true
+    this.#log(
+      'punch port %d, observers %s',
+      this.#port,
+      this.#observers.map(formatEndpoint).join(', ') || 'none',
+    )
+  }
+
+  async stop(): Promise<void> {
+    this.#started = false
+    this.#components.events.removeEventListener('connection:open', this.#onConnectionOpen)
+    // the registrar may already be torn down when the node stops; nothing to undo then
+    await this.#components.registrar.unhandle(HOLEPUNCH_PROTOCOL).catch(() => {})
+    this.#shutdown.abort(new Error('hole-punch service stopped'))
+    this.#observer?.stop()
+    this.#observer = undefined
+    await Promise.allSettled([...this.#inflight.values()].map((f) => f.promise))
+  }
+
+  punch(peer: PeerId, options: PunchOptions = {}): Promise<Connection> {
+    if (!this.#started) return Promise.reject(new Error('the hole-punch service is not started'))
+    const direct = this.#directConnection(peer)
+    if (direct !== undefined) return Promise.resolve(direct)
+    const inflight = this.#inflight.get(peer.toString())
+    if (inflight !== undefined) return inflight.promise
+    return this.#initiate(peer, 'manual', { force: options.force ?? false, signal: options.signal })
+  }
+
+  status(): HolePunchStatus {
+    const observation = this.#observer?.current
+    return {
+      enabled: this.#init.enabled,
+      punchPort: this.#port,
+      observed: observation?.observed,
+      natKind: observation?.natKind ?? 'unknown',
+      observation,
+      attempts: this.#book.snapshot(),
+    }
+  }
+
+  async refreshObservation(): Promise<NatObservation | undefined> {
+    return this.#observer?.probe()
+  }
+
+  addEventListener<K extends keyof HolePunchEvents>(
+    type: K,
+    listener: (event: CustomEvent<HolePunchEvents[K]>) => void,
+  ): void {
+    this.#events.addEventListener(type, listener as (event: Event) => void)
+  }
+
+  removeEventListener<K extends keyof HolePunchEvents>(
+    type: K,
+    listener: (event: CustomEvent<HolePunchEvents[K]>) => void,
+  ): void {
+    this.#events.removeEventListener(type, listener as (event: Event) => void)
+  }
+
+  #emit<K extends keyof HolePunchEvents>(type: K, detail: HolePunchEvents[K]): void {
+    this.#events.dispatchEvent(new CustomEvent(type, { detail }))
+  }
+
+  // ------------------------------------------------------------------ policy
+
+  readonly #onConnectionOpen = (evt: CustomEvent<Connection>): void => {
+    const connection = evt.detail
+    if (!this.#started || !this.#init.enabled || !this.#init.autoPunch || !isRelayed(connection)) return
+    const peer = connection.remotePeer
+    const key = peer.toString()
+    // One side initiates, so two relayed connections (one each way) or both
+    // peers reacting to the same one never start two punches.
+    if (!isUpgradeInitiator(this.#components.peerId, peer)) {
+      this.#log.trace('relayed connection to %p: the peer (lower id) initiates the punch', peer)
+      return
+    }
+    if (this.#inflight.has(key) || this.#directConnection(peer) !== undefined) return
+    const backoff = this.#book.backoff(key)
+    if (backoff !== undefined) {
+      // recorded (not just logged) so `fleetmesh doctor` can say why the relay stays
+      const err = this.#skip(
+        'backoff',
+        `not punching to ${key} before ${new Date(backoff.until).toISOString()}, backing off after: ${backoff.cause}`,
+      )
+      this.#record(peer, 'initiator', 'auto', performance.now(), {}, { error: err })
+      return
+    }
+    this.#initiate(peer, 'auto', { force: false, relayed: connection }).catch(() => {
+      // recorded in status() and the attempt event
+    })
+  }
+
+  #directConnection(peer: PeerId): Connection | undefined {
+    return this.#components.connectionManager
+      .getConnections(peer)
+      .find((c) => c.status === 'open' && !isRelayed(c))
+  }
+
+  #skip(reason: SkipReason, detail: string): HolePunchSkippedError {
+    this.#log('hole punch skipped (%s): %s', reason, detail)
+    return new HolePunchSkippedError(reason, detail)
+  }
+
+  /** Our offer, or why we cannot make one */
+  async #localOffer(force: boolean): Promise<PunchOffer | LocalRefusal> {
+    if (!this.#init.enabled || this.#observer === undefined) {
+      return { refuse: 'disabled', detail: 'hole punching is disabled on this host' }
+    }
+    const observation = await this.#observer.ready(this.#init.observeTimeoutMs * 2)
+    if (observation.observed === undefined) {
+      return {
+        refuse: 'no-observation',
+        detail:
+          this.#observers.length === 0
+            ? 'no observers are configured, so this host does not know its external endpoint'
+            : `no observer answered (${observation.observers.map((o) => `${o.observer}: ${o.error}`).join('; ')})`,
+      }
+    }
+    if (observation.natKind === 'symmetric' && !force) {
+      return { refuse: 'symmetric-nat', detail: 'this host is behind a symmetric NAT' }
+    }
+    return { nat: observation.natKind, observed: [observation.observed] }
+  }
+
+  // --------------------------------------------------------------- initiator
+
+  #initiate(
+    peer: PeerId,
+    trigger: Trigger,
+    options: { force: boolean; relayed?: Connection; signal?: AbortSignal },
+  ): Promise<Connection> {
+    const key = peer.toString()
+    const started = performance.now()
+    const progress: Progress = {}
+    const promise = this.#runInitiator(peer, options, progress)
+    const entry: InFlight = { role: 'initiator', promise }
+    this.#inflight.set(key, entry)
+    promise.then(
+      (connection) => this.#record(peer, 'initiator', trigger, started, progress, { connection }),
+      (error: unknown) => this.#record(peer, 'initiator', trigger, started, progress, { error }),
+    )
+    void promise
+      .catch(() => {})
+      .finally(() => {
+        if (this.#inflight.get(key) === entry) this.#inflight.delete(key)
+      })
+    return promise
+  }
+
+  async #runInitiator(
+    peer: PeerId,
+    options: { force: boolean; relayed?: Connection; signal?: AbortSignal },
+    progress: Progress,
+  ): Promise<Connection> {
+    const signal =
+      options.signal === undefined
+        ? this.#shutdown.signal
+        : AbortSignal.any([this.#shutdown.signal, options.signal])
+    const local = await this.#localOffer(options.force)
+    if ('refuse' in local) throw this.#skip(local.refuse, local.detail)
+    const relayed =
+      options.relayed?.status === 'open'
+        ? options.relayed
+        : await this.#connectionToCoordinateOver(peer, signal)
+    if (!isRelayed(relayed)) return relayed
+
+    const stream = await relayed.newStream(HOLEPUNCH_PROTOCOL, { runOnLimitedConnection: true, signal })
+    const fs = new FramedStream(stream, { maxFrameBytes: MAX_HOLEPUNCH_MESSAGE_BYTES })
+    let exchange: Awaited<ReturnType<typeof proposePunch>>
+    try {
+      exchange = await proposePunch(fs, local, {
+        force: options.force,
+        timeoutMs: this.#init.exchangeTimeoutMs,
+        signal,
+      })
+    } catch (err) {
+      if (err instanceof HolePunchRefusedError && err.reason === 'busy') {
+        // Both sides asked at once and the peer (lower id) kept its own
+        // attempt; ours is the responder side of that one.
+        const theirs = this.#inflight.get(peer.toString())
+        if (theirs?.role === 'responder') return theirs.promise
+      }
+      if (err instanceof HolePunchSkippedError) {
+        // the ABORT is queued; a reset now could overtake it
+        this.#log('hole punch with %p skipped: %s', peer, err.message)
+      } else {
+        fs.abort(err instanceof Error ? err : new Error(String(err)))
+      }
+      throw err
+    }
+    progress.remoteNat = exchange.remote.nat
+    // the SYNC reaches the peer after about half a round trip; start together
+    await delay(exchange.rttMs / 2, undefined, { signal })
+    return this.#punchAndUpgrade(peer, exchange.remote, exchange.rttMs, progress, signal)
+  }
+
+  /** A relayed connection to coordinate over, or a direct one if that is what we got */
+  async #connectionToCoordinateOver(peer: PeerId, signal: AbortSignal): Promise<Connection> {
+    const connections = this.#components.connectionManager
+      .getConnections(peer)
+      .filter((c) => c.status === 'open')
+    const existing = connections.find((c) => !isRelayed(c)) ?? connections[0]
+    if (existing !== undefined) return existing
+    try {
+      return await this.#components.connectionManager.openConnection(peer, { signal })
+    } catch (err) {
+      throw new NoRelayedConnectionError(
+        `no connection to ${peer} to coordinate a hole punch over, and dialling it failed ` +
+          `(${errorInfo(err).message}); the peer must first be reachable, e.g. through a relay it reserved on`,
+        { cause: err },
+      )
+    }
+  }
+
+  // --------------------------------------------------------------- responder
+
+  readonly #onStream = async (stream: Stream, connection: Connection): Promise<void> => {
+    const peer = connection.remotePeer
+    const key = peer.toString()
+    const fs = new FramedStream(stream, { maxFrameBytes: MAX_HOLEPUNCH_MESSAGE_BYTES })
+    const signal = this.#shutdown.signal
+    const started = performance.now()
+    const progress: Progress = {}
+    let deferred: PromiseWithResolvers<Connection> | undefined
+
+    const decide = async (remote: PunchOffer): Promise<Answer> => {
+      progress.remoteNat = remote.nat
+      const theirs = this.#inflight.get(key)
+      // The lower peer id keeps its own attempt when both ask at once.
+      if (
+        theirs !== undefined &&
+        (theirs.role === 'responder' || isUpgradeInitiator(this.#components.peerId, peer))
+      ) {
+        return { refuse: 'busy', detail: 'a hole punch with this peer is already in progress' }
+      }
+      // registered before the first await, so a second request cannot slip past the check above
+      const pending = Promise.withResolvers<Connection>()
+      const entry: InFlight = { role: 'responder', promise: pending.promise }
+      this.#inflight.set(key, entry)
+      void pending.promise
+        .catch(() => {})
+        .finally(() => {
+          if (this.#inflight.get(key) === entry) this.#inflight.delete(key)
+        })
+      const offer = await this.#localOffer(true)
+      if ('refuse' in offer) {
+        pending.reject(new HolePunchSkippedError(offer.refuse, offer.detail))
+        return offer
+      }
+      deferred = pending
+      return offer
+    }
+
+    let outcome: Awaited<ReturnType<typeof answerPunch>>
+    try {
+      outcome = await answerPunch(fs, decide, { timeoutMs: this.#init.exchangeTimeoutMs, signal })
+    } catch (err) {
+      fs.abort(err instanceof Error ? err : new Error(String(err)))
+      this.#log('hole-punch exchange with %p failed - %e', peer, err)
+      if (deferred !== undefined) {
+        deferred.reject(err)
+        this.#record(peer, 'responder', 'remote', started, progress, { error: err })
+      }
+      return
+    }
+    if (outcome.kind === 'refused') {
+      this.#log('declined a hole punch from %p: %s', peer, outcome.reason)
+      return
+    }
+    if (deferred === undefined) return
+    if (outcome.kind === 'aborted') {
+      this.#log('hole punch with %p skipped by the peer: %s', peer, outcome.error.message)
+      deferred.reject(outcome.error)
+      this.#record(peer, 'responder', 'remote', started, progress, { error: outcome.error })
+      return
+    }
+    // punching outlives the stream handler; the stream is done
+    const pending = deferred
+    this.#punchAndUpgrade(peer, outcome.remote, outcome.rttMs, progress, signal).then(
+      (conn) => {
+        pending.resolve(conn)
+        this.#record(peer, 'responder', 'remote', started, progress, { connection: conn })
+      },
+      (err: unknown) => {
+        pending.reject(err)
+        this.#record(peer, 'responder', 'remote', started, progress, { error: err })
+      },
+    )
+  }
+
+  // ------------------------------------------------------------------- both
+
+  async #punchAndUpgrade(
+    peer: PeerId,
+    remote: PunchOffer,
+    rttMs: number,
+    progress: Progress,
+    signal: AbortSignal,
+  ): Promise<Connection> {
+    const target = remote.observed[0]
+    if (target === undefined) throw new Error('unreachable: offers carry at least one endpoint')
+    progress.target = target
+    const attemptTimeoutMs = Math.min(
+      MAX_ATTEMPT_TIMEOUT_MS,
+      Math.max(this.#init.attemptTimeoutMs, 2 * rttMs),
+    )
+    const t0 = performance.now()
+    const punched = await simultaneousOpen(target, {
+      localPort: this.#port,
+      localAddress: this.#localAddress,
+      attemptTimeoutMs,
+      retryDelayMs: RETRY_DELAY_MS,
+      deadlineMs: this.#init.deadlineMs,
+      signal,
+    })
+    progress.synAttempts = punched.attempts
+    progress.connectMs = Math.round(performance.now() - t0)
+    const t1 = performance.now()
+    const connection = await upgradePunchedSocket(punched.socket, peer, {
+      upgrader: this.#components.upgrader,
+      initiator: isUpgradeInitiator(this.#components.peerId, peer),
+      signal: AbortSignal.any([signal, AbortSignal.timeout(this.#init.upgradeTimeoutMs)]),
+      log: this.#log,
+    })
+    progress.upgradeMs = Math.round(performance.now() - t1)
+    if (this.#init.closeRelayed) this.#closeRelayed(peer)
+    return connection
+  }
+
+  /** As DCUtR does: new streams would pick the direct connection anyway, and the relay's capacity is finite */
+  #closeRelayed(peer: PeerId): void {
+    for (const connection of this.#components.connectionManager.getConnections(peer)) {
+      if (!isRelayed(connection) || connection.status !== 'open') continue
+      connection.close({ signal: AbortSignal.timeout(5_000) }).catch((err: unknown) => {
+        connection.abort(err instanceof Error ? err : new Error(String(err)))
+      })
+    }
+  }
+
+  #record(
+    peer: PeerId,
+    role: PunchAttempt['role'],
+    trigger: Trigger,
+    started: number,
+    progress: Progress,
+    outcome: Outcome,
+  ): void {
+    const attempt = describeAttempt({ peer: peer.toString(), role, trigger }, started, progress, outcome)
+    this.#book.add(attempt)
+    if (attempt.ok) {
+      this.#log('direct connection to %p in %d ms (%s)', peer, attempt.ms, attempt.remoteAddr)
+    } else {
+      this.#log('hole punch with %p failed after %d ms: %s', peer, attempt.ms, attempt.error?.message)
+    }
+    this.#emit('attempt', attempt)
+  }
+}
