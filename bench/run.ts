@@ -5,6 +5,7 @@
  */
 import { benchCrypto } from './crypto.ts'
 import { benchFleet } from './fleet.ts'
+import { benchNat } from './nat.ts'
 
 const args = process.argv.slice(2)
 const secondsArg = args.indexOf('--seconds')
@@ -13,7 +14,7 @@ if (!Number.isFinite(seconds) || seconds <= 0) {
   console.error('--seconds needs a positive number')
   process.exit(2)
 }
-const VALUE_FLAGS = new Set(['--seconds', '--agents', '--rounds', '--reports'])
+const VALUE_FLAGS = new Set(['--seconds', '--agents', '--rounds', '--reports', '--trials'])
 const only = args.filter((a, i) => !a.startsWith('--') && !VALUE_FLAGS.has(args[i - 1] ?? ''))
 
 function numberArg(flag: string, fallback: number): number {
@@ -29,6 +30,7 @@ function numberArg(flag: string, fallback: number): number {
 
 const sections: Record<string, () => Promise<unknown> | unknown> = {
   crypto: () => benchCrypto(seconds),
+  nat: () => benchNat(numberArg('--trials', 20)),
   fleet: () => benchFleet(numberArg('--agents', 200), numberArg('--rounds', 10), numberArg('--reports', 50)),
 }
 
@@ -41,7 +43,8 @@ console.log(
   `fleetmesh bench on Node ${process.versions.node}, ${(await import('node:os')).cpus().length} CPUs`,
 )
 for (const [name, run] of Object.entries(sections)) {
-  if (only.length > 0 && !only.includes(name)) continue
+  // The NAT figures need root and take minutes; they have their own script (bench:nat).
+  if (only.length > 0 ? !only.includes(name) : name === 'nat') continue
   console.log(`\n== ${name}`)
   await run()
 }
