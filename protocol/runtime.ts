@@ -1,0 +1,98 @@
+/**
+ * A running daemon's view of its own network situation, written atomically to
+ * `<state>/runtime.json` every few seconds and on change, so `fleetmesh doctor`
+ * (a separate process) can show it without a control socket: the addresses the
+ * host listens on and is seen at, its connections and their paths, its relay
+ * reservations and what the NAT detection found.
+ */
+import { join } from 'node:path'
+import { z } from 'zod'
+import { writeFileAtomic } from '../keys/files.ts'
+import type { FleetHost } from './host.ts'
+
+export const RUNTIME_FILE = 'runtime.json'
+
+const text = z.string().max(1024)
+
+export const runtimeSnapshotSchema = z.object({
+  role: z.enum(['coordinator', 'agent', 'relay']),
+  pid: z.number().int(),
+  peerId: text,
+  at: z.number().int(),
+  listen: z.array(text).max(256),
+  /** What the host advertises (listen addresses, observed addresses, relay circuit addresses). */
+  advertised: z.array(text).max(256),
+  connections: z
+    .array(
+      z.object({
+        peer: text,
+        remoteAddr: text,
+        direction: z.enum(['inbound', 'outbound']),
+        relayed: z.boolean(),
+      }),
+    )
+    .max(100_000),
+  /** Role-specific detail (coordinator link state, reservations, NAT detection). */
+  details: z.record(z.string().max(64), z.unknown()),
+})
+export type RuntimeSnapshot = z.infer<typeof runtimeSnapshotSchema>
+
+export function snapshotHost(
+  host: FleetHost,
+  role: RuntimeSnapshot['role'],
+  details: Record<string, unknown>,
+  connectionLimit = 200,
+): RuntimeSnapshot {
+  return {
+    role,
+    pid: process.pid,
+    peerId: host.peerId.toString(),
+    at: Date.now(),
+    listen: host
+      .getMultiaddrs()
+      .map(String)
+      .filter((a) => !a.includes('/p2p-circuit'))
+      .slice(0, 256),
+    advertised: host.getMultiaddrs().map(String).slice(0, 256),
+    connections: host
+      .getConnections()
+      .slice(0, connectionLimit)
+      .map((c) => ({
+        peer: c.remotePeer.toString(),
+        remoteAddr: c.remoteAddr.toString(),
+        direction: c.direction,
+        relayed: c.remoteAddr.getComponents().some((x) => x.name === 'p2p-circuit'),
+      })),
+    details,
+  }
+}
+
+/**
+ * Writes the snapshot now and then every `intervalMs` until the returned stop
+ * function is called. Failures are reported, never thrown: diagnostics must not
+ * take the daemon down.
+ */
+export function keepRuntimeFile(
+  stateDir: string,
+  snapshot: () => RuntimeSnapshot,
+  intervalMs = 5000,
+  onError: (err: unknown) => void = () => {},
+): { refresh(): void; stop(): Promise<void> } {
+  const path = join(stateDir, RUNTIME_FILE)
+  let writing: Promise<void> = Promise.resolve()
+  const refresh = () => {
+    writing = writing
+      .then(() => writeFileAtomic(path, `${JSON.stringify(snapshot(), null, 2)}\n`, 0o600))
+      .catch(onError)
+  }
+  refresh()
+  const timer = setInterval(refresh, intervalMs)
+  timer.unref()
+  return {
+    refresh,
+    async stop() {
+      clearInterval(timer)
+      await writing
+    },
+  }
+}
