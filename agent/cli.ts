@@ -4,7 +4,8 @@ import { duration, flag, list, parseCommand, required, str, UsageError } from '.
 import { startAgent } from './daemon.ts'
 
 const USAGE =
-  'fleetmesh agent --state <dir> [--token <fmtok1…|@file>] [--coordinator-addr <multiaddr>]... [--listen <multiaddr>]... ' +
+  'fleetmesh agent --state <dir> [--token <fmtok1…|@file>] [--coordinator-addr <multiaddr>]... [--bootstrap <relay multiaddr>]... ' +
+  '[--listen <multiaddr>]... ' +
   '[--keepalive 10s] [--pass-env NAME]... [--json]'
 
 export async function agentCommand(argv: string[]): Promise<number> {
@@ -14,6 +15,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
       state: { type: 'string' },
       token: { type: 'string' },
       'coordinator-addr': { type: 'string', multiple: true },
+      bootstrap: { type: 'string', multiple: true },
       listen: { type: 'string', multiple: true },
       keepalive: { type: 'string' },
       'pass-env': { type: 'string', multiple: true },
@@ -47,12 +49,14 @@ export async function agentCommand(argv: string[]): Promise<number> {
   }
   const listen = list(p, 'listen')
   const coordinatorAddrs = list(p, 'coordinator-addr')
+  const bootstrap = list(p, 'bootstrap')
   const keepaliveMs = duration(p, 'keepalive', 10_000)
   if (keepaliveMs < 200) throw new UsageError('--keepalive must be at least 200ms')
   const agent = await startAgent({
     stateDir: resolve(required(p, 'state', USAGE)),
     ...(token !== undefined ? { token } : {}),
     ...(coordinatorAddrs.length ? { coordinatorAddrs } : {}),
+    ...(bootstrap.length ? { bootstrap } : {}),
     listen: listen.length ? listen : ['/ip4/0.0.0.0/tcp/0'],
     keepaliveMs,
     hookEnv,

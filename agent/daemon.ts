@@ -11,6 +11,7 @@
  */
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { identifyPush } from '@libp2p/identify'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { DOMAINS } from '../keys/domains.ts'
@@ -19,6 +20,7 @@ import { sealEnvelope } from '../protocol/envelope.ts'
 import { createHost, type FleetHost } from '../protocol/host.ts'
 import { type StatusReport, statusReportSchema } from '../protocol/messages.ts'
 import { coordinatorBlobFetcher } from './blob-fetcher.ts'
+import { type CoordinatorFinder, coordinatorFinder } from './discovery.ts'
 import {
   checkToken,
   EnrollmentError,
@@ -26,7 +28,7 @@ import {
   enrollWithCoordinator,
   parseEnrollmentFile,
 } from './enroll.ts'
-import { CoordinatorLink, type LinkState } from './link.ts'
+import { CoordinatorLink, type LinkState, preferOpenConnections } from './link.ts'
 import { Outbox, reportKind } from './outbox.ts'
 import { httpBlobFetcher, profileActivator, routeBlobFetcher } from './profile-activator.ts'
 import { createUpdater, type ReportBody, type Updater } from './updater.ts'
@@ -37,6 +39,12 @@ export interface AgentOptions {
   token?: string
   /** Overrides the coordinator addresses from the token/enrollment. */
   coordinatorAddrs?: string[]
+  /**
+   * Relays (or coordinators) to join the fleet's DHT through, as multiaddrs
+   * ending in /p2p/<peer id>. With them the agent looks the coordinator up by
+   * peer id whenever its known addresses fail (discovery.ts).
+   */
+  bootstrap?: string[]
   listen?: string[]
   keepaliveMs?: number
   /** Environment passed to activate hooks and health checks. */
@@ -57,14 +65,37 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   const emit = options.emit ?? (() => {})
   const key = await loadOrCreateIdentity(join(options.stateDir, 'identity.key'))
   const enrollmentPath = join(options.stateDir, 'enrollment.json')
+  const bootstrap = options.bootstrap ?? []
   const host = await createHost({
     role: 'agent',
     privateKey: key.toLibp2p(),
     ...(options.listen ? { listen: options.listen } : {}),
+    ...(bootstrap.length > 0 ? { bootstrap } : {}),
+    // learns the coordinator's new addresses (a new relay reservation) while connected
+    extraServices: { identifyPush: identifyPush() },
   })
   try {
-    const enrollment = await enrollIfNeeded(host, enrollmentPath, options, emit)
+    const finderFor = (peerId: string): CoordinatorFinder | undefined => {
+      if (bootstrap.length === 0) return undefined
+      const find = coordinatorFinder({
+        host,
+        coordinator: peerIdFromString(peerId),
+        bootstrap: bootstrap.map((a) => multiaddr(a)),
+      })
+      return async (signal) => {
+        try {
+          const addrs = await find(signal)
+          emit('discovered', { coordinator: peerId, addrs: addrs.map((a) => a.toString()) })
+          return addrs
+        } catch (err) {
+          emit('discovery-failed', { coordinator: peerId, error: (err as Error).message })
+          throw err
+        }
+      }
+    }
+    const enrollment = await enrollIfNeeded(host, enrollmentPath, options, emit, finderFor)
     const coordinator = peerIdFromString(enrollment.coordinator.peerId)
+    const discover = finderFor(enrollment.coordinator.peerId)
     const addrs =
       options.coordinatorAddrs && options.coordinatorAddrs.length > 0
         ? options.coordinatorAddrs
@@ -79,7 +110,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     let link: CoordinatorLink | undefined
     const report = makeReporter(key, enrollment.machine, outbox, () => link?.flush(), emit)
     const fetcher = routeBlobFetcher({
-      coordinator: coordinatorBlobFetcher(host, coordinator),
+      coordinator: coordinatorBlobFetcher(preferOpenConnections(host), coordinator),
       http: httpBlobFetcher(),
     })
     const updater = await createUpdater({
@@ -121,6 +152,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       ...(options.keepaliveMs
         ? { keepaliveMs: options.keepaliveMs, deadAfterMs: options.keepaliveMs * 3 }
         : {}),
+      ...(discover ? { discover } : {}),
       log: (msg) => emit('log', { msg }),
       onState: (state: LinkState) => emit(state.connected ? 'connected' : 'disconnected', { ...state }),
     })
@@ -170,6 +202,7 @@ async function enrollIfNeeded(
   path: string,
   options: AgentOptions,
   emit: NonNullable<AgentOptions['emit']>,
+  finderFor: (peerId: string) => CoordinatorFinder | undefined,
 ): Promise<EnrollmentFile> {
   let text: string | undefined
   try {
@@ -190,7 +223,22 @@ async function enrollIfNeeded(
     )
   }
   const token = checkToken(options.token)
-  const enrollment = await enrollWithCoordinator(host, token, path, options.coordinatorAddrs)
+  let enrollment: EnrollmentFile
+  try {
+    enrollment = await enrollWithCoordinator(host, token, path, options.coordinatorAddrs)
+  } catch (err) {
+    const find = finderFor(token.coordinator.peerId)
+    if (!(err instanceof EnrollmentError && err.code === 'unreachable') || find === undefined) throw err
+    emit('log', { msg: `${err.message}; looking the coordinator up in the DHT` })
+    // The addresses found are what the enrollment file then keeps.
+    const found = await find(AbortSignal.timeout(30_000)).catch((lookup: unknown) => {
+      const why = `${err.message}; looking it up failed: ${(lookup as Error).message}`
+      throw new EnrollmentError('unreachable', why, { cause: lookup })
+    })
+    // the enrollment file keeps at most 16 addresses
+    const addrs = found.slice(0, 16).map((a) => a.toString())
+    enrollment = await enrollWithCoordinator(host, token, path, addrs)
+  }
   emit('enrolled', { machine: enrollment.machine, tags: enrollment.tags, fleetId: enrollment.fleetId })
   return enrollment
 }

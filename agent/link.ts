@@ -7,9 +7,16 @@
  * On every (re)connect it sends hello, drops queued reports the coordinator says
  * it already stored, and sends the rest in order. Manifests pushed by the
  * coordinator are handed to `onManifest`.
+ *
+ * The connection may be direct or relayed (a coordinator behind NAT is reached
+ * as `<relay>/p2p-circuit/p2p/<coordinator>`); relayed connections are
+ * "limited" in libp2p terms, so the control stream opts in with
+ * `runOnLimitedConnection`. When no known address works, `discover` (a DHT
+ * lookup, see discovery.ts) supplies fresh ones.
  */
-import type { PeerId } from '@libp2p/interface'
-import type { Multiaddr } from '@multiformats/multiaddr'
+import { type Connection, isPeerId, type PeerId } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import { decodeMessage, encodeMessage } from '../protocol/codec.ts'
 import { FramedStream } from '../protocol/framing.ts'
 import type { FleetHost } from '../protocol/host.ts'
@@ -36,11 +43,56 @@ export interface LinkInit {
   deadAfterMs?: number
   backoffInitialMs?: number
   backoffMaxMs?: number
+  /** Budget for dialing the coordinator, and again for dialing what `discover` found. */
+  dialTimeoutMs?: number
+  /**
+   * Looks the coordinator up when dialing its known addresses fails; resolves
+   * with the addresses found (already in the peer store) or rejects.
+   */
+  discover?: (signal: AbortSignal) => Promise<Multiaddr[]>
   log?: (msg: string) => void
   onState?: (state: LinkState) => void
 }
 
-export type LinkState = { connected: true; path: 'direct' | 'relayed' } | { connected: false; error?: string }
+export type LinkPath = 'direct' | 'relayed'
+
+export type LinkState =
+  | { connected: true; path: LinkPath; addr: string }
+  | { connected: false; error?: string }
+
+/** How a connection reaches its peer: through a circuit relay or not. */
+export function connectionPath(conn: Pick<Connection, 'remoteAddr'>): LinkPath {
+  return conn.remoteAddr.getComponents().some((c) => c.name === 'p2p-circuit') ? 'relayed' : 'direct'
+}
+
+/**
+ * `host` with a `dialProtocol` that opens the stream on an already open
+ * connection to the peer, relayed ones included, before dialing.
+ *
+ * libp2p's own `dialProtocol` never reuses a limited (relayed) connection: it
+ * dials again, trying every known address of the peer first. For an agent that
+ * reaches its coordinator only through a relay, every blob download would wait
+ * out the coordinator's unreachable private addresses (up to 6 s each) and then
+ * open one more relayed connection. Only `dialProtocol` is changed; everything
+ * else is the host's own, bound to it.
+ */
+export function preferOpenConnections(host: FleetHost): FleetHost {
+  const dialProtocol: FleetHost['dialProtocol'] = async (peer, protocols, options) => {
+    if (isPeerId(peer)) {
+      const open = host.getConnections(peer).filter((c) => c.status === 'open')
+      const conn = open.find((c) => connectionPath(c) === 'direct') ?? open[0]
+      if (conn !== undefined) return conn.newStream(protocols, options)
+    }
+    return host.dialProtocol(peer, protocols, options)
+  }
+  return new Proxy(host, {
+    get(target, prop) {
+      if (prop === 'dialProtocol') return dialProtocol
+      const value: unknown = Reflect.get(target, prop, target)
+      return typeof value === 'function' ? value.bind(target) : value
+    },
+  })
+}
 
 export class LinkClosedError extends Error {
   override name = 'LinkClosedError'
@@ -58,7 +110,8 @@ interface Active {
 }
 
 export class CoordinatorLink {
-  readonly #init: Required<Omit<LinkInit, 'log' | 'onState'>> & Pick<LinkInit, 'log' | 'onState'>
+  readonly #init: Required<Omit<LinkInit, 'log' | 'onState' | 'discover'>> &
+    Pick<LinkInit, 'log' | 'onState' | 'discover'>
   #active: Active | undefined
   #stopped = false
   #loop: Promise<void> | undefined
@@ -73,6 +126,7 @@ export class CoordinatorLink {
       deadAfterMs: 25_000,
       backoffInitialMs: 250,
       backoffMaxMs: 30_000,
+      dialTimeoutMs: 20_000,
       ...init,
     }
   }
@@ -175,20 +229,31 @@ export class CoordinatorLink {
   }
 
   async #session(onHello: () => void): Promise<void> {
-    const { host, coordinator, coordinatorAddrs } = this.#init
-    if (coordinatorAddrs.length > 0) await host.peerStore.merge(coordinator, { multiaddrs: coordinatorAddrs })
-    const stream = await host.dialProtocol(coordinator, PROTOCOLS.control, {
-      signal: AbortSignal.timeout(20_000),
-      runOnLimitedConnection: true,
-    })
+    const conn = await this.#connect()
+    const path = connectionPath(conn)
+    let stream: Awaited<ReturnType<Connection['newStream']>>
+    try {
+      stream = await conn.newStream(PROTOCOLS.control, {
+        signal: AbortSignal.timeout(this.#init.dialTimeoutMs),
+        runOnLimitedConnection: true,
+      })
+    } catch (err) {
+      // a connection that cannot even open a stream is not worth reusing
+      conn.abort(err as Error)
+      throw err
+    }
     const fs = new FramedStream(stream, { maxFrameBytes: MAX_ENVELOPE_BYTES + 4096 })
     const a: Active = { fs, lastSent: 0, lastFrameAt: Date.now(), sending: Promise.resolve() }
     const keepalive = setInterval(() => {
       if (Date.now() - a.lastFrameAt > this.#init.deadAfterMs) {
+        clearInterval(keepalive)
         this.#log(`no frame from the coordinator for ${this.#init.deadAfterMs} ms; dropping the connection`)
-        fs.abort(new LinkClosedError('keepalive timeout: path to the coordinator is dead'))
-        // Also close the connection so the next dial does not reuse a dead one.
-        void host.hangUp(coordinator).catch(() => {})
+        const dead = new LinkClosedError('keepalive timeout: path to the coordinator is dead')
+        fs.abort(dead)
+        // Abort (not close: a graceful close waits on the dead path) so the
+        // next dial cannot pick this connection again.
+        conn.abort(dead)
+        if (path === 'relayed') void this.#checkRelay(conn)
         return
       }
       void this.#send(a, { t: 'ping', nonce: ++this.#nonce }).catch(() => {})
@@ -212,8 +277,7 @@ export class CoordinatorLink {
         await this.#init.queue.ack(hello.lastAckedSeq)
       this.#active = a
       onHello()
-      const path = stream.protocol !== undefined && this.#isRelayed(stream) ? 'relayed' : 'direct'
-      this.#setState({ connected: true, path })
+      this.#setState({ connected: true, path, addr: conn.remoteAddr.toString() })
       for (const w of this.#connectedWaiters.splice(0)) w()
       this.flush()
       while (true) {
@@ -245,13 +309,58 @@ export class CoordinatorLink {
     }
   }
 
-  #isRelayed(stream: { id: string }): boolean {
-    const conns = this.#init.host.getConnections(this.#init.coordinator)
-    void stream
-    return (
-      conns.length > 0 &&
-      conns.every((c) => c.remoteAddr.getComponents().some((x) => x.name === 'p2p-circuit'))
-    )
+  /**
+   * A connection to the coordinator: an open one if there is any (a relayed
+   * one too: libp2p's own dial would skip it and open a second), else a dial
+   * to the known addresses, else a dial to what `discover` finds.
+   */
+  async #connect(): Promise<Connection> {
+    const { host, coordinator, coordinatorAddrs, dialTimeoutMs, discover } = this.#init
+    const open = host.getConnections(coordinator).filter((c) => c.status === 'open')
+    const reuse = open.find((c) => connectionPath(c) === 'direct') ?? open[0]
+    if (reuse !== undefined) return reuse
+    if (coordinatorAddrs.length > 0) await host.peerStore.merge(coordinator, { multiaddrs: coordinatorAddrs })
+    let dialError: Error
+    try {
+      return await host.dial(coordinator, { signal: AbortSignal.timeout(dialTimeoutMs) })
+    } catch (err) {
+      if (discover === undefined) throw err
+      dialError = err as Error
+    }
+    let found: Multiaddr[]
+    try {
+      found = await discover(AbortSignal.timeout(dialTimeoutMs))
+    } catch (err) {
+      throw new LinkClosedError(
+        `cannot reach the coordinator (${dialError.message}) and looking it up failed: ${(err as Error).message}`,
+      )
+    }
+    this.#log(`looked the coordinator up: ${found.map((a) => a.toString()).join(', ')}`)
+    return await host.dial(coordinator, { signal: AbortSignal.timeout(dialTimeoutMs) })
+  }
+
+  /**
+   * After a relayed session died: if our connection to the relay itself is
+   * dead (our NAT dropped its mapping), abort it, or the next relayed dial would
+   * reuse it and hang until libp2p's connection monitor notices.
+   */
+  async #checkRelay(relayed: Connection): Promise<void> {
+    const { host, keepaliveMs } = this.#init
+    const [relayPart] = relayed.remoteAddr.toString().split('/p2p-circuit')
+    const relayId = multiaddr(relayPart ?? '')
+      .getComponents()
+      .findLast((c) => c.name === 'p2p')?.value
+    if (relayId === undefined) return
+    const relay = peerIdFromString(relayId)
+    const open = () =>
+      host.getConnections(relay).filter((c) => c.status === 'open' && connectionPath(c) === 'direct')
+    if (open().length === 0) return
+    try {
+      await host.services.ping.ping(relay, { signal: AbortSignal.timeout(keepaliveMs) })
+    } catch (err) {
+      this.#log(`relay ${relayId} does not answer either; dropping the connection to it`)
+      for (const c of open()) c.abort(err as Error)
+    }
   }
 
   async #sendPending(a: Active): Promise<void> {

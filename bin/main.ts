@@ -1,18 +1,19 @@
 /**
- * `fleetmesh <command>`: the only place that knows all three roles. It routes to
- * the coordinator daemon, the agent daemon or the admin commands, and turns typed
+ * `fleetmesh <command>`: the only place that knows all the roles. It routes to
+ * the coordinator, relay or agent daemon or the admin commands, and turns typed
  * errors into one clear line and an exit code.
  */
 
 import { ADMIN_COMMANDS, ADMIN_SUBCOMMANDS } from '../admin/cli.ts'
 import { defaultHome } from '../admin/home.ts'
 import { agentCommand } from '../agent/cli.ts'
-import { coordinatorCommand } from '../coordinator/cli.ts'
+import { coordinatorCommand, relayCommand } from '../coordinator/cli.ts'
 import { UsageError } from '../protocol/cli.ts'
 
 function help(): string {
   const rows = [
     ['coordinator', 'run the coordinator daemon'],
+    ['relay', 'run a relay: reachability for peers behind NAT, and the DHT that finds them'],
     ['agent', 'run the agent daemon on a device (enrolls on first start with --token)'],
     ...Object.entries(ADMIN_COMMANDS).map(([k, v]) => [k, v.help]),
     ...Object.entries(ADMIN_SUBCOMMANDS).map(([k, v]) => [`admin ${k}`, v.help]),
@@ -44,6 +45,7 @@ export async function main(argv: string[]): Promise<number> {
       return command === undefined ? 2 : 0
     }
     if (command === 'coordinator') return await coordinatorCommand(rest)
+    if (command === 'relay') return await relayCommand(rest)
     if (command === 'agent') return await agentCommand(rest)
     if (command === 'admin') {
       const [sub, ...subArgs] = rest

@@ -5,6 +5,7 @@
  */
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { identifyPush } from '@libp2p/identify'
 import { loadIdentity, PublicKey } from '../keys/identity.ts'
 import { describeIssues } from '../keys/schema.ts'
 import { COORDINATOR_CONFIG_FILE, coordinatorConfigSchema, IDENTITY_FILE } from '../protocol/fleet-config.ts'
@@ -19,6 +20,13 @@ import { BlobStore } from './blobs.ts'
 import { ControlService } from './control.ts'
 import { enrollmentHandler } from './enrollment.ts'
 import { FleetEvents } from './events.ts'
+import { repairReservationExpiry } from './relay.ts'
+import {
+  pruneSupersededConnections,
+  type ReservationEvent,
+  ReservationKeeper,
+  transportAccess,
+} from './reservations.ts'
 import { openSqliteStore } from './sqlite-store.ts'
 import type { FleetStore } from './store.ts'
 
@@ -32,7 +40,16 @@ export interface CoordinatorOptions {
   announce?: string[]
   bootstrap?: string[]
   relay?: RelayLimits
+  /**
+   * Relays (multiaddrs ending in /p2p/<relay id>) to hold a reservation on, so
+   * that agents reach this coordinator as `<relay>/p2p-circuit/p2p/<us>` when it
+   * sits behind NAT. Reservations are made after start-up and re-made whenever
+   * lost; see reservations.ts.
+   */
   reserveOn?: string[]
+  /** How often to probe each relay connection (default 10 s) */
+  reserveKeepaliveMs?: number
+  onReservation?: (event: ReservationEvent) => void
   /** An agent silent for this long is dropped (it pings every ~10 s). */
   idleTimeoutMs?: number
   log?: (msg: string) => void
@@ -45,6 +62,8 @@ export interface RunningCoordinator {
   control: ControlService
   counters: FrameErrorCounters
   fleetId: string
+  /** Present when `reserveOn` named relays */
+  reservations: ReservationKeeper | undefined
   stop(): Promise<void>
 }
 
@@ -80,8 +99,13 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
   const control = new ControlService({ store, events, idleTimeoutMs: options.idleTimeoutMs ?? 45_000, log })
   const admin = new AdminRpc({ store, events, control, blobs, key, fleetId: config.fleetId, fleetRoot, log })
 
+  const reserveOn = options.reserveOn ?? []
+  const transports = transportAccess()
   let host: FleetHost
+  let reservations: ReservationKeeper | undefined
   try {
+    // Not createHost's reserveOn: that makes start-up fail while the relay is
+    // down and never re-reserves after a loss; the keeper does both.
     host = await createHost({
       role: 'coordinator',
       privateKey: key.toLibp2p(),
@@ -89,12 +113,37 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
       ...(options.announce ? { announce: options.announce } : {}),
       ...(options.bootstrap ? { bootstrap: options.bootstrap } : {}),
       ...(options.relay ? { relay: options.relay } : {}),
-      ...(options.reserveOn ? { reserveOn: options.reserveOn } : {}),
+      extraServices: {
+        // Without push, peers (the relay, and through it the DHT) only learn
+        // our addresses when a connection opens: never the /p2p-circuit ones a
+        // reservation adds afterwards. The relay must run it too, to receive.
+        identifyPush: identifyPush(),
+        ...(reserveOn.length > 0 ? { fleetmeshTransports: transports.service } : {}),
+      },
     })
   } catch (err) {
     await store.close()
     throw err
   }
+  try {
+    if (reserveOn.length > 0) {
+      reservations = new ReservationKeeper({
+        host,
+        transportManager: transports.get(),
+        relays: reserveOn,
+        ...(options.reserveKeepaliveMs ? { keepaliveMs: options.reserveKeepaliveMs } : {}),
+        ...(options.onReservation ? { onEvent: options.onReservation } : {}),
+        log,
+      })
+    }
+  } catch (err) {
+    await host.stop()
+    await store.close()
+    throw err
+  }
+  // this coordinator relays too, and agents reconnect to it after NAT resets
+  const unprune = pruneSupersededConnections(host, { log })
+  const unrepair = repairReservationExpiry(host)
   const framed = { counters, maxFrameBytes: MAX_ENVELOPE_BYTES + 4096 }
   await handleFramed(
     host,
@@ -119,6 +168,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
     ...framed,
     maxFrameBytes: BLOB_CHUNK_BYTES,
   })
+  reservations?.start()
 
   return {
     host,
@@ -127,7 +177,11 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
     control,
     counters,
     fleetId: config.fleetId,
+    reservations,
     async stop() {
+      unprune()
+      unrepair()
+      await reservations?.stop()
       await host.stop()
       await store.close()
     },

@@ -1,0 +1,549 @@
+/**
+ * Keeps a host reachable through circuit relays it does not control the
+ * uptime of: one reservation per relay, re-made whenever it is lost.
+ *
+ * libp2p 3 (`@libp2p/circuit-relay-v2` 4.x) refreshes a reservation before it
+ * expires, but only while the connection that made it stays open. When that
+ * connection closes (relay restart, our NAT dropping its mapping, a network
+ * change) the transport's reservation store drops the reservation, the relay
+ * listener withdraws the `/p2p-circuit` addresses, and nothing ever reserves
+ * again: the host silently becomes unreachable. A NAT that drops its mapping
+ * without a RST is worse: the dead connection looks open until libp2p's
+ * connection monitor (a ping every 20 s, adaptive timeout) gives up on it.
+ *
+ * The keeper, per relay:
+ *
+ * 1. dials the relay (a direct connection; reservations over a relayed one are
+ *    refused), then reserves: the first time by listening on
+ *    `<relay>/p2p-circuit` through the transport manager, which creates the
+ *    relay listener that turns the reservation into advertised addresses;
+ *    afterwards through the transport's reservation store (`addRelay(relay,
+ *    'configured')`), whose `relay:created-reservation` event makes that same
+ *    listener advertise the addresses again. Listening again instead would
+ *    leave one more listener behind per renewal: libp2p never removes a relay
+ *    listener whose reservation was lost.
+ * 2. probes the relay connection every `keepaliveMs` with a ping on that very
+ *    connection; a probe that fails aborts the connection, which makes the
+ *    store drop the reservation.
+ * 3. on `relay:removed` for its relay, reports the loss and starts over from 1
+ *    after a jittered, growing backoff.
+ *
+ * @example
+ *
+ * ```ts
+ * const internals = transportAccess()
+ * const host = await createHost({ role: 'coordinator', privateKey, extraServices: { fleetmeshTransports: internals.service } })
+ * const keeper = new ReservationKeeper({ host, transportManager: internals.get(), relays: [relayAddr], onEvent: console.log })
+ * keeper.start()
+ * // …
+ * await keeper.stop()
+ * ```
+ */
+import type { Connection, PeerId } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
+import { Uint8ArrayList } from 'uint8arraylist'
+import type { FleetHost } from '../protocol/host.ts'
+
+/** The ping protocol every fleetmesh host serves (`@libp2p/ping`). */
+const PING_PROTOCOL = '/ipfs/ping/1.0.0'
+const PING_BYTES = 32
+
+export class ReservationKeeperError extends Error {
+  override name = 'ReservationKeeperError'
+}
+
+export class RelayProbeError extends Error {
+  override name = 'RelayProbeError'
+}
+
+/** The listener surface of a libp2p transport listener that the keeper touches. */
+interface ListenerLike {
+  getAddrs(): Multiaddr[]
+  close(): Promise<void>
+}
+
+/**
+ * The part of libp2p's transport manager (a component, not reachable from the
+ * `Libp2p` object) the keeper needs.
+ */
+export interface TransportManagerAccess {
+  listen(addrs: Multiaddr[]): Promise<void>
+  getTransports(): unknown[]
+  getListeners(): ListenerLike[]
+}
+
+interface RelayEventDetail {
+  relay: PeerId
+}
+
+/**
+ * The circuit relay transport's reservation store: a public field of
+ * `CircuitRelayTransport`, whose class the package does not export, so it is
+ * checked at run time.
+ */
+interface ReservationStoreLike {
+  hasReservation(peer: PeerId): boolean
+  getReservation(peer: PeerId): { expire: bigint; addrs: Uint8Array[] } | undefined
+  reservationCount(): number
+  addRelay(peer: PeerId, type: 'configured'): Promise<unknown>
+  addEventListener(
+    type: 'relay:removed' | 'relay:created-reservation',
+    listener: (evt: CustomEvent<RelayEventDetail>) => void,
+  ): void
+  removeEventListener(
+    type: 'relay:removed' | 'relay:created-reservation',
+    listener: (evt: CustomEvent<RelayEventDetail>) => void,
+  ): void
+}
+
+/**
+ * A libp2p service that only captures the transport manager, so code holding
+ * the `Libp2p` object can reach it. Register `service` under any unused key in
+ * `createHost({ extraServices })`, then call `get()` once the host exists.
+ */
+export function transportAccess(): {
+  service: (components: { transportManager: TransportManagerAccess }) => object
+  get(): TransportManagerAccess
+} {
+  let captured: TransportManagerAccess | undefined
+  return {
+    service: (components) => {
+      captured = components.transportManager
+      return {}
+    },
+    get() {
+      if (captured === undefined)
+        throw new ReservationKeeperError('the transport access service was not registered on the host')
+      return captured
+    },
+  }
+}
+
+function reservationStoreOf(tm: TransportManagerAccess): ReservationStoreLike {
+  for (const transport of tm.getTransports()) {
+    if (typeof transport !== 'object' || transport === null) continue
+    if (
+      (transport as { [Symbol.toStringTag]?: unknown })[Symbol.toStringTag] !==
+      '@libp2p/circuit-relay-v2-transport'
+    )
+      continue
+    const store = (transport as { reservationStore?: unknown }).reservationStore
+    const fns = ['hasReservation', 'getReservation', 'reservationCount', 'addRelay', 'addEventListener']
+    if (
+      typeof store === 'object' &&
+      store !== null &&
+      fns.every((f) => typeof (store as Record<string, unknown>)[f] === 'function')
+    )
+      return store as ReservationStoreLike
+  }
+  throw new ReservationKeeperError(
+    'the circuit relay transport has no reservation store this keeper understands; ' +
+      '@libp2p/circuit-relay-v2 changed, check coordinator/reservations.ts against it',
+  )
+}
+
+const isCircuit = (ma: Multiaddr): boolean => ma.getComponents().some((c) => c.name === 'p2p-circuit')
+
+/**
+ * Round trip one ping on `conn` itself (not on whichever connection libp2p
+ * would pick for the peer). Resolves with the RTT in ms; rejects with
+ * {@link RelayProbeError} when no answer comes within `timeoutMs`.
+ *
+ * A ping already in flight on the connection (libp2p allows one outbound ping
+ * stream per connection; the connection monitor uses it too) rejects with
+ * `TooManyOutboundProtocolStreamsError`, which says nothing about the path:
+ * callers should skip that round.
+ */
+export async function probeConnection(conn: Connection, timeoutMs: number): Promise<number> {
+  const signal = AbortSignal.timeout(timeoutMs)
+  const start = Date.now()
+  const stream = await conn
+    .newStream(PING_PROTOCOL, { signal, runOnLimitedConnection: true })
+    .catch((err) => {
+      if ((err as Error).name === 'TooManyOutboundProtocolStreamsError') throw err
+      throw new RelayProbeError(`no ping answer on ${conn.remoteAddr} within ${timeoutMs} ms`, { cause: err })
+    })
+  const onAbort = () => stream.abort(new RelayProbeError(`no ping answer within ${timeoutMs} ms`))
+  signal.addEventListener('abort', onAbort, { once: true })
+  try {
+    const data = crypto.getRandomValues(new Uint8Array(PING_BYTES))
+    stream.send(data)
+    const received = new Uint8ArrayList()
+    for await (const chunk of stream) {
+      received.append(chunk)
+      if (received.byteLength >= PING_BYTES) break
+    }
+    const echoed = received.byteLength >= PING_BYTES ? received.subarray(0, PING_BYTES) : undefined
+    if (echoed === undefined || !echoed.every((b, i) => b === data[i]))
+      throw new RelayProbeError(`ping on ${conn.remoteAddr} was not echoed`)
+    return Date.now() - start
+  } catch (err) {
+    if (err instanceof RelayProbeError) throw err
+    throw new RelayProbeError(`ping on ${conn.remoteAddr} failed: ${(err as Error).message}`, { cause: err })
+  } finally {
+    signal.removeEventListener('abort', onAbort)
+    await stream
+      .close({ signal: AbortSignal.timeout(timeoutMs) })
+      .catch(() => stream.abort(new Error('probe done')))
+  }
+}
+
+export type ReservationEvent =
+  | {
+      /** `ok`: first reservation since start; `renewed`: re-made after a loss, or refreshed by libp2p */
+      status: 'ok' | 'renewed'
+      relay: string
+      /** The `/p2p-circuit` addresses this host is now reachable at */
+      addrs: string[]
+      /** When the relay will drop the reservation unless refreshed (ms since epoch) */
+      expiresAt: number
+      /** True when libp2p refreshed a reservation it still held */
+      refresh: boolean
+    }
+  | { status: 'lost'; relay: string; reason: string }
+  | { status: 'failed'; relay: string; error: string; retryInMs: number }
+
+export interface ReservationKeeperInit {
+  host: FleetHost
+  /** From {@link transportAccess} */
+  transportManager: TransportManagerAccess
+  /** Relay multiaddrs, each ending in `/p2p/<relay peer id>` */
+  relays: string[]
+  /**
+   * How often to probe each relay connection. A probe that is not answered
+   * within twice this long aborts the connection and so loses the reservation.
+   *
+   * @default 10_000
+   */
+  keepaliveMs?: number
+  /** @default 500 */
+  backoffInitialMs?: number
+  /** @default 60_000 */
+  backoffMaxMs?: number
+  /**
+   * How long one dial plus reservation may take.
+   *
+   * @default 15_000
+   */
+  reserveTimeoutMs?: number
+  onEvent?: (event: ReservationEvent) => void
+  log?: (msg: string) => void
+}
+
+type Settings = Required<Omit<ReservationKeeperInit, 'onEvent' | 'log'>> &
+  Pick<ReservationKeeperInit, 'onEvent' | 'log'>
+
+/** Holds and renews one reservation per configured relay; see the module doc. */
+export class ReservationKeeper {
+  readonly #settings: Settings
+  readonly #store: ReservationStoreLike
+  readonly #relays: RelayKeeper[]
+  #started = false
+
+  constructor(init: ReservationKeeperInit) {
+    this.#settings = {
+      keepaliveMs: 10_000,
+      backoffInitialMs: 500,
+      backoffMaxMs: 60_000,
+      reserveTimeoutMs: 15_000,
+      ...init,
+    }
+    if (this.#settings.keepaliveMs < 100)
+      throw new RangeError(`keepaliveMs must be at least 100, got ${this.#settings.keepaliveMs}`)
+    this.#store = reservationStoreOf(init.transportManager)
+    this.#relays = init.relays.map((addr) => {
+      const ma = multiaddr(addr)
+      const id = ma.getComponents().at(-1)
+      if (id?.name !== 'p2p' || id.value === undefined || isCircuit(ma))
+        throw new ReservationKeeperError(
+          `relay address "${addr}" must be a direct address ending in /p2p/<relay peer id>`,
+        )
+      return new RelayKeeper(this.#settings, this.#store, ma, peerIdFromString(id.value))
+    })
+  }
+
+  /** Whether every configured relay currently holds a reservation for us. */
+  get reserved(): boolean {
+    return this.#relays.every((r) => this.#store.hasReservation(r.peer))
+  }
+
+  start(): void {
+    if (this.#started) return
+    this.#started = true
+    for (const r of this.#relays) r.start()
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.#relays.map((r) => r.stop()))
+  }
+}
+
+/** Serialises first listens: see {@link RelayKeeper.#reserve}. */
+let listenLock: Promise<unknown> = Promise.resolve()
+
+class RelayKeeper {
+  readonly peer: PeerId
+  readonly #s: Settings
+  readonly #store: ReservationStoreLike
+  readonly #addr: Multiaddr
+  #listening = false
+  #everReserved = false
+  #stopped = false
+  #loop: Promise<void> | undefined
+  #wake: (() => void) | undefined
+  /** Cuts a dial or reservation in progress short on stop */
+  readonly #stopping = new AbortController()
+
+  constructor(settings: Settings, store: ReservationStoreLike, addr: Multiaddr, peer: PeerId) {
+    this.#s = settings
+    this.#store = store
+    this.#addr = addr
+    this.peer = peer
+  }
+
+  start(): void {
+    this.#loop ??= this.#run()
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true
+    this.#stopping.abort(new ReservationKeeperError('stopping'))
+    this.#wake?.()
+    await this.#loop
+  }
+
+  async #run(): Promise<void> {
+    let attempt = 0
+    while (!this.#stopped) {
+      try {
+        await this.#reserve()
+        attempt = 0
+        this.#announce(this.#everReserved ? 'renewed' : 'ok', false)
+        this.#everReserved = true
+        const reason = await this.#untilLost()
+        if (this.#stopped) break
+        this.#emit({ status: 'lost', relay: this.#addr.toString(), reason })
+      } catch (err) {
+        if (this.#stopped) break
+        attempt++
+        const retryInMs = this.#backoff(attempt)
+        this.#emit({
+          status: 'failed',
+          relay: this.#addr.toString(),
+          error: (err as Error).message,
+          retryInMs,
+        })
+        await this.#sleep(retryInMs)
+        continue
+      }
+      // A lost reservation is usually a dead path that a fresh dial fixes at
+      // once; a short jittered pause still spreads a fleet of hosts that all
+      // lost the same relay.
+      await this.#sleep(this.#s.backoffInitialMs * Math.random())
+    }
+  }
+
+  #backoff(attempt: number): number {
+    const cap = Math.min(this.#s.backoffMaxMs, this.#s.backoffInitialMs * 2 ** Math.min(attempt, 16))
+    return Math.round(cap / 2 + (Math.random() * cap) / 2)
+  }
+
+  async #reserve(): Promise<void> {
+    const { host, transportManager, reserveTimeoutMs } = this.#s
+    const signal = AbortSignal.any([AbortSignal.timeout(reserveTimeoutMs), this.#stopping.signal])
+    // Dial first, ourselves: a dial failure inside the reservation store marks
+    // the relay invalid for the rest of the process's life.
+    const conn = await host.dial(this.#addr, { signal }).catch((err: unknown) => {
+      throw new ReservationKeeperError(`cannot reach relay ${this.#addr}: ${firstLine(err)}`, { cause: err })
+    })
+    if (isCircuit(conn.remoteAddr))
+      throw new ReservationKeeperError(`the connection to relay ${this.peer} is itself relayed`)
+    if (this.#store.hasReservation(this.peer)) return
+    if (!this.#listening) {
+      // A failed listen leaves its listener behind; find it to close it.
+      const run = listenLock.then(async () => {
+        const before = new Set(transportManager.getListeners())
+        try {
+          await transportManager.listen([this.#addr.encapsulate('/p2p-circuit')])
+        } catch (err) {
+          const leaked = transportManager.getListeners().filter((l) => !before.has(l))
+          // closing a relay listener cancels every reservation in the store,
+          // so only while there are none
+          if (this.#store.reservationCount() === 0) await Promise.all(leaked.map((l) => l.close()))
+          throw new ReservationKeeperError(`could not reserve on relay ${this.peer}: ${firstLine(err)}`, {
+            cause: err,
+          })
+        }
+      })
+      listenLock = run.catch(() => {})
+      await run
+      this.#listening = true
+      return
+    }
+    await raceSignal(this.#store.addRelay(this.peer, 'configured'), signal).catch((err: unknown) => {
+      throw new ReservationKeeperError(`could not reserve on relay ${this.peer}: ${firstLine(err)}`, {
+        cause: err,
+      })
+    })
+  }
+
+  /** Resolves with the reason once the reservation is gone (or on stop). */
+  #untilLost(): Promise<string> {
+    const { host, keepaliveMs } = this.#s
+    return new Promise<string>((resolve) => {
+      let probing = false
+      const done = (reason: string) => {
+        clearInterval(timer)
+        this.#store.removeEventListener('relay:removed', onRemoved)
+        this.#store.removeEventListener('relay:created-reservation', onCreated)
+        this.#wake = undefined
+        resolve(reason)
+      }
+      const onRemoved = (evt: CustomEvent<RelayEventDetail>) => {
+        if (evt.detail.relay.equals(this.peer)) done('the connection to the relay closed or a refresh failed')
+      }
+      const onCreated = (evt: CustomEvent<RelayEventDetail>) => {
+        // libp2p's own refresh, on the connection we hold
+        if (evt.detail.relay.equals(this.peer)) this.#announce('renewed', true)
+      }
+      const timer = setInterval(() => {
+        if (probing) return
+        if (!this.#store.hasReservation(this.peer)) {
+          done('the reservation disappeared')
+          return
+        }
+        const conns = host
+          .getConnections(this.peer)
+          .filter((c) => c.status === 'open' && !isCircuit(c.remoteAddr))
+        if (conns.length === 0) return // the store's connection:close handler will remove it
+        probing = true
+        void Promise.all(
+          conns.map((c) =>
+            probeConnection(c, keepaliveMs * 2).catch((err: unknown) => {
+              if (!(err instanceof RelayProbeError)) return
+              this.#log(`relay ${this.peer}: ${err.message}; dropping the connection`)
+              c.abort(err)
+            }),
+          ),
+        ).finally(() => {
+          probing = false
+        })
+      }, keepaliveMs)
+      this.#store.addEventListener('relay:removed', onRemoved)
+      this.#store.addEventListener('relay:created-reservation', onCreated)
+      this.#wake = () => done('stopping')
+    })
+  }
+
+  #announce(status: 'ok' | 'renewed', refresh: boolean): void {
+    const reservation = this.#store.getReservation(this.peer)
+    const addrs = this.#s.host
+      .getMultiaddrs()
+      .filter((ma) => isCircuit(ma) && ma.toString().includes(`/p2p/${this.peer}/p2p-circuit`))
+      .map((ma) => ma.toString())
+    // an empty list right after listening: the listener confirms addresses
+    // in a microtask; what the relay gave us is authoritative anyway
+    const fromReservation = (reservation?.addrs ?? []).map((b) =>
+      multiaddr(b).encapsulate(`/p2p-circuit/p2p/${this.#s.host.peerId}`).toString(),
+    )
+    this.#emit({
+      status,
+      relay: this.#addr.toString(),
+      addrs: addrs.length > 0 ? addrs : fromReservation,
+      // the relay sends the expiry in seconds since the epoch
+      expiresAt: reservation === undefined ? 0 : Number(reservation.expire) * 1000,
+      refresh,
+    })
+  }
+
+  #sleep(ms: number): Promise<void> {
+    if (this.#stopped) return Promise.resolve()
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        this.#wake = undefined
+        resolve()
+      }, ms)
+      this.#wake = () => {
+        clearTimeout(t)
+        this.#wake = undefined
+        resolve()
+      }
+    })
+  }
+
+  #emit(event: ReservationEvent): void {
+    this.#s.onEvent?.(event)
+  }
+
+  #log(msg: string): void {
+    this.#s.log?.(msg)
+  }
+}
+
+/**
+ * After a NAT drops its mapping, a peer reconnects from a new port while its
+ * old connection still looks open here until the connection monitor gives up on
+ * it (tens of seconds). libp2p's relay server forwards a relayed dial over the
+ * *oldest* connection to the destination, so for that long every dial to a
+ * host that just re-reserved fails. Whenever a peer opens a further direct
+ * connection, probe its older ones and abort those that do not answer.
+ *
+ * Returns a function that removes the listener.
+ */
+export function pruneSupersededConnections(
+  host: FleetHost,
+  options: { probeTimeoutMs?: number; log?: (msg: string) => void } = {},
+): () => void {
+  const timeoutMs = options.probeTimeoutMs ?? 3_000
+  const onOpen = (evt: CustomEvent<Connection>) => {
+    const fresh = evt.detail
+    if (isCircuit(fresh.remoteAddr)) return
+    const older = host
+      .getConnections(fresh.remotePeer)
+      .filter((c) => c.id !== fresh.id && c.status === 'open' && !isCircuit(c.remoteAddr))
+    for (const c of older) {
+      probeConnection(c, timeoutMs).catch((err: unknown) => {
+        if (!(err instanceof RelayProbeError)) return
+        options.log?.(`dropping a dead connection to ${c.remotePeer} (${c.remoteAddr}) it reconnected past`)
+        c.abort(err)
+      })
+    }
+  }
+  host.addEventListener('connection:open', onOpen)
+  return () => host.removeEventListener('connection:open', onOpen)
+}
+
+function firstLine(err: unknown): string {
+  const e = err as Error
+  if (e instanceof AggregateError && e.errors.length > 0) return firstLine(e.errors[0])
+  const lines = String(e.message ?? e)
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '' && !l.startsWith('at '))
+  // UnsupportedListenAddressesError lists "<addr>: <stack>" per failed address
+  // after a generic first line; the cause is the first nested "…Error: " line
+  const nested = lines
+    .slice(1)
+    .map((l) => /[A-Za-z]*Error: (.*)$/.exec(l)?.[1])
+    .find((m) => m !== undefined)
+  return nested ?? lines[0] ?? e.name
+}
+
+function raceSignal<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason)
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject(signal.reason)
+    signal.addEventListener('abort', onAbort, { once: true })
+    promise.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort)
+        resolve(v)
+      },
+      (e: unknown) => {
+        signal.removeEventListener('abort', onAbort)
+        reject(e)
+      },
+    )
+  })
+}
