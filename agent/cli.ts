@@ -1,10 +1,10 @@
 /** `fleetmesh agent`: runs the agent daemon until SIGINT/SIGTERM. */
 import { resolve } from 'node:path'
-import { duration, flag, list, parseCommand, required, str, UsageError } from '../protocol/cli.ts'
+import { duration, endpoints, flag, list, parseCommand, required, str, UsageError } from '../protocol/cli.ts'
 import { startAgent } from './daemon.ts'
 
 const USAGE =
-  'fleetmesh agent --state <dir> [--token <fmtok1…|@file>] [--coordinator-addr <multiaddr>]... [--bootstrap <relay multiaddr>]... ' +
+  'fleetmesh agent --state <dir> [--token <fmtok1…|@file>] [--coordinator-addr <multiaddr>]... [--bootstrap <relay multiaddr>]... [--observers ip:port,...] ' +
   '[--listen <multiaddr>]... ' +
   '[--keepalive 10s] [--pass-env NAME]... [--json]'
 
@@ -16,6 +16,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
       token: { type: 'string' },
       'coordinator-addr': { type: 'string', multiple: true },
       bootstrap: { type: 'string', multiple: true },
+      observers: { type: 'string', multiple: true },
       listen: { type: 'string', multiple: true },
       keepalive: { type: 'string' },
       'pass-env': { type: 'string', multiple: true },
@@ -57,6 +58,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
     ...(token !== undefined ? { token } : {}),
     ...(coordinatorAddrs.length ? { coordinatorAddrs } : {}),
     ...(bootstrap.length ? { bootstrap } : {}),
+    observers: endpoints(p, 'observers'),
     listen: listen.length ? listen : ['/ip4/0.0.0.0/tcp/0'],
     keepaliveMs,
     hookEnv,

@@ -17,8 +17,10 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { DOMAINS } from '../keys/domains.ts'
 import { loadOrCreateIdentity, type PrivateKey, PublicKey } from '../keys/identity.ts'
 import { sealEnvelope } from '../protocol/envelope.ts'
+import { holePunch } from '../protocol/holepunch/index.ts'
 import { createHost, type FleetHost } from '../protocol/host.ts'
 import { type StatusReport, statusReportSchema } from '../protocol/messages.ts'
+import { holePunchDetails, keepRuntimeFile, snapshotHost } from '../protocol/runtime.ts'
 import { coordinatorBlobFetcher } from './blob-fetcher.ts'
 import { type CoordinatorFinder, coordinatorFinder } from './discovery.ts'
 import {
@@ -46,6 +48,8 @@ export interface AgentOptions {
    */
   bootstrap?: string[]
   listen?: string[]
+  /** Public observers (`ip:port`, run by relays) that enable hole punching to a coordinator behind NAT. */
+  observers?: string[]
   keepaliveMs?: number
   /** Environment passed to activate hooks and health checks. */
   hookEnv?: Record<string, string>
@@ -71,9 +75,22 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     privateKey: key.toLibp2p(),
     ...(options.listen ? { listen: options.listen } : {}),
     ...(bootstrap.length > 0 ? { bootstrap } : {}),
-    // learns the coordinator's new addresses (a new relay reservation) while connected
-    extraServices: { identifyPush: identifyPush() },
+    extraServices: {
+      // learns the coordinator's new addresses (a new relay reservation) while connected
+      identifyPush: identifyPush(),
+      // upgrades a relayed connection to the coordinator to a direct one where the NATs allow
+      ...(options.observers && options.observers.length > 0
+        ? { holePunch: holePunch({ observers: options.observers }) }
+        : {}),
+    },
   })
+  let linkState: LinkState = { connected: false }
+  const runtime = keepRuntimeFile(options.stateDir, () =>
+    snapshotHost(host, 'agent', {
+      coordinator: linkState,
+      ...holePunchDetails(host, options.observers),
+    }),
+  )
   try {
     const finderFor = (peerId: string): CoordinatorFinder | undefined => {
       if (bootstrap.length === 0) return undefined
@@ -154,7 +171,11 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
         : {}),
       ...(discover ? { discover } : {}),
       log: (msg) => emit('log', { msg }),
-      onState: (state: LinkState) => emit(state.connected ? 'connected' : 'disconnected', { ...state }),
+      onState: (state: LinkState) => {
+        linkState = state
+        runtime.refresh()
+        emit(state.connected ? 'connected' : 'disconnected', { ...state })
+      },
     })
     // Finish whatever a crash interrupted before taking new work, then say where we are.
     const recovered = await updater.recover()
@@ -187,11 +208,13 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       async stop() {
         await link?.stop()
         await updater.close()
+        await runtime.stop()
         await host.stop()
       },
     }
     return running
   } catch (err) {
+    await runtime.stop()
     await host.stop()
     throw err
   }

@@ -9,11 +9,16 @@ import { defaultHome } from '../admin/home.ts'
 import { agentCommand } from '../agent/cli.ts'
 import { coordinatorCommand, relayCommand } from '../coordinator/cli.ts'
 import { UsageError } from '../protocol/cli.ts'
+import { doctorCommand } from '../protocol/doctor.ts'
 
 function help(): string {
   const rows = [
     ['coordinator', 'run the coordinator daemon'],
     ['relay', 'run a relay: reachability for peers behind NAT, and the DHT that finds them'],
+    [
+      'doctor',
+      'on an agent, coordinator or relay: addresses, NAT behaviour, reservations, path to the coordinator',
+    ],
     ['agent', 'run the agent daemon on a device (enrolls on first start with --token)'],
     ...Object.entries(ADMIN_COMMANDS).map(([k, v]) => [k, v.help]),
     ...Object.entries(ADMIN_SUBCOMMANDS).map(([k, v]) => [`admin ${k}`, v.help]),
@@ -46,6 +51,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (command === 'coordinator') return await coordinatorCommand(rest)
     if (command === 'relay') return await relayCommand(rest)
+    if (command === 'doctor') return await doctorCommand(rest)
     if (command === 'agent') return await agentCommand(rest)
     if (command === 'admin') {
       const [sub, ...subArgs] = rest

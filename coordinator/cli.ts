@@ -5,28 +5,30 @@
 import { resolve } from 'node:path'
 import {
   duration,
+  endpoints,
   flag,
   int,
   list,
   type Parsed,
   parseCommand,
+  ports,
   required,
   UsageError,
 } from '../protocol/cli.ts'
 import type { FleetHost, RelayLimits } from '../protocol/host.ts'
 import { startCoordinator } from './daemon.ts'
-import { startRelay } from './relay.ts'
+import { DEFAULT_OBSERVER_PORTS, startRelay } from './relay.ts'
 import type { ReservationEvent } from './reservations.ts'
 
 const RELAY_LIMIT_USAGE =
-  '[--relay-max-reservations N] [--relay-data-limit-mb N] [--relay-duration-limit 24h] [--relay-reservation-ttl 2h]'
+  '[--observer-ports 4002,4003|none] [--relay-max-reservations N] [--relay-data-limit-mb N] [--relay-duration-limit 24h] [--relay-reservation-ttl 2h]'
 
 const USAGE =
   'fleetmesh coordinator --state <dir> [--listen <multiaddr>]... [--announce <multiaddr>]... [--bootstrap <multiaddr>]... ' +
-  `[--reserve-on <relay multiaddr>]... [--reserve-keepalive 10s] ${RELAY_LIMIT_USAGE} [--json]`
+  `[--reserve-on <relay multiaddr>]... [--reserve-keepalive 10s] [--observers ip:port,...] [--observer-ports p1,p2] ${RELAY_LIMIT_USAGE} [--json]`
 
 const RELAY_USAGE =
-  'fleetmesh relay --state <dir> [--listen <multiaddr>]... [--announce <multiaddr>]... [--bootstrap <multiaddr>]... ' +
+  'fleetmesh relay --state <dir> [--listen <multiaddr>]... [--announce <multiaddr>]... [--bootstrap <multiaddr>]... [--observer-ports 4002,4003|none] ' +
   `${RELAY_LIMIT_USAGE} [--json]`
 
 const RELAY_LIMIT_OPTIONS = {
@@ -103,6 +105,8 @@ export async function coordinatorCommand(argv: string[]): Promise<number> {
       bootstrap: { type: 'string', multiple: true },
       'reserve-on': { type: 'string', multiple: true },
       'reserve-keepalive': { type: 'string' },
+      observers: { type: 'string', multiple: true },
+      'observer-ports': { type: 'string', multiple: true },
       ...RELAY_LIMIT_OPTIONS,
       'idle-timeout': { type: 'string' },
       json: { type: 'boolean' },
@@ -122,6 +126,8 @@ export async function coordinatorCommand(argv: string[]): Promise<number> {
     ...(announce.length ? { announce } : {}),
     ...(bootstrap.length ? { bootstrap } : {}),
     ...(reserveOn.length ? { reserveOn } : {}),
+    observers: endpoints(p, 'observers'),
+    observerPorts: ports(p, 'observer-ports', []),
     reserveKeepaliveMs,
     onReservation: (e) => say('reservation', { ...e }, describeReservation(e)),
     relay: relayLimits(p),
@@ -165,6 +171,7 @@ export async function relayCommand(argv: string[]): Promise<number> {
       listen: { type: 'string', multiple: true },
       announce: { type: 'string', multiple: true },
       bootstrap: { type: 'string', multiple: true },
+      'observer-ports': { type: 'string', multiple: true },
       ...RELAY_LIMIT_OPTIONS,
       json: { type: 'boolean' },
     },
@@ -181,16 +188,18 @@ export async function relayCommand(argv: string[]): Promise<number> {
     ...(announce.length ? { announce } : {}),
     ...(bootstrap.length ? { bootstrap } : {}),
     relay: limits,
+    observerPorts: ports(p, 'observer-ports', DEFAULT_OBSERVER_PORTS),
     log: (msg) => say('log', { msg }, msg),
   })
   const addrs = running.host.getMultiaddrs().map((a) => a.toString())
   say(
     'ready',
-    { peerId: running.host.peerId.toString(), addrs, limits },
+    { peerId: running.host.peerId.toString(), addrs, limits, observerPorts: running.observerPorts },
     [
       'relay is up',
       `  peer id  ${running.host.peerId}`,
       ...addrs.map((a) => `  listen   ${a}`),
+      `  observer tcp ports ${running.observerPorts.join(', ') || '(none)'} (agents give <public ip>:<port> as --observers)`,
       `  limits   ${limits.maxReservations} reservations, ${Math.round((limits.dataLimitBytes ?? 0) / 1048576)} MiB and ${Math.round((limits.durationLimitMs ?? 0) / 1000)} s per relayed connection`,
     ].join('\n'),
   )

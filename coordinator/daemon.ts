@@ -10,9 +10,11 @@ import { loadIdentity, PublicKey } from '../keys/identity.ts'
 import { describeIssues } from '../keys/schema.ts'
 import { COORDINATOR_CONFIG_FILE, coordinatorConfigSchema, IDENTITY_FILE } from '../protocol/fleet-config.ts'
 import { FrameErrorCounters, handleFramed } from '../protocol/framing.ts'
+import { holePunch, startObserver } from '../protocol/holepunch/index.ts'
 import { createHost, type FleetHost, type RelayLimits } from '../protocol/host.ts'
 import { PROTOCOLS } from '../protocol/ids.ts'
 import { MAX_ENVELOPE_BYTES } from '../protocol/messages.ts'
+import { holePunchDetails, keepRuntimeFile, snapshotHost } from '../protocol/runtime.ts'
 import { AdminRpc } from './admin-rpc.ts'
 import { signAuditHash } from './audit.ts'
 import { BLOB_CHUNK_BYTES, blobHandler } from './blob-rpc.ts'
@@ -47,6 +49,10 @@ export interface CoordinatorOptions {
    * lost; see reservations.ts.
    */
   reserveOn?: string[]
+  /** Public observers (`ip:port`) for hole punching when this coordinator is behind NAT. */
+  observers?: string[]
+  /** Serve the NAT observer on these TCP ports (a public coordinator helps agents detect their NAT). */
+  observerPorts?: number[]
   /** How often to probe each relay connection (default 10 s) */
   reserveKeepaliveMs?: number
   onReservation?: (event: ReservationEvent) => void
@@ -100,6 +106,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
   const admin = new AdminRpc({ store, events, control, blobs, key, fleetId: config.fleetId, fleetRoot, log })
 
   const reserveOn = options.reserveOn ?? []
+  const lastReservation = new Map<string, ReservationEvent>()
   const transports = transportAccess()
   let host: FleetHost
   let reservations: ReservationKeeper | undefined
@@ -119,6 +126,9 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
         // reservation adds afterwards. The relay must run it too, to receive.
         identifyPush: identifyPush(),
         ...(reserveOn.length > 0 ? { fleetmeshTransports: transports.service } : {}),
+        ...(options.observers && options.observers.length > 0
+          ? { holePunch: holePunch({ observers: options.observers }) }
+          : {}),
       },
     })
   } catch (err) {
@@ -132,7 +142,10 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
         transportManager: transports.get(),
         relays: reserveOn,
         ...(options.reserveKeepaliveMs ? { keepaliveMs: options.reserveKeepaliveMs } : {}),
-        ...(options.onReservation ? { onEvent: options.onReservation } : {}),
+        onEvent: (event) => {
+          lastReservation.set(event.relay, event)
+          options.onReservation?.(event)
+        },
         log,
       })
     }
@@ -169,6 +182,20 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
     maxFrameBytes: BLOB_CHUNK_BYTES,
   })
   reservations?.start()
+  const observer =
+    options.observerPorts && options.observerPorts.length > 0
+      ? await startObserver({ host: '0.0.0.0', ports: options.observerPorts })
+      : undefined
+  const runtime = keepRuntimeFile(options.stateDir, () =>
+    snapshotHost(host, 'coordinator', {
+      fleetId: config.fleetId,
+      agentsOnline: control.online.size,
+      frameErrors: counters.snapshot(),
+      reservations: Object.fromEntries(lastReservation),
+      ...(observer ? { observerPorts: observer.ports } : {}),
+      ...holePunchDetails(host, options.observers),
+    }),
+  )
 
   return {
     host,
@@ -181,6 +208,8 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
     async stop() {
       unprune()
       unrepair()
+      await runtime.stop()
+      await observer?.close()
       await reservations?.stop()
       await host.stop()
       await store.close()

@@ -22,7 +22,9 @@ import { identifyPush } from '@libp2p/identify'
 import type { PeerId } from '@libp2p/interface'
 import { loadOrCreateIdentity } from '../keys/identity.ts'
 import { IDENTITY_FILE } from '../protocol/fleet-config.ts'
+import { startObserver } from '../protocol/holepunch/index.ts'
 import { createHost, type FleetHost, type RelayLimits } from '../protocol/host.ts'
+import { keepRuntimeFile, snapshotHost } from '../protocol/runtime.ts'
 import { pruneSupersededConnections } from './reservations.ts'
 
 export interface RelayOptions {
@@ -32,13 +34,18 @@ export interface RelayOptions {
   /** Other relays or coordinators to join the DHT through */
   bootstrap?: string[]
   relay?: RelayLimits
+  /** TCP ports for the NAT observer (hole punching needs two to tell symmetric NATs apart). */
+  observerPorts?: number[]
   log?: (msg: string) => void
 }
+
+export const DEFAULT_OBSERVER_PORTS = [4002, 4003]
 
 export interface RunningRelay {
   host: FleetHost
   /** Peers currently holding a reservation */
   reservations(): number
+  observerPorts: readonly number[]
   stop(): Promise<void>
 }
 
@@ -58,12 +65,28 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
   })
   const unprune = pruneSupersededConnections(host, options.log ? { log: options.log } : {})
   const unrepair = repairReservationExpiry(host)
+  let observer: Awaited<ReturnType<typeof startObserver>> | undefined
+  try {
+    observer = options.observerPorts?.length
+      ? await startObserver({ host: '0.0.0.0', ports: options.observerPorts })
+      : undefined
+  } catch (err) {
+    await host.stop()
+    throw err
+  }
+  const reservations = () => host.services.relay?.reservations.size ?? 0
+  const runtime = keepRuntimeFile(options.stateDir, () =>
+    snapshotHost(host, 'relay', { reservations: reservations(), observerPorts: observer?.ports ?? [] }),
+  )
   return {
     host,
-    reservations: () => host.services.relay?.reservations.size ?? 0,
+    reservations,
+    observerPorts: observer?.ports ?? [],
     async stop() {
       unprune()
       unrepair()
+      await runtime.stop()
+      await observer?.close()
       await host.stop()
     },
   }

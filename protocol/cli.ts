@@ -87,3 +87,26 @@ export function table(headers: string[], rows: string[][]): string {
       .trimEnd()
   return [fmt(headers), ...rows.map(fmt)].join('\n')
 }
+
+/** Parses `--name 7001,7002` into TCP ports; "none" gives an empty list. */
+export function ports(p: Parsed, name: string, fallback: number[]): number[] {
+  const items = list(p, name)
+  if (items.length === 0) return fallback
+  if (items.length === 1 && items[0] === 'none') return []
+  return items.map((item) => {
+    const n = Number(item)
+    if (!Number.isInteger(n) || n < 1 || n > 65_535)
+      throw new UsageError(`--${name}: "${item}" is not a TCP port`)
+    return n
+  })
+}
+
+/** Parses `--name ip:port` observer endpoints. */
+export function endpoints(p: Parsed, name: string): string[] {
+  const items = list(p, name)
+  for (const item of items) {
+    if (!/^\d{1,3}(\.\d{1,3}){3}:\d{1,5}$/.test(item))
+      throw new UsageError(`--${name}: "${item}" is not an ipv4:port endpoint`)
+  }
+  return items
+}

@@ -376,3 +376,8 @@ export async function createHost(init: HostInit): Promise<FleetHost> {
 
   return createLibp2p<FleetServices>(options)
 }
+
+/** A service added through `extraServices`, which FleetServices does not type. */
+export function extraService<T>(host: FleetHost, name: string): T | undefined {
+  return (host.services as unknown as Record<string, T | undefined>)[name]
+}

@@ -8,7 +8,8 @@
 import { join } from 'node:path'
 import { z } from 'zod'
 import { writeFileAtomic } from '../keys/files.ts'
-import type { FleetHost } from './host.ts'
+import type { HolePunchService } from './holepunch/index.ts'
+import { extraService, type FleetHost } from './host.ts'
 
 export const RUNTIME_FILE = 'runtime.json'
 
@@ -95,4 +96,13 @@ export function keepRuntimeFile(
       await writing
     },
   }
+}
+
+/** The hole-punching service's state for runtime.json, when the host runs it. */
+export function holePunchDetails(
+  host: FleetHost,
+  observers: readonly string[] = [],
+): Record<string, unknown> {
+  const service = extraService<HolePunchService>(host, 'holePunch')
+  return service === undefined ? {} : { holePunch: { observers, ...service.status() } }
 }

@@ -5,7 +5,7 @@
 // the relay and found through it. Agents sit behind eim, symmetric and
 // full-cone NATs. Every wait is on an event a process printed.
 
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { generateKeyPair } from '@libp2p/crypto/keys'
@@ -41,6 +41,7 @@ describe.skipIf(!check.ok)('fleet traversal through NATs', () => {
   let pub: LabFleet
   let nat: LabFleet
   let coordNat: LabHost
+  let observers: string
   const timings: string[] = []
 
   beforeAll(async () => {
@@ -58,7 +59,18 @@ describe.skipIf(!check.ok)('fleet traversal through NATs', () => {
       // tokens and the admin reach this coordinator through the relay only
       LabFleet.create(lab, { name: 'nat', admin, coordinator: coordNat, coordinatorAddrs: [circuit] }),
     ])
-    const natArgs = ['--reserve-on', relay.addr, '--bootstrap', relay.addr, '--reserve-keepalive', '1s']
+    observers = `${relayHost.ip}:4002,${relayHost.ip}:4003`
+    // the NATed coordinator also runs the hole-punching service (observers on the relay)
+    const natArgs = [
+      '--reserve-on',
+      relay.addr,
+      '--bootstrap',
+      relay.addr,
+      '--reserve-keepalive',
+      '1s',
+      '--observers',
+      observers,
+    ]
     await Promise.all([pub.startCoordinator(['--bootstrap', relay.addr]), nat.startCoordinator(natArgs)])
     const reserved = await nat.coordinator!.waitFor(
       (e) => e.event === 'reservation' && e.status === 'ok',
@@ -126,6 +138,44 @@ describe.skipIf(!check.ok)('fleet traversal through NATs', () => {
       })
     })
   }
+
+  it('agent behind eim NAT, coordinator behind eim NAT, both punching: the relayed link becomes direct', async () => {
+    const t0 = Date.now()
+    const host = agentHost('eim')
+    const agent = await nat.enrollAgent(host, 'nat-punch', [
+      '--bootstrap',
+      relay.addr,
+      '--observers',
+      observers,
+    ])
+    // The only address the agent knows is the relay's circuit address, so it starts
+    // relayed; the punch then closes the relayed connection (often before the control
+    // stream opens on it) and the link runs over the direct one.
+    const direct = await agent.proc.waitFor((e) => e.event === 'connected' && e.path === 'direct', 30_000)
+    expect(String(direct.addr)).not.toContain('p2p-circuit')
+    timings.push(
+      `nat-punch: direct control link after ${Date.now() - t0} ms (first link ${String(agent.connected.path)})`,
+    )
+    // what the agent reports for `fleetmesh doctor`: a successful punch with the coordinator
+    const runtime = JSON.parse(await readFile(join(nat.agentState('nat-punch'), 'runtime.json'), 'utf8'))
+    expect(runtime.details.holePunch.natKind).toBe('endpoint-independent')
+    expect(runtime.details.holePunch.attempts[nat.coordinatorPeerId]).toMatchObject({ ok: true })
+    const r = await nat.deploy('nat-punch', 'v1')
+    expect(r.stdout).toContain('settled: 1 committed, 0 not')
+    const row = (await nat.machines()).find((m) => m.name === 'nat-punch')
+    expect(row).toMatchObject({ state: 'committed', online: true, path: 'direct' })
+  })
+
+  it('agent behind symmetric NAT with punching enabled stays on the relay and still gets updates', async () => {
+    const { agent, row } = await enrollDeploy(nat, 'symmetric', 'nat-sympunch', [
+      '--bootstrap',
+      relay.addr,
+      '--observers',
+      observers,
+    ])
+    expect(agent.connected.path).toBe('relayed')
+    expect(row).toMatchObject({ state: 'committed', online: true, path: 'relayed' })
+  })
 
   /** Waits for the agent to drop its link and bring it back, both after `t0`. */
   async function reconnected(agent: LabProcess, t0: number, boundMs: number): Promise<ProbeEvent> {
