@@ -11,6 +11,11 @@
  * arXiv 2510.27500); js-libp2p in Node today: 0 % (it cannot punch TCP at all).
  * Lab target: 100 % direct on endpoint-independent NATs, 100 % delivery on symmetric.
  */
+
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { LabFleet, startLabRelay } from '../test/natlab/fleet-lab.ts'
 import {
   canRunLab,
   createLab,
@@ -159,6 +164,72 @@ async function runPair(a: Side, b: Side, trials: number): Promise<PairResult> {
   }
 }
 
+/**
+ * Time from starting an agent process (already enrolled, so this is a restart) to
+ * the coordinator acknowledging its first status report, per agent NAT and for a
+ * public coordinator and one behind an eim NAT reached through a relay.
+ */
+async function agentStartToAck(samples: number): Promise<{ label: string; ms: number[] }[]> {
+  const lab = createLab()
+  const dir = await mkdtemp(join(tmpdir(), 'fm-bench-nat-'))
+  const fleets: LabFleet[] = []
+  try {
+    const admin = lab.addPublicHost('admin')
+    const relayHost = lab.addPublicHost('relay')
+    const relay = await startLabRelay(lab, relayHost, dir)
+    const observers = `${relayHost.ip}:4002,${relayHost.ip}:4003`
+    const pub = await LabFleet.create(lab, { name: 'pub', admin, coordinator: lab.addPublicHost('coordpub') })
+    const natCoord = lab.addPrivateHost('coordnat', lab.addRouter('cnat', { behaviour: 'eim' }))
+    const nat = await LabFleet.create(lab, {
+      name: 'nat',
+      admin,
+      coordinator: natCoord,
+      coordinatorAddrs: [`${relay.addr}/p2p-circuit`],
+    })
+    fleets.push(pub, nat)
+    await pub.startCoordinator(['--bootstrap', relay.addr])
+    await nat.startCoordinator([
+      '--reserve-on',
+      relay.addr,
+      '--bootstrap',
+      relay.addr,
+      '--observers',
+      observers,
+    ])
+    await nat.coordinator?.waitFor((e) => e.event === 'reservation' && e.status === 'ok', 30_000)
+    const results: { label: string; ms: number[] }[] = []
+    let n = 0
+    for (const behaviour of ['eim', 'full-cone', 'symmetric'] as const) {
+      for (const [fleet, where] of [
+        [pub, 'public coordinator'],
+        [nat, 'coordinator behind eim'],
+      ] as const) {
+        const host = lab.addPrivateHost(`b${n}`, lab.addRouter(`rb${n}`, { behaviour }))
+        const machine = `bench-${n++}`
+        const extra = ['--bootstrap', relay.addr, '--observers', observers]
+        const first = await fleet.enrollAgent(host, machine, extra)
+        first.proc.kill('SIGTERM')
+        await first.proc.exited
+        const ms: number[] = []
+        for (let i = 0; i < samples; i++) {
+          const t0 = performance.now()
+          const proc = fleet.startAgent(host, machine, extra)
+          await proc.waitFor((e) => e.event === 'acked', 60_000)
+          ms.push(performance.now() - t0)
+          proc.kill('SIGTERM')
+          await proc.exited
+        }
+        results.push({ label: `agent behind ${behaviour}, ${where}`, ms })
+      }
+    }
+    return results
+  } finally {
+    lab.destroy()
+    await Promise.all(fleets.map((f) => f.remove()))
+    await rm(dir, { recursive: true, force: true })
+  }
+}
+
 export async function benchNat(trials: number): Promise<Record<string, number>> {
   const check = canRunLab()
   if (!check.ok) {
@@ -187,6 +258,13 @@ export async function benchNat(trials: number): Promise<Record<string, number>> 
     )
     out[`${r.pair} direct %`] = (r.direct / r.attempts) * 100
     out[`${r.pair} delivered %`] = (r.delivered / r.attempts) * 100
+  }
+  const samples = Math.max(1, Math.min(5, Math.round(trials / 4)))
+  console.log(`Agent start → first acknowledged status report (process start included, median of ${samples})`)
+  for (const r of await agentStartToAck(samples)) {
+    const sorted = [...r.ms].sort((x, y) => x - y)
+    line(r.label, `${fmt(percentile(sorted, 50))} ms`)
+    out[`${r.label} start→ack ms`] = percentile(sorted, 50)
   }
   return out
 }

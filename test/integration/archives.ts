@@ -1,6 +1,6 @@
 /** Builds test archives (real tar.gz files) with an activate hook and a health script. */
 import { execFileSync } from 'node:child_process'
-import { chmod, mkdir, mkdtemp, writeFile } from 'node:fs/promises'
+import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
@@ -24,6 +24,10 @@ export async function makeArchive(dir: string, spec: ArchiveSpec): Promise<strin
   await chmod(join(src, 'activate'), 0o755)
   await chmod(join(src, 'health'), 0o755)
   const out = join(dir, `app-${spec.version}.tar.gz`)
-  execFileSync('tar', ['-czf', out, '-C', src, '.'])
+  try {
+    execFileSync('tar', ['-czf', out, '-C', src, '.'])
+  } finally {
+    await rm(src, { recursive: true, force: true })
+  }
   return out
 }
