@@ -5,7 +5,7 @@
 // the relay and found through it. Agents sit behind eim, symmetric and
 // full-cone NATs. Every wait is on an event a process printed.
 
-import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { generateKeyPair } from '@libp2p/crypto/keys'
@@ -15,6 +15,7 @@ import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { repairReservationExpiry } from '../../coordinator/relay.ts'
 import { createHost } from '../../protocol/host.ts'
+import { waitForFile } from '../integration/harness.ts'
 import { after, LabFleet, type LabRelay, startLabRelay } from './fleet-lab.ts'
 import {
   canRunLab,
@@ -139,32 +140,52 @@ describe.skipIf(!check.ok)('fleet traversal through NATs', () => {
     })
   }
 
-  it('agent behind eim NAT, coordinator behind eim NAT, both punching: the relayed link becomes direct', async () => {
-    const t0 = Date.now()
-    const host = agentHost('eim')
-    const agent = await nat.enrollAgent(host, 'nat-punch', [
-      '--bootstrap',
-      relay.addr,
-      '--observers',
-      observers,
-    ])
-    // The only address the agent knows is the relay's circuit address, so it starts
-    // relayed; the punch then closes the relayed connection (often before the control
-    // stream opens on it) and the link runs over the direct one.
-    const direct = await agent.proc.waitFor((e) => e.event === 'connected' && e.path === 'direct', 30_000)
-    expect(String(direct.addr)).not.toContain('p2p-circuit')
-    timings.push(
-      `nat-punch: direct control link after ${Date.now() - t0} ms (first link ${String(agent.connected.path)})`,
-    )
-    // what the agent reports for `fleetmesh doctor`: a successful punch with the coordinator
-    const runtime = JSON.parse(await readFile(join(nat.agentState('nat-punch'), 'runtime.json'), 'utf8'))
-    expect(runtime.details.holePunch.natKind).toBe('endpoint-independent')
-    expect(runtime.details.holePunch.attempts[nat.coordinatorPeerId]).toMatchObject({ ok: true })
-    const r = await nat.deploy('nat-punch', 'v1')
-    expect(r.stdout).toContain('settled: 1 committed, 0 not')
-    const row = (await nat.machines()).find((m) => m.name === 'nat-punch')
-    expect(row).toMatchObject({ state: 'committed', online: true, path: 'direct' })
-  })
+  for (const behaviour of ['eim', 'full-cone'] as const) {
+    it(`agent behind ${behaviour} NAT, coordinator behind eim NAT, both punching: the relayed link becomes direct`, async () => {
+      const t0 = Date.now()
+      const host = agentHost(behaviour)
+      const agent = await nat.enrollAgent(host, `nat-punch-${behaviour}`, [
+        '--bootstrap',
+        relay.addr,
+        '--observers',
+        observers,
+      ])
+      // The only address the agent knows is the relay's circuit address, so it starts
+      // relayed; the punch then closes the relayed connection (often before the control
+      // stream opens on it) and the link runs over the direct one.
+      // (enrollAgent already took the first `connected` event, which is direct when the
+      // punch won the race against the control stream)
+      const direct =
+        agent.connected.path === 'direct'
+          ? agent.connected
+          : await agent.proc.waitFor((e) => e.event === 'connected' && e.path === 'direct', 30_000)
+      expect(String(direct.addr)).not.toContain('p2p-circuit')
+      timings.push(
+        `nat-punch-${behaviour}: direct control link after ${Date.now() - t0} ms (first link ${String(agent.connected.path)})`,
+      )
+      // what the agent reports for `fleetmesh doctor` (runtime.json is rewritten every
+      // 5 s and on link changes): a successful punch with the coordinator
+      const punched = (text: string) => {
+        const hp = JSON.parse(text).details?.holePunch
+        return hp?.attempts?.[nat.coordinatorPeerId]?.ok === true && hp.natKind === 'endpoint-independent'
+      }
+      await waitForFile(
+        join(nat.agentState(`nat-punch-${behaviour}`), 'runtime.json'),
+        (t) => {
+          try {
+            return punched(t)
+          } catch {
+            return false
+          }
+        },
+        20_000,
+      )
+      const r = await nat.deploy(`nat-punch-${behaviour}`, 'v1')
+      expect(r.stdout).toContain('settled: 1 committed, 0 not')
+      const row = (await nat.machines()).find((m) => m.name === `nat-punch-${behaviour}`)
+      expect(row).toMatchObject({ state: 'committed', online: true, path: 'direct' })
+    })
+  }
 
   it('agent behind symmetric NAT with punching enabled stays on the relay and still gets updates', async () => {
     const { agent, row } = await enrollDeploy(nat, 'symmetric', 'nat-sympunch', [
