@@ -17,6 +17,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { DOMAINS } from '../keys/domains.ts'
 import { loadOrCreateIdentity, type PrivateKey, PublicKey } from '../keys/identity.ts'
 import { sealEnvelope } from '../protocol/envelope.ts'
+import { raceSignal } from '../protocol/framing.ts'
 import { holePunch } from '../protocol/holepunch/index.ts'
 import { createHost, type FleetHost } from '../protocol/host.ts'
 import { type StatusReport, statusReportSchema } from '../protocol/messages.ts'
@@ -141,7 +142,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       confirm: (signal) => {
         if (link === undefined) return Promise.reject(new Error('no link'))
         // The updater aborts the signal when the manifest's confirm timeout runs out.
-        return raceAbort(link.roundTrip(86_400_000), signal)
+        return raceSignal(link.roundTrip(86_400_000), signal)
       },
       report,
       ...(options.hookEnv ? { healthEnv: options.hookEnv } : {}),
@@ -288,22 +289,4 @@ function makeReporter(
     })
     flush()
   }
-}
-
-function raceAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason)
-  return new Promise((resolve, reject) => {
-    const onAbort = () => reject(signal.reason)
-    signal.addEventListener('abort', onAbort, { once: true })
-    promise.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort)
-        resolve(v)
-      },
-      (e: unknown) => {
-        signal.removeEventListener('abort', onAbort)
-        reject(e)
-      },
-    )
-  })
 }
