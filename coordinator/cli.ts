@@ -95,36 +95,47 @@ function describeReservation(e: ReservationEvent): string {
   }
 }
 
+/** Options the coordinator and the relay share: state, addresses, observer ports, relay limits. */
+const HOST_OPTIONS = {
+  state: { type: 'string' },
+  listen: { type: 'string', multiple: true },
+  announce: { type: 'string', multiple: true },
+  bootstrap: { type: 'string', multiple: true },
+  'observer-ports': { type: 'string', multiple: true },
+  ...RELAY_LIMIT_OPTIONS,
+  json: { type: 'boolean' },
+} as const
+
+function hostAddresses(p: Parsed): { listen?: string[]; announce?: string[]; bootstrap?: string[] } {
+  const listen = list(p, 'listen')
+  const announce = list(p, 'announce')
+  const bootstrap = list(p, 'bootstrap')
+  return {
+    ...(listen.length ? { listen } : {}),
+    ...(announce.length ? { announce } : {}),
+    ...(bootstrap.length ? { bootstrap } : {}),
+  }
+}
+
 export async function coordinatorCommand(argv: string[]): Promise<number> {
   const p: Parsed = parseCommand(
     argv,
     {
-      state: { type: 'string' },
-      listen: { type: 'string', multiple: true },
-      announce: { type: 'string', multiple: true },
-      bootstrap: { type: 'string', multiple: true },
+      ...HOST_OPTIONS,
       'reserve-on': { type: 'string', multiple: true },
       'reserve-keepalive': { type: 'string' },
       observers: { type: 'string', multiple: true },
-      'observer-ports': { type: 'string', multiple: true },
-      ...RELAY_LIMIT_OPTIONS,
       'idle-timeout': { type: 'string' },
-      json: { type: 'boolean' },
     },
     USAGE,
   )
   const say = sayer(flag(p, 'json'))
-  const listen = list(p, 'listen')
-  const announce = list(p, 'announce')
-  const bootstrap = list(p, 'bootstrap')
   const reserveOn = list(p, 'reserve-on')
   const reserveKeepaliveMs = duration(p, 'reserve-keepalive', 10_000)
   if (reserveKeepaliveMs < 100) throw new UsageError('--reserve-keepalive must be at least 100ms')
   const running = await startCoordinator({
     stateDir: resolve(required(p, 'state', USAGE)),
-    ...(listen.length ? { listen } : {}),
-    ...(announce.length ? { announce } : {}),
-    ...(bootstrap.length ? { bootstrap } : {}),
+    ...hostAddresses(p),
     ...(reserveOn.length ? { reserveOn } : {}),
     observers: endpoints(p, 'observers'),
     observerPorts: ports(p, 'observer-ports', []),
@@ -164,29 +175,12 @@ export async function coordinatorCommand(argv: string[]): Promise<number> {
 }
 
 export async function relayCommand(argv: string[]): Promise<number> {
-  const p: Parsed = parseCommand(
-    argv,
-    {
-      state: { type: 'string' },
-      listen: { type: 'string', multiple: true },
-      announce: { type: 'string', multiple: true },
-      bootstrap: { type: 'string', multiple: true },
-      'observer-ports': { type: 'string', multiple: true },
-      ...RELAY_LIMIT_OPTIONS,
-      json: { type: 'boolean' },
-    },
-    RELAY_USAGE,
-  )
+  const p: Parsed = parseCommand(argv, HOST_OPTIONS, RELAY_USAGE)
   const say = sayer(flag(p, 'json'))
-  const listen = list(p, 'listen')
-  const announce = list(p, 'announce')
-  const bootstrap = list(p, 'bootstrap')
   const limits = relayLimits(p)
   const running = await startRelay({
     stateDir: resolve(required(p, 'state', RELAY_USAGE)),
-    ...(listen.length ? { listen } : {}),
-    ...(announce.length ? { announce } : {}),
-    ...(bootstrap.length ? { bootstrap } : {}),
+    ...hostAddresses(p),
     relay: limits,
     observerPorts: ports(p, 'observer-ports', DEFAULT_OBSERVER_PORTS),
     log: (msg) => say('log', { msg }, msg),
