@@ -21,7 +21,7 @@ import { DEFAULT_OBSERVER_PORTS, startRelay } from './relay.ts'
 import type { ReservationEvent } from './reservations.ts'
 
 const RELAY_LIMIT_USAGE =
-  '[--observer-ports 4002,4003|none] [--relay-max-reservations N] [--relay-data-limit-mb N] [--relay-duration-limit 24h] [--relay-reservation-ttl 2h]'
+  '[--relay-max-reservations N] [--relay-data-limit-mb N] [--relay-duration-limit 24h] [--relay-reservation-ttl 2h]'
 
 const USAGE =
   'fleetmesh coordinator --state <dir> [--listen <multiaddr>]... [--announce <multiaddr>]... [--bootstrap <multiaddr>]... ' +
