@@ -3,7 +3,7 @@
  * admin certificates, and issuing enrollment tokens. They only touch key files
  * on this machine.
  */
-import { mkdir, readFile, stat } from 'node:fs/promises'
+import { mkdir, stat } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { z } from 'zod'
 import { fromBase64Url, toBase64Url } from '../keys/bytes.ts'
@@ -290,9 +290,4 @@ export async function enroll(argv: string[], home: string): Promise<void> {
         `  fleetmesh agent --state /var/lib/fleetmesh --token ${token}`,
       ].join('\n'),
   )
-}
-
-export async function readTextArg(value: string): Promise<string> {
-  // "@file" reads the value from a file, so tokens need not appear in shell history.
-  return value.startsWith('@') ? (await readFile(value.slice(1), 'utf8')).trim() : value
 }

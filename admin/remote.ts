@@ -6,6 +6,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { createReadStream } from 'node:fs'
 import { open, stat } from 'node:fs/promises'
 import { basename } from 'node:path'
+import { peerIdFromString } from '@libp2p/peer-id'
 import { DOMAINS } from '../keys/domains.ts'
 import { PublicKey } from '../keys/identity.ts'
 import { machineName, tagName } from '../keys/schema.ts'
@@ -412,21 +413,18 @@ export async function audit(argv: string[], home: string): Promise<number> {
       if (page.length < 1000) break
       after = (page[page.length - 1] as { index: number }).index
     }
-    const coordinatorKey = PublicKey.fromPeerId(
-      (await import('@libp2p/peer-id')).peerIdFromString(c.home.fleet.coordinator.peerId),
-    )
+    const coordinatorKey = PublicKey.fromPeerId(peerIdFromString(c.home.fleet.coordinator.peerId))
     const verdict = verifyAuditLog(records, { coordinator: coordinatorKey })
     const shown = records.slice(-limit)
     output(
       flag(p, 'json'),
       {
         verified: verdict,
-        records: shown.map((r) => ({
-          ...r,
-          request: r.request ? r.request.byteLength : null,
-          prevHash: undefined,
-          hash: Buffer.from(r.hash).toString('hex'),
-          sig: undefined,
+        // bytes do not survive JSON: the request shows as its size, the hash as hex
+        records: shown.map(({ prevHash: _prev, sig: _sig, request, hash, ...rest }) => ({
+          ...rest,
+          request: request ? request.byteLength : null,
+          hash: Buffer.from(hash).toString('hex'),
         })),
       },
       () =>

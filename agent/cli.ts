@@ -1,6 +1,16 @@
 /** `fleetmesh agent`: runs the agent daemon until SIGINT/SIGTERM. */
 import { resolve } from 'node:path'
-import { duration, endpoints, flag, list, parseCommand, required, str, UsageError } from '../protocol/cli.ts'
+import {
+  duration,
+  endpoints,
+  flag,
+  list,
+  parseCommand,
+  readTextArg,
+  required,
+  str,
+  UsageError,
+} from '../protocol/cli.ts'
 import { startAgent } from './daemon.ts'
 
 const USAGE =
@@ -36,11 +46,8 @@ export async function agentCommand(argv: string[]): Promise<number> {
       .join(' ')
     process.stdout.write(`${event} ${detail}\n`)
   }
-  let token = str(p, 'token')
-  if (token?.startsWith('@')) {
-    const { readFile } = await import('node:fs/promises')
-    token = (await readFile(token.slice(1), 'utf8')).trim()
-  }
+  const tokenArg = str(p, 'token')
+  const token = tokenArg === undefined ? undefined : await readTextArg(tokenArg)
   const hookEnv: Record<string, string> = {}
   for (const name of list(p, 'pass-env')) {
     if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))

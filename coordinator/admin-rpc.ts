@@ -171,7 +171,7 @@ export class AdminRpc {
         return
       }
       case 'submit-manifest': {
-        const result = await this.#submit(body.envelope, authority, actor)
+        const result = await this.#submit(body.envelope, actor)
         await this.#ok(
           fs,
           peerId,
@@ -220,7 +220,7 @@ export class AdminRpc {
     )
   }
 
-  async #submit(envelope: Uint8Array, requestAuthority: Authority, actor: string) {
+  async #submit(envelope: Uint8Array, actor: string) {
     const { store } = this.#init
     let opened: ReturnType<typeof openEnvelope<typeof manifestSchema>>
     try {
@@ -240,7 +240,6 @@ export class AdminRpc {
       revokedSerials: await store.revokedSerials(),
       now,
     })
-    void requestAuthority
     if (m.fleetId !== this.#init.fleetId)
       throw new AdminDenied(
         'wrong-fleet',

@@ -13,9 +13,10 @@
 import type { Connection } from '@libp2p/interface'
 import { DOMAINS } from '../keys/domains.ts'
 import { PublicKey } from '../keys/identity.ts'
-import { decodeMessage, encodeMessage, MessageDecodeError } from '../protocol/codec.ts'
+import { decodeMessage, encodeMessage } from '../protocol/codec.ts'
 import { openEnvelope } from '../protocol/envelope.ts'
 import type { FramedStream } from '../protocol/framing.ts'
+import { connectionPath } from '../protocol/host.ts'
 import { WIRE_VERSION } from '../protocol/ids.ts'
 import {
   type ControlFrame,
@@ -64,10 +65,6 @@ class Session {
     this.#lastPushedManifest = manifestId
     await this.send({ t: 'manifest', envelope })
   }
-}
-
-export function connectionPath(connection: Connection): 'direct' | 'relayed' {
-  return connection.remoteAddr.getComponents().some((c) => c.name === 'p2p-circuit') ? 'relayed' : 'direct'
 }
 
 export class ControlService {
@@ -226,5 +223,3 @@ export class ControlService {
     await fs.send(encodeMessage(controlFrameSchema, { t: 'error', error: { code, message } }))
   }
 }
-
-export { MessageDecodeError }

@@ -3,6 +3,7 @@
  * strict option parsing with errors that name the bad argument, and a UsageError
  * the entry point prints without a stack trace.
  */
+import { readFile } from 'node:fs/promises'
 import { type ParseArgsConfig, parseArgs } from 'node:util'
 
 export class UsageError extends Error {
@@ -109,4 +110,14 @@ export function endpoints(p: Parsed, name: string): string[] {
       throw new UsageError(`--${name}: "${item}" is not an ipv4:port endpoint`)
   }
   return items
+}
+
+/** "@file" reads an argument's value from a file, so tokens need not appear in shell history. */
+export async function readTextArg(value: string): Promise<string> {
+  if (!value.startsWith('@')) return value
+  try {
+    return (await readFile(value.slice(1), 'utf8')).trim()
+  } catch (err) {
+    throw new UsageError(`cannot read ${value.slice(1)}: ${(err as Error).message}`)
+  }
 }
