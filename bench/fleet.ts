@@ -13,7 +13,7 @@
  * measure Node start-up, not fleetmesh); they verify manifests and do not apply them.
  */
 import { createHash, randomBytes } from 'node:crypto'
-import { readFile, writeFile } from 'node:fs/promises'
+import { mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
@@ -27,8 +27,9 @@ import { issueToken, parseToken } from '../keys/token.ts'
 import { fleetInfoResult, submitResult, uploadResult } from '../protocol/admin-results.ts'
 import { sealEnvelope } from '../protocol/envelope.ts'
 import { createHost, type FleetHost } from '../protocol/host.ts'
-import { type Manifest, manifestSchema, type StatusReport, statusReportSchema } from '../protocol/messages.ts'
+import { type Manifest, manifestSchema, statusReportSchema } from '../protocol/messages.ts'
 import { TestFleet } from '../test/integration/harness.ts'
+import { sampleStatus } from '../test/protocol/fixtures.ts'
 import { fmt, line, measureRate, percentile } from './measure.ts'
 
 interface BenchAgent {
@@ -37,7 +38,6 @@ interface BenchAgent {
   host: FleetHost
   link: CoordinatorLink
   queue: { seq: number; envelope: Uint8Array }[]
-  acked: number
   onAck?: (seq: number) => void
   onVerified?: (manifestId: string) => void
 }
@@ -70,6 +70,8 @@ export async function benchFleet(
     process.stdout.write(`  starting and enrolling ${agentCount} agents…`)
     const started = Date.now()
     const batch = 20
+    const agentsDir = join(fleet.dir, 'agents')
+    await mkdir(agentsDir, { recursive: true })
     for (let i = 0; i < agentCount; i += batch) {
       await Promise.all(
         Array.from({ length: Math.min(batch, agentCount - i) }, async (_, j) => {
@@ -85,19 +87,10 @@ export async function benchFleet(
               ttlMs: 3_600_000,
             }),
           )
-          const dir = join(fleet.dir, 'agents')
-          const { mkdir } = await import('node:fs/promises')
-          await mkdir(dir, { recursive: true })
-          await enrollWithCoordinator(host, token, join(dir, `${name}.json`))
-          const agent: BenchAgent = {
-            name,
-            key,
-            host,
-            queue: [],
-            acked: 0,
-            link: undefined as unknown as CoordinatorLink,
-          }
-          agent.link = new CoordinatorLink({
+          await enrollWithCoordinator(host, token, join(agentsDir, `${name}.json`))
+          const queue: BenchAgent['queue'] = []
+          const hooks: Pick<BenchAgent, 'onAck' | 'onVerified'> = {}
+          const link = new CoordinatorLink({
             host,
             coordinator: peerIdFromString(home.fleet.coordinator.peerId),
             coordinatorAddrs: [multiaddr(coordAddr)],
@@ -105,12 +98,10 @@ export async function benchFleet(
             keepaliveMs: 30_000,
             deadAfterMs: 600_000,
             queue: {
-              pending: async () => agent.queue,
+              pending: async () => queue,
               ack: async (seq) => {
-                while (agent.queue.length > 0 && (agent.queue[0] as { seq: number }).seq <= seq)
-                  agent.queue.shift()
-                agent.acked = seq
-                agent.onAck?.(seq)
+                while (queue.length > 0 && (queue[0] as { seq: number }).seq <= seq) queue.shift()
+                hooks.onAck?.(seq)
               },
             },
             onManifest: (envelope) => {
@@ -121,13 +112,13 @@ export async function benchFleet(
                 tags: ['bench'],
                 lastSequence: 0,
               })
-              agent.onVerified?.(v.manifest.id)
+              hooks.onVerified?.(v.manifest.id)
             },
           })
-          const connected = agent.link.whenConnected()
-          agent.link.start()
+          const connected = link.whenConnected()
+          link.start()
           await connected
-          agents.push(agent)
+          agents.push(Object.assign(hooks, { name, key, host, link, queue }))
         }),
       )
     }
@@ -140,8 +131,6 @@ export async function benchFleet(
     // ---- fan-out
     const blob = randomBytes(1024)
     const sha256 = createHash('sha256').update(blob).digest('hex')
-    const blobPath = join(fleet.dir, 'blob')
-    await writeFile(blobPath, blob)
     const up = await admin.open({ op: 'upload-blob', sha256, size: blob.byteLength })
     await admin.readResult(up, uploadResult)
     await up.send(new Uint8Array(blob))
@@ -202,21 +191,7 @@ export async function benchFleet(
     let seq = 1_000
     for (const a of agents) {
       for (let i = 0; i < reportsPerAgent; i++) {
-        const report: StatusReport = {
-          v: 1,
-          machine: a.name,
-          seq: ++seq,
-          state: 'idle',
-          currentGeneration: null,
-          desiredGeneration: null,
-          manifestId: null,
-          manifestSequence: null,
-          rolloutId: null,
-          progress: null,
-          error: null,
-          facts: { bench: 'yes' },
-          timestamp: Date.now(),
-        }
+        const report = sampleStatus({ machine: a.name, seq: ++seq, state: 'idle', facts: { bench: 'yes' } })
         a.queue.push({ seq, envelope: sealEnvelope(statusReportSchema, DOMAINS.status, report, a.key) })
       }
     }
