@@ -26,6 +26,7 @@ import {
   type ProbeEvent,
   probePath,
 } from '../test/natlab/lab.ts'
+import { attemptWith, command } from '../test/natlab/probe-commands.ts'
 import { fmt, line, percentile } from './measure.ts'
 
 const SCRIPT = probePath('holepunch-node.ts')
@@ -48,26 +49,8 @@ interface PairResult {
   toDirectMs: number[]
 }
 
-let refs = 0
-async function command(
-  peer: Peer,
-  cmd: Record<string, unknown>,
-  answer: string,
-  timeoutMs = 15_000,
-): Promise<ProbeEvent> {
-  const ref = `b${refs++}`
-  peer.proc.send({ ...cmd, ref })
-  const event = await peer.proc.waitFor(
-    (e) => e.ref === ref && (e.event === answer || e.event === 'failed'),
-    timeoutMs,
-  )
-  if (event.event === 'failed') throw new Error(`${String(cmd.cmd)} failed: ${JSON.stringify(event.error)}`)
-  return event
-}
-
 const connOpen = (peer: string, relayed: boolean) => (e: ProbeEvent) =>
   e.event === 'conn-open' && e.peer === peer && e.relayed === relayed
-const attemptWith = (peer: string) => (e: ProbeEvent) => e.event === 'attempt' && e.peer === peer
 
 async function startPeer(
   lab: Lab,

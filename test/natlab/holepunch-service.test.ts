@@ -23,6 +23,7 @@ import {
   type ProbeEvent,
   probePath,
 } from './lab.ts'
+import { attemptWith, command } from './probe-commands.ts'
 
 const check = canRunLab()
 if (!check.ok) console.warn(`hole-punch service tests skipped: ${check.reason}`)
@@ -83,34 +84,10 @@ function median(values: number[]): number {
     : ((sorted[mid - 1] ?? 0) + (sorted[mid] ?? 0)) / 2
 }
 
-let refs = 0
-/** Send a command and wait for its answer (or its failure) */
-async function command<E extends ProbeEvent>(
-  peer: Peer,
-  cmd: Record<string, unknown>,
-  answer: string,
-  timeoutMs = 10_000,
-): Promise<E> {
-  const ref = `r${refs++}`
-  peer.proc.send({ ...cmd, ref })
-  const event = await peer.proc.waitFor(
-    (e) => e.ref === ref && (e.event === answer || e.event === 'failed'),
-    timeoutMs,
-  )
-  if (event.event === 'failed')
-    throw new Error(`${peer.name} ${String(cmd.cmd)} failed: ${JSON.stringify(event.error)}`)
-  return event as E
-}
-
 const connEvent =
   (event: 'conn-open' | 'conn-close', peer: string, relayed: boolean, id?: string) =>
   (e: ProbeEvent): boolean =>
     e.event === event && e.peer === peer && e.relayed === relayed && (id === undefined || e.id === id)
-
-const attemptWith =
-  (peer: string) =>
-  (e: ProbeEvent): boolean =>
-    e.event === 'attempt' && e.peer === peer
 
 /** The side whose peer id sorts first: it initiates the punch and the Noise handshake */
 function initiatorOf(x: Peer, y: Peer): [Peer, Peer] {
