@@ -14,12 +14,12 @@
  * `runOnLimitedConnection`. When no known address works, `discover` (a DHT
  * lookup, see discovery.ts) supplies fresh ones.
  */
-import { type Connection, isPeerId, type PeerId } from '@libp2p/interface'
+import type { Connection, PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import { decodeMessage, encodeMessage } from '../protocol/codec.ts'
 import { FramedStream } from '../protocol/framing.ts'
-import type { FleetHost } from '../protocol/host.ts'
+import { connectionPath, type FleetHost, openConnectionTo } from '../protocol/host.ts'
 import { PROTOCOLS, WIRE_VERSION } from '../protocol/ids.ts'
 import { type ControlFrame, controlFrameSchema, MAX_ENVELOPE_BYTES } from '../protocol/messages.ts'
 
@@ -59,40 +59,6 @@ export type LinkPath = 'direct' | 'relayed'
 export type LinkState =
   | { connected: true; path: LinkPath; addr: string }
   | { connected: false; error?: string }
-
-/** How a connection reaches its peer: through a circuit relay or not. */
-export function connectionPath(conn: Pick<Connection, 'remoteAddr'>): LinkPath {
-  return conn.remoteAddr.getComponents().some((c) => c.name === 'p2p-circuit') ? 'relayed' : 'direct'
-}
-
-/**
- * `host` with a `dialProtocol` that opens the stream on an already open
- * connection to the peer, relayed ones included, before dialing.
- *
- * libp2p's own `dialProtocol` never reuses a limited (relayed) connection: it
- * dials again, trying every known address of the peer first. For an agent that
- * reaches its coordinator only through a relay, every blob download would wait
- * out the coordinator's unreachable private addresses (up to 6 s each) and then
- * open one more relayed connection. Only `dialProtocol` is changed; everything
- * else is the host's own, bound to it.
- */
-export function preferOpenConnections(host: FleetHost): FleetHost {
-  const dialProtocol: FleetHost['dialProtocol'] = async (peer, protocols, options) => {
-    if (isPeerId(peer)) {
-      const open = host.getConnections(peer).filter((c) => c.status === 'open')
-      const conn = open.find((c) => connectionPath(c) === 'direct') ?? open[0]
-      if (conn !== undefined) return conn.newStream(protocols, options)
-    }
-    return host.dialProtocol(peer, protocols, options)
-  }
-  return new Proxy(host, {
-    get(target, prop) {
-      if (prop === 'dialProtocol') return dialProtocol
-      const value: unknown = Reflect.get(target, prop, target)
-      return typeof value === 'function' ? value.bind(target) : value
-    },
-  })
-}
 
 export class LinkClosedError extends Error {
   override name = 'LinkClosedError'
@@ -316,8 +282,7 @@ export class CoordinatorLink {
    */
   async #connect(): Promise<Connection> {
     const { host, coordinator, coordinatorAddrs, dialTimeoutMs, discover } = this.#init
-    const open = host.getConnections(coordinator).filter((c) => c.status === 'open')
-    const reuse = open.find((c) => connectionPath(c) === 'direct') ?? open[0]
+    const reuse = openConnectionTo(host, coordinator)
     if (reuse !== undefined) return reuse
     if (coordinatorAddrs.length > 0) await host.peerStore.merge(coordinator, { multiaddrs: coordinatorAddrs })
     let dialError: Error

@@ -43,7 +43,7 @@ import type { Connection, PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import { Uint8ArrayList } from 'uint8arraylist'
-import type { FleetHost } from '../protocol/host.ts'
+import { type FleetHost, isCircuitAddr } from '../protocol/host.ts'
 
 /** The ping protocol every fleetmesh host serves (`@libp2p/ping`). */
 const PING_PROTOCOL = '/ipfs/ping/1.0.0'
@@ -143,7 +143,7 @@ function reservationStoreOf(tm: TransportManagerAccess): ReservationStoreLike {
   )
 }
 
-const isCircuit = (ma: Multiaddr): boolean => ma.getComponents().some((c) => c.name === 'p2p-circuit')
+const isCircuit = isCircuitAddr
 
 /**
  * Round trip one ping on `conn` itself (not on whichever connection libp2p

@@ -26,13 +26,13 @@ import type { CircuitRelayServerInit, CircuitRelayService } from '@libp2p/circui
 import { circuitRelayServer, circuitRelayTransport } from '@libp2p/circuit-relay-v2'
 import type { Identify } from '@libp2p/identify'
 import { identify } from '@libp2p/identify'
-import type { Libp2p, PrivateKey } from '@libp2p/interface'
+import type { AbortOptions, Connection, Libp2p, PeerId, PrivateKey, Stream } from '@libp2p/interface'
 import type { KadDHT } from '@libp2p/kad-dht'
 import { kadDHT, passthroughMapper } from '@libp2p/kad-dht'
 import type { Ping } from '@libp2p/ping'
 import { ping } from '@libp2p/ping'
 import { tcp } from '@libp2p/tcp'
-import { multiaddr } from '@multiformats/multiaddr'
+import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import type { Libp2pOptions } from 'libp2p'
 import { createLibp2p } from 'libp2p'
 
@@ -380,4 +380,45 @@ export async function createHost(init: HostInit): Promise<FleetHost> {
 /** A service added through `extraServices`, which FleetServices does not type. */
 export function extraService<T>(host: FleetHost, name: string): T | undefined {
   return (host.services as unknown as Record<string, T | undefined>)[name]
+}
+
+/** Whether a multiaddr goes through a circuit relay. */
+export function isCircuitAddr(addr: Multiaddr): boolean {
+  return addr.getComponents().some((c) => c.name === 'p2p-circuit')
+}
+
+/** How a connection reaches its peer: through a circuit relay or directly. */
+export function connectionPath(conn: Pick<Connection, 'remoteAddr'>): 'direct' | 'relayed' {
+  return isCircuitAddr(conn.remoteAddr) ? 'relayed' : 'direct'
+}
+
+/**
+ * An open connection to `peer`, a direct one if there is one. Relayed (limited)
+ * connections count too: libp2p's own dial never reuses them and would open
+ * another relayed connection after waiting out every unreachable address.
+ */
+export function openConnectionTo(
+  host: Pick<FleetHost, 'getConnections'>,
+  peer: PeerId,
+): Connection | undefined {
+  const open = host.getConnections(peer).filter((c) => c.status === 'open')
+  return open.find((c) => connectionPath(c) === 'direct') ?? open[0]
+}
+
+/**
+ * A stream for `protocol` to `peer`: on an open connection when there is one,
+ * else by dialing. Streams may run over relayed connections (fleetmesh relays are
+ * sized for control traffic; an agent behind CGNAT may have nothing else).
+ */
+export async function openStream(
+  host: FleetHost,
+  peer: PeerId,
+  protocol: string,
+  options: AbortOptions = {},
+): Promise<Stream> {
+  const streamOptions = { ...options, runOnLimitedConnection: true }
+  const conn = openConnectionTo(host, peer)
+  return conn !== undefined
+    ? conn.newStream(protocol, streamOptions)
+    : host.dialProtocol(peer, protocol, streamOptions)
 }

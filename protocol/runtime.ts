@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { z } from 'zod'
 import { writeFileAtomic } from '../keys/files.ts'
 import type { HolePunchService } from './holepunch/index.ts'
-import { extraService, type FleetHost } from './host.ts'
+import { extraService, type FleetHost, isCircuitAddr } from './host.ts'
 
 export const RUNTIME_FILE = 'runtime.json'
 
@@ -62,7 +62,7 @@ export function snapshotHost(
         peer: c.remotePeer.toString(),
         remoteAddr: c.remoteAddr.toString(),
         direction: c.direction,
-        relayed: c.remoteAddr.getComponents().some((x) => x.name === 'p2p-circuit'),
+        relayed: isCircuitAddr(c.remoteAddr),
       })),
     details,
   }

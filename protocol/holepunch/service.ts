@@ -8,6 +8,7 @@ import { setTimeout as delay } from 'node:timers/promises'
 import type { Connection, Logger, PeerId, Startable, Stream } from '@libp2p/interface'
 import { serviceCapabilities } from '@libp2p/interface'
 import { FramedStream } from '../framing.ts'
+import { isCircuitAddr } from '../host.ts'
 import { AttemptBook, describeAttempt, type Outcome, type Progress } from './attempts.ts'
 import { type Answer, answerPunch, type PunchOffer, proposePunch } from './coordination.ts'
 import {
@@ -67,8 +68,8 @@ function checkMs(name: string, value: number, min: number, max: number): number 
   return value
 }
 
-export function isRelayed(connection: Connection): boolean {
-  return connection.remoteAddr.getComponents().some((c) => c.name === 'p2p-circuit')
+export function isRelayed(connection: Pick<Connection, 'remoteAddr'>): boolean {
+  return isCircuitAddr(connection.remoteAddr)
 }
 
 interface InFlight {
