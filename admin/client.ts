@@ -13,7 +13,7 @@ import { describeIssues } from '../keys/schema.ts'
 import { decodeMessage } from '../protocol/codec.ts'
 import { sealEnvelope } from '../protocol/envelope.ts'
 import { FramedStream } from '../protocol/framing.ts'
-import { createHost, type FleetHost } from '../protocol/host.ts'
+import { createHost, type FleetHost, openStream } from '../protocol/host.ts'
 import { PROTOCOLS } from '../protocol/ids.ts'
 import {
   type AdminOp,
@@ -57,9 +57,8 @@ export class AdminClient {
   async open(op: AdminOp, timeoutMs = 30_000): Promise<FramedStream> {
     let stream: Awaited<ReturnType<FleetHost['dialProtocol']>>
     try {
-      stream = await this.host.dialProtocol(this.#coordinator, PROTOCOLS.admin, {
+      stream = await openStream(this.host, this.#coordinator, PROTOCOLS.admin, {
         signal: AbortSignal.timeout(timeoutMs),
-        runOnLimitedConnection: true,
       })
     } catch (err) {
       throw new AdminRequestError(

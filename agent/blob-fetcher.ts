@@ -10,7 +10,7 @@ import { open } from 'node:fs/promises'
 import type { PeerId } from '@libp2p/interface'
 import { decodeMessage, encodeMessage } from '../protocol/codec.ts'
 import { FramedStream } from '../protocol/framing.ts'
-import type { FleetHost } from '../protocol/host.ts'
+import { type FleetHost, openStream } from '../protocol/host.ts'
 import { PROTOCOLS } from '../protocol/ids.ts'
 import { blobRequestSchema, blobResponseSchema } from '../protocol/messages.ts'
 import { fileSize } from './persist.ts'
@@ -89,10 +89,7 @@ async function fetchOnce(
   onProgress: (done: number) => void,
   signal: AbortSignal,
 ): Promise<void> {
-  const stream = await host.dialProtocol(coordinator, PROTOCOLS.blob, {
-    signal,
-    runOnLimitedConnection: true,
-  })
+  const stream = await openStream(host, coordinator, PROTOCOLS.blob, { signal })
   const fs = new FramedStream(stream, { maxFrameBytes: BLOB_FRAME_BYTES + 1024 })
   const file = await open(dest, 'a', 0o600)
   try {

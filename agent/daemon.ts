@@ -31,7 +31,7 @@ import {
   enrollWithCoordinator,
   parseEnrollmentFile,
 } from './enroll.ts'
-import { CoordinatorLink, type LinkState, preferOpenConnections } from './link.ts'
+import { CoordinatorLink, type LinkState } from './link.ts'
 import { Outbox, reportKind } from './outbox.ts'
 import { httpBlobFetcher, profileActivator, routeBlobFetcher } from './profile-activator.ts'
 import { createUpdater, type ReportBody, type Updater } from './updater.ts'
@@ -128,7 +128,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     let link: CoordinatorLink | undefined
     const report = makeReporter(key, enrollment.machine, outbox, () => link?.flush(), emit)
     const fetcher = routeBlobFetcher({
-      coordinator: coordinatorBlobFetcher(preferOpenConnections(host), coordinator),
+      coordinator: coordinatorBlobFetcher(host, coordinator),
       http: httpBlobFetcher(),
     })
     const updater = await createUpdater({

@@ -16,7 +16,7 @@ import { describeIssues, machineName, tagName } from '../keys/schema.ts'
 import { type EnrollmentToken, parseToken, verifyToken } from '../keys/token.ts'
 import { decodeMessage, encodeMessage } from '../protocol/codec.ts'
 import { FramedStream } from '../protocol/framing.ts'
-import type { FleetHost } from '../protocol/host.ts'
+import { type FleetHost, openStream } from '../protocol/host.ts'
 import { PROTOCOLS } from '../protocol/ids.ts'
 import { enrollRequestSchema, enrollResponseSchema } from '../protocol/messages.ts'
 
@@ -53,10 +53,7 @@ export async function enrollWithCoordinator(
   if (addrs.length > 0) await host.peerStore.merge(coordinator, { multiaddrs: addrs })
   let stream: Awaited<ReturnType<FleetHost['dialProtocol']>>
   try {
-    stream = await host.dialProtocol(coordinator, PROTOCOLS.enroll, {
-      signal: AbortSignal.timeout(30_000),
-      runOnLimitedConnection: true,
-    })
+    stream = await openStream(host, coordinator, PROTOCOLS.enroll, { signal: AbortSignal.timeout(30_000) })
   } catch (err) {
     throw new EnrollmentError(
       'unreachable',

@@ -15,12 +15,26 @@ export const idHex = hex(32)
 export const sha256Hex = hex(64)
 const shortText = z.string().max(256)
 const seq = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER)
+/** Sizes and offsets of blobs: up to 1 TiB. */
+const byteCount = z
+  .number()
+  .int()
+  .nonnegative()
+  .max(2 ** 40)
 
 export const errorInfo = z.strictObject({
   code: z.string().min(1).max(64),
   message: z.string().max(MAX_ERROR_MESSAGE),
 })
 export type ErrorInfo = z.infer<typeof errorInfo>
+
+/** A response that is either `{ ok: true, ...fields }` or `{ ok: false, error }`. */
+function okOrError<T extends z.ZodRawShape>(fields: T) {
+  return z.discriminatedUnion('ok', [
+    z.strictObject({ ok: z.literal(true), ...fields }),
+    z.strictObject({ ok: z.literal(false), error: errorInfo }),
+  ])
+}
 
 // ---------------------------------------------------------------- update manifest
 
@@ -56,11 +70,7 @@ export const payloadSchema = z.discriminatedUnion('kind', [
   z.strictObject({
     kind: z.literal('archive'),
     sha256: sha256Hex,
-    size: z
-      .number()
-      .int()
-      .nonnegative()
-      .max(2 ** 40),
+    size: byteCount,
     sources: z.array(blobSource).min(1).max(8),
   }),
 ])
@@ -190,15 +200,11 @@ export const enrollRequestSchema = z.strictObject({
 })
 export type EnrollRequest = z.infer<typeof enrollRequestSchema>
 
-export const enrollResponseSchema = z.discriminatedUnion('ok', [
-  z.strictObject({
-    ok: z.literal(true),
-    machine: machineName,
-    fleetId: shortText,
-    fleetRoot: publicKeyBytes,
-  }),
-  z.strictObject({ ok: z.literal(false), error: errorInfo }),
-])
+export const enrollResponseSchema = okOrError({
+  machine: machineName,
+  fleetId: shortText,
+  fleetRoot: publicKeyBytes,
+})
 export type EnrollResponse = z.infer<typeof enrollResponseSchema>
 
 // ---------------------------------------------------------------- admin protocol
@@ -214,11 +220,7 @@ export const adminOpSchema = z.discriminatedUnion('op', [
   z.strictObject({
     op: z.literal('upload-blob'),
     sha256: sha256Hex,
-    size: z
-      .number()
-      .int()
-      .nonnegative()
-      .max(2 ** 40),
+    size: byteCount,
   }),
 ])
 export type AdminOp = z.infer<typeof adminOpSchema>
@@ -232,10 +234,7 @@ export const adminRequestSchema = z.strictObject({
 })
 export type AdminRequest = z.infer<typeof adminRequestSchema>
 
-export const adminResponseSchema = z.discriminatedUnion('ok', [
-  z.strictObject({ ok: z.literal(true), result: z.unknown() }),
-  z.strictObject({ ok: z.literal(false), error: errorInfo }),
-])
+export const adminResponseSchema = okOrError({ result: z.unknown() })
 export type AdminResponse = z.infer<typeof adminResponseSchema>
 
 // ---------------------------------------------------------------- blob protocol
@@ -244,23 +243,9 @@ export const blobRequestSchema = z.strictObject({
   t: z.literal('get'),
   sha256: sha256Hex,
   /** Resume point: the agent sends how many bytes it already has. */
-  offset: z
-    .number()
-    .int()
-    .nonnegative()
-    .max(2 ** 40),
+  offset: byteCount,
 })
 export type BlobRequest = z.infer<typeof blobRequestSchema>
 
-export const blobResponseSchema = z.discriminatedUnion('ok', [
-  z.strictObject({
-    ok: z.literal(true),
-    size: z
-      .number()
-      .int()
-      .nonnegative()
-      .max(2 ** 40),
-  }),
-  z.strictObject({ ok: z.literal(false), error: errorInfo }),
-])
+export const blobResponseSchema = okOrError({ size: byteCount })
 export type BlobResponse = z.infer<typeof blobResponseSchema>
