@@ -7,20 +7,18 @@ import { randomBytes } from 'node:crypto'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { z } from 'zod'
-import { DOMAINS } from '../keys/domains.ts'
-import { CodedError } from '../keys/errors.ts'
-import { describeIssues } from '../keys/schema.ts'
-import { decodeMessage } from '../protocol/codec.ts'
-import { sealEnvelope } from '../protocol/envelope.ts'
-import { FramedStream } from '../protocol/framing.ts'
-import { createHost, type FleetHost, openStream } from '../protocol/host.ts'
-import { PROTOCOLS } from '../protocol/ids.ts'
+import { CodedError, DOMAINS, describeIssues } from '../keys/index.ts'
+import { createHost, type FleetHost, openStream } from '../net/index.ts'
 import {
   type AdminOp,
   type AdminResponse,
   adminRequestSchema,
   adminResponseSchema,
-} from '../protocol/messages.ts'
+  decodeMessage,
+  FramedStream,
+  PROTOCOLS,
+  sealEnvelope,
+} from '../protocol/index.ts'
 import type { AdminHome } from './home.ts'
 
 export const UPLOAD_CHUNK_BYTES = 256 * 1024

@@ -12,12 +12,17 @@ import { mkdir, readFile } from 'node:fs/promises'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
 import { z } from 'zod'
-import { fromBase64Url, toBase64Url } from '../keys/bytes.ts'
-import { decodeCanonical, encodeCanonical } from '../keys/canonical.ts'
-import { type SignedCertificate, signedCertificateSchema } from '../keys/certificate.ts'
-import { writeFileAtomic } from '../keys/files.ts'
-import { loadIdentity, type PrivateKey, PublicKey } from '../keys/identity.ts'
-import { describeIssues } from '../keys/schema.ts'
+import {
+  decodeCanonical,
+  describeIssues,
+  encodeCanonical,
+  loadIdentity,
+  type PrivateKey,
+  PublicKey,
+  type SignedCertificate,
+  signedCertificateSchema,
+} from '../keys/index.ts'
+import { fromBase64Url, toBase64Url, writeFileAtomic } from '../lib/index.ts'
 
 export class HomeError extends Error {
   override name = 'HomeError'

@@ -6,24 +6,41 @@
 import { mkdir, stat } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { z } from 'zod'
-import { fromBase64Url, toBase64Url } from '../keys/bytes.ts'
-import { decodeCanonical, encodeCanonical } from '../keys/canonical.ts'
 import {
   CAPABILITIES,
   type Capability,
+  decodeCanonical,
   decodeCertificate,
+  describeIssues,
+  encodeCanonical,
   issueCertificate,
+  issueToken,
+  loadIdentity,
+  loadOrCreateIdentity,
+  machineName,
+  PrivateKey,
+  PublicKey,
   type Scope,
   type SignedCertificate,
+  saveIdentity,
   signedCertificateSchema,
+  tagName,
   verifyChain,
-} from '../keys/certificate.ts'
-import { writeFileAtomic } from '../keys/files.ts'
-import { loadIdentity, loadOrCreateIdentity, PrivateKey, PublicKey, saveIdentity } from '../keys/identity.ts'
-import { describeIssues, machineName, tagName } from '../keys/schema.ts'
-import { issueToken } from '../keys/token.ts'
-import { duration, flag, list, output, parseCommand, required, str, UsageError } from '../protocol/cli.ts'
-import { COORDINATOR_CONFIG_FILE, type CoordinatorConfig, IDENTITY_FILE } from '../protocol/fleet-config.ts'
+} from '../keys/index.ts'
+import {
+  duration,
+  flag,
+  fromBase64Url,
+  list,
+  output,
+  parseCommand,
+  required,
+  str,
+  toBase64Url,
+  UsageError,
+  writeFileAtomic,
+} from '../lib/index.ts'
+import { COORDINATOR_CONFIG_FILE, type CoordinatorConfig, IDENTITY_FILE } from '../protocol/index.ts'
 import {
   encodeChain,
   type FleetFile,

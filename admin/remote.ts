@@ -7,21 +7,7 @@ import { createReadStream } from 'node:fs'
 import { open, stat } from 'node:fs/promises'
 import { basename } from 'node:path'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { DOMAINS } from '../keys/domains.ts'
-import { PublicKey } from '../keys/identity.ts'
-import { machineName, tagName } from '../keys/schema.ts'
-import {
-  auditResult,
-  fleetInfoResult,
-  type MachineView,
-  machinesResult,
-  revokeResult,
-  type SubmitResult,
-  submitResult,
-  uploadResult,
-  watchEvent,
-} from '../protocol/admin-results.ts'
-import { verifyAuditLog } from '../protocol/audit-log.ts'
+import { DOMAINS, machineName, PublicKey, tagName } from '../keys/index.ts'
 import {
   duration,
   flag,
@@ -32,9 +18,23 @@ import {
   str,
   table,
   UsageError,
-} from '../protocol/cli.ts'
-import { sealEnvelope } from '../protocol/envelope.ts'
-import { type Manifest, manifestSchema, type UpdateState } from '../protocol/messages.ts'
+} from '../lib/index.ts'
+import {
+  auditResult,
+  fleetInfoResult,
+  type MachineView,
+  type Manifest,
+  machinesResult,
+  manifestSchema,
+  revokeResult,
+  type SubmitResult,
+  sealEnvelope,
+  submitResult,
+  type UpdateState,
+  uploadResult,
+  verifyAuditLog,
+  watchEvent,
+} from '../protocol/index.ts'
 import { AdminClient, AdminRequestError, UPLOAD_CHUNK_BYTES } from './client.ts'
 import { loadAdminHome } from './home.ts'
 

@@ -8,12 +8,16 @@
  */
 import { open } from 'node:fs/promises'
 import type { PeerId } from '@libp2p/interface'
-import { decodeMessage, encodeMessage } from '../protocol/codec.ts'
-import { FramedStream } from '../protocol/framing.ts'
-import { type FleetHost, openStream } from '../protocol/host.ts'
-import { PROTOCOLS } from '../protocol/ids.ts'
-import { blobRequestSchema, blobResponseSchema } from '../protocol/messages.ts'
-import { fileSize } from './persist.ts'
+import { fileSize } from '../lib/index.ts'
+import { type FleetHost, openStream } from '../net/index.ts'
+import {
+  blobRequestSchema,
+  blobResponseSchema,
+  decodeMessage,
+  encodeMessage,
+  FramedStream,
+  PROTOCOLS,
+} from '../protocol/index.ts'
 import { ActivatorError, type BlobFetcher } from './profile-activator.ts'
 
 export const BLOB_FRAME_BYTES = 256 * 1024

@@ -10,7 +10,7 @@ import {
   required,
   str,
   UsageError,
-} from '../protocol/cli.ts'
+} from '../lib/index.ts'
 import { startAgent } from './daemon.ts'
 
 const USAGE =

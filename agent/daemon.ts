@@ -14,14 +14,17 @@ import { join } from 'node:path'
 import { identifyPush } from '@libp2p/identify'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
-import { DOMAINS } from '../keys/domains.ts'
-import { loadOrCreateIdentity, type PrivateKey, PublicKey } from '../keys/identity.ts'
-import { sealEnvelope } from '../protocol/envelope.ts'
-import { raceSignal } from '../protocol/framing.ts'
-import { holePunch } from '../protocol/holepunch/index.ts'
-import { createHost, type FleetHost } from '../protocol/host.ts'
-import { type StatusReport, statusReportSchema } from '../protocol/messages.ts'
-import { holePunchDetails, keepRuntimeFile, snapshotHost } from '../protocol/runtime.ts'
+import { DOMAINS, loadOrCreateIdentity, type PrivateKey, PublicKey } from '../keys/index.ts'
+import { raceSignal } from '../lib/index.ts'
+import {
+  createHost,
+  type FleetHost,
+  holePunch,
+  holePunchDetails,
+  keepRuntimeFile,
+  snapshotHost,
+} from '../net/index.ts'
+import { type StatusReport, sealEnvelope, statusReportSchema } from '../protocol/index.ts'
 import { coordinatorBlobFetcher } from './blob-fetcher.ts'
 import { type CoordinatorFinder, coordinatorFinder } from './discovery.ts'
 import {

@@ -21,8 +21,8 @@
  */
 import type { PeerId } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
-import { CodedError } from '../keys/errors.ts'
-import type { FleetHost } from '../protocol/host.ts'
+import { CodedError } from '../keys/index.ts'
+import type { FleetHost } from '../net/index.ts'
 
 export type DiscoveryErrorCode = 'no-bootstrap' | 'not-found'
 

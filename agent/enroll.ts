@@ -9,16 +9,25 @@ import { hostname } from 'node:os'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { z } from 'zod'
-import { toBase64Url } from '../keys/bytes.ts'
-import { CodedError } from '../keys/errors.ts'
-import { writeFileAtomic } from '../keys/files.ts'
-import { describeIssues, machineName, tagName } from '../keys/schema.ts'
-import { type EnrollmentToken, parseToken, verifyToken } from '../keys/token.ts'
-import { decodeMessage, encodeMessage } from '../protocol/codec.ts'
-import { FramedStream } from '../protocol/framing.ts'
-import { type FleetHost, openStream } from '../protocol/host.ts'
-import { PROTOCOLS } from '../protocol/ids.ts'
-import { enrollRequestSchema, enrollResponseSchema } from '../protocol/messages.ts'
+import {
+  CodedError,
+  describeIssues,
+  type EnrollmentToken,
+  machineName,
+  parseToken,
+  tagName,
+  verifyToken,
+} from '../keys/index.ts'
+import { toBase64Url, writeFileAtomic } from '../lib/index.ts'
+import { type FleetHost, openStream } from '../net/index.ts'
+import {
+  decodeMessage,
+  encodeMessage,
+  enrollRequestSchema,
+  enrollResponseSchema,
+  FramedStream,
+  PROTOCOLS,
+} from '../protocol/index.ts'
 
 export class EnrollmentError extends CodedError<string> {
   override name = 'EnrollmentError'

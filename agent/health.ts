@@ -5,7 +5,7 @@
  * process (a hung `curl` under a shell script would otherwise outlive the check).
  */
 import { spawn } from 'node:child_process'
-import type { HealthCheck } from '../protocol/messages.ts'
+import type { HealthCheck } from '../protocol/index.ts'
 
 const DEFAULT_MAX_OUTPUT = 4096
 /** After the main process exits, how long to wait for its stdout/stderr to drain. */

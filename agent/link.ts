@@ -17,11 +17,17 @@
 import type { Connection, PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
-import { decodeMessage, encodeMessage } from '../protocol/codec.ts'
-import { FramedStream } from '../protocol/framing.ts'
-import { connectionPath, type FleetHost, openConnectionTo } from '../protocol/host.ts'
-import { PROTOCOLS, WIRE_VERSION } from '../protocol/ids.ts'
-import { type ControlFrame, controlFrameSchema, MAX_ENVELOPE_BYTES } from '../protocol/messages.ts'
+import { connectionPath, type FleetHost, openConnectionTo } from '../net/index.ts'
+import {
+  type ControlFrame,
+  controlFrameSchema,
+  decodeMessage,
+  encodeMessage,
+  FramedStream,
+  MAX_ENVELOPE_BYTES,
+  PROTOCOLS,
+  WIRE_VERSION,
+} from '../protocol/index.ts'
 
 export const SOFTWARE = 'fleetmesh-agent/0.1.0'
 

@@ -20,7 +20,6 @@
 import { readdir, readFile, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { z } from 'zod'
-import type { StatusReport, UpdateState } from '../protocol/messages.ts'
 import {
   ensureDir,
   fsyncDir,
@@ -29,7 +28,8 @@ import {
   serialiser,
   writeFileAtomic,
   writeJsonAtomic,
-} from './persist.ts'
+} from '../lib/index.ts'
+import type { StatusReport, UpdateState } from '../protocol/index.ts'
 
 /**
  * What may be dropped when the queue is full: progress reports first (a later one

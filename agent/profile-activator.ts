@@ -26,9 +26,7 @@ import { createReadStream } from 'node:fs'
 import { mkdir, open, readdir, readFile, readlink, rename, rm, stat, symlink, unlink } from 'node:fs/promises'
 import { basename, join } from 'node:path'
 import { z } from 'zod'
-import { CodedError } from '../keys/errors.ts'
-import type { BlobSource, Manifest } from '../protocol/messages.ts'
-import { describeResult, runProcess } from './health.ts'
+import { CodedError } from '../keys/index.ts'
 import {
   ensureDir,
   fileSize,
@@ -37,7 +35,9 @@ import {
   TEMP_MARKER,
   tempPathFor,
   writeFileAtomic,
-} from './persist.ts'
+} from '../lib/index.ts'
+import type { BlobSource, Manifest } from '../protocol/index.ts'
+import { describeResult, runProcess } from './health.ts'
 
 // ---------------------------------------------------------------- the activator contract
 

@@ -28,24 +28,24 @@
 import { stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { z } from 'zod'
-import { bytesEqual } from '../keys/bytes.ts'
-import type { Manifest } from '../protocol/messages.ts'
 import {
-  type ErrorInfo,
-  errorInfo,
-  MAX_ERROR_MESSAGE,
-  type StatusReport,
-  type UpdateState,
-} from '../protocol/messages.ts'
-import { runHealthCheck } from './health.ts'
-import {
+  bytesEqual,
   ensureDir,
   fromBase64,
   readJsonIfExists,
   removeStaleTemps,
   toBase64,
   writeJsonAtomic,
-} from './persist.ts'
+} from '../lib/index.ts'
+import type { Manifest } from '../protocol/index.ts'
+import {
+  type ErrorInfo,
+  errorInfo,
+  MAX_ERROR_MESSAGE,
+  type StatusReport,
+  type UpdateState,
+} from '../protocol/index.ts'
+import { runHealthCheck } from './health.ts'
 import {
   type Activator,
   ActivatorError,

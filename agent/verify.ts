@@ -12,12 +12,10 @@
  * })
  * ```
  */
-import { verifyChain } from '../keys/certificate.ts'
-import { DOMAINS } from '../keys/domains.ts'
-import { CertificateError } from '../keys/errors.ts'
-import type { PublicKey } from '../keys/identity.ts'
-import { EnvelopeError, openEnvelope } from '../protocol/envelope.ts'
-import { type Manifest, manifestSchema } from '../protocol/messages.ts'
+
+import type { PublicKey } from '../keys/index.ts'
+import { CertificateError, DOMAINS, verifyChain } from '../keys/index.ts'
+import { EnvelopeError, type Manifest, manifestSchema, openEnvelope } from '../protocol/index.ts'
 
 export type RefusalCode =
   | 'bad-envelope'

@@ -11,9 +11,8 @@ import {
   tweetnaclEd25519,
   useEd25519,
 } from '../keys/index.ts'
-import { openEnvelope, sealEnvelope } from '../protocol/envelope.ts'
-import { statusReportSchema } from '../protocol/messages.ts'
-import { sampleStatus } from '../test/protocol/fixtures.ts'
+import { openEnvelope, sealEnvelope, statusReportSchema } from '../protocol/index.ts'
+import { sampleStatus } from '../testkit/fixtures.ts'
 import { fmt, line, measureRate } from './measure.ts'
 
 export function benchCrypto(seconds: number): Record<string, number> {

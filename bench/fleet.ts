@@ -22,14 +22,19 @@ import { loadAdminHome } from '../admin/home.ts'
 import { enrollWithCoordinator } from '../agent/enroll.ts'
 import { CoordinatorLink } from '../agent/link.ts'
 import { verifyManifest } from '../agent/verify.ts'
-import { DOMAINS, nodeEd25519, PrivateKey, signingInput } from '../keys/index.ts'
-import { issueToken, parseToken } from '../keys/token.ts'
-import { fleetInfoResult, submitResult, uploadResult } from '../protocol/admin-results.ts'
-import { sealEnvelope } from '../protocol/envelope.ts'
-import { createHost, type FleetHost } from '../protocol/host.ts'
-import { type Manifest, manifestSchema, statusReportSchema } from '../protocol/messages.ts'
-import { TestFleet } from '../test/integration/harness.ts'
-import { sampleStatus } from '../test/protocol/fixtures.ts'
+import { DOMAINS, issueToken, nodeEd25519, PrivateKey, parseToken, signingInput } from '../keys/index.ts'
+import { createHost, type FleetHost } from '../net/index.ts'
+import {
+  fleetInfoResult,
+  type Manifest,
+  manifestSchema,
+  sealEnvelope,
+  statusReportSchema,
+  submitResult,
+  uploadResult,
+} from '../protocol/index.ts'
+import { sampleStatus } from '../testkit/fixtures.ts'
+import { TestFleet } from '../testkit/harness.ts'
 import { fmt, line, measureRate, percentile } from './measure.ts'
 
 interface BenchAgent {

@@ -15,7 +15,7 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { LabFleet, startLabRelay } from '../test/natlab/fleet-lab.ts'
+import { LabFleet, startLabRelay } from '../testkit/natlab/fleet-lab.ts'
 import {
   canRunLab,
   createLab,
@@ -25,8 +25,8 @@ import {
   type NatBehaviour,
   type ProbeEvent,
   probePath,
-} from '../test/natlab/lab.ts'
-import { attemptWith, command } from '../test/natlab/probe-commands.ts'
+} from '../testkit/natlab/lab.ts'
+import { attemptWith, command } from '../testkit/natlab/probe-commands.ts'
 import { fmt, line, percentile } from './measure.ts'
 
 const SCRIPT = probePath('holepunch-node.ts')

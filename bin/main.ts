@@ -7,9 +7,10 @@
 import { ADMIN_COMMANDS, ADMIN_SUBCOMMANDS } from '../admin/cli.ts'
 import { defaultHome } from '../admin/home.ts'
 import { agentCommand } from '../agent/cli.ts'
-import { coordinatorCommand, relayCommand } from '../coordinator/cli.ts'
-import { UsageError } from '../protocol/cli.ts'
-import { doctorCommand } from '../protocol/doctor.ts'
+import { coordinatorCommand } from '../coordinator/cli.ts'
+import { UsageError } from '../lib/index.ts'
+import { doctorCommand } from '../net/index.ts'
+import { relayCommand } from '../relay/cli.ts'
 
 function help(): string {
   const rows = [

@@ -6,28 +6,30 @@
  * the stream open and streams events; `upload-blob` is followed by data frames.
  */
 import type { Connection } from '@libp2p/interface'
+import type { PrivateKey, PublicKey } from '../keys/index.ts'
 import {
   type Authority,
   authorityCovers,
   type Capability,
+  CertificateError,
+  CodedError,
+  DOMAINS,
   type ScopeTarget,
   verifyChain,
-} from '../keys/certificate.ts'
-import { DOMAINS } from '../keys/domains.ts'
-import { CertificateError, CodedError } from '../keys/errors.ts'
-import type { PrivateKey, PublicKey } from '../keys/identity.ts'
-import type { MachineView, WatchEvent } from '../protocol/admin-results.ts'
-import { decodeMessage, encodeMessage } from '../protocol/codec.ts'
-import { EnvelopeError, openEnvelope } from '../protocol/envelope.ts'
-import type { FramedStream } from '../protocol/framing.ts'
+} from '../keys/index.ts'
+import type { FramedStream, MachineView, WatchEvent } from '../protocol/index.ts'
 import {
   type AdminOp,
   type AdminResponse,
   adminRequestSchema,
   adminResponseSchema,
+  decodeMessage,
+  EnvelopeError,
+  encodeMessage,
   MAX_ENVELOPE_BYTES,
   manifestSchema,
-} from '../protocol/messages.ts'
+  openEnvelope,
+} from '../protocol/index.ts'
 import { signAuditHash } from './audit.ts'
 import { BlobError, type BlobStore } from './blobs.ts'
 import type { ControlService } from './control.ts'

@@ -3,11 +3,12 @@
  * and verification live in protocol/audit-log.ts, shared with the admin CLI,
  * which verifies exported logs offline.
  */
-import { DOMAINS } from '../keys/domains.ts'
-import type { PrivateKey } from '../keys/identity.ts'
+
+import type { PrivateKey } from '../keys/index.ts'
+import { DOMAINS } from '../keys/index.ts'
 import type { AuditSigner } from './store.ts'
 
-export * from '../protocol/audit-log.ts'
+export * from '../protocol/index.ts'
 
 /** The signer FleetStore.appendAudit takes, bound to the coordinator's key. */
 export function signAuditHash(coordinatorKey: PrivateKey): AuditSigner {

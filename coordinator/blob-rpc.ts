@@ -4,9 +4,14 @@
  * gets its size, then the bytes as frames until the stream closes.
  */
 import type { Connection } from '@libp2p/interface'
-import { decodeMessage, encodeMessage } from '../protocol/codec.ts'
-import type { FramedStream } from '../protocol/framing.ts'
-import { type BlobResponse, blobRequestSchema, blobResponseSchema } from '../protocol/messages.ts'
+import type { FramedStream } from '../protocol/index.ts'
+import {
+  type BlobResponse,
+  blobRequestSchema,
+  blobResponseSchema,
+  decodeMessage,
+  encodeMessage,
+} from '../protocol/index.ts'
 import type { BlobStore } from './blobs.ts'
 import type { FleetStore } from './store.ts'
 

@@ -11,20 +11,20 @@
  * signed by the machine's own key (the one that enrolled) and name that machine.
  */
 import type { Connection } from '@libp2p/interface'
-import { DOMAINS } from '../keys/domains.ts'
-import { PublicKey } from '../keys/identity.ts'
-import { decodeMessage, encodeMessage } from '../protocol/codec.ts'
-import { openEnvelope } from '../protocol/envelope.ts'
-import type { FramedStream } from '../protocol/framing.ts'
-import { connectionPath } from '../protocol/host.ts'
-import { WIRE_VERSION } from '../protocol/ids.ts'
+import { DOMAINS, PublicKey } from '../keys/index.ts'
+import { connectionPath } from '../net/index.ts'
+import type { FramedStream } from '../protocol/index.ts'
 import {
   type ControlFrame,
   controlFrameSchema,
+  decodeMessage,
+  encodeMessage,
   type Hello,
   MAX_ENVELOPE_BYTES,
+  openEnvelope,
   statusReportSchema,
-} from '../protocol/messages.ts'
+  WIRE_VERSION,
+} from '../protocol/index.ts'
 import type { FleetEvents } from './events.ts'
 import { StatusIngest } from './ingest.ts'
 import type { FleetStore, MachineRecord } from './store.ts'

@@ -6,15 +6,31 @@
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { identifyPush } from '@libp2p/identify'
-import { loadIdentity, PublicKey } from '../keys/identity.ts'
-import { describeIssues } from '../keys/schema.ts'
-import { COORDINATOR_CONFIG_FILE, coordinatorConfigSchema, IDENTITY_FILE } from '../protocol/fleet-config.ts'
-import { FrameErrorCounters, handleFramed } from '../protocol/framing.ts'
-import { holePunch, startObserver } from '../protocol/holepunch/index.ts'
-import { createHost, type FleetHost, type RelayLimits } from '../protocol/host.ts'
-import { PROTOCOLS } from '../protocol/ids.ts'
-import { MAX_ENVELOPE_BYTES } from '../protocol/messages.ts'
-import { holePunchDetails, keepRuntimeFile, snapshotHost } from '../protocol/runtime.ts'
+import { describeIssues, loadIdentity, PublicKey } from '../keys/index.ts'
+import {
+  createHost,
+  type FleetHost,
+  holePunch,
+  holePunchDetails,
+  keepRuntimeFile,
+  pruneSupersededConnections,
+  type RelayLimits,
+  type ReservationEvent,
+  ReservationKeeper,
+  snapshotHost,
+  startObserver,
+  transportAccess,
+} from '../net/index.ts'
+import {
+  COORDINATOR_CONFIG_FILE,
+  coordinatorConfigSchema,
+  FrameErrorCounters,
+  handleFramed,
+  IDENTITY_FILE,
+  MAX_ENVELOPE_BYTES,
+  PROTOCOLS,
+} from '../protocol/index.ts'
+import { repairReservationExpiry } from '../relay/daemon.ts'
 import { AdminRpc } from './admin-rpc.ts'
 import { signAuditHash } from './audit.ts'
 import { BLOB_CHUNK_BYTES, blobHandler } from './blob-rpc.ts'
@@ -22,13 +38,6 @@ import { BlobStore } from './blobs.ts'
 import { ControlService } from './control.ts'
 import { enrollmentHandler } from './enrollment.ts'
 import { FleetEvents } from './events.ts'
-import { repairReservationExpiry } from './relay.ts'
-import {
-  pruneSupersededConnections,
-  type ReservationEvent,
-  ReservationKeeper,
-  transportAccess,
-} from './reservations.ts'
 import { openSqliteStore } from './sqlite-store.ts'
 import type { FleetStore } from './store.ts'
 

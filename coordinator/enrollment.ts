@@ -5,12 +5,15 @@
  * bound to the connecting peer's key (Noise has proven the peer holds it).
  */
 import type { Connection } from '@libp2p/interface'
-import { TokenError } from '../keys/errors.ts'
-import { PublicKey } from '../keys/identity.ts'
-import { parseToken, verifyToken } from '../keys/token.ts'
-import { decodeMessage, encodeMessage } from '../protocol/codec.ts'
-import type { FramedStream } from '../protocol/framing.ts'
-import { type EnrollResponse, enrollRequestSchema, enrollResponseSchema } from '../protocol/messages.ts'
+import { PublicKey, parseToken, TokenError, verifyToken } from '../keys/index.ts'
+import type { FramedStream } from '../protocol/index.ts'
+import {
+  decodeMessage,
+  type EnrollResponse,
+  encodeMessage,
+  enrollRequestSchema,
+  enrollResponseSchema,
+} from '../protocol/index.ts'
 import type { signAuditHash } from './audit.ts'
 import type { FleetEvents } from './events.ts'
 import { type FleetStore, StoreConflictError } from './store.ts'

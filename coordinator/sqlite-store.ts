@@ -18,7 +18,7 @@
 import { chmod, mkdir, open } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { DatabaseSync, type SQLOutputValue, type StatementSync } from 'node:sqlite'
-import type { StatusReport, Targets } from '../protocol/messages.ts'
+import type { StatusReport, Targets } from '../protocol/index.ts'
 import { AUDIT_HASH_BYTES, auditHash, GENESIS_PREV_HASH } from './audit.ts'
 import {
   type AuditEntry,

@@ -26,8 +26,8 @@
  * await store.close()
  * ```
  */
-import { CodedError } from '../keys/errors.ts'
-import type { StatusReport, Targets } from '../protocol/messages.ts'
+import { CodedError } from '../keys/index.ts'
+import type { StatusReport, Targets } from '../protocol/index.ts'
 
 export type ConnectionPath = 'direct' | 'relayed'
 
@@ -74,9 +74,9 @@ export interface StatusRecord {
   receivedAt: number
 }
 
-import type { AuditEntry, AuditRecord } from '../protocol/audit-log.ts'
+import type { AuditEntry, AuditRecord } from '../protocol/index.ts'
 
-export type { AuditEntry, AuditOutcome, AuditRecord } from '../protocol/audit-log.ts'
+export type { AuditEntry, AuditOutcome, AuditRecord } from '../protocol/index.ts'
 
 /** Signs an audit record's hash; called inside the append transaction, so it must be synchronous. */
 export type AuditSigner = (hash: Uint8Array) => Uint8Array

@@ -1,5 +1,5 @@
 /** Builds the per-machine view admins see from the stored records. */
-import type { MachineView } from '../protocol/admin-results.ts'
+import type { MachineView } from '../protocol/index.ts'
 import type { MachineRecord, ManifestRecord, StatusRecord } from './store.ts'
 
 export function machineView(

@@ -7,7 +7,7 @@
  * cannot make two different byte strings that decode to the same message.
  */
 import { decode, encode } from 'cborg'
-import { bytesEqual } from './bytes.ts'
+import { bytesEqual } from '../lib/index.ts'
 import { EncodingError } from './errors.ts'
 
 const DECODE_OPTIONS = {

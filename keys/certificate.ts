@@ -7,22 +7,14 @@
  */
 import { randomBytes } from 'node:crypto'
 import { z } from 'zod'
-import { toHex } from './bytes.ts'
+import { describeIssues, toHex } from '../lib/index.ts'
 import { decodeCanonical, encodeCanonical } from './canonical.ts'
 import { DOMAINS } from './domains.ts'
 import { verify } from './ed25519.ts'
 import { CertificateError } from './errors.ts'
 import type { PrivateKey } from './identity.ts'
 import { PublicKey } from './identity.ts'
-import {
-  bytes,
-  describeIssues,
-  machineName,
-  publicKeyBytes,
-  signatureBytes,
-  tagName,
-  timestampMs,
-} from './schema.ts'
+import { bytes, machineName, publicKeyBytes, signatureBytes, tagName, timestampMs } from './schema.ts'
 
 export const CAPABILITIES = ['deploy', 'enroll', 'read', 'admin'] as const
 export type Capability = (typeof CAPABILITIES)[number]

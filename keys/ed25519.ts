@@ -15,7 +15,7 @@ import {
   verify as nodeVerify,
 } from 'node:crypto'
 import nacl from 'tweetnacl'
-import { concatBytes, utf8 } from './bytes.ts'
+import { concatBytes, utf8 } from '../lib/index.ts'
 import type { Domain } from './domains.ts'
 
 export const SIGNATURE_BYTES = 64

@@ -3,18 +3,7 @@
  * stable `name` (and, where several causes share a class, a `code`) so callers can
  * branch on them and so the wire protocol can report them without leaking stacks.
  */
-
-/**
- * An error with a stable machine-readable `code` beside its human message; every
- * typed error in fleetmesh that has several causes extends it.
- */
-export class CodedError<C extends string = string> extends Error {
-  readonly code: C
-  constructor(code: C, message: string, options?: ErrorOptions) {
-    super(message, options)
-    this.code = code
-  }
-}
+import { CodedError } from '../lib/index.ts'
 
 export class KeyFileError extends Error {
   override name = 'KeyFileError'

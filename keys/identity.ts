@@ -14,11 +14,10 @@ import { inspect } from 'node:util'
 import { privateKeyFromRaw, publicKeyFromRaw } from '@libp2p/crypto/keys'
 import type { Ed25519PrivateKey, Ed25519PublicKey, PeerId } from '@libp2p/interface'
 import { peerIdFromPublicKey } from '@libp2p/peer-id'
-import { concatBytes, fromBase64Url, toBase64Url } from './bytes.ts'
+import { concatBytes, fromBase64Url, toBase64Url, writeFileAtomic } from '../lib/index.ts'
 import type { Domain } from './domains.ts'
 import { activeEd25519, derivePublicKey, signerFor } from './ed25519.ts'
 import { InvalidKeyError, KeyFileError } from './errors.ts'
-import { writeFileAtomic } from './files.ts'
 
 export const PUBLIC_KEY_BYTES = 32
 export const SEED_BYTES = 32

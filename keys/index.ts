@@ -20,13 +20,13 @@
  *   target: { kind: 'machine', name: 'm1', tags: ['lab'] } })
  * ```
  */
-export * from './bytes.ts'
+export * from '../lib/index.ts'
+export * from '../lib/index.ts'
 export * from './canonical.ts'
 export * from './certificate.ts'
 export * from './domains.ts'
 export * from './ed25519.ts'
 export * from './errors.ts'
-export * from './files.ts'
 export * from './identity.ts'
 export * from './schema.ts'
 export * from './sealed.ts'

@@ -26,11 +26,3 @@ export const tagName = z
   .regex(/^[a-z0-9][a-z0-9_.-]*$/, 'lowercase letters, digits, "-", "_" and "."')
 
 export const timestampMs = z.number().int().nonnegative().max(8_640_000_000_000_000)
-
-/** Formats a zod failure as "path: problem; path: problem" for error messages. */
-export function describeIssues(error: z.ZodError): string {
-  return error.issues
-    .slice(0, 5)
-    .map((i) => `${i.path.length > 0 ? i.path.join('.') : '(root)'}: ${i.message}`)
-    .join('; ')
-}

@@ -10,7 +10,7 @@
  */
 import { createHash } from 'node:crypto'
 import nacl from 'tweetnacl'
-import { concatBytes } from './bytes.ts'
+import { concatBytes } from '../lib/index.ts'
 import { SealedBoxError } from './errors.ts'
 import type { PrivateKey, PublicKey } from './identity.ts'
 

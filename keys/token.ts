@@ -7,7 +7,7 @@
  */
 import { randomBytes } from 'node:crypto'
 import { z } from 'zod'
-import { fromBase64Url, toBase64Url, toHex } from './bytes.ts'
+import { describeIssues, fromBase64Url, toBase64Url, toHex } from '../lib/index.ts'
 import { decodeCanonical, encodeCanonical } from './canonical.ts'
 import {
   type Authority,
@@ -19,15 +19,7 @@ import { DOMAINS } from './domains.ts'
 import { verify } from './ed25519.ts'
 import { CertificateError, TokenError } from './errors.ts'
 import { type PrivateKey, PublicKey } from './identity.ts'
-import {
-  bytes,
-  describeIssues,
-  machineName,
-  publicKeyBytes,
-  signatureBytes,
-  tagName,
-  timestampMs,
-} from './schema.ts'
+import { bytes, machineName, publicKeyBytes, signatureBytes, tagName, timestampMs } from './schema.ts'
 
 const TEXT_PREFIX = 'fmtok1.'
 export const MAX_TOKEN_BYTES = 32 * 1024

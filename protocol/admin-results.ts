@@ -3,7 +3,7 @@
  * use them: the coordinator validates what it sends, the CLI what it receives.
  */
 import { z } from 'zod'
-import { bytes, machineName, tagName } from '../keys/schema.ts'
+import { bytes, machineName, tagName } from '../keys/index.ts'
 import { errorInfo, idHex, UPDATE_STATES } from './messages.ts'
 
 const nullableText = z.string().max(256).nullable()

@@ -17,11 +17,9 @@
  * ```
  */
 import { createHash } from 'node:crypto'
-import { bytesEqual, toHex } from '../keys/bytes.ts'
-import { encodeCanonical } from '../keys/canonical.ts'
-import { DOMAINS } from '../keys/domains.ts'
-import { verify } from '../keys/ed25519.ts'
-import type { PublicKey } from '../keys/identity.ts'
+import type { PublicKey } from '../keys/index.ts'
+import { DOMAINS, encodeCanonical, verify } from '../keys/index.ts'
+import { bytesEqual, toHex } from '../lib/index.ts'
 import { openEnvelope } from './envelope.ts'
 import { adminRequestSchema } from './messages.ts'
 

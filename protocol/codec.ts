@@ -4,8 +4,7 @@
  * framed-protocol handlers turn into a reset of that one stream.
  */
 import type { z } from 'zod'
-import { decodeCanonical, encodeCanonical } from '../keys/canonical.ts'
-import { describeIssues } from '../keys/schema.ts'
+import { decodeCanonical, describeIssues, encodeCanonical } from '../keys/index.ts'
 
 export class MessageDecodeError extends Error {
   override name = 'MessageDecodeError'

@@ -10,12 +10,18 @@
  */
 
 import { z } from 'zod'
-import { type SignedCertificate, signedCertificateSchema } from '../keys/certificate.ts'
-import type { Domain } from '../keys/domains.ts'
-import { verify } from '../keys/ed25519.ts'
-import { CodedError } from '../keys/errors.ts'
-import { type PrivateKey, PublicKey } from '../keys/identity.ts'
-import { bytes, publicKeyBytes, signatureBytes } from '../keys/schema.ts'
+import type { Domain } from '../keys/index.ts'
+import {
+  bytes,
+  CodedError,
+  type PrivateKey,
+  PublicKey,
+  publicKeyBytes,
+  type SignedCertificate,
+  signatureBytes,
+  signedCertificateSchema,
+  verify,
+} from '../keys/index.ts'
 import { decodeMessage, encodeMessage } from './codec.ts'
 import { MAX_ENVELOPE_BYTES } from './messages.ts'
 

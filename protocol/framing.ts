@@ -37,6 +37,7 @@ import type {
 } from '@libp2p/interface'
 import { StreamAbortedError, StreamResetError, StreamStateError } from '@libp2p/interface'
 import { Uint8ArrayList } from 'uint8arraylist'
+import { raceSignal } from '../lib/index.ts'
 import { FrameDecodeError, FrameTooLargeError, UnexpectedEndOfStreamError } from './errors.ts'
 
 /** Default hard maximum payload size of one frame: 1 MiB */
@@ -229,26 +230,6 @@ export interface FramedStreamInit {
 export interface ReadFrameOptions extends AbortOptions {
   /** Give up after this many ms; the read rejects with the signal's TimeoutError */
   timeoutMs?: number
-}
-
-/** Settles with `promise`, or rejects with the signal's reason if it aborts first. */
-export function raceSignal<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (signal === undefined) return promise
-  if (signal.aborted) return Promise.reject(signal.reason)
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(signal.reason)
-    signal.addEventListener('abort', onAbort, { once: true })
-    promise.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort)
-        resolve(value)
-      },
-      (err: unknown) => {
-        signal.removeEventListener('abort', onAbort)
-        reject(err)
-      },
-    )
-  })
 }
 
 function readSignal(options: ReadFrameOptions | undefined): AbortSignal | undefined {

@@ -4,7 +4,7 @@
  * list and map are bounded so a peer cannot make us hold large structures.
  */
 import { z } from 'zod'
-import { bytes, machineName, publicKeyBytes, tagName, timestampMs } from '../keys/schema.ts'
+import { bytes, machineName, publicKeyBytes, tagName, timestampMs } from '../keys/index.ts'
 
 export const MAX_ENVELOPE_BYTES = 256 * 1024
 export const MAX_ERROR_MESSAGE = 2048

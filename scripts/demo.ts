@@ -6,8 +6,8 @@
  */
 import { spawn } from 'node:child_process'
 import { rm } from 'node:fs/promises'
-import { makeArchive } from '../test/integration/archives.ts'
-import { BIN, TestFleet } from '../test/integration/harness.ts'
+import { makeArchive } from '../testkit/archives.ts'
+import { BIN, TestFleet } from '../testkit/harness.ts'
 
 const step = (msg: string) => process.stdout.write(`\n\x1b[1m== ${msg}\x1b[0m\n`)
 

@@ -10,13 +10,13 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { loadAdminHome } from '../../admin/home.ts'
 import { type RunningCoordinator, startCoordinator } from '../../coordinator/daemon.ts'
 import { DOMAINS } from '../../keys/domains.ts'
+import { createHost, type FleetHost } from '../../net/host.ts'
 import { decodeMessage, encodeMessage } from '../../protocol/codec.ts'
 import { sealEnvelope } from '../../protocol/envelope.ts'
 import { FramedStream } from '../../protocol/framing.ts'
-import { createHost, type FleetHost } from '../../protocol/host.ts'
 import { PROTOCOLS } from '../../protocol/ids.ts'
 import { adminRequestSchema, adminResponseSchema, controlFrameSchema } from '../../protocol/messages.ts'
-import { TestFleet } from '../integration/harness.ts'
+import { TestFleet } from '../../testkit/harness.ts'
 
 let fleet: TestFleet
 let coordinator: RunningCoordinator

@@ -19,7 +19,7 @@ import { DOMAINS } from '../../keys/domains.ts'
 import { PrivateKey } from '../../keys/index.ts'
 import { sealEnvelope } from '../../protocol/envelope.ts'
 import { manifestSchema, type StatusReport } from '../../protocol/messages.ts'
-import { sampleManifest, sampleStatus } from '../protocol/fixtures.ts'
+import { sampleManifest, sampleStatus } from '../../testkit/fixtures.ts'
 
 const hex = (n: number) => randomBytes(n).toString('hex')
 

@@ -6,8 +6,8 @@ import { readFile, readlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { DatabaseSync } from 'node:sqlite'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { makeArchive } from './archives.ts'
-import { type Event, runCli, TestFleet, waitForFile } from './harness.ts'
+import { makeArchive } from '../../testkit/archives.ts'
+import { type Event, runCli, TestFleet, waitForFile } from '../../testkit/harness.ts'
 
 let fleet: TestFleet
 beforeEach(async () => {

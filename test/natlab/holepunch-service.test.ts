@@ -9,11 +9,11 @@ import net from 'node:net'
 import type { Logger } from '@libp2p/interface'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { encodeCanonical } from '../../keys/canonical.ts'
+import { classifyNat, type PunchAttempt, startObserver } from '../../net/holepunch/index.ts'
+import { type ConnectMessage, connectSchema, decodeHolePunch } from '../../net/holepunch/messages.ts'
+import { NatObserver } from '../../net/holepunch/observer-client.ts'
+import { pickPunchPort } from '../../net/holepunch/punch-port.ts'
 import { encodeMessage } from '../../protocol/codec.ts'
-import { classifyNat, type PunchAttempt, startObserver } from '../../protocol/holepunch/index.ts'
-import { type ConnectMessage, connectSchema, decodeHolePunch } from '../../protocol/holepunch/messages.ts'
-import { NatObserver } from '../../protocol/holepunch/observer-client.ts'
-import { pickPunchPort } from '../../protocol/holepunch/punch-port.ts'
 import {
   canRunLab,
   createLab,
@@ -22,8 +22,8 @@ import {
   type LabProcess,
   type ProbeEvent,
   probePath,
-} from './lab.ts'
-import { attemptWith, command } from './probe-commands.ts'
+} from '../../testkit/natlab/lab.ts'
+import { attemptWith, command } from '../../testkit/natlab/probe-commands.ts'
 
 const check = canRunLab()
 if (!check.ok) console.warn(`hole-punch service tests skipped: ${check.reason}`)

@@ -1,5 +1,5 @@
 // Feasibility of TCP hole punching from Node by simultaneous open, through real
-// NATs in the lab (see FINDINGS.md). Each pair of punch.ts processes meets at a
+// NATs in the lab (see docs/hole-punching-study.md). Each pair of punch.ts processes meets at a
 // public rendezvous, then both net.connect to the other's observed endpoint from
 // the local port they used for the rendezvous.
 
@@ -13,7 +13,7 @@ import {
   type NatBehaviour,
   type ProbeEvent,
   probePath,
-} from './lab.ts'
+} from '../../testkit/natlab/lab.ts'
 import type {
   DoneEvent,
   Endpoint,
@@ -23,8 +23,8 @@ import type {
   TrialFailure,
   TrialSuccess,
   UpgradedEvent,
-} from './probe/events.ts'
-import { eventFor, listen, open } from './probe/sock-client.ts'
+} from '../../testkit/natlab/probe/events.ts'
+import { eventFor, listen, open } from '../../testkit/natlab/probe/sock-client.ts'
 
 const check = canRunLab()
 if (!check.ok) console.warn(`NAT hole-punch tests skipped: ${check.reason}`)

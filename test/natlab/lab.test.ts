@@ -15,9 +15,9 @@ import {
   type LabRouter,
   ProbeTimeoutError,
   probePath,
-} from './lab.ts'
-import type { AcceptedEvent, Endpoint, ListeningEvent } from './probe/events.ts'
-import { eventFor, listen, nextLine, observe, open } from './probe/sock-client.ts'
+} from '../../testkit/natlab/lab.ts'
+import type { AcceptedEvent, Endpoint, ListeningEvent } from '../../testkit/natlab/probe/events.ts'
+import { eventFor, listen, nextLine, observe, open } from '../../testkit/natlab/probe/sock-client.ts'
 
 const check = canRunLab()
 if (!check.ok) console.warn(`NAT lab tests skipped: ${check.reason}`)

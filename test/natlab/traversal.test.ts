@@ -13,10 +13,10 @@ import type { PeerId } from '@libp2p/interface'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { repairReservationExpiry } from '../../coordinator/relay.ts'
-import { createHost } from '../../protocol/host.ts'
-import { waitForFile } from '../integration/harness.ts'
-import { after, LabFleet, type LabRelay, startLabRelay } from './fleet-lab.ts'
+import { createHost } from '../../net/host.ts'
+import { repairReservationExpiry } from '../../relay/daemon.ts'
+import { waitForFile } from '../../testkit/harness.ts'
+import { after, LabFleet, type LabRelay, startLabRelay } from '../../testkit/natlab/fleet-lab.ts'
 import {
   canRunLab,
   createLab,
@@ -25,7 +25,7 @@ import {
   type LabProcess,
   type NatBehaviour,
   type ProbeEvent,
-} from './lab.ts'
+} from '../../testkit/natlab/lab.ts'
 
 const check = canRunLab()
 if (!check.ok) console.warn(`NAT traversal tests skipped: ${check.reason}`)

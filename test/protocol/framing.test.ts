@@ -3,6 +3,8 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { Connection, Stream } from '@libp2p/interface'
 import fc from 'fast-check'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import type { FleetHost } from '../../net/host.ts'
+import { createHost } from '../../net/host.ts'
 import { FrameDecodeError, FrameTooLargeError, UnexpectedEndOfStreamError } from '../../protocol/errors.ts'
 import type { FramedHandler } from '../../protocol/framing.ts'
 import {
@@ -14,8 +16,6 @@ import {
   FrameErrorCounters,
   handleFramed,
 } from '../../protocol/framing.ts'
-import type { FleetHost } from '../../protocol/host.ts'
-import { createHost } from '../../protocol/host.ts'
 
 /** Frames the live-host fuzz drives into a handleFramed protocol */
 const FUZZ_FRAME_COUNT = 100_000

@@ -2,10 +2,10 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { Connection, PeerId } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { afterEach, describe, expect, it } from 'vitest'
+import type { FleetHost, HostInit } from '../../net/host.ts'
+import { createHost, FLEETMESH_DHT_PROTOCOL } from '../../net/host.ts'
 import type { FramedHandler } from '../../protocol/framing.ts'
 import { FramedStream, handleFramed } from '../../protocol/framing.ts'
-import type { FleetHost, HostInit } from '../../protocol/host.ts'
-import { createHost, FLEETMESH_DHT_PROTOCOL } from '../../protocol/host.ts'
 
 const LOOPBACK = ['/ip4/127.0.0.1/tcp/0']
 const ECHO = '/fleetmesh-test/echo/1'

@@ -26,7 +26,7 @@ import {
   sampleEnroll,
   sampleManifest,
   sampleStatus,
-} from './fixtures.ts'
+} from '../../testkit/fixtures.ts'
 
 const MAX = MAX_ENVELOPE_BYTES
 

@@ -7,7 +7,7 @@
  */
 import { join } from 'node:path'
 import { z } from 'zod'
-import { writeFileAtomic } from '../keys/files.ts'
+import { writeFileAtomic } from '../lib/index.ts'
 import type { HolePunchService } from './holepunch/index.ts'
 import { extraService, type FleetHost, isCircuitAddr } from './host.ts'
 

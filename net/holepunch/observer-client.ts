@@ -5,7 +5,7 @@
  * {@link NatObserver} connects from the punch port to every configured
  * observer, classifies the NAT from their answers, keeps the first observer's
  * connection open (the mapping outlives no flow on NATs with a real mapping
- * table; see test/natlab/FINDINGS.md) and asks it again every
+ * table; see docs/hole-punching-study.md) and asks it again every
  * `reprobeIntervalMs`, which is both the keepalive and a cheap re-probe. A
  * changed answer or a lost connection triggers a full probe.
  */

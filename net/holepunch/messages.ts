@@ -17,7 +17,7 @@
  */
 
 import { z } from 'zod'
-import { decodeMessage } from '../codec.ts'
+import { decodeMessage } from '../../protocol/index.ts'
 import { NAT_KINDS } from './nat.ts'
 
 export const HOLEPUNCH_PROTOCOL = '/fleetmesh/holepunch/1'

@@ -24,7 +24,7 @@ import { spawn } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
-import { makeArchive } from '../integration/archives.ts'
+import { makeArchive } from '../archives.ts'
 import type { Lab, LabHost, LabNode, LabProcess, ProbeEvent } from './lab.ts'
 
 export const BIN = resolve(import.meta.dirname, '../../bin/fleetmesh.js')

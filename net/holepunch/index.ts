@@ -4,7 +4,7 @@
  * js-libp2p's DCUtR cannot punch TCP holes in Node (no SO_REUSEPORT, so
  * `@libp2p/tcp` dials from fresh ports). This service punches from its own
  * fixed port instead, by TCP simultaneous open, and hands the socket to the
- * node's upgrader (test/natlab/FINDINGS.md has the study behind it):
+ * node's upgrader (docs/hole-punching-study.md has the study behind it):
  *
  * 1. **Observe.** From the punch port it connects to public observers
  *    ({@link startObserver}, run by relays and public coordinators on two

@@ -1,5 +1,5 @@
 /** Builds test archives (real tar.gz files) with an activate hook and a health script. */
-import { makeArchive as makeTar } from '../agent/fixtures.ts'
+import { makeArchive as makeTar } from '../test/agent/fixtures.ts'
 
 export interface ArchiveSpec {
   version: string

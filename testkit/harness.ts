@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 
-export const BIN = resolve(import.meta.dirname, '../../bin/fleetmesh.js')
+export const BIN = resolve(import.meta.dirname, '../bin/fleetmesh.js')
 
 export type Event = Record<string, unknown> & { event?: string }
 

@@ -1,7 +1,7 @@
 // TCP simultaneous open from Node, the part of punch.ts worth keeping: meet at a
 // rendezvous from local port L, then connect to the peer's observed endpoint
 // from the same L, with fresh sockets and short timeouts, until one connects.
-// Prototype for a fleetmesh hole-punching service; see ../FINDINGS.md.
+// Prototype for a fleetmesh hole-punching service; see docs/hole-punching-study.md.
 
 import net from 'node:net'
 import { setTimeout as delay } from 'node:timers/promises'

@@ -6,7 +6,7 @@
  * connects. The first SYN to leave a NAT opens its mapping; the other side's
  * SYN then matches it and gets through, which completes the handshake on both
  * sides (as a simultaneous open or an ordinary SYN/SYN-ACK). See
- * test/natlab/FINDINGS.md for why each error is handled as it is.
+ * docs/hole-punching-study.md for why each error is handled as it is.
  */
 
 import net from 'node:net'

@@ -5,7 +5,7 @@
  * Temporaries carry a marker so a restart can recognise and remove leftovers.
  */
 import { randomBytes } from 'node:crypto'
-import { open, rename, unlink } from 'node:fs/promises'
+import { mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 
 export const TEMP_MARKER = '.tmp-'
@@ -49,5 +49,32 @@ export async function fsyncDir(dir: string): Promise<void> {
     await handle.sync()
   } finally {
     await handle.close()
+  }
+}
+
+export async function ensureDir(dir: string, mode = 0o700): Promise<void> {
+  await mkdir(dir, { recursive: true, mode })
+}
+
+/** Removes temporaries left behind by writes that a crash interrupted. */
+export async function removeStaleTemps(dir: string): Promise<void> {
+  let names: string[]
+  try {
+    names = await readdir(dir)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return
+    throw err
+  }
+  const stale = names.filter(isTempName)
+  for (const name of stale) await unlink(join(dir, name)).catch(() => {})
+}
+
+/** The size of the file at `path`, or undefined when there is none. */
+export async function fileSize(path: string): Promise<number | undefined> {
+  try {
+    return (await stat(path)).size
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw err
   }
 }

@@ -23,14 +23,15 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { Connection, PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
-import { FramedStream, handleFramed } from '../../../protocol/framing.ts'
 import {
+  createHost,
   type HolePunchService,
+  type HostRole,
   holePunch,
   isRelayed,
   startObserver,
-} from '../../../protocol/holepunch/index.ts'
-import { createHost, type HostRole } from '../../../protocol/host.ts'
+} from '../../../net/index.ts'
+import { FramedStream, handleFramed } from '../../../protocol/index.ts'
 import { emit, readCommands } from './io.ts'
 
 const ECHO_PROTOCOL = '/fleetmesh-test/echo/1'

@@ -18,7 +18,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { ping } from '@libp2p/ping'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
-import { socketToMultiaddrConnection } from '../../../protocol/holepunch/socket-conn.ts'
+import { socketToMultiaddrConnection } from '../../../net/index.ts'
 import { emit, readCommands } from './io.ts'
 import { meet, simultaneousOpen } from './simopen.ts'
 

@@ -43,7 +43,8 @@ import type { Connection, PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import { Uint8ArrayList } from 'uint8arraylist'
-import { type FleetHost, isCircuitAddr } from '../protocol/host.ts'
+import { raceSignal } from '../lib/index.ts'
+import { type FleetHost, isCircuitAddr } from './host.ts'
 
 /** The ping protocol every fleetmesh host serves (`@libp2p/ping`). */
 const PING_PROTOCOL = '/ipfs/ping/1.0.0'
@@ -528,22 +529,4 @@ function firstLine(err: unknown): string {
     .map((l) => /[A-Za-z]*Error: (.*)$/.exec(l)?.[1])
     .find((m) => m !== undefined)
   return nested ?? lines[0] ?? e.name
-}
-
-function raceSignal<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason)
-  return new Promise((resolve, reject) => {
-    const onAbort = () => reject(signal.reason)
-    signal.addEventListener('abort', onAbort, { once: true })
-    promise.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort)
-        resolve(v)
-      },
-      (e: unknown) => {
-        signal.removeEventListener('abort', onAbort)
-        reject(e)
-      },
-    )
-  })
 }

@@ -20,12 +20,17 @@ import { join } from 'node:path'
 import type { RelayReservation } from '@libp2p/circuit-relay-v2'
 import { identifyPush } from '@libp2p/identify'
 import type { PeerId } from '@libp2p/interface'
-import { loadOrCreateIdentity } from '../keys/identity.ts'
-import { IDENTITY_FILE } from '../protocol/fleet-config.ts'
-import { startObserver } from '../protocol/holepunch/index.ts'
-import { createHost, type FleetHost, type RelayLimits } from '../protocol/host.ts'
-import { keepRuntimeFile, snapshotHost } from '../protocol/runtime.ts'
-import { pruneSupersededConnections } from './reservations.ts'
+import { loadOrCreateIdentity } from '../keys/index.ts'
+import {
+  createHost,
+  type FleetHost,
+  keepRuntimeFile,
+  pruneSupersededConnections,
+  type RelayLimits,
+  snapshotHost,
+  startObserver,
+} from '../net/index.ts'
+import { IDENTITY_FILE } from '../protocol/index.ts'
 
 export interface RelayOptions {
   stateDir: string

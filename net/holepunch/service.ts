@@ -7,7 +7,7 @@
 import { setTimeout as delay } from 'node:timers/promises'
 import type { Connection, Logger, PeerId, Startable, Stream } from '@libp2p/interface'
 import { serviceCapabilities } from '@libp2p/interface'
-import { FramedStream } from '../framing.ts'
+import { FramedStream } from '../../protocol/index.ts'
 import { isCircuitAddr } from '../host.ts'
 import { AttemptBook, describeAttempt, type Outcome, type Progress } from './attempts.ts'
 import { type Answer, answerPunch, type PunchOffer, proposePunch } from './coordination.ts'

@@ -1,12 +1,6 @@
 /** Sample messages shared by the protocol tests; each is valid against its schema. */
 import { randomBytes } from 'node:crypto'
-import type {
-  AdminRequest,
-  ControlFrame,
-  EnrollRequest,
-  Manifest,
-  StatusReport,
-} from '../../protocol/messages.ts'
+import type { AdminRequest, ControlFrame, EnrollRequest, Manifest, StatusReport } from '../protocol/index.ts'
 
 export const hex = (n: number) => randomBytes(n).toString('hex')
 

@@ -4,8 +4,8 @@
  * when to punch; punching and upgrading are the caller's.
  */
 
-import { encodeMessage } from '../codec.ts'
-import type { FramedStream } from '../framing.ts'
+import type { FramedStream } from '../../protocol/index.ts'
+import { encodeMessage } from '../../protocol/index.ts'
 import { HolePunchRefusedError, HolePunchSkippedError, type RefuseReason } from './errors.ts'
 import { connectSchema, decisionSchema, decodeHolePunch, replySchema } from './messages.ts'
 import type { Endpoint, NatKind } from './nat.ts'

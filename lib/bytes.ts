@@ -1,4 +1,4 @@
-/** Small byte helpers shared by every module; kept here so no module needs Buffer at its boundary. */
+/** Small byte helpers shared by every layer; kept here so no module needs Buffer at its boundary. */
 
 export function toBase64Url(bytes: Uint8Array): string {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64url')
@@ -38,3 +38,8 @@ export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
 }
 
 export const utf8 = new TextEncoder()
+
+export const toBase64 = (bytes: Uint8Array): string =>
+  Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64')
+
+export const fromBase64 = (text: string): Uint8Array => new Uint8Array(Buffer.from(text, 'base64'))

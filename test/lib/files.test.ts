@@ -10,8 +10,8 @@ import {
   serialiser,
   writeFileAtomic,
   writeJsonAtomic,
-} from '../../agent/persist.ts'
-import { removeDir, tempDir } from './fixtures.ts'
+} from '../../lib/index.ts'
+import { removeDir, tempDir } from '../agent/fixtures.ts'
 
 const schema = z.strictObject({ n: z.number().int() })
 

@@ -1,0 +1,97 @@
+/**
+ * Command-line plumbing the daemons that run a libp2p host share (the
+ * coordinator and the relay): host address options, relay server limits,
+ * event output as text or JSON lines, address-change reports, and waiting for
+ * SIGINT/SIGTERM.
+ */
+import { duration, int, list, type Parsed } from '../lib/index.ts'
+import type { FleetHost, RelayLimits } from './host.ts'
+import type { ReservationEvent } from './reservations.ts'
+
+export const RELAY_LIMIT_USAGE =
+  '[--relay-max-reservations N] [--relay-data-limit-mb N] [--relay-duration-limit 24h] [--relay-reservation-ttl 2h]'
+export const RELAY_LIMIT_OPTIONS = {
+  'relay-max-reservations': { type: 'string' },
+  'relay-data-limit-mb': { type: 'string' },
+  'relay-duration-limit': { type: 'string' },
+  'relay-reservation-ttl': { type: 'string' },
+} as const
+
+export function relayLimits(p: Parsed): RelayLimits {
+  return {
+    maxReservations: int(p, 'relay-max-reservations', 4096, 0, 1_000_000),
+    dataLimitBytes: int(p, 'relay-data-limit-mb', 256, 1, 1_000_000) * 1024 * 1024,
+    durationLimitMs: duration(p, 'relay-duration-limit', 86_400_000),
+    reservationTtlMs: duration(p, 'relay-reservation-ttl', 2 * 3_600_000),
+  }
+}
+
+export type Say = (event: string, fields: Record<string, unknown>, human: string) => void
+
+export function sayer(json: boolean): Say {
+  return (event, fields, human) => {
+    if (json) process.stdout.write(`${JSON.stringify({ event, at: new Date().toISOString(), ...fields })}\n`)
+    else process.stdout.write(`${human}\n`)
+  }
+}
+
+/**
+ * Prints the host's addresses whenever they change (a relay reservation made
+ * or lost, a new listener). Returns a function that stops it.
+ */
+export function reportAddresses(host: FleetHost, say: Say): () => void {
+  let last = host
+    .getMultiaddrs()
+    .map((a) => a.toString())
+    .join(' ')
+  const onUpdate = () => {
+    const addrs = host.getMultiaddrs().map((a) => a.toString())
+    if (addrs.join(' ') === last) return
+    last = addrs.join(' ')
+    say('addresses', { addrs }, ['reachable at', ...addrs.map((a) => `  ${a}`)].join('\n'))
+  }
+  host.addEventListener('self:peer:update', onUpdate)
+  return () => host.removeEventListener('self:peer:update', onUpdate)
+}
+
+export function untilSignal(): Promise<void> {
+  return new Promise<void>((resolveStop) => {
+    const stop = () => resolveStop()
+    process.once('SIGINT', stop)
+    process.once('SIGTERM', stop)
+  })
+}
+
+export function describeReservation(e: ReservationEvent): string {
+  switch (e.status) {
+    case 'ok':
+    case 'renewed':
+      return `relay reservation ${e.status}${e.refresh ? ' (refresh)' : ''} on ${e.relay}, until ${new Date(e.expiresAt).toISOString()}`
+    case 'lost':
+      return `relay reservation lost on ${e.relay}: ${e.reason}`
+    case 'failed':
+      return `relay reservation on ${e.relay} failed: ${e.error}; retrying in ${e.retryInMs} ms`
+  }
+}
+
+/** Options the coordinator and the relay share: state, addresses, observer ports, relay limits. */
+export const HOST_OPTIONS = {
+  state: { type: 'string' },
+  listen: { type: 'string', multiple: true },
+  announce: { type: 'string', multiple: true },
+  bootstrap: { type: 'string', multiple: true },
+  'observer-ports': { type: 'string', multiple: true },
+  ...RELAY_LIMIT_OPTIONS,
+  json: { type: 'boolean' },
+} as const
+
+export function hostAddresses(p: Parsed): { listen?: string[]; announce?: string[]; bootstrap?: string[] } {
+  const listen = list(p, 'listen')
+  const announce = list(p, 'announce')
+  const bootstrap = list(p, 'bootstrap')
+  return {
+    ...(listen.length ? { listen } : {}),
+    ...(announce.length ? { announce } : {}),
+    ...(bootstrap.length ? { bootstrap } : {}),
+  }
+}

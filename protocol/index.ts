@@ -1,0 +1,31 @@
+/**
+ * @packageDocumentation
+ *
+ * The wire contract between coordinator, agents and admins: versioned protocol
+ * ids, zod schemas for every message, the canonical CBOR codec, signed
+ * envelopes with a domain-separation string per message type, length-prefixed
+ * framing with a hard size limit, the hash-chained audit log format, and the
+ * manifest: how one is built and the one admission rule set that both the
+ * coordinator (before it stores one) and the agent (before it applies one)
+ * enforce. Nothing here opens a socket; `net/` carries these bytes.
+ *
+ * @example
+ *
+ * ```ts
+ * import { PROTOCOLS, encodeMessage, handleFramed } from './protocol/index.ts'
+ *
+ * await host.handle(PROTOCOLS.control, (stream, connection) =>
+ *   handleFramed(stream, connection, async (framed) => {
+ *     for await (const frame of framed) { … }
+ *   }, { counters }))
+ * ```
+ */
+export * from './admin-results.ts'
+export * from './audit-log.ts'
+export * from './codec.ts'
+export * from './envelope.ts'
+export * from './errors.ts'
+export * from './fleet-config.ts'
+export * from './framing.ts'
+export * from './ids.ts'
+export * from './messages.ts'

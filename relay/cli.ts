@@ -1,0 +1,51 @@
+/**
+ * `fleetmesh relay`: runs a public relay (circuit relay v2, the fleet DHT,
+ * NAT observers) until SIGINT/SIGTERM, printing events (JSON lines with --json).
+ */
+import { resolve } from 'node:path'
+import { flag, type Parsed, parseCommand, ports, required } from '../lib/index.ts'
+import {
+  HOST_OPTIONS,
+  hostAddresses,
+  RELAY_LIMIT_USAGE,
+  relayLimits,
+  reportAddresses,
+  sayer,
+  untilSignal,
+} from '../net/index.ts'
+import { DEFAULT_OBSERVER_PORTS, startRelay } from './daemon.ts'
+
+const RELAY_USAGE =
+  'fleetmesh relay --state <dir> [--listen <multiaddr>]... [--announce <multiaddr>]... [--bootstrap <multiaddr>]... [--observer-ports 4002,4003|none] ' +
+  `${RELAY_LIMIT_USAGE} [--json]`
+
+export async function relayCommand(argv: string[]): Promise<number> {
+  const p: Parsed = parseCommand(argv, HOST_OPTIONS, RELAY_USAGE)
+  const say = sayer(flag(p, 'json'))
+  const limits = relayLimits(p)
+  const running = await startRelay({
+    stateDir: resolve(required(p, 'state', RELAY_USAGE)),
+    ...hostAddresses(p),
+    relay: limits,
+    observerPorts: ports(p, 'observer-ports', DEFAULT_OBSERVER_PORTS),
+    log: (msg) => say('log', { msg }, msg),
+  })
+  const addrs = running.host.getMultiaddrs().map((a) => a.toString())
+  say(
+    'ready',
+    { peerId: running.host.peerId.toString(), addrs, limits, observerPorts: running.observerPorts },
+    [
+      'relay is up',
+      `  peer id  ${running.host.peerId}`,
+      ...addrs.map((a) => `  listen   ${a}`),
+      `  observer tcp ports ${running.observerPorts.join(', ') || '(none)'} (agents give <public ip>:<port> as --observers)`,
+      `  limits   ${limits.maxReservations} reservations, ${Math.round((limits.dataLimitBytes ?? 0) / 1048576)} MiB and ${Math.round((limits.durationLimitMs ?? 0) / 1000)} s per relayed connection`,
+    ].join('\n'),
+  )
+  const unreport = reportAddresses(running.host, say)
+  await untilSignal()
+  say('stopping', {}, 'stopping')
+  unreport()
+  await running.stop()
+  return 0
+}
