@@ -7,7 +7,8 @@ import { randomBytes } from 'node:crypto'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { z } from 'zod'
-import { CodedError, DOMAINS, describeIssues } from '../keys/index.ts'
+import { DOMAINS } from '../keys/index.ts'
+import { CodedError, describeIssues } from '../lib/index.ts'
 import { createHost, type FleetHost, openStream } from '../net/index.ts'
 import {
   type AdminOp,

@@ -14,7 +14,6 @@ import { join } from 'node:path'
 import { z } from 'zod'
 import {
   decodeCanonical,
-  describeIssues,
   encodeCanonical,
   loadIdentity,
   type PrivateKey,
@@ -22,7 +21,7 @@ import {
   type SignedCertificate,
   signedCertificateSchema,
 } from '../keys/index.ts'
-import { fromBase64Url, toBase64Url, writeFileAtomic } from '../lib/index.ts'
+import { describeIssues, fromBase64Url, toBase64Url, writeFileAtomic } from '../lib/index.ts'
 
 export class HomeError extends Error {
   override name = 'HomeError'

@@ -11,7 +11,6 @@ import {
   type Capability,
   decodeCanonical,
   decodeCertificate,
-  describeIssues,
   encodeCanonical,
   issueCertificate,
   issueToken,
@@ -28,6 +27,7 @@ import {
   verifyChain,
 } from '../keys/index.ts'
 import {
+  describeIssues,
   duration,
   flag,
   fromBase64Url,

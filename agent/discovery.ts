@@ -21,7 +21,7 @@
  */
 import type { PeerId } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
-import { CodedError } from '../keys/index.ts'
+import { CodedError } from '../lib/index.ts'
 import type { FleetHost } from '../net/index.ts'
 
 export type DiscoveryErrorCode = 'no-bootstrap' | 'not-found'

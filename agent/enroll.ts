@@ -9,16 +9,8 @@ import { hostname } from 'node:os'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { z } from 'zod'
-import {
-  CodedError,
-  describeIssues,
-  type EnrollmentToken,
-  machineName,
-  parseToken,
-  tagName,
-  verifyToken,
-} from '../keys/index.ts'
-import { toBase64Url, writeFileAtomic } from '../lib/index.ts'
+import { type EnrollmentToken, machineName, parseToken, tagName, verifyToken } from '../keys/index.ts'
+import { CodedError, describeIssues, toBase64Url, writeFileAtomic } from '../lib/index.ts'
 import { type FleetHost, openStream } from '../net/index.ts'
 import {
   decodeMessage,

@@ -19,6 +19,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import { connectionPath, type FleetHost, openConnectionTo } from '../net/index.ts'
 import {
+  type ConnectionPath,
   type ControlFrame,
   controlFrameSchema,
   decodeMessage,
@@ -60,10 +61,8 @@ export interface LinkInit {
   onState?: (state: LinkState) => void
 }
 
-export type LinkPath = 'direct' | 'relayed'
-
 export type LinkState =
-  | { connected: true; path: LinkPath; addr: string }
+  | { connected: true; path: ConnectionPath; addr: string }
   | { connected: false; error?: string }
 
 export class LinkClosedError extends Error {

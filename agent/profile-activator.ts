@@ -26,8 +26,8 @@ import { createReadStream } from 'node:fs'
 import { mkdir, open, readdir, readFile, readlink, rename, rm, stat, symlink, unlink } from 'node:fs/promises'
 import { basename, join } from 'node:path'
 import { z } from 'zod'
-import { CodedError } from '../keys/index.ts'
 import {
+  CodedError,
   ensureDir,
   fileSize,
   fsyncDir,

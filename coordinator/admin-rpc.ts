@@ -12,11 +12,11 @@ import {
   authorityCovers,
   type Capability,
   CertificateError,
-  CodedError,
   DOMAINS,
   type ScopeTarget,
   verifyChain,
 } from '../keys/index.ts'
+import { CodedError } from '../lib/index.ts'
 import type { FramedStream, MachineView, WatchEvent } from '../protocol/index.ts'
 import {
   type AdminOp,

@@ -9,8 +9,7 @@ import { createHash } from 'node:crypto'
 import { createReadStream } from 'node:fs'
 import { mkdir, open, rename, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
-import { CodedError } from '../keys/index.ts'
-import { fsyncDir } from '../lib/index.ts'
+import { CodedError, fsyncDir } from '../lib/index.ts'
 
 export class BlobError extends CodedError<'not-found' | 'hash-mismatch' | 'size-mismatch' | 'too-large'> {
   override name = 'BlobError'

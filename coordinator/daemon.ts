@@ -6,7 +6,8 @@
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { identifyPush } from '@libp2p/identify'
-import { describeIssues, loadIdentity, PublicKey } from '../keys/index.ts'
+import { loadIdentity, PublicKey } from '../keys/index.ts'
+import { describeIssues } from '../lib/index.ts'
 import {
   createHost,
   type FleetHost,

@@ -3,11 +3,12 @@
  * would show. Listeners are called synchronously; slow consumers (admin watch
  * streams) buffer on their own side with a bound.
  */
+import type { ConnectionPath } from '../protocol/index.ts'
 import type { MachineRecord, ManifestRecord, StatusRecord } from './store.ts'
 
 export type FleetEvent =
   | { type: 'status'; machine: string; status: StatusRecord }
-  | { type: 'online'; machine: string; path: 'direct' | 'relayed' }
+  | { type: 'online'; machine: string; path: ConnectionPath }
   | { type: 'offline'; machine: string }
   | { type: 'manifest'; manifest: ManifestRecord }
   | { type: 'enrolled'; machine: MachineRecord }

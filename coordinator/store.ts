@@ -26,10 +26,8 @@
  * await store.close()
  * ```
  */
-import { CodedError } from '../keys/index.ts'
-import type { StatusReport, Targets } from '../protocol/index.ts'
-
-export type ConnectionPath = 'direct' | 'relayed'
+import { CodedError } from '../lib/index.ts'
+import type { ConnectionPath, StatusReport, Targets } from '../protocol/index.ts'
 
 export interface MachineRecord {
   name: string

@@ -20,8 +20,6 @@
  *   target: { kind: 'machine', name: 'm1', tags: ['lab'] } })
  * ```
  */
-export * from '../lib/index.ts'
-export * from '../lib/index.ts'
 export * from './canonical.ts'
 export * from './certificate.ts'
 export * from './domains.ts'

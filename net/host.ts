@@ -35,6 +35,7 @@ import { tcp } from '@libp2p/tcp'
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import type { Libp2pOptions } from 'libp2p'
 import { createLibp2p } from 'libp2p'
+import type { ConnectionPath } from '../protocol/index.ts'
 
 export type HostRole = 'coordinator' | 'relay' | 'agent' | 'admin'
 
@@ -388,7 +389,7 @@ export function isCircuitAddr(addr: Multiaddr): boolean {
 }
 
 /** How a connection reaches its peer: through a circuit relay or directly. */
-export function connectionPath(conn: Pick<Connection, 'remoteAddr'>): 'direct' | 'relayed' {
+export function connectionPath(conn: Pick<Connection, 'remoteAddr'>): ConnectionPath {
   return isCircuitAddr(conn.remoteAddr) ? 'relayed' : 'direct'
 }
 

@@ -4,7 +4,7 @@
  */
 import { z } from 'zod'
 import { bytes, machineName, tagName } from '../keys/index.ts'
-import { errorInfo, idHex, UPDATE_STATES } from './messages.ts'
+import { connectionPathSchema, errorInfo, idHex, UPDATE_STATES } from './messages.ts'
 
 const nullableText = z.string().max(256).nullable()
 const count = z.number().int().nonnegative()
@@ -26,7 +26,7 @@ export const machineViewSchema = z.strictObject({
   peerId: z.string().max(128),
   tags: z.array(tagName),
   online: z.boolean(),
-  path: z.enum(['direct', 'relayed']).nullable(),
+  path: connectionPathSchema.nullable(),
   enrolledAt: count,
   lastSeen: count.nullable(),
   state: z.enum(UPDATE_STATES).nullable(),

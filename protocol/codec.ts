@@ -4,7 +4,8 @@
  * framed-protocol handlers turn into a reset of that one stream.
  */
 import type { z } from 'zod'
-import { decodeCanonical, describeIssues, encodeCanonical } from '../keys/index.ts'
+import { decodeCanonical, encodeCanonical } from '../keys/index.ts'
+import { describeIssues } from '../lib/index.ts'
 
 export class MessageDecodeError extends Error {
   override name = 'MessageDecodeError'

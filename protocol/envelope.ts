@@ -13,7 +13,6 @@ import { z } from 'zod'
 import type { Domain } from '../keys/index.ts'
 import {
   bytes,
-  CodedError,
   type PrivateKey,
   PublicKey,
   publicKeyBytes,
@@ -22,6 +21,7 @@ import {
   signedCertificateSchema,
   verify,
 } from '../keys/index.ts'
+import { CodedError } from '../lib/index.ts'
 import { decodeMessage, encodeMessage } from './codec.ts'
 import { MAX_ENVELOPE_BYTES } from './messages.ts'
 

@@ -156,6 +156,11 @@ export type StatusReport = z.infer<typeof statusReportSchema>
 
 // ---------------------------------------------------------------- control protocol frames
 
+/** How a connection reaches its peer: directly, or through a circuit relay. */
+export const CONNECTION_PATHS = ['direct', 'relayed'] as const
+export type ConnectionPath = (typeof CONNECTION_PATHS)[number]
+export const connectionPathSchema = z.enum(CONNECTION_PATHS)
+
 export const ROLES = ['coordinator', 'agent', 'admin', 'relay'] as const
 export type Role = (typeof ROLES)[number]
 

@@ -1,17 +1,16 @@
-/** Shared helpers for the agent tests: a fleet with keys, signed manifests, real archives, a blob server. */
-import { execFileSync } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
-import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 import { tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
+import { join } from 'node:path'
 import type { TrustContext } from '../../agent/verify.ts'
 import { issueCertificate, type Scope, type SignedCertificate } from '../../keys/certificate.ts'
 import { DOMAINS } from '../../keys/domains.ts'
 import { PrivateKey } from '../../keys/identity.ts'
 import { sealEnvelope } from '../../protocol/envelope.ts'
 import { type Manifest, manifestSchema } from '../../protocol/messages.ts'
+import type { Archive } from '../../testkit/archives.ts'
 
 export const HOUR = 3_600_000
 export const hex = (n: number) => randomBytes(n).toString('hex')
@@ -82,39 +81,6 @@ export async function tempDir(prefix = 'fleetmesh-agent-'): Promise<string> {
 }
 
 export const removeDir = (dir: string) => rm(dir, { recursive: true, force: true })
-
-export type FileSpec = string | { content: string; mode: number }
-
-export const sh = (body: string): FileSpec => ({ content: `#!/bin/sh\n${body}\n`, mode: 0o755 })
-
-export interface Archive {
-  path: string
-  bytes: Uint8Array
-  sha256: string
-  size: number
-}
-
-/** Builds a real archive with the system tar, members named ./<file>. */
-export async function makeArchive(
-  dir: string,
-  files: Record<string, FileSpec>,
-  options: { gzip?: boolean; extraArgs?: string[] } = {},
-): Promise<Archive> {
-  const staging = await mkdtemp(join(dir, 'staging-'))
-  for (const [name, spec] of Object.entries(files)) {
-    const path = join(staging, name)
-    await mkdir(dirname(path), { recursive: true })
-    const { content, mode } = typeof spec === 'string' ? { content: spec, mode: 0o644 } : spec
-    await writeFile(path, content)
-    await chmod(path, mode)
-  }
-  const gzip = options.gzip ?? true
-  const path = join(dir, `archive-${hex(4)}.tar${gzip ? '.gz' : ''}`)
-  execFileSync('tar', [gzip ? '-czf' : '-cf', path, '-C', staging, ...(options.extraArgs ?? ['.'])])
-  await rm(staging, { recursive: true, force: true })
-  const bytes = new Uint8Array(await readFile(path))
-  return { path, bytes, sha256: sha256(bytes), size: bytes.byteLength }
-}
 
 export interface BlobServer {
   url(sha: string): string

@@ -8,16 +8,8 @@ import {
   profileActivator,
   routeBlobFetcher,
 } from '../../agent/profile-activator.ts'
-import {
-  type BlobServer,
-  makeArchive,
-  makeFleet,
-  removeDir,
-  servedPayload,
-  sh,
-  startBlobServer,
-  tempDir,
-} from './fixtures.ts'
+import { makeTar, sh } from '../../testkit/archives.ts'
+import { type BlobServer, makeFleet, removeDir, servedPayload, startBlobServer, tempDir } from './fixtures.ts'
 
 const fleet = makeFleet()
 const never = new AbortController().signal
@@ -42,7 +34,7 @@ describe('profile activator', () => {
     name: string,
     files: Record<string, ReturnType<typeof sh> | string> = { 'app.txt': name },
   ) {
-    const archive = await makeArchive(dir, files)
+    const archive = await makeTar(dir, files)
     const manifest = fleet.manifest({ generation: name, payload: servedPayload(server, archive) })
     const artifact = await activator.fetch(manifest, () => {}, never)
     const gen = await activator.prepare(manifest, artifact)
@@ -50,7 +42,7 @@ describe('profile activator', () => {
   }
 
   it('downloads, resumes with a Range request, and verifies the hash', async () => {
-    const archive = await makeArchive(dir, { 'big.bin': 'x'.repeat(200_000) + Math.random() })
+    const archive = await makeTar(dir, { 'big.bin': 'x'.repeat(200_000) + Math.random() })
     const manifest = fleet.manifest({ payload: servedPayload(server, archive) })
     const half = Math.floor(archive.size / 2)
     await mkdir(join(root, 'downloads'), { recursive: true })
@@ -68,7 +60,7 @@ describe('profile activator', () => {
   })
 
   it('deletes a download whose hash does not match and says so', async () => {
-    const archive = await makeArchive(dir, { 'a.txt': 'a' })
+    const archive = await makeTar(dir, { 'a.txt': 'a' })
     const payload = servedPayload(server, archive)
     if (payload.kind !== 'archive') throw new Error('unreachable')
     // The source serves the real bytes, but the manifest names another hash.
@@ -94,7 +86,7 @@ describe('profile activator', () => {
   })
 
   it('routes sources to the fetcher for their kind', async () => {
-    const archive = await makeArchive(dir, { 'a.txt': 'a' })
+    const archive = await makeTar(dir, { 'a.txt': 'a' })
     const payload = servedPayload(server, archive)
     if (payload.kind !== 'archive') throw new Error('unreachable')
     const calls: string[] = []
@@ -122,7 +114,7 @@ describe('profile activator', () => {
     // prepare again (as after a crash) returns the same generation
     expect((await activator.prepare(manifest, '/nonexistent')).id).toBe('1-web-1')
 
-    const plain = await makeArchive(dir, { 'app.txt': 'plain' }, { gzip: false })
+    const plain = await makeTar(dir, { 'app.txt': 'plain' }, { gzip: false })
     const m2 = fleet.manifest({ generation: 'web-2', payload: servedPayload(server, plain) })
     const gen2 = await activator.prepare(m2, await activator.fetch(m2, () => {}, never))
     expect(gen2.id).toBe('2-web-2')
@@ -133,7 +125,7 @@ describe('profile activator', () => {
   it('refuses archives with ".." or absolute members before unpacking anything', async () => {
     await writeFile(join(dir, 'evil'), 'pwned')
     for (const member of ['../evil', join(dir, 'evil')]) {
-      const archive = await makeArchive(dir, {}, { extraArgs: ['-P', member] })
+      const archive = await makeTar(dir, {}, { extraArgs: ['-P', member] })
       const manifest = fleet.manifest({ payload: servedPayload(server, archive) })
       const artifact = await activator.fetch(manifest, () => {}, never)
       const err = await activator.prepare(manifest, artifact).catch((e: unknown) => e)

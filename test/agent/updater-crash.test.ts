@@ -10,15 +10,13 @@ import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { Outbox } from '../../agent/outbox.ts'
 import type { OfferOutcome, ReportBody, UpdaterStatus } from '../../agent/updater.ts'
+import { type FileSpec, makeTar, sh } from '../../testkit/archives.ts'
 import {
   type BlobServer,
-  type FileSpec,
   isAlive,
-  makeArchive,
   makeFleet,
   removeDir,
   servedPayload,
-  sh,
   startBlobServer,
   tempDir,
   waitFor,
@@ -109,7 +107,7 @@ describe('crash recovery (kill -9)', () => {
   }
 
   async function release(name: string, files: Record<string, FileSpec>) {
-    const archive = await makeArchive(dir, { health: sh('exit 0'), ...files })
+    const archive = await makeTar(dir, { health: sh('exit 0'), ...files })
     sequence += 1
     const manifest = fleet.manifest({
       sequence,

@@ -4,14 +4,12 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { httpBlobFetcher, profileActivator } from '../../agent/profile-activator.ts'
 import { createUpdater, type ReportBody, type Updater, type UpdaterInit } from '../../agent/updater.ts'
 import type { Manifest } from '../../protocol/messages.ts'
+import { type FileSpec, makeTar, sh } from '../../testkit/archives.ts'
 import {
   type BlobServer,
-  type FileSpec,
-  makeArchive,
   makeFleet,
   removeDir,
   servedPayload,
-  sh,
   startBlobServer,
   tempDir,
   waitFor,
@@ -68,7 +66,7 @@ describe('updater with the profile activator', () => {
     name: string,
     options: { health?: number; files?: Record<string, FileSpec>; manifest?: Partial<Manifest> } = {},
   ): Promise<{ manifest: Manifest; envelope: Uint8Array }> {
-    const archive = await makeArchive(dir, {
+    const archive = await makeTar(dir, {
       activate: sh(`echo "${name} activated" >> ${hookLog}`),
       health: sh(`exit ${options.health ?? 0}`),
       'version.txt': name,
@@ -222,7 +220,7 @@ describe('updater with the profile activator', () => {
   it('refuses to unpack an archive with a ../ member and switches nothing', async () => {
     const before = await installFirst()
     await writeFile(join(dir, 'evil'), 'original')
-    const archive = await makeArchive(dir, {}, { extraArgs: ['-P', '../evil'] })
+    const archive = await makeTar(dir, {}, { extraArgs: ['-P', '../evil'] })
     sequence += 1
     const manifest = fleet.manifest({ sequence, generation: 'evil', payload: servedPayload(server, archive) })
     const outcome = await updater.offer(fleet.sign(manifest))

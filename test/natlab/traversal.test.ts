@@ -14,6 +14,7 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createHost } from '../../net/host.ts'
+import type { ConnectionPath } from '../../protocol/index.ts'
 import { repairReservationExpiry } from '../../relay/daemon.ts'
 import { waitForFile } from '../../testkit/harness.ts'
 import { after, LabFleet, type LabRelay, startLabRelay } from '../../testkit/natlab/fleet-lab.ts'
@@ -204,7 +205,7 @@ describe.skipIf(!check.ok)('fleet traversal through NATs', () => {
     return agent.waitFor(after('connected', t0), boundMs)
   }
 
-  async function secondDeployLands(fleet: LabFleet, machine: string, path: 'direct' | 'relayed') {
+  async function secondDeployLands(fleet: LabFleet, machine: string, path: ConnectionPath) {
     const r = await fleet.deploy(machine, 'v2')
     expect(r.stdout).toContain('settled: 1 committed, 0 not')
     timings.push(`${machine}: second deploy ${r.ms} ms`)

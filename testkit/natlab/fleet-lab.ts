@@ -24,6 +24,7 @@ import { spawn } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
+import type { ConnectionPath } from '../../protocol/index.ts'
 import { makeArchive } from '../archives.ts'
 import type { Lab, LabHost, LabNode, LabProcess, ProbeEvent } from './lab.ts'
 
@@ -117,7 +118,7 @@ export interface MachineRow {
   state: string | null
   currentGeneration: string | null
   online: boolean
-  path: 'direct' | 'relayed' | null
+  path: ConnectionPath | null
 }
 
 export interface LabFleetInit {
