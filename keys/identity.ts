@@ -8,16 +8,16 @@
  * by JSON.stringify or shown by console.log, so it cannot leak into logs.
  */
 import { randomBytes } from 'node:crypto'
-import { mkdir, readFile, stat } from 'node:fs/promises'
-import { dirname } from 'node:path'
+import { stat } from 'node:fs/promises'
 import { inspect } from 'node:util'
 import { privateKeyFromRaw, publicKeyFromRaw } from '@libp2p/crypto/keys'
 import type { Ed25519PrivateKey, Ed25519PublicKey, PeerId } from '@libp2p/interface'
 import { peerIdFromPublicKey } from '@libp2p/peer-id'
-import { concatBytes, fromBase64Url, toBase64Url, writeFileAtomic } from '../lib/index.ts'
+import { concatBytes, fromBase64Url, toBase64Url } from '../lib/index.ts'
 import type { Domain } from './domains.ts'
 import { activeEd25519, derivePublicKey, signerFor } from './ed25519.ts'
 import { InvalidKeyError, KeyFileError } from './errors.ts'
+import { readSecretFile, writeSecretFile } from './secret-file.ts'
 
 export const PUBLIC_KEY_BYTES = 32
 export const SEED_BYTES = 32
@@ -144,27 +144,12 @@ const FILE_KIND = 'fleetmesh-ed25519-private-key'
  * leaves a half-written key and the key is never readable by others, not even briefly.
  */
 export async function saveIdentity(path: string, key: PrivateKey): Promise<void> {
-  await mkdir(dirname(path), { recursive: true, mode: 0o700 })
   const text = `${JSON.stringify({ kind: FILE_KIND, seed: toBase64Url(key.exportSeed()), publicKey: key.publicKey.toString() })}\n`
-  await writeFileAtomic(path, text, 0o600)
+  await writeSecretFile(path, text)
 }
 
 export async function loadIdentity(path: string): Promise<PrivateKey> {
-  let info: Awaited<ReturnType<typeof stat>>
-  try {
-    info = await stat(path)
-  } catch (err) {
-    throw new KeyFileError(path, `cannot read key file ${path}: ${(err as Error).message}`, { cause: err })
-  }
-  if ((info.mode & 0o077) !== 0) {
-    const mode = (info.mode & 0o777).toString(8).padStart(3, '0')
-    throw new KeyFileError(
-      path,
-      `key file ${path} has mode ${mode}, so other users can read it; a private key must be 600. ` +
-        `Fix it with: chmod 600 ${path} (and consider the key exposed if others had access)`,
-    )
-  }
-  const text = await readFile(path, 'utf8')
+  const text = await readSecretFile(path)
   let parsed: unknown
   try {
     parsed = JSON.parse(text)
