@@ -6,16 +6,28 @@
  * NAT behaviour seen from a fresh port via the fleet's observers, and for an
  * agent whether each coordinator address accepts TCP connections.
  */
-import { readFile } from 'node:fs/promises'
 import net from 'node:net'
 import { networkInterfaces } from 'node:os'
 import { join } from 'node:path'
 import { defaultLogger } from '@libp2p/logger'
 import { multiaddr } from '@multiformats/multiaddr'
-import { flag, list, output, parseCommand, required, table, UsageError } from '../lib/index.ts'
+import { z } from 'zod'
+import {
+  fileSize,
+  flag,
+  list,
+  output,
+  PersistError,
+  parseCommand,
+  readJsonIfExists,
+  required,
+  table,
+  UsageError,
+} from '../lib/index.ts'
 import { parseEndpoint } from './holepunch/nat.ts'
 import { type NatObservation, NatObserver } from './holepunch/observer-client.ts'
 import { pickPunchPort } from './holepunch/punch-port.ts'
+import { isCircuitAddr } from './host.ts'
 import { RUNTIME_FILE, type RuntimeSnapshot, runtimeSnapshotSchema } from './runtime.ts'
 
 const USAGE = 'fleetmesh doctor --state <dir> [--observer <ip:port>]... [--json]'
@@ -37,28 +49,46 @@ export interface DoctorReport {
   coordinator: { peerId: string; reach: Reach[] } | null
 }
 
-async function readJson(path: string): Promise<unknown> {
+/**
+ * What the doctor needs of an agent's enrollment.json (the agent owns its full
+ * schema; net/ cannot import it): where the coordinator is.
+ */
+const enrollmentView = z.object({
+  coordinator: z
+    .object({ peerId: z.string(), addrs: z.array(z.string()) })
+    .partial()
+    .optional(),
+})
+
+/**
+ * A state file the doctor reads, or why it could not: the doctor reports a
+ * damaged file instead of failing, since diagnosing a broken host is its job.
+ */
+async function readStateFile<S extends z.ZodType>(
+  path: string,
+  schema: S,
+): Promise<{ value: z.output<S> | undefined; problem?: string }> {
   try {
-    return JSON.parse(await readFile(path, 'utf8'))
-  } catch {
-    return undefined
+    return { value: await readJsonIfExists(path, schema) }
+  } catch (err) {
+    if (err instanceof PersistError) return { value: undefined, problem: err.message }
+    throw err
   }
 }
+
+const exists = async (path: string): Promise<boolean> => (await fileSize(path)) !== undefined
 
 function tcpReach(addr: string, timeoutMs: number): Promise<Reach> {
   let host: string
   let port: number
   try {
-    const components = multiaddr(addr).getComponents()
+    const ma = multiaddr(addr)
+    const components = ma.getComponents()
     const ip = components.find(
       (c) => c.name === 'ip4' || c.name === 'ip6' || c.name === 'dns4' || c.name === 'dns',
     )
     const tcp = components.find((c) => c.name === 'tcp')
-    if (
-      ip?.value === undefined ||
-      tcp?.value === undefined ||
-      components.some((c) => c.name === 'p2p-circuit')
-    ) {
+    if (ip?.value === undefined || tcp?.value === undefined || isCircuitAddr(ma)) {
       return Promise.resolve({ addr, result: 'unsupported' })
     }
     host = ip.value
@@ -98,9 +128,8 @@ async function detectNat(observers: string[]): Promise<NatObservation | null> {
 }
 
 export async function diagnose(stateDir: string, extraObservers: string[]): Promise<DoctorReport> {
-  const raw = await readJson(join(stateDir, RUNTIME_FILE))
-  const parsed = raw === undefined ? undefined : runtimeSnapshotSchema.safeParse(raw)
-  const snapshot = parsed?.success ? parsed.data : null
+  const runtime = await readStateFile(join(stateDir, RUNTIME_FILE), runtimeSnapshotSchema)
+  const snapshot = runtime.value ?? null
   const ageMs = snapshot === null ? null : Date.now() - snapshot.at
   let alive = false
   if (snapshot !== null) {
@@ -112,14 +141,13 @@ export async function diagnose(stateDir: string, extraObservers: string[]): Prom
     }
   }
   const running = snapshot !== null && alive && (ageMs ?? Infinity) < STALE_MS
-  const enrollment = (await readJson(join(stateDir, 'enrollment.json'))) as
-    | { coordinator?: { peerId?: string; addrs?: string[] } }
-    | undefined
+  const enrollmentPath = join(stateDir, 'enrollment.json')
+  const enrollment = (await readStateFile(enrollmentPath, enrollmentView)).value
   const role =
     snapshot?.role ??
-    (enrollment !== undefined
+    ((await exists(enrollmentPath))
       ? 'agent'
-      : (await readJson(join(stateDir, 'coordinator.json'))) !== undefined
+      : (await exists(join(stateDir, 'coordinator.json')))
         ? 'coordinator'
         : null)
   if (role === null && snapshot === null) {
@@ -145,7 +173,10 @@ export async function diagnose(stateDir: string, extraObservers: string[]): Prom
       ageMs,
       snapshot,
       ...(snapshot === null
-        ? { problem: `no ${RUNTIME_FILE}: the daemon has not run with this state directory` }
+        ? {
+            problem:
+              runtime.problem ?? `no ${RUNTIME_FILE}: the daemon has not run with this state directory`,
+          }
         : running
           ? {}
           : { problem: `the daemon (pid ${snapshot.pid}) is not running; what follows is its last report` }),

@@ -206,45 +206,39 @@ interface RoleProfile {
   maxIncomingPendingConnections: number
 }
 
+/**
+ * Coordinators and relays: thousands of agents, many behind one CGNAT
+ * address, all redialing at once after a restart. The libp2p defaults (300
+ * connections, 5 per second per IP, 10 pending handshakes) would turn that
+ * into a reconnect storm of refusals.
+ */
+const PUBLIC_PROFILE: RoleProfile = {
+  listen: [`/ip4/0.0.0.0/tcp/${DEFAULT_PORT}`],
+  dhtServer: true,
+  relayServer: true,
+  maxConnections: 10_000,
+  inboundConnectionThreshold: 100,
+  maxIncomingPendingConnections: 256,
+}
+
+/**
+ * Agents and admins: an agent talks to its coordinator(s), a relay, a handful
+ * of DHT peers and whatever is mid hole-punch; an admin to one coordinator.
+ */
+const CLIENT_PROFILE: Omit<RoleProfile, 'listen'> = {
+  dhtServer: false,
+  relayServer: false,
+  maxConnections: 64,
+  inboundConnectionThreshold: 5,
+  maxIncomingPendingConnections: 10,
+}
+
 const ROLE_PROFILES: Record<HostRole, RoleProfile> = {
-  // Thousands of agents, many behind one CGNAT address, all redialing at once
-  // after a coordinator restart: the libp2p defaults (300 connections, 5 per
-  // second per IP, 10 pending handshakes) would turn that into a
-  // reconnect storm of refusals.
-  coordinator: {
-    listen: [`/ip4/0.0.0.0/tcp/${DEFAULT_PORT}`],
-    dhtServer: true,
-    relayServer: true,
-    maxConnections: 10_000,
-    inboundConnectionThreshold: 100,
-    maxIncomingPendingConnections: 256,
-  },
-  relay: {
-    listen: [`/ip4/0.0.0.0/tcp/${DEFAULT_PORT}`],
-    dhtServer: true,
-    relayServer: true,
-    maxConnections: 10_000,
-    inboundConnectionThreshold: 100,
-    maxIncomingPendingConnections: 256,
-  },
-  // an agent talks to its coordinator(s), a relay, a handful of DHT peers and
-  // whatever is mid hole-punch
-  agent: {
-    listen: ['/ip4/0.0.0.0/tcp/0'],
-    dhtServer: false,
-    relayServer: false,
-    maxConnections: 64,
-    inboundConnectionThreshold: 5,
-    maxIncomingPendingConnections: 10,
-  },
-  admin: {
-    listen: [],
-    dhtServer: false,
-    relayServer: false,
-    maxConnections: 64,
-    inboundConnectionThreshold: 5,
-    maxIncomingPendingConnections: 10,
-  },
+  coordinator: PUBLIC_PROFILE,
+  relay: PUBLIC_PROFILE,
+  agent: { ...CLIENT_PROFILE, listen: ['/ip4/0.0.0.0/tcp/0'] },
+  // dial only
+  admin: { ...CLIENT_PROFILE, listen: [] },
 }
 
 function checkTimer(name: string, ms: number): number {
@@ -391,6 +385,11 @@ export function isCircuitAddr(addr: Multiaddr): boolean {
 /** How a connection reaches its peer: through a circuit relay or directly. */
 export function connectionPath(conn: Pick<Connection, 'remoteAddr'>): ConnectionPath {
   return isCircuitAddr(conn.remoteAddr) ? 'relayed' : 'direct'
+}
+
+/** Whether a connection goes through a circuit relay. */
+export function isRelayed(conn: Pick<Connection, 'remoteAddr'>): boolean {
+  return connectionPath(conn) === 'relayed'
 }
 
 /**

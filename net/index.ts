@@ -3,27 +3,68 @@
  *
  * Networking: the libp2p host every role runs (TCP, Noise, Yamux, identify,
  * ping, kad-dht, circuit relay v2), how a connection reached us
- * ({@link ConnectionPath}: direct or relayed), relay reservations kept alive
- * by a NATed coordinator, fleetmesh's own TCP hole punching and NAT
- * observation, the runtime snapshot each daemon writes, and `doctor`, which
- * reads it. Roles build on this; this folder knows nothing of coordinators or
- * agents beyond the role name it is given.
+ * ({@link connectionPath}: direct or relayed), relay reservations kept alive
+ * by a NATed coordinator, the repairs a relay server needs, fleetmesh's own
+ * TCP hole punching and NAT observation, the runtime snapshot each daemon
+ * writes, `fleetmesh doctor`, which reads it, and the command-line plumbing
+ * the daemons share. Roles build on this; this folder knows nothing of
+ * coordinators or agents beyond the role name it is given.
  *
  * @example
  *
  * ```ts
- * import { createHost, connectionPath, openStream } from './net/index.ts'
+ * import { connectionPath, createHost, holePunch, keepRuntimeFile, openConnectionTo, openStream, snapshotHost } from './net/index.ts'
  *
- * const host = await createHost({ role: 'agent', privateKey, listen: [] })
- * const stream = await openStream(host, coordinatorAddrs, PROTOCOLS.control)
- * console.log(connectionPath(stream.connection)) // 'direct' | 'relayed'
+ * const host = await createHost({
+ *   role: 'agent',
+ *   privateKey,
+ *   extraServices: { holePunch: holePunch({ observers: ['203.0.113.7:4002', '203.0.113.7:4003'] }) },
+ * })
+ * // on an open connection (direct, or relayed while no punch succeeded) or a new dial
+ * const stream = await openStream(host, coordinatorPeerId, PROTOCOLS.control)
+ * const conn = openConnectionTo(host, coordinatorPeerId)
+ * console.log(conn && connectionPath(conn)) // 'direct' | 'relayed'
+ *
+ * // what `fleetmesh doctor --state <dir>` shows
+ * const runtime = keepRuntimeFile(stateDir, () => snapshotHost(host, 'agent', {}))
+ * // …
+ * await runtime.stop()
+ * await host.stop()
  * ```
  */
 
-export * from './daemon-cli.ts'
-export * from './doctor.ts'
+export {
+  describeReservation,
+  HOST_OPTIONS,
+  hostAddresses,
+  RELAY_LIMIT_USAGE,
+  relayLimits,
+  reportAddresses,
+  type Say,
+  sayer,
+  untilSignal,
+} from './daemon-cli.ts'
+export { doctorCommand } from './doctor.ts'
 export * from './holepunch/index.ts'
-export { socketToMultiaddrConnection } from './holepunch/socket-conn.ts'
-export * from './host.ts'
-export * from './reservations.ts'
-export * from './runtime.ts'
+export {
+  connectionPath,
+  createHost,
+  extraService,
+  type FleetHost,
+  type HostInit,
+  type HostRole,
+  isRelayed,
+  openConnectionTo,
+  openStream,
+  type RelayLimits,
+} from './host.ts'
+export { pruneSupersededConnections, RelayProbeError } from './relay-probe.ts'
+export { repairReservationExpiry } from './reservation-expiry.ts'
+export { ReservationKeeperError, type TransportManagerAccess, transportAccess } from './reservation-store.ts'
+export { type ReservationEvent, ReservationKeeper, type ReservationKeeperInit } from './reservations.ts'
+export {
+  holePunchDetails,
+  keepRuntimeFile,
+  type RuntimeSnapshot,
+  snapshotHost,
+} from './runtime.ts'

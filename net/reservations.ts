@@ -28,6 +28,9 @@
  * 3. on `relay:removed` for its relay, reports the loss and starts over from 1
  *    after a jittered, growing backoff.
  *
+ * The probe is in relay-probe.ts, the typed access to libp2p's transport
+ * manager and reservation store in reservation-store.ts.
+ *
  * @example
  *
  * ```ts
@@ -39,157 +42,21 @@
  * await keeper.stop()
  * ```
  */
-import type { Connection, PeerId } from '@libp2p/interface'
+import type { PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
-import { Uint8ArrayList } from 'uint8arraylist'
-import { raceSignal } from '../lib/index.ts'
-import { type FleetHost, isCircuitAddr } from './host.ts'
+import { backoffDelay, errorMessage, raceSignal, WakeableSleep } from '../lib/index.ts'
+import { type FleetHost, isCircuitAddr, isRelayed } from './host.ts'
+import { probeConnection, RelayProbeError } from './relay-probe.ts'
+import {
+  type RelayEventDetail,
+  ReservationKeeperError,
+  type ReservationStoreLike,
+  reservationStoreOf,
+  type TransportManagerAccess,
+} from './reservation-store.ts'
 
-/** The ping protocol every fleetmesh host serves (`@libp2p/ping`). */
-const PING_PROTOCOL = '/ipfs/ping/1.0.0'
-const PING_BYTES = 32
-
-export class ReservationKeeperError extends Error {
-  override name = 'ReservationKeeperError'
-}
-
-export class RelayProbeError extends Error {
-  override name = 'RelayProbeError'
-}
-
-/** The listener surface of a libp2p transport listener that the keeper touches. */
-interface ListenerLike {
-  getAddrs(): Multiaddr[]
-  close(): Promise<void>
-}
-
-/**
- * The part of libp2p's transport manager (a component, not reachable from the
- * `Libp2p` object) the keeper needs.
- */
-export interface TransportManagerAccess {
-  listen(addrs: Multiaddr[]): Promise<void>
-  getTransports(): unknown[]
-  getListeners(): ListenerLike[]
-}
-
-interface RelayEventDetail {
-  relay: PeerId
-}
-
-/**
- * The circuit relay transport's reservation store: a public field of
- * `CircuitRelayTransport`, whose class the package does not export, so it is
- * checked at run time.
- */
-interface ReservationStoreLike {
-  hasReservation(peer: PeerId): boolean
-  getReservation(peer: PeerId): { expire: bigint; addrs: Uint8Array[] } | undefined
-  reservationCount(): number
-  addRelay(peer: PeerId, type: 'configured'): Promise<unknown>
-  addEventListener(
-    type: 'relay:removed' | 'relay:created-reservation',
-    listener: (evt: CustomEvent<RelayEventDetail>) => void,
-  ): void
-  removeEventListener(
-    type: 'relay:removed' | 'relay:created-reservation',
-    listener: (evt: CustomEvent<RelayEventDetail>) => void,
-  ): void
-}
-
-/**
- * A libp2p service that only captures the transport manager, so code holding
- * the `Libp2p` object can reach it. Register `service` under any unused key in
- * `createHost({ extraServices })`, then call `get()` once the host exists.
- */
-export function transportAccess(): {
-  service: (components: { transportManager: TransportManagerAccess }) => object
-  get(): TransportManagerAccess
-} {
-  let captured: TransportManagerAccess | undefined
-  return {
-    service: (components) => {
-      captured = components.transportManager
-      return {}
-    },
-    get() {
-      if (captured === undefined)
-        throw new ReservationKeeperError('the transport access service was not registered on the host')
-      return captured
-    },
-  }
-}
-
-function reservationStoreOf(tm: TransportManagerAccess): ReservationStoreLike {
-  for (const transport of tm.getTransports()) {
-    if (typeof transport !== 'object' || transport === null) continue
-    if (
-      (transport as { [Symbol.toStringTag]?: unknown })[Symbol.toStringTag] !==
-      '@libp2p/circuit-relay-v2-transport'
-    )
-      continue
-    const store = (transport as { reservationStore?: unknown }).reservationStore
-    const fns = ['hasReservation', 'getReservation', 'reservationCount', 'addRelay', 'addEventListener']
-    if (
-      typeof store === 'object' &&
-      store !== null &&
-      fns.every((f) => typeof (store as Record<string, unknown>)[f] === 'function')
-    )
-      return store as ReservationStoreLike
-  }
-  throw new ReservationKeeperError(
-    'the circuit relay transport has no reservation store this keeper understands; ' +
-      '@libp2p/circuit-relay-v2 changed, check coordinator/reservations.ts against it',
-  )
-}
-
-const isCircuit = isCircuitAddr
-
-/**
- * Round trip one ping on `conn` itself (not on whichever connection libp2p
- * would pick for the peer). Resolves with the RTT in ms; rejects with
- * {@link RelayProbeError} when no answer comes within `timeoutMs`.
- *
- * A ping already in flight on the connection (libp2p allows one outbound ping
- * stream per connection; the connection monitor uses it too) rejects with
- * `TooManyOutboundProtocolStreamsError`, which says nothing about the path:
- * callers should skip that round.
- */
-export async function probeConnection(conn: Connection, timeoutMs: number): Promise<number> {
-  const signal = AbortSignal.timeout(timeoutMs)
-  const start = Date.now()
-  const stream = await conn
-    .newStream(PING_PROTOCOL, { signal, runOnLimitedConnection: true })
-    .catch((err) => {
-      if ((err as Error).name === 'TooManyOutboundProtocolStreamsError') throw err
-      throw new RelayProbeError(`no ping answer on ${conn.remoteAddr} within ${timeoutMs} ms`, { cause: err })
-    })
-  const onAbort = () => stream.abort(new RelayProbeError(`no ping answer within ${timeoutMs} ms`))
-  signal.addEventListener('abort', onAbort, { once: true })
-  try {
-    const data = crypto.getRandomValues(new Uint8Array(PING_BYTES))
-    stream.send(data)
-    const received = new Uint8ArrayList()
-    for await (const chunk of stream) {
-      received.append(chunk)
-      if (received.byteLength >= PING_BYTES) break
-    }
-    const echoed = received.byteLength >= PING_BYTES ? received.subarray(0, PING_BYTES) : undefined
-    if (echoed === undefined || !echoed.every((b, i) => b === data[i]))
-      throw new RelayProbeError(`ping on ${conn.remoteAddr} was not echoed`)
-    return Date.now() - start
-  } catch (err) {
-    if (err instanceof RelayProbeError) throw err
-    throw new RelayProbeError(`ping on ${conn.remoteAddr} failed: ${(err as Error).message}`, { cause: err })
-  } finally {
-    signal.removeEventListener('abort', onAbort)
-    await stream
-      .close({ signal: AbortSignal.timeout(timeoutMs) })
-      .catch(() => stream.abort(new Error('probe done')))
-  }
-}
-
+/** What the keeper reports through `onEvent`, per relay */
 export type ReservationEvent =
   | {
       /** `ok`: first reservation since start; `renewed`: re-made after a loss, or refreshed by libp2p */
@@ -256,7 +123,7 @@ export class ReservationKeeper {
     this.#relays = init.relays.map((addr) => {
       const ma = multiaddr(addr)
       const id = ma.getComponents().at(-1)
-      if (id?.name !== 'p2p' || id.value === undefined || isCircuit(ma))
+      if (id?.name !== 'p2p' || id.value === undefined || isCircuitAddr(ma))
         throw new ReservationKeeperError(
           `relay address "${addr}" must be a direct address ending in /p2p/<relay peer id>`,
         )
@@ -292,7 +159,10 @@ class RelayKeeper {
   #everReserved = false
   #stopped = false
   #loop: Promise<void> | undefined
-  #wake: (() => void) | undefined
+  /** The pause between tries, which stop() cuts short */
+  readonly #pause = new WakeableSleep()
+  /** Ends a wait for the reservation's loss, on stop */
+  #endWait: (() => void) | undefined
   /** Cuts a dial or reservation in progress short on stop */
   readonly #stopping = new AbortController()
 
@@ -310,7 +180,8 @@ class RelayKeeper {
   async stop(): Promise<void> {
     this.#stopped = true
     this.#stopping.abort(new ReservationKeeperError('stopping'))
-    this.#wake?.()
+    this.#pause.wake()
+    this.#endWait?.()
     await this.#loop
   }
 
@@ -328,26 +199,18 @@ class RelayKeeper {
       } catch (err) {
         if (this.#stopped) break
         attempt++
-        const retryInMs = this.#backoff(attempt)
-        this.#emit({
-          status: 'failed',
-          relay: this.#addr.toString(),
-          error: (err as Error).message,
-          retryInMs,
-        })
-        await this.#sleep(retryInMs)
+        const retryInMs = Math.round(
+          backoffDelay(attempt, { initialMs: this.#s.backoffInitialMs, maxMs: this.#s.backoffMaxMs }),
+        )
+        this.#emit({ status: 'failed', relay: this.#addr.toString(), error: errorMessage(err), retryInMs })
+        if (!this.#stopped) await this.#pause.sleep(retryInMs)
         continue
       }
       // A lost reservation is usually a dead path that a fresh dial fixes at
       // once; a short jittered pause still spreads a fleet of hosts that all
       // lost the same relay.
-      await this.#sleep(this.#s.backoffInitialMs * Math.random())
+      if (!this.#stopped) await this.#pause.sleep(this.#s.backoffInitialMs * Math.random())
     }
-  }
-
-  #backoff(attempt: number): number {
-    const cap = Math.min(this.#s.backoffMaxMs, this.#s.backoffInitialMs * 2 ** Math.min(attempt, 16))
-    return Math.round(cap / 2 + (Math.random() * cap) / 2)
   }
 
   async #reserve(): Promise<void> {
@@ -358,7 +221,7 @@ class RelayKeeper {
     const conn = await host.dial(this.#addr, { signal }).catch((err: unknown) => {
       throw new ReservationKeeperError(`cannot reach relay ${this.#addr}: ${firstLine(err)}`, { cause: err })
     })
-    if (isCircuit(conn.remoteAddr))
+    if (isRelayed(conn))
       throw new ReservationKeeperError(`the connection to relay ${this.peer} is itself relayed`)
     if (this.#store.hasReservation(this.peer)) return
     if (!this.#listening) {
@@ -398,7 +261,7 @@ class RelayKeeper {
         clearInterval(timer)
         this.#store.removeEventListener('relay:removed', onRemoved)
         this.#store.removeEventListener('relay:created-reservation', onCreated)
-        this.#wake = undefined
+        this.#endWait = undefined
         resolve(reason)
       }
       const onRemoved = (evt: CustomEvent<RelayEventDetail>) => {
@@ -414,9 +277,7 @@ class RelayKeeper {
           done('the reservation disappeared')
           return
         }
-        const conns = host
-          .getConnections(this.peer)
-          .filter((c) => c.status === 'open' && !isCircuit(c.remoteAddr))
+        const conns = host.getConnections(this.peer).filter((c) => c.status === 'open' && !isRelayed(c))
         if (conns.length === 0) return // the store's connection:close handler will remove it
         probing = true
         void Promise.all(
@@ -433,7 +294,7 @@ class RelayKeeper {
       }, keepaliveMs)
       this.#store.addEventListener('relay:removed', onRemoved)
       this.#store.addEventListener('relay:created-reservation', onCreated)
-      this.#wake = () => done('stopping')
+      this.#endWait = () => done('stopping')
     })
   }
 
@@ -441,7 +302,7 @@ class RelayKeeper {
     const reservation = this.#store.getReservation(this.peer)
     const addrs = this.#s.host
       .getMultiaddrs()
-      .filter((ma) => isCircuit(ma) && ma.toString().includes(`/p2p/${this.peer}/p2p-circuit`))
+      .filter((ma) => isCircuitAddr(ma) && ma.toString().includes(`/p2p/${this.peer}/p2p-circuit`))
       .map((ma) => ma.toString())
     // an empty list right after listening: the listener confirms addresses
     // in a microtask; what the relay gave us is authoritative anyway
@@ -458,21 +319,6 @@ class RelayKeeper {
     })
   }
 
-  #sleep(ms: number): Promise<void> {
-    if (this.#stopped) return Promise.resolve()
-    return new Promise((resolve) => {
-      const t = setTimeout(() => {
-        this.#wake = undefined
-        resolve()
-      }, ms)
-      this.#wake = () => {
-        clearTimeout(t)
-        this.#wake = undefined
-        resolve()
-      }
-    })
-  }
-
   #emit(event: ReservationEvent): void {
     this.#s.onEvent?.(event)
   }
@@ -482,39 +328,7 @@ class RelayKeeper {
   }
 }
 
-/**
- * After a NAT drops its mapping, a peer reconnects from a new port while its
- * old connection still looks open here until the connection monitor gives up on
- * it (tens of seconds). libp2p's relay server forwards a relayed dial over the
- * *oldest* connection to the destination, so for that long every dial to a
- * host that just re-reserved fails. Whenever a peer opens a further direct
- * connection, probe its older ones and abort those that do not answer.
- *
- * Returns a function that removes the listener.
- */
-export function pruneSupersededConnections(
-  host: FleetHost,
-  options: { probeTimeoutMs?: number; log?: (msg: string) => void } = {},
-): () => void {
-  const timeoutMs = options.probeTimeoutMs ?? 3_000
-  const onOpen = (evt: CustomEvent<Connection>) => {
-    const fresh = evt.detail
-    if (isCircuit(fresh.remoteAddr)) return
-    const older = host
-      .getConnections(fresh.remotePeer)
-      .filter((c) => c.id !== fresh.id && c.status === 'open' && !isCircuit(c.remoteAddr))
-    for (const c of older) {
-      probeConnection(c, timeoutMs).catch((err: unknown) => {
-        if (!(err instanceof RelayProbeError)) return
-        options.log?.(`dropping a dead connection to ${c.remotePeer} (${c.remoteAddr}) it reconnected past`)
-        c.abort(err)
-      })
-    }
-  }
-  host.addEventListener('connection:open', onOpen)
-  return () => host.removeEventListener('connection:open', onOpen)
-}
-
+/** The line of a (libp2p) error worth showing in a one-line event */
 function firstLine(err: unknown): string {
   const e = err as Error
   if (e instanceof AggregateError && e.errors.length > 0) return firstLine(e.errors[0])

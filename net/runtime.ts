@@ -7,9 +7,9 @@
  */
 import { join } from 'node:path'
 import { z } from 'zod'
-import { writeFileAtomic } from '../lib/index.ts'
+import { writeJsonAtomic } from '../lib/index.ts'
 import type { HolePunchService } from './holepunch/index.ts'
-import { extraService, type FleetHost, isCircuitAddr } from './host.ts'
+import { extraService, type FleetHost, isCircuitAddr, isRelayed } from './host.ts'
 
 export const RUNTIME_FILE = 'runtime.json'
 
@@ -51,8 +51,8 @@ export function snapshotHost(
     at: Date.now(),
     listen: host
       .getMultiaddrs()
+      .filter((a) => !isCircuitAddr(a))
       .map(String)
-      .filter((a) => !a.includes('/p2p-circuit'))
       .slice(0, 256),
     advertised: host.getMultiaddrs().map(String).slice(0, 256),
     connections: host
@@ -62,7 +62,7 @@ export function snapshotHost(
         peer: c.remotePeer.toString(),
         remoteAddr: c.remoteAddr.toString(),
         direction: c.direction,
-        relayed: isCircuitAddr(c.remoteAddr),
+        relayed: isRelayed(c),
       })),
     details,
   }
@@ -82,9 +82,7 @@ export function keepRuntimeFile(
   const path = join(stateDir, RUNTIME_FILE)
   let writing: Promise<void> = Promise.resolve()
   const refresh = () => {
-    writing = writing
-      .then(() => writeFileAtomic(path, `${JSON.stringify(snapshot(), null, 2)}\n`, 0o600))
-      .catch(onError)
+    writing = writing.then(() => writeJsonAtomic(path, snapshot())).catch(onError)
   }
   refresh()
   const timer = setInterval(refresh, intervalMs)

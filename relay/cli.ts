@@ -1,6 +1,17 @@
 /**
  * `fleetmesh relay`: runs a public relay (circuit relay v2, the fleet DHT,
- * NAT observers) until SIGINT/SIGTERM, printing events (JSON lines with --json).
+ * NAT observers; see daemon.ts) until SIGINT/SIGTERM, printing events as text
+ * or, with --json, as JSON lines (`ready`, `addresses`, `log`, `stopping`).
+ * The options shared with the coordinator (addresses, relay limits, observer
+ * ports) come from net/'s daemon command-line plumbing, so both daemons take
+ * them the same way.
+ *
+ * @example
+ *
+ * ```sh
+ * fleetmesh relay --state /var/lib/fleetmesh-relay --announce /ip4/203.0.113.7/tcp/4001 \
+ *   --relay-max-reservations 10000 --json
+ * ```
  */
 import { resolve } from 'node:path'
 import { flag, type Parsed, parseCommand, ports, required } from '../lib/index.ts'

@@ -7,8 +7,8 @@
  */
 
 import type { Connection } from '@libp2p/interface'
+import type { PeerPunchStatus, PunchAttempt } from './api.ts'
 import { errorInfo, HolePunchRefusedError, HolePunchSkippedError } from './errors.ts'
-import type { PeerPunchStatus, PunchAttempt } from './index.ts'
 import { type Endpoint, formatEndpoint } from './nat.ts'
 
 /** Figures of one attempt, filled in as it progresses */

@@ -4,6 +4,7 @@
  * `await` or were serialised for `fleetmesh doctor`.
  */
 
+import { CodedError, errorMessage } from '../../lib/index.ts'
 import type { Endpoint } from './nat.ts'
 
 /** Why an attempt was not made (or given up before punching) */
@@ -49,13 +50,13 @@ export class ObserverResponseError extends Error {
  * (`EADDRINUSE`) or a socket to the same peer from it is still open
  * (`EADDRNOTAVAIL`). Retrying the same port cannot help.
  */
-export class PunchPortUnusableError extends Error {
+export class PunchPortUnusableError extends CodedError {
   override readonly name = 'PunchPortUnusableError'
   readonly port: number
-  readonly code: string
 
   constructor(port: number, code: string, options?: ErrorOptions) {
     super(
+      code,
       code === 'EADDRINUSE'
         ? `punch port ${port} is in use by a listening socket (EADDRINUSE); nothing may listen on the punch ` +
             'port: configure a different punchPort (never the libp2p listen port)'
@@ -64,7 +65,6 @@ export class PunchPortUnusableError extends Error {
       options,
     )
     this.port = port
-    this.code = code
   }
 }
 
@@ -133,6 +133,5 @@ export class HolePunchUpgradeError extends Error {
 
 /** `{ name, message }` of anything thrown, for status reports and JSON events */
 export function errorInfo(err: unknown): { name: string; message: string } {
-  if (err instanceof Error) return { name: err.name, message: err.message }
-  return { name: 'Error', message: String(err) }
+  return { name: err instanceof Error ? err.name : 'Error', message: errorMessage(err) }
 }

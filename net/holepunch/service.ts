@@ -1,14 +1,24 @@
 /**
  * The hole-punching service: watches for relayed connections, coordinates a
  * punch with the peer over them, upgrades the punched socket and closes the
- * relayed connection. See index.ts for the options and the policy.
+ * relayed connection. See index.ts for the policy, api.ts for the options,
+ * settings.ts for their defaults and punch.ts for the punch itself.
  */
 
-import { setTimeout as delay } from 'node:timers/promises'
 import type { Connection, Logger, PeerId, Startable, Stream } from '@libp2p/interface'
 import { serviceCapabilities } from '@libp2p/interface'
+import { sleep } from '../../lib/index.ts'
 import { FramedStream } from '../../protocol/index.ts'
-import { isCircuitAddr } from '../host.ts'
+import { isRelayed } from '../host.ts'
+import type {
+  HolePunchComponents,
+  HolePunchEvents,
+  HolePunchInit,
+  HolePunchService,
+  HolePunchStatus,
+  PunchAttempt,
+  PunchOptions,
+} from './api.ts'
 import { AttemptBook, describeAttempt, type Outcome, type Progress } from './attempts.ts'
 import { type Answer, answerPunch, type PunchOffer, proposePunch } from './coordination.ts'
 import {
@@ -19,58 +29,16 @@ import {
   type RefuseReason,
   type SkipReason,
 } from './errors.ts'
-import type {
-  HolePunchComponents,
-  HolePunchEvents,
-  HolePunchInit,
-  HolePunchService,
-  HolePunchStatus,
-  PunchAttempt,
-  PunchOptions,
-} from './index.ts'
 import { HOLEPUNCH_PROTOCOL, MAX_HOLEPUNCH_MESSAGE_BYTES } from './messages.ts'
-import { type Endpoint, formatEndpoint, parseEndpoint } from './nat.ts'
+import { formatEndpoint } from './nat.ts'
 import { type NatObservation, NatObserver } from './observer-client.ts'
+import { type PunchSetup, punchAndUpgrade } from './punch.ts'
 import { pickPunchPort } from './punch-port.ts'
-import { simultaneousOpen } from './simopen.ts'
-import { isUpgradeInitiator, upgradePunchedSocket } from './upgrade.ts'
+import { type HolePunchSettings, holePunchSettings } from './settings.ts'
+import { isUpgradeInitiator } from './upgrade.ts'
 
-/** Pause after a fast failure (RST) in the punch loop, from the lab study */
-const RETRY_DELAY_MS = 25
-/** One SYN per attempt: stay below the kernel's 1 s initial retransmission timeout */
-const MAX_ATTEMPT_TIMEOUT_MS = 950
 /** Per-peer status entries kept for `status()` */
 const MAX_TRACKED_PEERS = 1024
-
-/** Init with the defaults filled in */
-type Settings = Required<Omit<HolePunchInit, 'punchPort' | 'localAddress' | 'observers'>>
-
-const DEFAULTS: Settings = {
-  enabled: true,
-  autoPunch: true,
-  closeRelayed: true,
-  attemptTimeoutMs: 300,
-  deadlineMs: 5_000,
-  observeTimeoutMs: 3_000,
-  reprobeIntervalMs: 30_000,
-  exchangeTimeoutMs: 10_000,
-  upgradeTimeoutMs: 10_000,
-  backoffMs: 60_000,
-  maxBackoffMs: 3_600_000,
-}
-
-function checkMs(name: string, value: number, min: number, max: number): number {
-  if (!Number.isSafeInteger(value) || value < min || value > max) {
-    throw new RangeError(
-      `holePunch ${name} must be a whole number of ms between ${min} and ${max}, got ${value}`,
-    )
-  }
-  return value
-}
-
-export function isRelayed(connection: Pick<Connection, 'remoteAddr'>): boolean {
-  return isCircuitAddr(connection.remoteAddr)
-}
 
 interface InFlight {
   role: 'initiator' | 'responder'
@@ -90,9 +58,7 @@ export class HolePunch implements HolePunchService, Startable {
   readonly [serviceCapabilities]: string[] = ['@fleetmesh/holepunch']
 
   readonly #components: HolePunchComponents
-  readonly #init: Settings
-  readonly #observers: Endpoint[]
-  readonly #localAddress: string | undefined
+  readonly #settings: HolePunchSettings
   readonly #log: Logger
   readonly #events = new EventTarget()
   readonly #inflight = new Map<string, InFlight>()
@@ -104,42 +70,19 @@ export class HolePunch implements HolePunchService, Startable {
 
   constructor(components: HolePunchComponents, init: HolePunchInit = {}) {
     this.#components = components
-    // undefined means "default" here, as callers pass optional flags straight through
-    const given: Partial<HolePunchInit> = Object.fromEntries(
-      Object.entries(init).filter(([, v]) => v !== undefined),
-    )
-    const merged: Settings = { ...DEFAULTS, ...given }
-    this.#init = {
-      ...merged,
-      attemptTimeoutMs: checkMs('attemptTimeoutMs', merged.attemptTimeoutMs, 50, MAX_ATTEMPT_TIMEOUT_MS),
-      deadlineMs: checkMs('deadlineMs', merged.deadlineMs, 100, 60_000),
-      observeTimeoutMs: checkMs('observeTimeoutMs', merged.observeTimeoutMs, 50, 60_000),
-      reprobeIntervalMs: checkMs('reprobeIntervalMs', merged.reprobeIntervalMs, 1_000, 3_600_000),
-      exchangeTimeoutMs: checkMs('exchangeTimeoutMs', merged.exchangeTimeoutMs, 100, 60_000),
-      upgradeTimeoutMs: checkMs('upgradeTimeoutMs', merged.upgradeTimeoutMs, 100, 120_000),
-      backoffMs: checkMs('backoffMs', merged.backoffMs, 0, 2 ** 31 - 1),
-      maxBackoffMs: checkMs('maxBackoffMs', merged.maxBackoffMs, 0, 2 ** 31 - 1),
-    }
-    this.#observers = (init.observers ?? []).map(parseEndpoint)
-    this.#localAddress = init.localAddress
-    if (
-      init.punchPort !== undefined &&
-      (!Number.isInteger(init.punchPort) || init.punchPort < 1 || init.punchPort > 65_535)
-    ) {
-      throw new RangeError(`holePunch punchPort must be a TCP port (1-65535), got ${init.punchPort}`)
-    }
-    this.#port = init.punchPort ?? 0
+    this.#settings = holePunchSettings(init)
+    this.#port = this.#settings.punchPort
     this.#log = components.logger.forComponent('fleetmesh:holepunch')
     this.#book = new AttemptBook({
-      backoffMs: this.#init.backoffMs,
-      maxBackoffMs: this.#init.maxBackoffMs,
+      backoffMs: this.#settings.backoffMs,
+      maxBackoffMs: this.#settings.maxBackoffMs,
       maxPeers: MAX_TRACKED_PEERS,
     })
   }
 
   async start(): Promise<void> {
     this.#shutdown = new AbortController()
-    if (this.#port === 0) this.#port = await pickPunchPort(this.#localAddress)
+    if (this.#port === 0) this.#port = await pickPunchPort(this.#settings.localAddress)
     await this.#components.registrar.handle(HOLEPUNCH_PROTOCOL, this.#onStream, {
       // coordination only ever happens on relayed connections
       runOnLimitedConnection: true,
@@ -147,13 +90,13 @@ export class HolePunch implements HolePunchService, Startable {
       maxOutboundStreams: 4,
     })
     this.#components.events.addEventListener('connection:open', this.#onConnectionOpen)
-    if (this.#init.enabled) {
+    if (this.#settings.enabled) {
       this.#observer = new NatObserver({
-        observers: this.#observers,
+        observers: this.#settings.observers,
         localPort: this.#port,
-        localAddress: this.#localAddress,
-        timeoutMs: this.#init.observeTimeoutMs,
-        reprobeIntervalMs: this.#init.reprobeIntervalMs,
+        localAddress: this.#settings.localAddress,
+        timeoutMs: this.#settings.observeTimeoutMs,
+        reprobeIntervalMs: this.#settings.reprobeIntervalMs,
         log: this.#log,
         onChange: (observation) => this.#emit('observation', observation),
       })
@@ -163,7 +106,7 @@ export class HolePunch implements HolePunchService, Startable {
     this.#log(
       'punch port %d, observers %s',
       this.#port,
-      this.#observers.map(formatEndpoint).join(', ') || 'none',
+      this.#settings.observers.map(formatEndpoint).join(', ') || 'none',
     )
   }
 
@@ -190,7 +133,7 @@ export class HolePunch implements HolePunchService, Startable {
   status(): HolePunchStatus {
     const observation = this.#observer?.current
     return {
-      enabled: this.#init.enabled,
+      enabled: this.#settings.enabled,
       punchPort: this.#port,
       observed: observation?.observed,
       natKind: observation?.natKind ?? 'unknown',
@@ -225,7 +168,8 @@ export class HolePunch implements HolePunchService, Startable {
 
   readonly #onConnectionOpen = (evt: CustomEvent<Connection>): void => {
     const connection = evt.detail
-    if (!this.#started || !this.#init.enabled || !this.#init.autoPunch || !isRelayed(connection)) return
+    if (!this.#started || !this.#settings.enabled || !this.#settings.autoPunch || !isRelayed(connection))
+      return
     const peer = connection.remotePeer
     const key = peer.toString()
     // One side initiates, so two relayed connections (one each way) or both
@@ -263,15 +207,15 @@ export class HolePunch implements HolePunchService, Startable {
 
   /** Our offer, or why we cannot make one */
   async #localOffer(force: boolean): Promise<PunchOffer | LocalRefusal> {
-    if (!this.#init.enabled || this.#observer === undefined) {
+    if (!this.#settings.enabled || this.#observer === undefined) {
       return { refuse: 'disabled', detail: 'hole punching is disabled on this host' }
     }
-    const observation = await this.#observer.ready(this.#init.observeTimeoutMs * 2)
+    const observation = await this.#observer.ready(this.#settings.observeTimeoutMs * 2)
     if (observation.observed === undefined) {
       return {
         refuse: 'no-observation',
         detail:
-          this.#observers.length === 0
+          this.#settings.observers.length === 0
             ? 'no observers are configured, so this host does not know its external endpoint'
             : `no observer answered (${observation.observers.map((o) => `${o.observer}: ${o.error}`).join('; ')})`,
       }
@@ -330,7 +274,7 @@ export class HolePunch implements HolePunchService, Startable {
     try {
       exchange = await proposePunch(fs, local, {
         force: options.force,
-        timeoutMs: this.#init.exchangeTimeoutMs,
+        timeoutMs: this.#settings.exchangeTimeoutMs,
         signal,
       })
     } catch (err) {
@@ -350,8 +294,8 @@ export class HolePunch implements HolePunchService, Startable {
     }
     progress.remoteNat = exchange.remote.nat
     // the SYNC reaches the peer after about half a round trip; start together
-    await delay(exchange.rttMs / 2, undefined, { signal })
-    return this.#punchAndUpgrade(peer, exchange.remote, exchange.rttMs, progress, signal)
+    await sleep(exchange.rttMs / 2, signal)
+    return punchAndUpgrade(this.#punchSetup(), peer, exchange.remote, exchange.rttMs, progress, signal)
   }
 
   /** A relayed connection to coordinate over, or a direct one if that is what we got */
@@ -413,7 +357,7 @@ export class HolePunch implements HolePunchService, Startable {
 
     let outcome: Awaited<ReturnType<typeof answerPunch>>
     try {
-      outcome = await answerPunch(fs, decide, { timeoutMs: this.#init.exchangeTimeoutMs, signal })
+      outcome = await answerPunch(fs, decide, { timeoutMs: this.#settings.exchangeTimeoutMs, signal })
     } catch (err) {
       fs.abort(err instanceof Error ? err : new Error(String(err)))
       this.#log('hole-punch exchange with %p failed - %e', peer, err)
@@ -436,7 +380,7 @@ export class HolePunch implements HolePunchService, Startable {
     }
     // punching outlives the stream handler; the stream is done
     const pending = deferred
-    this.#punchAndUpgrade(peer, outcome.remote, outcome.rttMs, progress, signal).then(
+    punchAndUpgrade(this.#punchSetup(), peer, outcome.remote, outcome.rttMs, progress, signal).then(
       (conn) => {
         pending.resolve(conn)
         this.#record(peer, 'responder', 'remote', started, progress, { connection: conn })
@@ -450,50 +394,16 @@ export class HolePunch implements HolePunchService, Startable {
 
   // ------------------------------------------------------------------- both
 
-  async #punchAndUpgrade(
-    peer: PeerId,
-    remote: PunchOffer,
-    rttMs: number,
-    progress: Progress,
-    signal: AbortSignal,
-  ): Promise<Connection> {
-    const target = remote.observed[0]
-    if (target === undefined) throw new Error('unreachable: offers carry at least one endpoint')
-    progress.target = target
-    const attemptTimeoutMs = Math.min(
-      MAX_ATTEMPT_TIMEOUT_MS,
-      Math.max(this.#init.attemptTimeoutMs, 2 * rttMs),
-    )
-    const t0 = performance.now()
-    const punched = await simultaneousOpen(target, {
-      localPort: this.#port,
-      localAddress: this.#localAddress,
-      attemptTimeoutMs,
-      retryDelayMs: RETRY_DELAY_MS,
-      deadlineMs: this.#init.deadlineMs,
-      signal,
-    })
-    progress.synAttempts = punched.attempts
-    progress.connectMs = Math.round(performance.now() - t0)
-    const t1 = performance.now()
-    const connection = await upgradePunchedSocket(punched.socket, peer, {
-      upgrader: this.#components.upgrader,
-      initiator: isUpgradeInitiator(this.#components.peerId, peer),
-      signal: AbortSignal.any([signal, AbortSignal.timeout(this.#init.upgradeTimeoutMs)]),
+  /** What punch.ts needs of this service; the punch port is only known once started */
+  #punchSetup(): PunchSetup {
+    const { peerId, upgrader, connectionManager } = this.#components
+    return {
+      self: peerId,
+      punchPort: this.#port,
+      settings: this.#settings,
+      upgrader,
+      connectionManager,
       log: this.#log,
-    })
-    progress.upgradeMs = Math.round(performance.now() - t1)
-    if (this.#init.closeRelayed) this.#closeRelayed(peer)
-    return connection
-  }
-
-  /** As DCUtR does: new streams would pick the direct connection anyway, and the relay's capacity is finite */
-  #closeRelayed(peer: PeerId): void {
-    for (const connection of this.#components.connectionManager.getConnections(peer)) {
-      if (!isRelayed(connection) || connection.status !== 'open') continue
-      connection.close({ signal: AbortSignal.timeout(5_000) }).catch((err: unknown) => {
-        connection.abort(err instanceof Error ? err : new Error(String(err)))
-      })
     }
   }
 

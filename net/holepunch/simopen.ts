@@ -10,7 +10,7 @@
  */
 
 import net from 'node:net'
-import { setTimeout as delay } from 'node:timers/promises'
+import { sleep } from '../../lib/index.ts'
 import { HolePunchTimeoutError, PunchPortUnusableError } from './errors.ts'
 import type { Endpoint } from './nat.ts'
 
@@ -137,7 +137,7 @@ export async function simultaneousOpen(
       // a timed-out attempt already spent its time; a fast failure is paced
       if (code !== 'ETIMEDOUT') {
         const pause = Math.max(0, Math.min(options.retryDelayMs, deadline - Date.now()))
-        await delay(pause, undefined, { signal: options.signal })
+        await sleep(pause, options.signal)
       }
     }
   }

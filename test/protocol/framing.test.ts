@@ -6,16 +6,14 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import type { FleetHost } from '../../net/host.ts'
 import { createHost } from '../../net/host.ts'
 import { FrameDecodeError, FrameTooLargeError, UnexpectedEndOfStreamError } from '../../protocol/errors.ts'
-import type { FramedHandler } from '../../protocol/framing.ts'
 import {
   DEFAULT_MAX_FRAME_BYTES,
   encodeFramePrefix,
   FRAME_PREFIX_BYTES,
   FrameDecoder,
-  FramedStream,
-  FrameErrorCounters,
-  handleFramed,
-} from '../../protocol/framing.ts'
+} from '../../protocol/frame-decoder.ts'
+import { FramedStream } from '../../protocol/framed-stream.ts'
+import { type FramedHandler, FrameErrorCounters, handleFramed } from '../../protocol/framing.ts'
 
 /** Frames the live-host fuzz drives into a handleFramed protocol */
 const FUZZ_FRAME_COUNT = 100_000

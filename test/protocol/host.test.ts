@@ -4,8 +4,8 @@ import type { Multiaddr } from '@multiformats/multiaddr'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { FleetHost, HostInit } from '../../net/host.ts'
 import { createHost, FLEETMESH_DHT_PROTOCOL } from '../../net/host.ts'
-import type { FramedHandler } from '../../protocol/framing.ts'
-import { FramedStream, handleFramed } from '../../protocol/framing.ts'
+import { FramedStream } from '../../protocol/framed-stream.ts'
+import { type FramedHandler, handleFramed } from '../../protocol/framing.ts'
 
 const LOOPBACK = ['/ip4/127.0.0.1/tcp/0']
 const ECHO = '/fleetmesh-test/echo/1'
