@@ -1,16 +1,29 @@
 /**
- * Downloads `coordinator` blob sources over `/fleetmesh/blob/1`, resuming from
- * the bytes already in `dest` after an interruption (the coordinator serves from
- * any offset). A coordinator that is restarting or unreachable is waited for with
- * backoff, because failing would burn the manifest: an attempted manifest is not
- * retried. Only definitive answers (no such blob, wrong size) fail at once; a
- * coordinator unreachable for `maxWaitMs` without progress fails too.
+ * Downloading content-addressed blobs, the payloads manifests point at: the
+ * {@link BlobFetcher} contract activators consume, and one fetcher per source
+ * kind. Every fetcher resumes from the bytes already in `dest`, so an update cut
+ * off by a restart or a lost connection does not start over.
+ *
+ * - `coordinator` sources come over `/fleetmesh/blob/1` (the coordinator serves
+ *   from any offset). A coordinator that is restarting or unreachable is waited
+ *   for with backoff, because failing would burn the manifest: an attempted
+ *   manifest is not retried. Only definitive answers (no such blob, wrong size)
+ *   fail at once; a coordinator unreachable for `maxWaitMs` without progress fails too.
+ * - `http` sources are fetched with fetch(), resuming with a Range request.
+ *
+ * @example
+ *
+ * ```ts
+ * const fetcher = routeBlobFetcher({ coordinator: coordinatorBlobFetcher(host, coordinator), http: httpBlobFetcher() })
+ * await fetcher.fetch(sha256, size, manifest.payload.sources, '/var/lib/x/blob.part', (done) => log(done), signal)
+ * ```
  */
 import { open } from 'node:fs/promises'
 import type { PeerId } from '@libp2p/interface'
-import { fileSize } from '../lib/index.ts'
+import { backoffDelay, errorMessage, fileSize, sleep } from '../lib/index.ts'
 import { type FleetHost, openStream } from '../net/index.ts'
 import {
+  type BlobSource,
   blobRequestSchema,
   blobResponseSchema,
   decodeMessage,
@@ -18,7 +31,88 @@ import {
   FramedStream,
   PROTOCOLS,
 } from '../protocol/index.ts'
-import { ActivatorError, type BlobFetcher } from './profile-activator.ts'
+import { ActivatorError } from './activator.ts'
+
+// ---------------------------------------------------------------- the contract
+
+/**
+ * Downloads one content-addressed blob.
+ *
+ * Contract: write to `dest`, appending to the bytes already there (their count is
+ * the file's size, so an interrupted download resumes), report the total byte
+ * count present via onProgress, and never write more than `size` bytes. The caller
+ * verifies size and hash afterwards.
+ */
+export interface BlobFetcher {
+  fetch(
+    sha256: string,
+    size: number,
+    sources: readonly BlobSource[],
+    dest: string,
+    onProgress: (done: number) => void,
+    signal: AbortSignal,
+  ): Promise<void>
+}
+
+/** Tries the sources in manifest order, each with the fetcher for its kind. */
+export function routeBlobFetcher(routes: Partial<Record<BlobSource['kind'], BlobFetcher>>): BlobFetcher {
+  return {
+    async fetch(sha256, size, sources, dest, onProgress, signal) {
+      const problems: string[] = []
+      for (const source of sources) {
+        const fetcher = routes[source.kind]
+        if (fetcher === undefined) {
+          problems.push(`${source.kind}: no fetcher configured`)
+          continue
+        }
+        try {
+          await fetcher.fetch(sha256, size, [source], dest, onProgress, signal)
+          return
+        } catch (err) {
+          if (signal.aborted) throw err
+          problems.push(`${describeSource(source)}: ${errorMessage(err)}`)
+        }
+      }
+      throw new ActivatorError(
+        'download-failed',
+        `could not download blob ${sha256} from any of its ${sources.length} sources (${problems.join('; ')})`,
+      )
+    },
+  }
+}
+
+const describeSource = (s: BlobSource) => (s.kind === 'http' ? s.url : s.kind)
+
+/**
+ * Writes a download's chunks to `dest` from byte `offset` on (truncating it when
+ * starting over), refusing to grow it past `size`. Resolves with the byte count
+ * present, made durable.
+ */
+async function writeChunks(
+  dest: string,
+  offset: number,
+  size: number,
+  chunks: AsyncIterable<Uint8Array>,
+  onProgress: (done: number) => void,
+  overflow: () => Error,
+): Promise<number> {
+  const handle = await open(dest, offset === 0 ? 'w' : 'a', 0o600)
+  let done = offset
+  try {
+    for await (const chunk of chunks) {
+      if (done + chunk.byteLength > size) throw overflow()
+      await handle.write(chunk)
+      done += chunk.byteLength
+      onProgress(done)
+    }
+    await handle.sync()
+  } finally {
+    await handle.close()
+  }
+  return done
+}
+
+// ---------------------------------------------------------------- coordinator sources
 
 export const BLOB_FRAME_BYTES = 256 * 1024
 
@@ -35,8 +129,7 @@ export function coordinatorBlobFetcher(
   init: CoordinatorFetcherInit = {},
 ): BlobFetcher {
   const maxWaitMs = init.maxWaitMs ?? 3_600_000
-  const initial = init.initialBackoffMs ?? 250
-  const maxBackoff = init.maxBackoffMs ?? 15_000
+  const backoff = { initialMs: init.initialBackoffMs ?? 250, maxMs: init.maxBackoffMs ?? 15_000 }
   return {
     async fetch(sha256, size, _sources, dest, onProgress, signal) {
       let lastError: unknown
@@ -46,7 +139,7 @@ export function coordinatorBlobFetcher(
         const before = (await fileSize(dest)) ?? 0
         if (before >= size) return
         try {
-          await fetchOnce(host, coordinator, sha256, size, before, dest, onProgress, signal)
+          await fetchFromCoordinator(host, coordinator, sha256, size, before, dest, onProgress, signal)
           return
         } catch (err) {
           if (signal.aborted || err instanceof ActivatorError) throw err
@@ -57,33 +150,18 @@ export function coordinatorBlobFetcher(
           attempt = 0
         }
         if (Date.now() - lastProgressAt > maxWaitMs) break
-        const cap = Math.min(maxBackoff, initial * 2 ** Math.min(attempt, 10))
-        await sleep(cap / 2 + (Math.random() * cap) / 2, signal)
+        await sleep(backoffDelay(attempt, backoff), signal)
       }
       throw new ActivatorError(
         'download-failed',
-        `blob ${sha256}: no progress from the coordinator for ${Math.round(maxWaitMs / 1000)} s (${(lastError as Error)?.message})`,
+        `blob ${sha256}: no progress from the coordinator for ${Math.round(maxWaitMs / 1000)} s (${errorMessage(lastError)})`,
         { cause: lastError },
       )
     },
   }
 }
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort)
-      resolve()
-    }, ms)
-    const onAbort = () => {
-      clearTimeout(timer)
-      reject(signal.reason)
-    }
-    signal.addEventListener('abort', onAbort, { once: true })
-  })
-}
-
-async function fetchOnce(
+async function fetchFromCoordinator(
   host: FleetHost,
   coordinator: PeerId,
   sha256: string,
@@ -95,7 +173,6 @@ async function fetchOnce(
 ): Promise<void> {
   const stream = await openStream(host, coordinator, PROTOCOLS.blob, { signal })
   const fs = new FramedStream(stream, { maxFrameBytes: BLOB_FRAME_BYTES + 1024 })
-  const file = await open(dest, 'a', 0o600)
   try {
     await fs.send(encodeMessage(blobRequestSchema, { t: 'get', sha256, offset }))
     const response = decodeMessage(
@@ -115,19 +192,127 @@ async function fetchOnce(
         `coordinator has ${response.size} bytes for ${sha256}, the manifest says ${size}`,
       )
     }
-    let done = offset
-    while (done < size) {
-      const chunk = await fs.read({ signal, timeoutMs: 60_000 })
-      if (chunk === undefined) throw new Error(`stream ended at ${done} of ${size} bytes`)
-      if (done + chunk.byteLength > size)
-        throw new ActivatorError('artifact-mismatch', `coordinator sent more than ${size} bytes`)
-      await file.write(chunk)
-      done += chunk.byteLength
-      onProgress(done)
+    // Read up to `size` bytes; the stream need not end right after them.
+    const frames = async function* () {
+      for (let got = offset; got < size; ) {
+        const chunk = await fs.read({ signal, timeoutMs: 60_000 })
+        if (chunk === undefined) return
+        got += chunk.byteLength
+        yield chunk
+      }
     }
-    await file.sync()
+    const done = await writeChunks(
+      dest,
+      offset,
+      size,
+      frames(),
+      onProgress,
+      () => new ActivatorError('artifact-mismatch', `coordinator sent more than ${size} bytes`),
+    )
+    if (done < size) throw new Error(`stream ended at ${done} of ${size} bytes`)
   } finally {
-    await file.close()
     if (fs.stream.status === 'open') await fs.close().catch(() => {})
+  }
+}
+
+// ---------------------------------------------------------------- http sources
+
+export interface HttpBlobFetcherInit {
+  /** Give up on a source that sends nothing for this long. Default 60 s. */
+  idleTimeoutMs?: number
+}
+
+class HttpFetchError extends Error {
+  override name = 'HttpFetchError'
+}
+
+/** Fetches `http` sources with fetch(), resuming with a Range request. */
+export function httpBlobFetcher(init: HttpBlobFetcherInit = {}): BlobFetcher {
+  const idleTimeoutMs = init.idleTimeoutMs ?? 60_000
+  return {
+    async fetch(sha256, size, sources, dest, onProgress, signal) {
+      const urls = sources.flatMap((s) => (s.kind === 'http' ? [s.url] : []))
+      if (urls.length === 0) {
+        throw new ActivatorError('download-failed', `blob ${sha256} has no http source`)
+      }
+      const problems: string[] = []
+      for (const url of urls) {
+        try {
+          await fetchHttp(url, size, dest, onProgress, signal, idleTimeoutMs)
+          return
+        } catch (err) {
+          if (signal.aborted) throw err
+          problems.push(`${url}: ${errorMessage(err)}`)
+        }
+      }
+      throw new ActivatorError(
+        'download-failed',
+        `could not download blob ${sha256} over HTTP (${problems.join('; ')})`,
+      )
+    },
+  }
+}
+
+async function fetchHttp(
+  url: string,
+  size: number,
+  dest: string,
+  onProgress: (done: number) => void,
+  signal: AbortSignal,
+  idleTimeoutMs: number,
+): Promise<void> {
+  let offset = (await fileSize(dest)) ?? 0
+  if (offset > size) offset = 0
+  if (offset === size) {
+    onProgress(size)
+    return
+  }
+  const idle = new AbortController()
+  let idleTimer = setTimeout(() => idle.abort(), idleTimeoutMs)
+  const poke = () => {
+    clearTimeout(idleTimer)
+    idleTimer = setTimeout(() => idle.abort(), idleTimeoutMs)
+  }
+  const combined = AbortSignal.any([signal, idle.signal])
+  try {
+    const response = await fetch(url, {
+      headers: offset > 0 ? { range: `bytes=${offset}-` } : {},
+      signal: combined,
+      redirect: 'follow',
+    })
+    if (response.status === 206) {
+      const start = /^bytes (\d+)-/.exec(response.headers.get('content-range') ?? '')?.[1]
+      if (start === undefined || Number(start) !== offset) {
+        await response.body?.cancel()
+        throw new HttpFetchError(`server answered the range request from ${offset} with "${start}"`)
+      }
+    } else if (response.status === 200) {
+      // The server ignored the Range header and is sending the whole blob.
+      offset = 0
+    } else {
+      await response.body?.cancel()
+      throw new HttpFetchError(`HTTP ${response.status} ${response.statusText}`)
+    }
+    if (response.body === null) throw new HttpFetchError('response has no body')
+    onProgress(offset)
+    const done = await writeChunks(
+      dest,
+      offset,
+      size,
+      response.body,
+      (n) => {
+        poke()
+        onProgress(n)
+      },
+      () => new HttpFetchError(`server sent more than the expected ${size} bytes`),
+    )
+    if (done !== size) throw new HttpFetchError(`connection ended after ${done} of ${size} bytes`)
+  } catch (err) {
+    if (idle.signal.aborted && !signal.aborted) {
+      throw new HttpFetchError(`no data for ${idleTimeoutMs} ms`, { cause: err })
+    }
+    throw err
+  } finally {
+    clearTimeout(idleTimer)
   }
 }

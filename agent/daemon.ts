@@ -5,17 +5,16 @@
  *
  *   <state>/identity.key     the machine's Ed25519 key (= its PeerId), 0600
  *   <state>/enrollment.json  pinned fleet root, machine name, tags, coordinator
- *   <state>/update.json      the update state machine (agent/updater.ts)
+ *   <state>/update.json      the update journal (agent/update-journal.ts)
  *   <state>/outbox/          signed status reports not yet acknowledged
  *   <state>/profile/         generations and the `current` symlink (profile activator)
  */
-import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { identifyPush } from '@libp2p/identify'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { DOMAINS, loadOrCreateIdentity, type PrivateKey, PublicKey } from '../keys/index.ts'
-import { raceSignal } from '../lib/index.ts'
+import { errorMessage, raceSignal } from '../lib/index.ts'
 import {
   createHost,
   type FleetHost,
@@ -25,18 +24,18 @@ import {
   snapshotHost,
 } from '../net/index.ts'
 import { type StatusReport, sealEnvelope, statusReportSchema } from '../protocol/index.ts'
-import { coordinatorBlobFetcher } from './blob-fetcher.ts'
+import { coordinatorBlobFetcher, httpBlobFetcher, routeBlobFetcher } from './blob-fetcher.ts'
 import { type CoordinatorFinder, coordinatorFinder } from './discovery.ts'
 import {
   checkToken,
   EnrollmentError,
   type EnrollmentFile,
   enrollWithCoordinator,
-  parseEnrollmentFile,
+  readEnrollmentFile,
 } from './enroll.ts'
 import { CoordinatorLink, type LinkState } from './link.ts'
 import { Outbox, reportKind } from './outbox.ts'
-import { httpBlobFetcher, profileActivator, routeBlobFetcher } from './profile-activator.ts'
+import { profileActivator } from './profile-activator.ts'
 import { createUpdater, type ReportBody, type Updater } from './updater.ts'
 
 export interface AgentOptions {
@@ -109,7 +108,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
           emit('discovered', { coordinator: peerId, addrs: addrs.map((a) => a.toString()) })
           return addrs
         } catch (err) {
-          emit('discovery-failed', { coordinator: peerId, error: (err as Error).message })
+          emit('discovery-failed', { coordinator: peerId, error: errorMessage(err) })
           throw err
         }
       }
@@ -149,7 +148,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       },
       report,
       ...(options.hookEnv ? { healthEnv: options.hookEnv } : {}),
-      onError: (err, context) => emit('warning', { context, message: (err as Error).message }),
+      onError: (err, context) => emit('warning', { context, message: errorMessage(err) }),
     })
     link = new CoordinatorLink({
       host,
@@ -167,7 +166,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
         emit('manifest', { bytes: envelope.byteLength })
         void updater.offer(envelope).then(
           (o) => emit('offer', { outcome: o.outcome, manifestId: o.manifestId, error: o.error }),
-          (err: unknown) => emit('warning', { context: 'offer', message: (err as Error).message }),
+          (err: unknown) => emit('warning', { context: 'offer', message: errorMessage(err) }),
         )
       },
       ...(options.keepaliveMs
@@ -231,14 +230,8 @@ async function enrollIfNeeded(
   emit: NonNullable<AgentOptions['emit']>,
   finderFor: (peerId: string) => CoordinatorFinder | undefined,
 ): Promise<EnrollmentFile> {
-  let text: string | undefined
-  try {
-    text = await readFile(path, 'utf8')
-  } catch {
-    text = undefined
-  }
-  if (text !== undefined) {
-    const existing = parseEnrollmentFile(text, path)
+  const existing = await readEnrollmentFile(path)
+  if (existing !== undefined) {
     if (options.token !== undefined)
       emit('log', { msg: `already enrolled as "${existing.machine}"; ignoring --token` })
     return existing
@@ -259,7 +252,7 @@ async function enrollIfNeeded(
     emit('log', { msg: `${err.message}; looking the coordinator up in the DHT` })
     // The addresses found are what the enrollment file then keeps.
     const found = await find(AbortSignal.timeout(30_000)).catch((lookup: unknown) => {
-      const why = `${err.message}; looking it up failed: ${(lookup as Error).message}`
+      const why = `${err.message}; looking it up failed: ${errorMessage(lookup)}`
       throw new EnrollmentError('unreachable', why, { cause: lookup })
     })
     // the enrollment file keeps at most 16 addresses

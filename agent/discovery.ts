@@ -21,7 +21,7 @@
  */
 import type { PeerId } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
-import { CodedError } from '../lib/index.ts'
+import { CodedError, errorMessage } from '../lib/index.ts'
 import type { FleetHost } from '../net/index.ts'
 
 export type DiscoveryErrorCode = 'no-bootstrap' | 'not-found'
@@ -53,7 +53,7 @@ export function coordinatorFinder(init: CoordinatorFinderInit): CoordinatorFinde
       const dials = await Promise.allSettled(bootstrap.map((ma) => host.dial(ma, { signal })))
       if (dials.every((d) => d.status === 'rejected')) {
         const why = dials
-          .map((d, i) => `${bootstrap[i]}: ${d.status === 'rejected' ? (d.reason as Error).message : 'ok'}`)
+          .map((d, i) => `${bootstrap[i]}: ${d.status === 'rejected' ? errorMessage(d.reason) : 'ok'}`)
           .join('; ')
         throw new DiscoveryError(
           'no-bootstrap',
@@ -70,7 +70,7 @@ export function coordinatorFinder(init: CoordinatorFinderInit): CoordinatorFinde
     } catch (err) {
       throw new DiscoveryError(
         'not-found',
-        `the DHT does not know coordinator ${coordinator} (${(err as Error).message}); ` +
+        `the DHT does not know coordinator ${coordinator} (${errorMessage(err)}); ` +
           'is it running, and bootstrapped to or holding a reservation on one of the relays?',
         { cause: err },
       )

@@ -10,7 +10,14 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { z } from 'zod'
 import { type EnrollmentToken, machineName, parseToken, tagName, verifyToken } from '../keys/index.ts'
-import { CodedError, describeIssues, toBase64Url, writeFileAtomic } from '../lib/index.ts'
+import {
+  CodedError,
+  errorMessage,
+  PersistError,
+  readJsonIfExists,
+  toBase64Url,
+  writeJsonAtomic,
+} from '../lib/index.ts'
 import { type FleetHost, openStream } from '../net/index.ts'
 import {
   decodeMessage,
@@ -58,7 +65,7 @@ export async function enrollWithCoordinator(
   } catch (err) {
     throw new EnrollmentError(
       'unreachable',
-      `cannot reach coordinator ${coordinator} at ${addrs.join(', ') || '(no address)'}: ${(err as Error).message}`,
+      `cannot reach coordinator ${coordinator} at ${addrs.join(', ') || '(no address)'}: ${errorMessage(err)}`,
       { cause: err },
     )
   }
@@ -96,19 +103,25 @@ export async function enrollWithCoordinator(
     coordinator: { peerId: token.coordinator.peerId, addrs: addrs.map((a) => a.toString()) },
     enrolledAt: Date.now(),
   }
-  await writeFileAtomic(file, `${JSON.stringify(record, null, 2)}\n`, 0o600)
+  await writeJsonAtomic(file, record, 0o600)
   return record
 }
 
-export function parseEnrollmentFile(text: string, file: string): EnrollmentFile {
-  let value: unknown
+/** Reads the enrollment file; undefined when there is none, i.e. the machine is not enrolled yet. */
+export async function readEnrollmentFile(file: string): Promise<EnrollmentFile | undefined> {
   try {
-    value = JSON.parse(text)
-  } catch {
-    throw new EnrollmentError('corrupt', `${file} is not valid JSON`)
+    return await readJsonIfExists(file, enrollmentFileSchema)
+  } catch (err) {
+    if (!(err instanceof PersistError)) throw err
+    if (err.code === 'unreadable') {
+      const advice = 'check its owner and permissions: the agent must be able to read its state directory'
+      throw new EnrollmentError('unreadable', `${err.message}; ${advice}`, { cause: err })
+    }
+    // For a file that is not JSON lib's message already says "fix it or move it aside".
+    const advice =
+      err.code === 'corrupt'
+        ? 'if you move it aside, the agent has to enroll again with --token'
+        : 'fix it, or move it aside and enroll again with --token'
+    throw new EnrollmentError('corrupt', `${err.message}; ${advice}`, { cause: err })
   }
-  const parsed = enrollmentFileSchema.safeParse(value)
-  if (!parsed.success)
-    throw new EnrollmentError('corrupt', `${file} is invalid: ${describeIssues(parsed.error)}`)
-  return parsed.data
 }

@@ -5,6 +5,7 @@
  * process (a hung `curl` under a shell script would otherwise outlive the check).
  */
 import { spawn } from 'node:child_process'
+import { sleep } from '../lib/index.ts'
 import type { HealthCheck } from '../protocol/index.ts'
 
 const DEFAULT_MAX_OUTPUT = 4096
@@ -36,6 +37,16 @@ export interface RunResult {
   /** The tail of stdout and stderr, interleaved as they arrived. */
   output: string
   durationMs: number
+}
+
+/** The environment hooks and checks run with: the agent's PATH, HOME and LANG (or defaults), then `vars`. */
+export function commandEnv(vars: Record<string, string>): NodeJS.ProcessEnv {
+  return {
+    PATH: process.env.PATH ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+    HOME: process.env.HOME ?? '/',
+    LANG: process.env.LANG ?? 'C.UTF-8',
+    ...vars,
+  }
 }
 
 export function describeResult(argv: readonly string[], result: RunResult): string {
@@ -140,19 +151,6 @@ export interface HealthCheckOptions {
   signal?: AbortSignal
 }
 
-const sleep = (ms: number, signal?: AbortSignal) =>
-  new Promise<void>((resolve) => {
-    const timer = setTimeout(resolve, ms)
-    signal?.addEventListener(
-      'abort',
-      () => {
-        clearTimeout(timer)
-        resolve()
-      },
-      { once: true },
-    )
-  })
-
 /**
  * Runs the check up to 1 + retries times, intervalMs apart, until it exits 0.
  * Resolves with the passing attempt; throws HealthCheckError with the last failure.
@@ -164,7 +162,14 @@ export async function runHealthCheck(
   const total = check.retries + 1
   let last: RunResult | undefined
   for (let attempt = 1; attempt <= total; attempt++) {
-    if (attempt > 1) await sleep(check.intervalMs, options.signal)
+    if (attempt > 1) {
+      // Stopped between attempts: fail with the last real result instead of starting another.
+      const stopped = await sleep(check.intervalMs, options.signal).then(
+        () => false,
+        () => true,
+      )
+      if (stopped) break
+    }
     last = await runProcess(check.command, {
       cwd: options.cwd,
       timeoutMs: check.timeoutMs,

@@ -17,6 +17,7 @@
 import type { Connection, PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
+import { backoffDelay, errorMessage, FLEETMESH_VERSION, WakeableSleep } from '../lib/index.ts'
 import { connectionPath, type FleetHost, openConnectionTo } from '../net/index.ts'
 import {
   type ConnectionPath,
@@ -30,7 +31,7 @@ import {
   WIRE_VERSION,
 } from '../protocol/index.ts'
 
-export const SOFTWARE = 'fleetmesh-agent/0.1.0'
+export const SOFTWARE = `fleetmesh-agent/${FLEETMESH_VERSION}`
 
 export interface ReportQueue {
   pending(): Promise<{ seq: number; envelope: Uint8Array }[]>
@@ -88,7 +89,7 @@ export class CoordinatorLink {
   #loop: Promise<void> | undefined
   #nonce = 0
   readonly #pongs = new Map<number, () => void>()
-  #wakeBackoff: (() => void) | undefined
+  readonly #backoff = new WakeableSleep()
   #connectedWaiters: (() => void)[] = []
 
   constructor(init: LinkInit) {
@@ -113,7 +114,7 @@ export class CoordinatorLink {
   async stop(): Promise<void> {
     this.#stopped = true
     this.#active?.fs.abort(new LinkClosedError('agent stopping'))
-    this.#wakeBackoff?.()
+    this.#backoff.wake()
     await this.#loop
   }
 
@@ -124,7 +125,7 @@ export class CoordinatorLink {
     a.sending = a.sending
       .then(() => this.#sendPending(a))
       .catch((err: unknown) => {
-        this.#log(`sending reports failed: ${(err as Error).message}`)
+        this.#log(`sending reports failed: ${errorMessage(err)}`)
       })
   }
 
@@ -178,24 +179,16 @@ export class CoordinatorLink {
         this.#setState({ connected: false })
       } catch (err) {
         if (this.#stopped) break
-        this.#log(`control link: ${(err as Error).message}`)
-        this.#setState({ connected: false, error: (err as Error).message })
+        this.#log(`control link: ${errorMessage(err)}`)
+        this.#setState({ connected: false, error: errorMessage(err) })
       }
       if (this.#stopped) break
       if (!helloDone) attempt++
-      // Full jitter spreads a fleet's reconnects after a coordinator restart.
-      const cap = Math.min(this.#init.backoffMaxMs, this.#init.backoffInitialMs * 2 ** Math.min(attempt, 16))
-      const delay = helloDone
-        ? this.#init.backoffInitialMs * Math.random()
-        : cap / 2 + (Math.random() * cap) / 2
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, delay)
-        this.#wakeBackoff = () => {
-          clearTimeout(t)
-          resolve()
-        }
-      })
-      this.#wakeBackoff = undefined
+      // After a session that worked (the coordinator restarted, say), full jitter over a
+      // short window: the whole fleet reconnects at once, and this spreads it out.
+      const { backoffInitialMs: initialMs, backoffMaxMs: maxMs } = this.#init
+      const delay = helloDone ? initialMs * Math.random() : backoffDelay(attempt, { initialMs, maxMs })
+      await this.#backoff.sleep(delay)
     }
   }
 
@@ -302,7 +295,7 @@ export class CoordinatorLink {
       found = await discover(AbortSignal.timeout(dialTimeoutMs))
     } catch (err) {
       throw new LinkClosedError(
-        `cannot reach the coordinator (${dialError.message}) and looking it up failed: ${(err as Error).message}`,
+        `cannot reach the coordinator (${dialError.message}) and looking it up failed: ${errorMessage(err)}`,
       )
     }
     this.#log(`looked the coordinator up: ${found.map((a) => a.toString()).join(', ')}`)

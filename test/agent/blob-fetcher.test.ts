@@ -3,14 +3,15 @@
  * off half way resumes from the bytes already on disk, and definitive refusals
  * fail at once.
  */
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { ActivatorError } from '../../agent/activator.ts'
 import { coordinatorBlobFetcher } from '../../agent/blob-fetcher.ts'
-import { ActivatorError } from '../../agent/profile-activator.ts'
+import { sha256Hex } from '../../lib/hash.ts'
 import { createHost, type FleetHost } from '../../net/host.ts'
 import { decodeMessage, encodeMessage } from '../../protocol/codec.ts'
 import { handleFramed } from '../../protocol/framing.ts'
@@ -37,28 +38,54 @@ async function host(role: 'coordinator' | 'agent'): Promise<FleetHost> {
   return h
 }
 
+/**
+ * A coordinator stand-in serving `blob` (and nothing else) in real 256 KiB frames;
+ * with `cutFirst` it drops the first stream after two frames. Resolves with the
+ * list the offset of every request is appended to.
+ */
+async function serveBlob(server: FleetHost, blob: Uint8Array, options: { cutFirst?: boolean } = {}) {
+  const sha256 = sha256Hex(blob)
+  const offsets: number[] = []
+  await handleFramed(server, PROTOCOLS.blob, async (fs) => {
+    const req = decodeMessage(blobRequestSchema, await fs.readOne(), 'blob request', 4096)
+    offsets.push(req.offset)
+    if (req.sha256 !== sha256) {
+      await fs.send(
+        encodeMessage(blobResponseSchema, {
+          ok: false,
+          error: { code: 'not-found', message: 'no such blob' },
+        }),
+      )
+      return
+    }
+    await fs.send(encodeMessage(blobResponseSchema, { ok: true, size: blob.byteLength }))
+    const first = offsets.length === 1
+    for (let at = req.offset; at < blob.byteLength; at += 256 * 1024) {
+      await fs.send(blob.subarray(at, Math.min(at + 256 * 1024, blob.byteLength)))
+      if (options.cutFirst === true && first && at >= 256 * 1024) {
+        fs.abort(new Error('simulated cut'))
+        return
+      }
+    }
+  })
+  return offsets
+}
+
+/** An agent host that knows where `server` is. */
+async function clientOf(server: FleetHost): Promise<FleetHost> {
+  const client = await host('agent')
+  await client.peerStore.merge(server.peerId, { multiaddrs: server.getMultiaddrs() })
+  return client
+}
+
 describe('coordinator blob fetcher', () => {
   it('resumes an interrupted download from the bytes already on disk', async () => {
     const blob = new Uint8Array(randomBytes(3 * 256 * 1024 + 123))
-    const sha256 = createHash('sha256').update(blob).digest('hex')
+    const sha256 = sha256Hex(blob)
     const server = await host('coordinator')
-    const offsets: number[] = []
-    // A coordinator stand-in that serves real frames but drops the first stream half way.
-    await handleFramed(server, PROTOCOLS.blob, async (fs) => {
-      const req = decodeMessage(blobRequestSchema, await fs.readOne(), 'blob request', 4096)
-      offsets.push(req.offset)
-      await fs.send(encodeMessage(blobResponseSchema, { ok: true, size: blob.byteLength }))
-      const first = offsets.length === 1
-      for (let at = req.offset; at < blob.byteLength; at += 256 * 1024) {
-        await fs.send(blob.subarray(at, Math.min(at + 256 * 1024, blob.byteLength)))
-        if (first && at >= 256 * 1024) {
-          fs.abort(new Error('simulated cut'))
-          return
-        }
-      }
-    })
-    const client = await host('agent')
-    await client.peerStore.merge(server.peerId, { multiaddrs: server.getMultiaddrs() })
+    // Drops the first stream half way.
+    const offsets = await serveBlob(server, blob, { cutFirst: true })
+    const client = await clientOf(server)
     const dest = join(dir, 'blob.part')
     const progress: number[] = []
     const fetcher = coordinatorBlobFetcher(client, server.peerId, { initialBackoffMs: 10 })
@@ -70,11 +97,7 @@ describe('coordinator blob fetcher', () => {
       (d) => progress.push(d),
       AbortSignal.timeout(20_000),
     )
-    expect(
-      createHash('sha256')
-        .update(await readFile(dest))
-        .digest('hex'),
-    ).toBe(sha256)
+    expect(sha256Hex(await readFile(dest))).toBe(sha256)
     expect(offsets).toHaveLength(2)
     expect(offsets[0]).toBe(0)
     expect(offsets[1]).toBeGreaterThan(0)
@@ -83,26 +106,10 @@ describe('coordinator blob fetcher', () => {
 
   it('continues a partial file left by an earlier run, and fails at once when the blob is unknown', async () => {
     const blob = new Uint8Array(randomBytes(1000))
-    const sha256 = createHash('sha256').update(blob).digest('hex')
+    const sha256 = sha256Hex(blob)
     const server = await host('coordinator')
-    const offsets: number[] = []
-    await handleFramed(server, PROTOCOLS.blob, async (fs) => {
-      const req = decodeMessage(blobRequestSchema, await fs.readOne(), 'blob request', 4096)
-      offsets.push(req.offset)
-      if (req.sha256 !== sha256) {
-        await fs.send(
-          encodeMessage(blobResponseSchema, {
-            ok: false,
-            error: { code: 'not-found', message: 'no such blob' },
-          }),
-        )
-        return
-      }
-      await fs.send(encodeMessage(blobResponseSchema, { ok: true, size: blob.byteLength }))
-      await fs.send(blob.subarray(req.offset))
-    })
-    const client = await host('agent')
-    await client.peerStore.merge(server.peerId, { multiaddrs: server.getMultiaddrs() })
+    const offsets = await serveBlob(server, blob)
+    const client = await clientOf(server)
     const dest = join(dir, 'blob.part')
     await writeFile(dest, blob.subarray(0, 400))
     const fetcher = coordinatorBlobFetcher(client, server.peerId)

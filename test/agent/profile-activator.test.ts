@@ -1,13 +1,9 @@
 import { lstat, mkdir, readdir, readFile, readlink, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import {
-  type Activator,
-  ActivatorError,
-  httpBlobFetcher,
-  profileActivator,
-  routeBlobFetcher,
-} from '../../agent/profile-activator.ts'
+import { type Activator, ActivatorError } from '../../agent/activator.ts'
+import { httpBlobFetcher, routeBlobFetcher } from '../../agent/blob-fetcher.ts'
+import { profileActivator } from '../../agent/profile-activator.ts'
 import { makeTar, sh } from '../../testkit/archives.ts'
 import { type BlobServer, makeFleet, removeDir, servedPayload, startBlobServer, tempDir } from './fixtures.ts'
 

@@ -7,8 +7,9 @@
  * Prints the outcome as one JSON line on stdout.
  */
 import { readFile } from 'node:fs/promises'
+import { httpBlobFetcher } from '../../agent/blob-fetcher.ts'
 import { Outbox, reportKind } from '../../agent/outbox.ts'
-import { httpBlobFetcher, profileActivator } from '../../agent/profile-activator.ts'
+import { profileActivator } from '../../agent/profile-activator.ts'
 import { createUpdater } from '../../agent/updater.ts'
 import { PublicKey } from '../../keys/identity.ts'
 

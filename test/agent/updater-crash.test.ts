@@ -10,17 +10,17 @@ import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { Outbox } from '../../agent/outbox.ts'
 import type { OfferOutcome, ReportBody, UpdaterStatus } from '../../agent/updater.ts'
-import { type FileSpec, makeTar, sh } from '../../testkit/archives.ts'
+import { type FileSpec, sh } from '../../testkit/archives.ts'
 import {
   type BlobServer,
   isAlive,
   makeFleet,
   removeDir,
-  servedPayload,
   startBlobServer,
   tempDir,
   waitFor,
 } from './fixtures.ts'
+import { agentLayout, readHookLines, readUpdateJson, signedRelease } from './releases.ts'
 import type { ChildConfig } from './updater-child.ts'
 
 const CHILD = join(import.meta.dirname, 'updater-child.ts')
@@ -69,9 +69,7 @@ describe('crash recovery (kill -9)', () => {
   afterAll(() => server.close())
   beforeEach(async () => {
     dir = await tempDir()
-    stateDir = join(dir, 'state')
-    root = join(dir, 'profile')
-    hookLog = join(dir, 'hooks.log')
+    ;({ stateDir, root, hookLog } = agentLayout(dir))
     sequence = 0
   })
   afterEach(async () => {
@@ -107,15 +105,13 @@ describe('crash recovery (kill -9)', () => {
   }
 
   async function release(name: string, files: Record<string, FileSpec>) {
-    const archive = await makeTar(dir, { health: sh('exit 0'), ...files })
     sequence += 1
-    const manifest = fleet.manifest({
+    return signedRelease(fleet, server, dir, {
+      name,
       sequence,
-      generation: name,
-      payload: servedPayload(server, archive),
+      files: { health: sh('exit 0'), ...files },
       healthCheck: { command: ['./health'], timeoutMs: 5000, retries: 0, intervalMs: 0 },
     })
-    return { manifest, archive, envelope: fleet.sign(manifest) }
   }
 
   async function reports(): Promise<ReportBody[]> {
@@ -123,8 +119,8 @@ describe('crash recovery (kill -9)', () => {
     return (await outbox.pending()).map((p) => JSON.parse(new TextDecoder().decode(p.envelope)) as ReportBody)
   }
 
-  const updateJson = async () => JSON.parse(await readFile(join(stateDir, 'update.json'), 'utf8'))
-  const hookLines = async () => (await readFile(hookLog, 'utf8')).split('\n').filter(Boolean)
+  const updateJson = () => readUpdateJson(stateDir)
+  const hookLines = () => readHookLines(hookLog)
 
   it('rolls back to the previous whole generation after a kill during activation', async () => {
     const a = await release('web-a', { activate: sh(`echo "web-a activated" >> ${hookLog}`) })

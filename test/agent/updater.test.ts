@@ -1,7 +1,8 @@
 import { readdir, readFile, readlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { httpBlobFetcher, profileActivator } from '../../agent/profile-activator.ts'
+import { httpBlobFetcher } from '../../agent/blob-fetcher.ts'
+import { profileActivator } from '../../agent/profile-activator.ts'
 import { createUpdater, type ReportBody, type Updater, type UpdaterInit } from '../../agent/updater.ts'
 import type { Manifest } from '../../protocol/messages.ts'
 import { type FileSpec, makeTar, sh } from '../../testkit/archives.ts'
@@ -14,6 +15,7 @@ import {
   tempDir,
   waitFor,
 } from './fixtures.ts'
+import { agentLayout, readHookLines, readUpdateJson, signedRelease } from './releases.ts'
 
 const fleet = makeFleet()
 
@@ -35,9 +37,7 @@ describe('updater with the profile activator', () => {
 
   beforeEach(async () => {
     dir = await tempDir()
-    stateDir = join(dir, 'state')
-    root = join(dir, 'profile')
-    hookLog = join(dir, 'hooks.log')
+    ;({ stateDir, root, hookLog } = agentLayout(dir))
     reports = []
     confirm = async () => {}
     sequence = 0
@@ -66,27 +66,25 @@ describe('updater with the profile activator', () => {
     name: string,
     options: { health?: number; files?: Record<string, FileSpec>; manifest?: Partial<Manifest> } = {},
   ): Promise<{ manifest: Manifest; envelope: Uint8Array }> {
-    const archive = await makeTar(dir, {
-      activate: sh(`echo "${name} activated" >> ${hookLog}`),
-      health: sh(`exit ${options.health ?? 0}`),
-      'version.txt': name,
-      ...options.files,
-    })
     sequence += 1
-    const manifest = fleet.manifest({
+    return signedRelease(fleet, server, dir, {
+      name,
       sequence,
-      generation: name,
-      payload: servedPayload(server, archive),
+      files: {
+        activate: sh(`echo "${name} activated" >> ${hookLog}`),
+        health: sh(`exit ${options.health ?? 0}`),
+        'version.txt': name,
+        ...options.files,
+      },
       healthCheck: { command: ['./health'], timeoutMs: 5000, retries: 1, intervalMs: 10 },
-      ...options.manifest,
+      manifest: options.manifest,
     })
-    return { manifest, envelope: fleet.sign(manifest) }
   }
 
   const states = () => reports.filter((r) => r.progress === null).map((r) => r.state)
   const currentLink = () => readlink(join(root, 'current')).catch(() => null)
-  const updateJson = async () => JSON.parse(await readFile(join(stateDir, 'update.json'), 'utf8'))
-  const hookLines = async () => (await readFile(hookLog, 'utf8').catch(() => '')).split('\n').filter(Boolean)
+  const updateJson = () => readUpdateJson(stateDir)
+  const hookLines = () => readHookLines(hookLog)
 
   async function installFirst(): Promise<string> {
     const a = await release('web-a')

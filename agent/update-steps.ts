@@ -1,0 +1,303 @@
+/**
+ * The steps of one update and the recovery of an interrupted one (the state
+ * machine drawn in updater.ts). Each step is recorded in the journal before it
+ * starts, then reported; from activation on, any failure or interruption rolls
+ * back to the previous generation, so an unconfirmed generation never survives.
+ */
+import { stat } from 'node:fs/promises'
+import { errorMessage, fromBase64, raceSignal, toBase64 } from '../lib/index.ts'
+import type { ErrorInfo, Manifest } from '../protocol/index.ts'
+import { ActivatorError, type GenerationInfo } from './activator.ts'
+import { commandEnv, runHealthCheck } from './health.ts'
+import { type Step, type UpdateJournal, type UpdateRecord, updateError } from './update-journal.ts'
+import { UpdateReports } from './update-reports.ts'
+import type { OfferOutcome, UpdaterInit } from './updater.ts'
+import { ManifestRefusedError, type TrustContext, type VerifiedManifest, verifyManifest } from './verify.ts'
+
+/** The trust context as it is now (it can change at run time: revocations). */
+export function trustNow(trust: UpdaterInit['trust']): TrustContext {
+  return typeof trust === 'function' ? trust() : trust
+}
+
+export class UpdateSteps {
+  /** The generation active now, as far as the updater knows. */
+  active: GenerationInfo | null
+  readonly reports: UpdateReports
+  readonly #init: UpdaterInit
+  readonly #journal: UpdateJournal
+  /** Aborts a download in flight; its reason is what the update then fails with. */
+  readonly #signal: AbortSignal
+  readonly #now: () => number
+
+  constructor(init: UpdaterInit, journal: UpdateJournal, active: GenerationInfo | null, signal: AbortSignal) {
+    this.#init = init
+    this.#journal = journal
+    this.active = active
+    this.#signal = signal
+    this.#now = init.now ?? Date.now
+    this.reports = new UpdateReports({
+      deliver: init.report,
+      onError: init.onError,
+      active: () => this.active,
+      now: this.#now,
+      progressIntervalMs: init.progressIntervalMs ?? 1000,
+    })
+  }
+
+  /** Records a verified manifest as the update in progress and runs its steps. */
+  async start(verified: VerifiedManifest): Promise<OfferOutcome> {
+    const m = verified.manifest
+    const previous = await this.#init.activator.current()
+    this.active = previous
+    const now = this.#now()
+    const rec: UpdateRecord = {
+      manifestId: m.id,
+      sequence: m.sequence,
+      rolloutId: m.rolloutId,
+      generation: m.generation,
+      envelope: toBase64(verified.envelope),
+      step: 'downloading',
+      attempt: 1,
+      artifact: null,
+      target: null,
+      previous,
+      startedAt: now,
+      updatedAt: now,
+      error: null,
+    }
+    await this.#journal.begin(rec)
+    await this.reports.step(rec)
+    return this.#run(m)
+  }
+
+  /**
+   * Finishes whatever a previous run left in the journal: redoes a step from before
+   * activation, rolls back one from after. Null when there was nothing to finish.
+   */
+  async recover(): Promise<OfferOutcome | null> {
+    const rec = this.#journal.update
+    if (rec === null) return null
+    const max = this.#init.maxAttempts ?? 5
+    switch (rec.step) {
+      case 'committed':
+      case 'rolled-back':
+      case 'failed':
+        return null
+      case 'downloading':
+      case 'verified': {
+        // The old generation is still active. Re-verify first: the manifest may have
+        // expired, or its signer been revoked, while the agent was down.
+        let manifest: Manifest
+        try {
+          manifest = verifyManifest(fromBase64(rec.envelope), {
+            ...trustNow(this.#init.trust),
+            lastSequence: rec.sequence - 1,
+            now: this.#now(),
+          }).manifest
+        } catch (err) {
+          if (!(err instanceof ManifestRefusedError)) throw err
+          return this.#fail(updateError(err.code, `on resuming the update: ${err.message}`))
+        }
+        if (rec.attempt >= max) {
+          return this.#fail(
+            updateError(
+              'too-many-attempts',
+              `step "${rec.step}" was interrupted ${rec.attempt} times; giving up on this update`,
+            ),
+          )
+        }
+        let step: Step = rec.step
+        if (step === 'verified' && !(await this.#artifactUsable(rec))) step = 'downloading'
+        await this.#enter(step, rec.attempt + 1)
+        return this.#run(manifest)
+      }
+      case 'activating':
+      case 'confirming': {
+        const back = rec.previous === null ? 'no generation' : `generation "${rec.previous.name}"`
+        return this.#rollback(
+          updateError(
+            'interrupted',
+            `the agent stopped (crash, kill or power loss) while ${rec.step} generation "${rec.generation}"; ` +
+              `rolled back to ${back} because the new one was never confirmed`,
+          ),
+        )
+      }
+      case 'rolling-back': {
+        const original = rec.error ?? updateError('interrupted', 'the agent stopped during a rollback')
+        if (rec.attempt >= max) {
+          rec.error = updateError(
+            'rollback-failed',
+            `rollback was interrupted ${rec.attempt} times; giving up. The original problem: ${original.message}`,
+          )
+          await this.#enter('failed')
+          return { outcome: 'failed', manifestId: rec.manifestId, error: rec.error }
+        }
+        await this.#enter('rolling-back', rec.attempt + 1)
+        return this.#rollback(original)
+      }
+    }
+  }
+
+  async #run(m: Manifest): Promise<OfferOutcome> {
+    const rec = this.#journal.record()
+    const activator = this.#init.activator
+    for (;;) {
+      switch (rec.step) {
+        case 'downloading': {
+          let artifact: string
+          try {
+            artifact = await activator.fetch(m, this.reports.progress(rec), this.#signal)
+          } catch (err) {
+            if (this.#signal.aborted) throw this.#signal.reason
+            return this.#fail(activatorError(err, 'download-failed'))
+          }
+          rec.artifact = artifact
+          await this.#enter('verified')
+          break
+        }
+        case 'verified': {
+          let gen: GenerationInfo
+          try {
+            gen = await activator.prepare(m, rec.artifact ?? '')
+          } catch (err) {
+            return this.#fail(activatorError(err, 'prepare-failed'))
+          }
+          rec.target = gen
+          await this.#enter('activating')
+          break
+        }
+        case 'activating': {
+          const target = rec.target
+          if (target === null) {
+            return this.#fail(updateError('prepare-failed', 'no prepared generation to activate'))
+          }
+          try {
+            await activator.switchTo(target)
+            this.active = target
+            await activator.activate(target, rec.previous)
+          } catch (err) {
+            return this.#rollback(updateError('activation-failed', errorMessage(err)))
+          }
+          await this.#enter('confirming')
+          break
+        }
+        case 'confirming': {
+          const target = rec.target as GenerationInfo
+          if (m.healthCheck !== null) {
+            const env = commandEnv({
+              ...this.#init.healthEnv,
+              FLEETMESH_GENERATION: target.name,
+              FLEETMESH_GENERATION_DIR: target.path,
+            })
+            try {
+              await runHealthCheck(m.healthCheck, { cwd: target.path, env })
+            } catch (err) {
+              return this.#rollback(
+                updateError('health-check-failed', `generation "${target.name}": ${errorMessage(err)}`),
+              )
+            }
+          }
+          try {
+            await this.#confirmWithin(m.confirmTimeoutMs)
+          } catch (err) {
+            return this.#rollback(updateError('confirm-timeout', errorMessage(err)))
+          }
+          await this.#enter('committed')
+          await this.#gc([target, ...(rec.previous !== null ? [rec.previous] : [])])
+          return { outcome: 'committed', manifestId: m.id, error: null }
+        }
+        case 'rolling-back':
+          return this.#rollback(rec.error ?? updateError('interrupted', 'rollback was interrupted'))
+        case 'committed':
+        case 'rolled-back':
+        case 'failed':
+          return { outcome: rec.step, manifestId: rec.manifestId, error: rec.error }
+      }
+    }
+  }
+
+  async #fail(error: ErrorInfo): Promise<OfferOutcome> {
+    const rec = this.#journal.record()
+    rec.error = error
+    // No gc here: nothing new was installed, and a partial download is worth keeping to resume.
+    await this.#enter('failed')
+    return { outcome: 'failed', manifestId: rec.manifestId, error }
+  }
+
+  async #rollback(error: ErrorInfo): Promise<OfferOutcome> {
+    const rec = this.#journal.record()
+    rec.error = error
+    if (rec.step !== 'rolling-back') await this.#enter('rolling-back')
+    const activator = this.#init.activator
+    const previous = rec.previous
+    try {
+      await activator.switchTo(previous)
+      this.active = previous
+      if (previous !== null) await activator.activate(previous, rec.target)
+    } catch (err) {
+      this.active = await activator.current().catch(() => this.active)
+      rec.error = updateError(
+        'rollback-failed',
+        `rolling back to ${previous === null ? 'no generation' : `generation "${previous.name}"`} after ` +
+          `${error.code} failed: ${errorMessage(err)}. The original problem: ${error.message}`,
+      )
+      await this.#enter('failed')
+      return { outcome: 'failed', manifestId: rec.manifestId, error: rec.error }
+    }
+    await this.#enter('rolled-back')
+    await this.#gc(previous !== null ? [previous] : [])
+    return { outcome: 'rolled-back', manifestId: rec.manifestId, error }
+  }
+
+  /** A fresh round trip to the coordinator, proving the new generation can still reach it. */
+  async #confirmWithin(timeoutMs: number): Promise<void> {
+    const controller = new AbortController()
+    const timer = setTimeout(() => {
+      controller.abort(
+        new Error(
+          `the coordinator did not confirm the new generation within ${timeoutMs} ms; ` +
+            'it may not be able to reach the coordinator any more',
+        ),
+      )
+    }, timeoutMs)
+    const confirmed = this.#init.confirm(controller.signal).catch((err: unknown) => {
+      throw new Error(`confirming with the coordinator failed: ${errorMessage(err)}`, { cause: err })
+    })
+    try {
+      await raceSignal(confirmed, controller.signal)
+    } finally {
+      clearTimeout(timer)
+      controller.abort()
+    }
+  }
+
+  async #artifactUsable(rec: UpdateRecord): Promise<boolean> {
+    if (rec.artifact !== null && (await stat(rec.artifact).catch(() => undefined)) !== undefined) return true
+    // prepare() deletes the artifact once the generation exists, and finds that generation again.
+    const gens = await this.#init.activator.list()
+    return gens.some((g) => g.manifestId === rec.manifestId)
+  }
+
+  /** Records the step on disk before it starts, then reports it. */
+  async #enter(step: Step, attempt = 1): Promise<void> {
+    const rec = this.#journal.record()
+    rec.step = step
+    rec.attempt = attempt
+    rec.updatedAt = this.#now()
+    await this.#journal.persist()
+    await this.reports.step(rec)
+  }
+
+  async #gc(protect: GenerationInfo[]): Promise<void> {
+    try {
+      await this.#init.activator.gc(this.#init.keepGenerations ?? 5, protect)
+    } catch (err) {
+      this.#init.onError?.(err, 'removing old generations')
+    }
+  }
+}
+
+function activatorError(err: unknown, fallback: string): ErrorInfo {
+  if (err instanceof ActivatorError) return updateError(err.code, err.message)
+  return updateError(fallback, errorMessage(err))
+}
