@@ -1,13 +1,27 @@
 /**
- * The admin CLI's commands. `bin/main.ts` routes `fleetmesh <command>` here for
- * everything except the coordinator and agent daemons.
+ * The admin CLI's routing. `bin/main.ts` hands `fleetmesh <command>` here for
+ * everything except the daemons; each command lives in its own file under
+ * commands/ and returns an exit code, or nothing for success.
  */
-import { adminGrant, adminInstall, adminKeygen, enroll, init } from './offline.ts'
-import { audit, deploy, machines, revoke, watch } from './remote.ts'
+import { UsageError } from '../lib/index.ts'
+import { adminGrant, adminInstall, adminKeygen } from './commands/admin-keys.ts'
+import { audit } from './commands/audit.ts'
+import { deploy } from './commands/deploy.ts'
+import { enroll } from './commands/enroll.ts'
+import { init } from './commands/init.ts'
+import { machines } from './commands/machines.ts'
+import { revoke } from './commands/revoke.ts'
+import { watch } from './commands/watch.ts'
 
+/** Resolves to an exit code, or to nothing for success. */
 type Command = (argv: string[], home: string) => Promise<unknown>
 
-export const ADMIN_COMMANDS: Record<string, { run: Command; help: string }> = {
+interface Entry {
+  run: Command
+  help: string
+}
+
+const COMMANDS: Record<string, Entry> = {
   init: { run: init, help: 'create a fleet: root key, your admin certificate, the coordinator identity' },
   enroll: { run: enroll, help: 'issue a single-use enrollment token for a machine' },
   machines: { run: machines, help: 'list machines: tags, online, generations, state, last seen, path' },
@@ -16,7 +30,8 @@ export const ADMIN_COMMANDS: Record<string, { run: Command; help: string }> = {
   audit: { run: audit, help: 'list the audit log and verify its hash chain and signatures' },
 }
 
-export const ADMIN_SUBCOMMANDS: Record<string, { run: Command; help: string }> = {
+/** `fleetmesh admin <subcommand>`. */
+const SUBCOMMANDS: Record<string, Entry> = {
   keygen: { run: adminKeygen, help: "create this machine's admin key and print its public key" },
   grant: {
     run: adminGrant,
@@ -24,4 +39,34 @@ export const ADMIN_SUBCOMMANDS: Record<string, { run: Command; help: string }> =
   },
   install: { run: adminInstall, help: 'install a certificate bundle produced by "admin grant"' },
   revoke: { run: revoke, help: 'revoke a certificate by serial' },
+}
+
+/** Help rows: command and what it does. */
+export function adminHelp(): [string, string][] {
+  return [
+    ...Object.entries(COMMANDS).map(([k, v]): [string, string] => [k, v.help]),
+    ...Object.entries(SUBCOMMANDS).map(([k, v]): [string, string] => [`admin ${k}`, v.help]),
+  ]
+}
+
+/** Runs `fleetmesh <command> …` and returns its exit code; undefined when it is no admin command. */
+export async function runAdminCommand(
+  command: string,
+  argv: string[],
+  home: string,
+): Promise<number | undefined> {
+  let entry = COMMANDS[command]
+  let args = argv
+  if (command === 'admin') {
+    const [sub, ...rest] = argv
+    entry = sub === undefined ? undefined : SUBCOMMANDS[sub]
+    if (entry === undefined)
+      throw new UsageError(
+        `unknown admin command "${sub ?? ''}"; known: ${Object.keys(SUBCOMMANDS).join(', ')}`,
+      )
+    args = rest
+  }
+  if (entry === undefined) return undefined
+  const code = await entry.run(args, home)
+  return typeof code === 'number' ? code : 0
 }

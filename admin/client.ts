@@ -1,6 +1,8 @@
 /**
  * The admin CLI's connection to the coordinator: a short-lived libp2p host with
- * the admin's own key, one stream per signed request.
+ * the admin's own key, one stream per signed request, and one typed method per
+ * admin request. The blob upload, which streams data after its request, is in
+ * upload.ts.
  */
 
 import { randomBytes } from 'node:crypto'
@@ -13,20 +15,39 @@ import { createHost, type FleetHost, openStream } from '../net/index.ts'
 import {
   type AdminOp,
   type AdminResponse,
+  type AuditRecord,
   adminRequestSchema,
   adminResponseSchema,
+  auditResult,
   decodeMessage,
+  type FleetInfo,
   FramedStream,
+  fleetInfoResult,
+  type MachineView,
+  machinesResult,
   PROTOCOLS,
+  revokeResult,
+  type SubmitResult,
   sealEnvelope,
+  submitResult,
+  type WatchEvent,
+  watchEvent,
 } from '../protocol/index.ts'
 import type { AdminHome } from './home.ts'
 
-export const UPLOAD_CHUNK_BYTES = 256 * 1024
-const MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+/** Largest frame either way: a machines list or audit page can be big; upload chunks are far smaller. */
+const MAX_FRAME_BYTES = 64 * 1024 * 1024
+const REQUEST_TIMEOUT_MS = 30_000
 
 export class AdminRequestError extends CodedError<string> {
   override name = 'AdminRequestError'
+}
+
+/** A live `watch`: events in the order the coordinator sends them, until closed. */
+export interface AdminWatch {
+  /** The next event; rejects with a TimeoutError when none arrives within `timeoutMs`. */
+  next(timeoutMs: number): Promise<WatchEvent>
+  close(): void
 }
 
 export class AdminClient {
@@ -52,8 +73,44 @@ export class AdminClient {
     await this.host.stop()
   }
 
+  // ---------------------------------------------------------------- requests
+
+  fleetInfo(): Promise<FleetInfo> {
+    return this.#request({ op: 'fleet-info' }, fleetInfoResult)
+  }
+
+  /** The machines this admin's certificate covers. */
+  machines(): Promise<MachineView[]> {
+    return this.#request({ op: 'machines' }, machinesResult)
+  }
+
+  /** Submits a sealed manifest; refused with code "stale-sequence" when another has taken its sequence. */
+  submitManifest(envelope: Uint8Array): Promise<SubmitResult> {
+    return this.#request({ op: 'submit-manifest', envelope }, submitResult)
+  }
+
+  /** One page of the audit log: up to `limit` records after index `after`. */
+  audit(after: number, limit: number): Promise<AuditRecord[]> {
+    return this.#request({ op: 'audit', after, limit }, auditResult)
+  }
+
+  revoke(serial: string, reason: string): Promise<{ revoked: string }> {
+    return this.#request({ op: 'revoke', serial, reason }, revokeResult)
+  }
+
+  /** Follows one rollout, or every machine when `rolloutId` is null; starts with a snapshot. */
+  async watch(rolloutId: string | null): Promise<AdminWatch> {
+    const fs = await this.open({ op: 'watch', rolloutId })
+    return {
+      next: (timeoutMs) => this.readResult(fs, watchEvent, timeoutMs),
+      close: () => fs.abort(new Error('watch finished')),
+    }
+  }
+
+  // ---------------------------------------------------------------- transport
+
   /** Opens a stream and sends one signed request; the caller reads the responses. */
-  async open(op: AdminOp, timeoutMs = 30_000): Promise<FramedStream> {
+  async open(op: AdminOp, timeoutMs = REQUEST_TIMEOUT_MS): Promise<FramedStream> {
     let stream: Awaited<ReturnType<FleetHost['dialProtocol']>>
     try {
       stream = await openStream(this.host, this.#coordinator, PROTOCOLS.admin, {
@@ -65,7 +122,7 @@ export class AdminClient {
         `cannot reach the coordinator ${this.#coordinator} at ${this.home.fleet.coordinator.addrs.join(', ')}: ${(err as Error).message}`,
       )
     }
-    const fs = new FramedStream(stream, { maxFrameBytes: Math.max(MAX_RESPONSE_BYTES, UPLOAD_CHUNK_BYTES) })
+    const fs = new FramedStream(stream, { maxFrameBytes: MAX_FRAME_BYTES })
     const envelope = sealEnvelope(
       adminRequestSchema,
       DOMAINS.adminRequest,
@@ -88,7 +145,7 @@ export class AdminClient {
       adminResponseSchema,
       bytes,
       'admin response',
-      MAX_RESPONSE_BYTES,
+      MAX_FRAME_BYTES,
     )
     if (!response.ok) throw new AdminRequestError(response.error.code, response.error.message)
     const parsed = schema.safeParse(response.result)
@@ -100,10 +157,11 @@ export class AdminClient {
     return parsed.data
   }
 
-  async request<S extends z.ZodType>(op: AdminOp, schema: S, timeoutMs = 30_000): Promise<z.output<S>> {
-    const fs = await this.open(op, timeoutMs)
+  /** One request, one response. */
+  async #request<S extends z.ZodType>(op: AdminOp, schema: S): Promise<z.output<S>> {
+    const fs = await this.open(op, REQUEST_TIMEOUT_MS)
     try {
-      return await this.readResult(fs, schema, timeoutMs)
+      return await this.readResult(fs, schema, REQUEST_TIMEOUT_MS)
     } finally {
       await fs.close().catch(() => {})
     }

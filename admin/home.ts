@@ -8,7 +8,7 @@
  *
  * Everything is validated when read, and a bad file is named in the error.
  */
-import { mkdir, readFile } from 'node:fs/promises'
+import { readFile } from 'node:fs/promises'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
 import { z } from 'zod'
@@ -21,7 +21,16 @@ import {
   type SignedCertificate,
   signedCertificateSchema,
 } from '../keys/index.ts'
-import { describeIssues, fromBase64Url, toBase64Url, writeFileAtomic } from '../lib/index.ts'
+import {
+  describeIssues,
+  ensureDir,
+  fromBase64Url,
+  PersistError,
+  readJson,
+  toBase64Url,
+  writeFileAtomic,
+  writeJsonAtomic,
+} from '../lib/index.ts'
 
 export class HomeError extends Error {
   override name = 'HomeError'
@@ -58,28 +67,26 @@ export const paths = (dir: string) => ({
 
 export async function readFleetFile(dir: string): Promise<FleetFile> {
   const file = paths(dir).fleet
-  let text: string
   try {
-    text = await readFile(file, 'utf8')
-  } catch {
-    throw new HomeError(
-      `no fleet configured in ${dir} (missing ${file}); run "fleetmesh init" or "fleetmesh admin install"`,
-    )
+    return await readJson(file, fleetFileSchema)
+  } catch (err) {
+    if (!(err instanceof PersistError)) throw err
+    if (err.code === 'missing')
+      throw new HomeError(
+        `no fleet configured in ${dir} (missing ${file}); run "fleetmesh init" or "fleetmesh admin install"`,
+        { cause: err },
+      )
+    throw new HomeError(err.message, { cause: err })
   }
-  let value: unknown
-  try {
-    value = JSON.parse(text)
-  } catch {
-    throw new HomeError(`${file} is not valid JSON`)
-  }
-  const parsed = fleetFileSchema.safeParse(value)
-  if (!parsed.success) throw new HomeError(`${file} is invalid: ${describeIssues(parsed.error)}`)
-  return parsed.data
 }
 
 export async function writeFleetFile(dir: string, fleet: FleetFile): Promise<void> {
-  await mkdir(dir, { recursive: true, mode: 0o700 })
-  await writeFileAtomic(paths(dir).fleet, `${JSON.stringify(fleet, null, 2)}\n`, 0o644)
+  await ensureDir(dir)
+  await writeJsonAtomic(paths(dir).fleet, fleet, 0o644)
+}
+
+export async function writeAdminChain(dir: string, chain: readonly SignedCertificate[]): Promise<void> {
+  await writeFileAtomic(paths(dir).adminChain, `${encodeChain(chain)}\n`, 0o600)
 }
 
 export function encodeChain(chain: readonly SignedCertificate[]): string {

@@ -12,27 +12,20 @@
  * with real tokens, but they live in this one process (a process each would
  * measure Node start-up, not fleetmesh); they verify manifests and do not apply them.
  */
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { AdminClient } from '../admin/client.ts'
 import { loadAdminHome } from '../admin/home.ts'
+import { bytesSource, uploadBlob } from '../admin/upload.ts'
 import { enrollWithCoordinator } from '../agent/enroll.ts'
 import { CoordinatorLink } from '../agent/link.ts'
 import { verifyManifest } from '../agent/verify.ts'
 import { DOMAINS, issueToken, nodeEd25519, PrivateKey, parseToken, signingInput } from '../keys/index.ts'
 import { createHost, type FleetHost } from '../net/index.ts'
-import {
-  fleetInfoResult,
-  type Manifest,
-  manifestSchema,
-  sealEnvelope,
-  statusReportSchema,
-  submitResult,
-  uploadResult,
-} from '../protocol/index.ts'
+import { buildManifest, sealEnvelope, sealManifest, statusReportSchema } from '../protocol/index.ts'
 import { sampleStatus } from '../testkit/fixtures.ts'
 import { TestFleet } from '../testkit/harness.ts'
 import { fmt, line, measureRate, percentile } from './measure.ts'
@@ -69,7 +62,7 @@ export async function benchFleet(
     const coordAddr = `/ip4/127.0.0.1/tcp/${fleet.port}`
     // Let the coordinator settle, then take its baseline memory.
     admin = await AdminClient.connect(home)
-    const infoBefore = await admin.request({ op: 'fleet-info' }, fleetInfoResult)
+    const infoBefore = await admin.fleetInfo()
     const rssBefore = await rss(pid)
 
     process.stdout.write(`  starting and enrolling ${agentCount} agents…`)
@@ -129,41 +122,34 @@ export async function benchFleet(
     }
     process.stdout.write(` ${((Date.now() - started) / 1000).toFixed(1)} s\n`)
     const rssAfter = await rss(pid)
-    const infoAfter = await admin.request({ op: 'fleet-info' }, fleetInfoResult)
+    const infoAfter = await admin.fleetInfo()
     out['rss per agent bytes'] = (rssAfter - rssBefore) / agentCount
     out['heap per agent bytes'] = (infoAfter.memory.heapUsed - infoBefore.memory.heapUsed) / agentCount
 
     // ---- fan-out
-    const blob = randomBytes(1024)
-    const sha256 = createHash('sha256').update(blob).digest('hex')
-    const up = await admin.open({ op: 'upload-blob', sha256, size: blob.byteLength })
-    await admin.readResult(up, uploadResult)
-    await up.send(new Uint8Array(blob))
-    await up.close()
-    await admin.readResult(up, uploadResult)
+    const blob = bytesSource(randomBytes(1024))
+    await uploadBlob(admin, blob)
 
     const samples: number[] = []
     const maxima: number[] = []
     for (let round = 0; round < rounds; round++) {
-      const info = await admin.request({ op: 'fleet-info' }, fleetInfoResult)
-      const now = Date.now()
-      const manifest: Manifest = {
-        v: 1,
+      const info = await admin.fleetInfo()
+      const manifest = buildManifest({
         fleetId: home.fleet.fleetId,
-        id: randomBytes(16).toString('hex'),
         sequence: info.maxSequence + 1,
-        rolloutId: randomBytes(16).toString('hex'),
         generation: `bench-${round}`,
         targets: { machines: [], tags: ['bench'] },
-        payload: { kind: 'archive', sha256, size: blob.byteLength, sources: [{ kind: 'coordinator' }] },
-        activation: 'profile',
-        healthCheck: null,
+        payload: {
+          kind: 'archive',
+          sha256: blob.sha256,
+          size: blob.size,
+          sources: [{ kind: 'coordinator' }],
+        },
         confirmTimeoutMs: 60_000,
-        issuedAt: now,
-        notBefore: now - 1000,
-        expiresAt: now + 3_600_000,
-      }
-      const envelope = sealEnvelope(manifestSchema, DOMAINS.manifest, manifest, home.key, home.chain)
+        clockSkewMs: 1000,
+        validForMs: 3_600_000,
+      })
+      const envelope = sealManifest(manifest, home.key, home.chain)
       const times: number[] = []
       const all = new Promise<void>((resolve) => {
         for (const a of agents) {
@@ -175,7 +161,7 @@ export async function benchFleet(
         }
       })
       const t0 = performance.now()
-      await admin.request({ op: 'submit-manifest', envelope }, submitResult)
+      await admin.submitManifest(envelope)
       await all
       samples.push(...times)
       maxima.push(Math.max(...times))

@@ -4,7 +4,7 @@
  * errors into one clear line and an exit code.
  */
 
-import { ADMIN_COMMANDS, ADMIN_SUBCOMMANDS } from '../admin/cli.ts'
+import { adminHelp, runAdminCommand } from '../admin/cli.ts'
 import { defaultHome } from '../admin/home.ts'
 import { agentCommand } from '../agent/cli.ts'
 import { coordinatorCommand } from '../coordinator/cli.ts'
@@ -21,8 +21,7 @@ function help(): string {
       'on an agent, coordinator or relay: addresses, NAT behaviour, reservations, path to the coordinator',
     ],
     ['agent', 'run the agent daemon on a device (enrolls on first start with --token)'],
-    ...Object.entries(ADMIN_COMMANDS).map(([k, v]) => [k, v.help]),
-    ...Object.entries(ADMIN_SUBCOMMANDS).map(([k, v]) => [`admin ${k}`, v.help]),
+    ...adminHelp(),
   ]
   return [
     'usage: fleetmesh [--home <dir>] <command> [options]',
@@ -54,18 +53,9 @@ export async function main(argv: string[]): Promise<number> {
     if (command === 'relay') return await relayCommand(rest)
     if (command === 'doctor') return await doctorCommand(rest)
     if (command === 'agent') return await agentCommand(rest)
-    if (command === 'admin') {
-      const [sub, ...subArgs] = rest
-      const entry = sub === undefined ? undefined : ADMIN_SUBCOMMANDS[sub]
-      if (entry === undefined)
-        throw new UsageError(
-          `unknown admin command "${sub ?? ''}"; known: ${Object.keys(ADMIN_SUBCOMMANDS).join(', ')}`,
-        )
-      return exitCode(await entry.run(subArgs, home))
-    }
-    const entry = ADMIN_COMMANDS[command]
-    if (entry === undefined) throw new UsageError(`unknown command "${command}"\n\n${help()}`)
-    return exitCode(await entry.run(rest, home))
+    const code = await runAdminCommand(command, rest, home)
+    if (code === undefined) throw new UsageError(`unknown command "${command}"\n\n${help()}`)
+    return code
   } catch (err) {
     const e = err as Error
     if (e instanceof UsageError) {
@@ -77,9 +67,4 @@ export async function main(argv: string[]): Promise<number> {
     if (process.env.FLEETMESH_DEBUG) process.stderr.write(`${e.stack}\n`)
     return 1
   }
-}
-
-/** Commands return an exit code, or nothing for success. */
-function exitCode(result: unknown): number {
-  return typeof result === 'number' ? result : 0
 }

@@ -1,40 +1,49 @@
 /**
  * The coordinator's side of `/fleetmesh/admin/1`. One stream per request: the
  * admin sends a signed AdminRequest envelope; the coordinator checks signature,
- * freshness, nonce (no replays), certificate chain, capability and scope, records
- * the attempt in the audit log whatever the outcome, then answers. `watch` keeps
- * the stream open and streams events; `upload-blob` is followed by data frames.
+ * freshness, certificate chain, capability and scope, and nonce (no replays),
+ * which yields the request context every handler gets; it records the attempt in
+ * the audit log whatever the outcome, then answers. `watch` keeps the stream open
+ * and streams events; `upload-blob` is followed by data frames. Submitted
+ * manifests pass the same admission rules as on the agents (protocol/manifest.ts).
  */
 import type { Connection } from '@libp2p/interface'
-import type { PrivateKey, PublicKey } from '../keys/index.ts'
 import {
   type Authority,
   authorityCovers,
   type Capability,
   CertificateError,
   DOMAINS,
+  type PrivateKey,
+  type PublicKey,
   type ScopeTarget,
   verifyChain,
 } from '../keys/index.ts'
 import { CodedError } from '../lib/index.ts'
-import type { FramedStream, MachineView, WatchEvent } from '../protocol/index.ts'
 import {
   type AdminOp,
+  type AdminRequest,
   type AdminResponse,
   adminRequestSchema,
   adminResponseSchema,
-  decodeMessage,
+  admitManifest,
   EnvelopeError,
   encodeMessage,
+  type FramedStream,
   MAX_ENVELOPE_BYTES,
-  manifestSchema,
+  type MachineView,
+  ManifestRefusedError,
+  type Opened,
   openEnvelope,
+  type SubmitResult,
+  targetsMachine,
+  type WatchEvent,
 } from '../protocol/index.ts'
 import { signAuditHash } from './audit.ts'
 import { BlobError, type BlobStore } from './blobs.ts'
 import type { ControlService } from './control.ts'
 import type { FleetEvent, FleetEvents } from './events.ts'
-import { type FleetStore, type ManifestRecord, StoreConflictError } from './store.ts'
+import { type FleetStore, MAX_AUDIT_REQUEST_BYTES, type ManifestRecord, StoreConflictError } from './store.ts'
 import { machineView } from './views.ts'
 
 /** Requests older or newer than this are refused, which bounds how long nonces must be remembered. */
@@ -66,6 +75,36 @@ const CAPABILITY: Record<AdminOp['op'], Capability> = {
   revoke: 'admin',
 }
 
+/** What the audit log records about whoever sent a request, also one refused before its signature was checked. */
+interface Caller {
+  peerId: string
+  /** The signer's public key once the envelope opened, else null. */
+  actor: string | null
+  /** The request exactly as received. */
+  request: Uint8Array
+}
+
+/**
+ * Who is asking, established before any handler runs: the request's signature,
+ * freshness, nonce and certificate chain have all been checked.
+ */
+export interface AdminRequestContext extends Caller {
+  actor: string
+  signer: PublicKey
+  /** The signer's verified certificate chain: who they are, their capabilities and scope. */
+  authority: Authority
+  op: AdminOp['op']
+  /** The request's nonce, unique per request: its id. */
+  nonce: string
+  issuedAt: number
+  receivedAt: number
+  connection: Connection
+  stream: FramedStream
+}
+
+/** Refusals the admin is told about as such; anything else is an internal error. */
+const REFUSALS = [AdminDenied, CertificateError, EnvelopeError, ManifestRefusedError] as const
+
 export class AdminRpc {
   readonly #init: AdminRpcInit
   readonly #sign: (hash: Uint8Array) => Uint8Array
@@ -77,68 +116,79 @@ export class AdminRpc {
 
   readonly handle = async (fs: FramedStream, connection: Connection): Promise<void> => {
     const request = await fs.readOne({ timeoutMs: 30_000 })
-    const peerId = connection.remotePeer.toString()
-    let actor: string | null = null
+    const caller: Caller = { peerId: connection.remotePeer.toString(), actor: null, request }
     let action = 'unknown'
     try {
       const opened = openEnvelope(adminRequestSchema, DOMAINS.adminRequest, request, MAX_ENVELOPE_BYTES)
-      actor = opened.signer.toString()
-      const body = opened.value.body
-      action = body.op
-      const now = Date.now()
-      if (Math.abs(now - opened.value.issuedAt) > REQUEST_WINDOW_MS) {
-        throw new AdminDenied(
-          'stale-request',
-          `request issued at ${new Date(opened.value.issuedAt).toISOString()} is outside the ±5 min window; check this machine's clock`,
-        )
-      }
-      const authority = verifyChain(opened.chain, {
-        root: this.#init.fleetRoot,
-        signer: opened.signer,
-        capability: CAPABILITY[body.op],
-        revokedSerials: await this.#init.store.revokedSerials(),
-        now,
-        // Revocation and the audit log concern the whole fleet, not a slice of it.
-        ...(body.op === 'revoke' || body.op === 'audit'
-          ? { target: { kind: 'fleet' } satisfies ScopeTarget }
-          : {}),
-      })
-      if (
-        !(await this.#init.store.rememberNonce(opened.value.nonce, opened.value.issuedAt + REQUEST_WINDOW_MS))
-      ) {
-        throw new AdminDenied(
-          'replayed',
-          'this request was already received once; a request cannot be replayed',
-        )
-      }
-      await this.#dispatch(fs, body, authority, request, peerId, actor)
+      action = opened.value.body.op
+      const ctx = await this.#authenticate(opened, caller, connection, fs)
+      await this.#dispatch(ctx, opened.value.body)
     } catch (err) {
-      const denied =
-        err instanceof AdminDenied || err instanceof CertificateError || err instanceof EnvelopeError
-      const code =
-        err instanceof AdminDenied || err instanceof CertificateError || err instanceof EnvelopeError
-          ? err.code
-          : 'internal'
+      const denied = REFUSALS.some((kind) => err instanceof kind)
+      const code = denied ? (err as CodedError).code : 'internal'
       const message = (err as Error).message
-      await this.#audit(peerId, actor, action, denied ? 'denied' : 'error', `${code}: ${message}`, request)
-      this.#init.log(`admin: ${action} from ${peerId} ${denied ? 'denied' : 'failed'}: ${message}`)
+      await this.#audit(caller, action, denied ? 'denied' : 'error', `${code}: ${message}`)
+      this.#init.log(`admin: ${action} from ${caller.peerId} ${denied ? 'denied' : 'failed'}: ${message}`)
       await this.#respond(fs, { ok: false, error: { code, message: message.slice(0, 2000) } }).catch(() => {})
     }
   }
 
-  async #dispatch(
-    fs: FramedStream,
-    body: AdminOp,
-    authority: Authority,
-    request: Uint8Array,
-    peerId: string,
-    actor: string,
-  ): Promise<void> {
+  /** Freshness, certificate chain (capability and scope), then the nonce; throws AdminDenied or CertificateError. */
+  async #authenticate(
+    opened: Opened<AdminRequest>,
+    caller: Caller,
+    connection: Connection,
+    stream: FramedStream,
+  ): Promise<AdminRequestContext> {
+    // From here on the attempt is audited under the signer's key, also when it is denied.
+    const actor = opened.signer.toString()
+    caller.actor = actor
+    const { nonce, issuedAt, body } = opened.value
+    const now = Date.now()
+    if (Math.abs(now - issuedAt) > REQUEST_WINDOW_MS) {
+      throw new AdminDenied(
+        'stale-request',
+        `request issued at ${new Date(issuedAt).toISOString()} is outside the ±5 min window; check this machine's clock`,
+      )
+    }
+    const authority = verifyChain(opened.chain, {
+      root: this.#init.fleetRoot,
+      signer: opened.signer,
+      capability: CAPABILITY[body.op],
+      revokedSerials: await this.#init.store.revokedSerials(),
+      now,
+      // Revocation and the audit log concern the whole fleet, not a slice of it.
+      ...(body.op === 'revoke' || body.op === 'audit'
+        ? { target: { kind: 'fleet' } satisfies ScopeTarget }
+        : {}),
+    })
+    if (!(await this.#init.store.rememberNonce(nonce, issuedAt + REQUEST_WINDOW_MS))) {
+      throw new AdminDenied(
+        'replayed',
+        'this request was already received once; a request cannot be replayed',
+      )
+    }
+    return {
+      peerId: caller.peerId,
+      actor,
+      request: caller.request,
+      signer: opened.signer,
+      authority,
+      op: body.op,
+      nonce,
+      issuedAt,
+      receivedAt: now,
+      connection,
+      stream,
+    }
+  }
+
+  async #dispatch(ctx: AdminRequestContext, body: AdminOp): Promise<void> {
     const { store } = this.#init
     switch (body.op) {
       case 'fleet-info': {
         const machines = await store.listMachines()
-        await this.#ok(fs, peerId, actor, body.op, request, {
+        await this.#ok(ctx, {
           fleetId: this.#init.fleetId,
           fleetRoot: this.#init.fleetRoot.toString(),
           coordinator: this.#init.key.publicKey.toString(),
@@ -149,52 +199,33 @@ export class AdminRpc {
         })
         return
       }
-      case 'machines': {
-        const visible = await this.#visibleMachines(authority)
-        await this.#ok(fs, peerId, actor, body.op, request, visible)
+      case 'machines':
+        await this.#ok(ctx, await this.#visibleMachines(ctx.authority))
         return
-      }
-      case 'audit': {
-        const records = await store.listAudit(body.after, body.limit)
-        await this.#ok(fs, peerId, actor, body.op, request, records)
+      case 'audit':
+        await this.#ok(ctx, await store.listAudit(body.after, body.limit))
         return
-      }
-      case 'revoke': {
+      case 'revoke':
         await store.revoke(body.serial, body.reason, Date.now())
-        await this.#ok(
-          fs,
-          peerId,
-          actor,
-          body.op,
-          request,
-          { revoked: body.serial },
-          `serial ${body.serial}: ${body.reason}`,
-        )
+        await this.#ok(ctx, { revoked: body.serial }, `serial ${body.serial}: ${body.reason}`)
         return
-      }
       case 'submit-manifest': {
-        const result = await this.#submit(body.envelope, actor)
+        const result = await this.#submit(ctx, body.envelope)
         await this.#ok(
-          fs,
-          peerId,
-          actor,
-          body.op,
-          request,
+          ctx,
           result,
           `manifest ${result.manifestId} seq ${result.sequence} → ${result.machines.join(', ')}`,
         )
         for (const m of result.machines) await this.#init.control.pushDesired(m)
         return
       }
-      case 'upload-blob': {
-        await this.#upload(fs, body.sha256, body.size, peerId, actor, request)
+      case 'upload-blob':
+        await this.#upload(ctx, body.sha256, body.size)
         return
-      }
-      case 'watch': {
-        await this.#audit(peerId, actor, body.op, 'ok', body.rolloutId ?? 'all', request)
-        await this.#watch(fs, body.rolloutId, authority)
+      case 'watch':
+        await this.#audit(ctx, ctx.op, 'ok', body.rolloutId ?? 'all')
+        await this.#watch(ctx, body.rolloutId)
         return
-      }
     }
   }
 
@@ -222,32 +253,17 @@ export class AdminRpc {
     )
   }
 
-  async #submit(envelope: Uint8Array, actor: string) {
+  async #submit(ctx: AdminRequestContext, envelope: Uint8Array): Promise<SubmitResult> {
     const { store } = this.#init
-    let opened: ReturnType<typeof openEnvelope<typeof manifestSchema>>
-    try {
-      opened = openEnvelope(manifestSchema, DOMAINS.manifest, envelope)
-    } catch (err) {
-      throw new AdminDenied('bad-manifest', `manifest rejected: ${(err as Error).message}`)
-    }
-    const m = opened.value
     const now = Date.now()
-    // The manifest's own chain is what agents will check; check it the same way here
-    // so an admin learns now, not from every device, that it would be refused.
-    verifyChain(opened.chain, {
-      root: this.#init.fleetRoot,
-      signer: opened.signer,
-      capability: 'deploy',
-      target: { kind: 'selector', machines: m.targets.machines, tags: m.targets.tags },
+    // The agents apply the same rules before they act on it; applying them here too means
+    // an admin learns now, not from every device, that the manifest would be refused.
+    const { manifest: m } = admitManifest(envelope, {
+      fleetRoot: this.#init.fleetRoot,
+      fleetId: this.#init.fleetId,
       revokedSerials: await store.revokedSerials(),
       now,
     })
-    if (m.fleetId !== this.#init.fleetId)
-      throw new AdminDenied(
-        'wrong-fleet',
-        `manifest is for fleet "${m.fleetId}", this is "${this.#init.fleetId}"`,
-      )
-    if (m.expiresAt <= now) throw new AdminDenied('expired', 'manifest has already expired')
     if (m.payload.kind === 'archive' && m.payload.sources.some((s) => s.kind === 'coordinator')) {
       const size = await this.#init.blobs.size(m.payload.sha256)
       if (size === undefined)
@@ -262,9 +278,7 @@ export class AdminRpc {
         )
     }
     const all = await store.listMachines()
-    const machines = all
-      .filter((x) => m.targets.machines.includes(x.name) || x.tags.some((t) => m.targets.tags.includes(t)))
-      .map((x) => x.name)
+    const machines = all.filter((x) => targetsMachine(m.targets, x.name, x.tags)).map((x) => x.name)
     const unknown = m.targets.machines.filter((n) => !all.some((x) => x.name === n))
     const record: ManifestRecord = {
       id: m.id,
@@ -273,12 +287,13 @@ export class AdminRpc {
       generation: m.generation,
       targets: m.targets,
       envelope,
-      submittedBy: actor,
+      submittedBy: ctx.actor,
       submittedAt: now,
       expiresAt: m.expiresAt,
       machines,
     }
     try {
+      // The store orders manifests: a sequence not above every stored one is 'stale-sequence'.
       await store.addManifest(record, machines)
     } catch (err) {
       if (err instanceof StoreConflictError) throw new AdminDenied(err.code, err.message)
@@ -288,41 +303,27 @@ export class AdminRpc {
     return { manifestId: m.id, rolloutId: m.rolloutId, sequence: m.sequence, machines, unknown }
   }
 
-  async #upload(
-    fs: FramedStream,
-    sha256: string,
-    size: number,
-    peerId: string,
-    actor: string,
-    request: Uint8Array,
-  ): Promise<void> {
+  async #upload(ctx: AdminRequestContext, sha256: string, size: number): Promise<void> {
     const { blobs } = this.#init
     const existing = await blobs.size(sha256)
     if (existing !== undefined) {
-      await this.#ok(
-        fs,
-        peerId,
-        actor,
-        'upload-blob',
-        request,
-        { offset: size, complete: true },
-        `${sha256} already stored`,
-      )
+      await this.#ok(ctx, { offset: size, complete: true }, `${sha256} already stored`)
       return
     }
     const offset = await blobs.partialSize(sha256)
-    await this.#respond(fs, { ok: true, result: { offset, complete: false } })
+    await this.#respond(ctx.stream, { ok: true, result: { offset, complete: false } })
     try {
-      const outcome = await blobs.receive(sha256, size, offset, fs.frames())
-      await this.#audit(peerId, actor, 'upload-blob', 'ok', `${sha256} ${outcome} (${size} bytes)`, request)
-      await this.#respond(fs, { ok: true, result: { complete: outcome === 'complete' } })
+      const outcome = await blobs.receive(sha256, size, offset, ctx.stream.frames())
+      await this.#audit(ctx, ctx.op, 'ok', `${sha256} ${outcome} (${size} bytes)`)
+      await this.#respond(ctx.stream, { ok: true, result: { complete: outcome === 'complete' } })
     } catch (err) {
       if (err instanceof BlobError) throw new AdminDenied(err.code, err.message)
       throw err
     }
   }
 
-  async #watch(fs: FramedStream, rolloutId: string | null, authority: Authority): Promise<void> {
+  async #watch(ctx: AdminRequestContext, rolloutId: string | null): Promise<void> {
+    const { stream: fs, authority } = ctx
     const queue: FleetEvent[] = []
     let wake: (() => void) | undefined
     let overflow = false
@@ -373,17 +374,9 @@ export class AdminRpc {
     return view === undefined ? undefined : { type: e.type, machine: view }
   }
 
-  async #ok(
-    fs: FramedStream,
-    peerId: string,
-    actor: string,
-    action: string,
-    request: Uint8Array,
-    result: unknown,
-    detail = '',
-  ): Promise<void> {
-    await this.#audit(peerId, actor, action, 'ok', detail, request)
-    await this.#respond(fs, { ok: true, result })
+  async #ok(ctx: AdminRequestContext, result: unknown, detail = ''): Promise<void> {
+    await this.#audit(ctx, ctx.op, 'ok', detail)
+    await this.#respond(ctx.stream, { ok: true, result })
   }
 
   async #respond(fs: FramedStream, response: AdminResponse): Promise<void> {
@@ -391,13 +384,12 @@ export class AdminRpc {
   }
 
   async #audit(
-    peerId: string,
-    actor: string | null,
+    caller: Caller,
     action: string,
     outcome: 'ok' | 'denied' | 'error',
     detail: string,
-    request: Uint8Array,
   ): Promise<void> {
+    const { peerId, actor, request } = caller
     await this.#init.store.appendAudit(
       {
         at: Date.now(),
@@ -406,13 +398,9 @@ export class AdminRpc {
         action,
         outcome,
         detail: detail.slice(0, 2000),
-        request: request.byteLength <= 256 * 1024 ? request : null,
+        request: request.byteLength <= MAX_AUDIT_REQUEST_BYTES ? request : null,
       },
       this.#sign,
     )
   }
-}
-
-export function decodeAdminResponse(bytes: Uint8Array): AdminResponse {
-  return decodeMessage(adminResponseSchema, bytes, 'admin response', MAX_ENVELOPE_BYTES * 64)
 }

@@ -1,31 +1,34 @@
 /** Sample messages shared by the protocol tests; each is valid against its schema. */
 import { randomBytes } from 'node:crypto'
-import type { AdminRequest, ControlFrame, EnrollRequest, Manifest, StatusReport } from '../protocol/index.ts'
+import {
+  type AdminRequest,
+  buildManifest,
+  type ControlFrame,
+  type EnrollRequest,
+  type Manifest,
+  type StatusReport,
+} from '../protocol/index.ts'
 
 export const hex = (n: number) => randomBytes(n).toString('hex')
 
 export function sampleManifest(overrides: Partial<Manifest> = {}): Manifest {
-  const now = Date.now()
   return {
-    v: 1,
-    fleetId: 'acme',
-    id: hex(16),
-    sequence: 7,
-    rolloutId: hex(16),
-    generation: 'web-2026.11.23',
-    targets: { machines: ['edge-1'], tags: ['lab'] },
-    payload: {
-      kind: 'archive',
-      sha256: hex(32),
-      size: 1234,
-      sources: [{ kind: 'coordinator' }, { kind: 'http', url: 'https://cache.example/x.tar' }],
-    },
-    activation: 'profile',
-    healthCheck: { command: ['./health'], timeoutMs: 5000, retries: 2, intervalMs: 500 },
-    confirmTimeoutMs: 30_000,
-    issuedAt: now,
-    notBefore: now - 1000,
-    expiresAt: now + 86_400_000,
+    ...buildManifest({
+      fleetId: 'acme',
+      sequence: 7,
+      generation: 'web-2026.11.23',
+      targets: { machines: ['edge-1'], tags: ['lab'] },
+      payload: {
+        kind: 'archive',
+        sha256: hex(32),
+        size: 1234,
+        sources: [{ kind: 'coordinator' }, { kind: 'http', url: 'https://cache.example/x.tar' }],
+      },
+      healthCheck: { command: ['./health'], timeoutMs: 5000, retries: 2, intervalMs: 500 },
+      confirmTimeoutMs: 30_000,
+      clockSkewMs: 1000,
+      validForMs: 86_400_000,
+    }),
     ...overrides,
   }
 }

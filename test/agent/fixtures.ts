@@ -6,10 +6,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { TrustContext } from '../../agent/verify.ts'
 import { issueCertificate, type Scope, type SignedCertificate } from '../../keys/certificate.ts'
-import { DOMAINS } from '../../keys/domains.ts'
 import { PrivateKey } from '../../keys/identity.ts'
-import { sealEnvelope } from '../../protocol/envelope.ts'
-import { type Manifest, manifestSchema } from '../../protocol/messages.ts'
+import { buildManifest, sealManifest } from '../../protocol/manifest.ts'
+import type { Manifest } from '../../protocol/messages.ts'
 import type { Archive } from '../../testkit/archives.ts'
 
 export const HOUR = 3_600_000
@@ -51,28 +50,19 @@ export function makeFleet(options: { scope?: Scope; machine?: string; tags?: str
     machine,
     tags,
     trust: { fleetRoot: root.publicKey, fleetId, machine, tags },
-    manifest: (overrides = {}) => {
-      const now = Date.now()
-      return {
-        v: 1,
+    manifest: (overrides = {}) => ({
+      ...buildManifest({
         fleetId,
-        id: hex(16),
         sequence: 1,
-        rolloutId: hex(16),
         generation: 'web-1',
         targets: { machines: [machine], tags: [] },
         payload: { kind: 'archive', sha256: hex(32), size: 1, sources: [{ kind: 'coordinator' }] },
-        activation: 'profile',
-        healthCheck: null,
         confirmTimeoutMs: 5000,
-        issuedAt: now,
-        notBefore: now - 60_000,
-        expiresAt: now + HOUR,
-        ...overrides,
-      }
-    },
-    sign: (manifest, opts = {}) =>
-      sealEnvelope(manifestSchema, DOMAINS.manifest, manifest, opts.signer ?? admin, opts.chain ?? chain),
+        validForMs: HOUR,
+      }),
+      ...overrides,
+    }),
+    sign: (manifest, opts = {}) => sealManifest(manifest, opts.signer ?? admin, opts.chain ?? chain),
   }
 }
 

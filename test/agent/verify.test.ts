@@ -1,16 +1,17 @@
 import { describe, expect, it } from 'vitest'
-import { ManifestRefusedError, type RefusalCode, verifyManifest } from '../../agent/verify.ts'
+import { verifyManifest } from '../../agent/verify.ts'
 import { issueCertificate } from '../../keys/certificate.ts'
 import { DOMAINS } from '../../keys/domains.ts'
 import { PrivateKey } from '../../keys/identity.ts'
 import { sealEnvelope } from '../../protocol/envelope.ts'
+import { type ManifestRefusalCode, ManifestRefusedError } from '../../protocol/manifest.ts'
 import { statusReportSchema } from '../../protocol/messages.ts'
 import { HOUR, makeFleet } from './fixtures.ts'
 
 const fleet = makeFleet()
 const ctx = { ...fleet.trust, lastSequence: 4 }
 
-function refusal(envelope: Uint8Array, context = ctx): { code: RefusalCode; message: string } {
+function refusal(envelope: Uint8Array, context = ctx): { code: ManifestRefusalCode; message: string } {
   try {
     verifyManifest(envelope, context)
   } catch (err) {

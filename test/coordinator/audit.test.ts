@@ -4,14 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { DatabaseSync } from 'node:sqlite'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import {
-  AUDIT_HASH_BYTES,
-  type AuditHashFields,
-  auditHash,
-  GENESIS_PREV_HASH,
-  signAuditHash,
-  verifyAuditLog,
-} from '../../coordinator/audit.ts'
+import { signAuditHash } from '../../coordinator/audit.ts'
 import { openSqliteStore } from '../../coordinator/sqlite-store.ts'
 import {
   type AuditEntry,
@@ -22,6 +15,13 @@ import {
 } from '../../coordinator/store.ts'
 import { DOMAINS } from '../../keys/domains.ts'
 import { PrivateKey } from '../../keys/identity.ts'
+import {
+  AUDIT_HASH_BYTES,
+  type AuditHashFields,
+  auditHash,
+  GENESIS_PREV_HASH,
+  verifyAuditLog,
+} from '../../protocol/audit-log.ts'
 import { sealEnvelope } from '../../protocol/envelope.ts'
 import { type AdminOp, adminRequestSchema } from '../../protocol/messages.ts'
 

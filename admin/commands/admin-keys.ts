@@ -1,0 +1,165 @@
+/**
+ * `fleetmesh admin keygen | grant | install`: this machine's admin key, and the
+ * certificate bundles that carry a grant from one admin (or the root key) to
+ * another. They need no network: only key files on this machine.
+ */
+import { z } from 'zod'
+import {
+  CAPABILITIES,
+  type Capability,
+  decodeCanonical,
+  decodeCertificate,
+  encodeCanonical,
+  issueCertificate,
+  loadIdentity,
+  loadOrCreateIdentity,
+  machineName,
+  PublicKey,
+  type Scope,
+  type SignedCertificate,
+  signedCertificateSchema,
+  tagName,
+  verifyChain,
+} from '../../keys/index.ts'
+import {
+  describeIssues,
+  duration,
+  fileSize,
+  flag,
+  fromBase64Url,
+  list,
+  output,
+  parseCommand,
+  required,
+  toBase64Url,
+  UsageError,
+} from '../../lib/index.ts'
+import {
+  fleetFileSchema,
+  loadAdminHome,
+  paths,
+  readFleetFile,
+  writeAdminChain,
+  writeFleetFile,
+} from '../home.ts'
+
+const BUNDLE_PREFIX = 'fmadmin1.'
+const bundleSchema = z.strictObject({
+  fleet: fleetFileSchema,
+  chain: z.array(signedCertificateSchema).min(1).max(4),
+})
+
+export async function adminKeygen(argv: string[], home: string): Promise<void> {
+  const p = parseCommand(argv, { json: { type: 'boolean' } }, 'fleetmesh admin keygen [--json]')
+  const key = await loadOrCreateIdentity(paths(home).adminKey)
+  output(flag(p, 'json'), { publicKey: key.publicKey.toString(), keyFile: paths(home).adminKey }, () =>
+    [
+      `admin key ${paths(home).adminKey}`,
+      `public key ${key.publicKey}`,
+      'Give the public key to a fleet admin for "fleetmesh admin grant".',
+    ].join('\n'),
+  )
+}
+
+const GRANT_USAGE =
+  'fleetmesh admin grant --subject <public-key> --name <name> --caps deploy,enroll,read,admin (--all | --machines a,b --tags t1,t2) [--valid 30d] [--json]'
+
+export async function adminGrant(argv: string[], home: string): Promise<void> {
+  const p = parseCommand(
+    argv,
+    {
+      subject: { type: 'string' },
+      name: { type: 'string' },
+      caps: { type: 'string', multiple: true },
+      machines: { type: 'string', multiple: true },
+      tags: { type: 'string', multiple: true },
+      all: { type: 'boolean' },
+      valid: { type: 'string' },
+      json: { type: 'boolean' },
+    },
+    GRANT_USAGE,
+  )
+  const subject = PublicKey.parse(required(p, 'subject', GRANT_USAGE))
+  const caps = list(p, 'caps')
+  if (caps.length === 0) throw new UsageError(`--caps is required\nusage: ${GRANT_USAGE}`)
+  for (const c of caps) {
+    if (!(CAPABILITIES as readonly string[]).includes(c))
+      throw new UsageError(`unknown capability "${c}"; known: ${CAPABILITIES.join(', ')}`)
+  }
+  const machines = list(p, 'machines')
+  const tags = list(p, 'tags')
+  for (const m of machines)
+    if (!machineName.safeParse(m).success)
+      throw new UsageError(`--machines: "${m}" is not a valid machine name`)
+  for (const t of tags)
+    if (!tagName.safeParse(t).success) throw new UsageError(`--tags: "${t}" is not a valid tag`)
+  if (flag(p, 'all') === machines.length + tags.length > 0) {
+    throw new UsageError(`give either --all or --machines/--tags\nusage: ${GRANT_USAGE}`)
+  }
+  const scope: Scope = flag(p, 'all') ? { all: true } : { machines, tags }
+  const fleet = await readFleetFile(home)
+  const fleetRoot = PublicKey.parse(fleet.fleetRoot)
+  const options = {
+    subject,
+    name: required(p, 'name', GRANT_USAGE),
+    capabilities: caps as Capability[],
+    scope,
+    notAfter: Date.now() + duration(p, 'valid', 30 * 86_400_000),
+  }
+  let chain: z.infer<typeof bundleSchema>['chain']
+  if ((await fileSize(paths(home).rootKey)) !== undefined) {
+    chain = [issueCertificate(await loadIdentity(paths(home).rootKey), options)]
+  } else {
+    // Delegation: this admin signs, so the new certificate hangs below this admin's chain.
+    const me = await loadAdminHome(home)
+    verifyChain(me.chain, { root: fleetRoot, signer: me.key.publicKey, capability: 'admin' })
+    chain = [...me.chain, issueCertificate(me.key, options)]
+    verifyChain(chain, { root: fleetRoot, signer: subject, capability: caps[0] as Capability })
+  }
+  const bundle = BUNDLE_PREFIX + toBase64Url(encodeCanonical({ fleet, chain }))
+  output(flag(p, 'json'), { bundle }, () =>
+    [
+      `Certificate for "${options.name}" (${caps.join(', ')}). Give this to them for "fleetmesh admin install":`,
+      '',
+      bundle,
+    ].join('\n'),
+  )
+}
+
+export async function adminInstall(argv: string[], home: string): Promise<void> {
+  const usage = 'fleetmesh admin install <bundle> [--json]'
+  const p = parseCommand(argv, { json: { type: 'boolean' } }, usage)
+  const text = p.positionals[0]
+  if (text === undefined || !text.startsWith(BUNDLE_PREFIX))
+    throw new UsageError(
+      `give the ${BUNDLE_PREFIX}… text printed by "fleetmesh admin grant"\nusage: ${usage}`,
+    )
+  let value: unknown
+  try {
+    value = decodeCanonical(fromBase64Url(text.slice(BUNDLE_PREFIX.length).trim()), 128 * 1024)
+  } catch (err) {
+    throw new UsageError(`the bundle is damaged (${(err as Error).message}); copy it again`)
+  }
+  const parsed = bundleSchema.safeParse(value)
+  if (!parsed.success) throw new UsageError(`the bundle is invalid: ${describeIssues(parsed.error)}`)
+  const key = await loadIdentity(paths(home).adminKey)
+  const leaf = decodeCertificate(parsed.data.chain[parsed.data.chain.length - 1] as SignedCertificate)
+  // Check the whole chain now (for the leaf's own first capability) so a bad bundle fails here.
+  const leafAuthority = verifyChain(parsed.data.chain, {
+    root: PublicKey.parse(parsed.data.fleet.fleetRoot),
+    signer: key.publicKey,
+    capability: leaf.capabilities[0] as Capability,
+  }).leaf
+  await writeFleetFile(home, parsed.data.fleet)
+  await writeAdminChain(home, parsed.data.chain)
+  output(
+    flag(p, 'json'),
+    {
+      fleetId: parsed.data.fleet.fleetId,
+      name: leafAuthority.name,
+      capabilities: leafAuthority.capabilities,
+    },
+    () =>
+      `installed: fleet "${parsed.data.fleet.fleetId}", certificate "${leafAuthority.name}" (${leafAuthority.capabilities.join(', ')}), valid until ${new Date(leafAuthority.notAfter).toISOString()}`,
+  )
+}

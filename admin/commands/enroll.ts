@@ -1,0 +1,50 @@
+/** `fleetmesh enroll`: issue a single-use enrollment token for a machine, offline. */
+import { issueToken, machineName, tagName, verifyChain } from '../../keys/index.ts'
+import { duration, flag, list, output, parseCommand, UsageError } from '../../lib/index.ts'
+import { loadAdminHome } from '../home.ts'
+
+const ENROLL_USAGE = 'fleetmesh enroll <machine> [--tag <tag>]... [--ttl 24h] [--json]'
+
+export async function enroll(argv: string[], home: string): Promise<void> {
+  const p = parseCommand(
+    argv,
+    { tag: { type: 'string', multiple: true }, ttl: { type: 'string' }, json: { type: 'boolean' } },
+    ENROLL_USAGE,
+  )
+  const machine = p.positionals[0]
+  if (machine === undefined) throw new UsageError(`name the machine to enroll\nusage: ${ENROLL_USAGE}`)
+  if (!machineName.safeParse(machine).success) {
+    throw new UsageError(
+      `"${machine}" is not a valid machine name: lowercase letters, digits and inner hyphens, at most 63`,
+    )
+  }
+  const tags = list(p, 'tag')
+  for (const t of tags)
+    if (!tagName.safeParse(t).success) throw new UsageError(`--tag "${t}" is not a valid tag`)
+  const me = await loadAdminHome(home)
+  // Fail here, not on the device, when this admin may not enroll the machine.
+  verifyChain(me.chain, {
+    root: me.fleetRoot,
+    signer: me.key.publicKey,
+    capability: 'enroll',
+    target: { kind: 'new-machine', name: machine, tags },
+  })
+  const ttlMs = duration(p, 'ttl', 86_400_000)
+  const token = issueToken(me.key, me.chain, {
+    fleetRoot: me.fleetRoot,
+    coordinator: me.fleet.coordinator,
+    machine,
+    tags,
+    ttlMs,
+  })
+  output(
+    flag(p, 'json'),
+    { machine, tags, expiresAt: new Date(Date.now() + ttlMs).toISOString(), token },
+    () =>
+      [
+        `Enrollment token for "${machine}"${tags.length ? ` (tags ${tags.join(', ')})` : ''}, single use, valid ${Math.round(ttlMs / 3_600_000)} h. On the device run:`,
+        '',
+        `  fleetmesh agent --state /var/lib/fleetmesh --token ${token}`,
+      ].join('\n'),
+  )
+}

@@ -1,0 +1,104 @@
+/**
+ * `fleetmesh init`: create a fleet on this machine: the fleet root key, this
+ * admin's key and certificate (every capability, whole fleet), and the
+ * coordinator's identity and bootstrap file in its state directory.
+ */
+import { join, resolve } from 'node:path'
+import {
+  CAPABILITIES,
+  issueCertificate,
+  loadOrCreateIdentity,
+  PrivateKey,
+  saveIdentity,
+} from '../../keys/index.ts'
+import {
+  duration,
+  ensureDir,
+  fileSize,
+  flag,
+  list,
+  output,
+  parseCommand,
+  required,
+  str,
+  UsageError,
+  writeJsonAtomic,
+} from '../../lib/index.ts'
+import { COORDINATOR_CONFIG_FILE, type CoordinatorConfig, IDENTITY_FILE } from '../../protocol/index.ts'
+import { type FleetFile, HomeError, paths, writeAdminChain, writeFleetFile } from '../home.ts'
+
+const YEAR = 365 * 86_400_000
+const exists = async (path: string) => (await fileSize(path)) !== undefined
+
+const INIT_USAGE =
+  'fleetmesh init --fleet <id> --coordinator-state <dir> --coordinator-addr <multiaddr>... [--name <admin>] [--home <dir>] [--json]'
+
+export async function init(argv: string[], home: string): Promise<void> {
+  const p = parseCommand(
+    argv,
+    {
+      fleet: { type: 'string' },
+      'coordinator-state': { type: 'string' },
+      'coordinator-addr': { type: 'string', multiple: true },
+      name: { type: 'string' },
+      valid: { type: 'string' },
+      json: { type: 'boolean' },
+    },
+    INIT_USAGE,
+  )
+  const fleetId = required(p, 'fleet', INIT_USAGE)
+  if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(fleetId))
+    throw new UsageError(`--fleet "${fleetId}": use lowercase letters, digits and "-"`)
+  const coordDir = resolve(required(p, 'coordinator-state', INIT_USAGE))
+  const addrs = list(p, 'coordinator-addr')
+  if (addrs.length === 0)
+    throw new UsageError(
+      `give at least one --coordinator-addr (e.g. /ip4/203.0.113.7/tcp/4001)\nusage: ${INIT_USAGE}`,
+    )
+  for (const a of addrs)
+    if (!a.startsWith('/')) throw new UsageError(`--coordinator-addr "${a}" is not a multiaddr`)
+  const p2 = paths(home)
+  for (const f of [p2.fleet, p2.rootKey]) {
+    if (await exists(f))
+      throw new HomeError(`${f} already exists: this directory already holds a fleet. Use another --home.`)
+  }
+  const root = PrivateKey.generate()
+  const admin = await loadOrCreateIdentity(p2.adminKey)
+  const chain = [
+    issueCertificate(root, {
+      subject: admin.publicKey,
+      name: str(p, 'name') ?? 'owner',
+      capabilities: [...CAPABILITIES],
+      scope: { all: true },
+      notAfter: Date.now() + duration(p, 'valid', YEAR),
+    }),
+  ]
+  await ensureDir(coordDir)
+  const coordKeyPath = join(coordDir, IDENTITY_FILE)
+  if (await exists(coordKeyPath))
+    throw new HomeError(`${coordKeyPath} already exists; choose an empty --coordinator-state`)
+  const coordinator = PrivateKey.generate()
+  await saveIdentity(coordKeyPath, coordinator)
+  const config: CoordinatorConfig = { fleetId, fleetRoot: root.publicKey.toString() }
+  await writeJsonAtomic(join(coordDir, COORDINATOR_CONFIG_FILE), config, 0o600)
+  await saveIdentity(p2.rootKey, root)
+  await writeAdminChain(home, chain)
+  const fleet: FleetFile = {
+    fleetId,
+    fleetRoot: root.publicKey.toString(),
+    coordinator: { peerId: coordinator.toPeerId().toString(), addrs },
+  }
+  await writeFleetFile(home, fleet)
+  output(
+    flag(p, 'json'),
+    { ...fleet, admin: admin.publicKey.toString(), home, coordinatorState: coordDir },
+    () =>
+      [
+        `fleet "${fleetId}" created in ${home}`,
+        `  fleet root key     ${p2.rootKey}  (move it offline; it only signs admin certificates)`,
+        `  your admin key     ${admin.publicKey}  (all capabilities, whole fleet)`,
+        `  coordinator        ${fleet.coordinator.peerId}`,
+        `  coordinator state  ${coordDir}  (start it with: fleetmesh coordinator --state ${coordDir})`,
+      ].join('\n'),
+  )
+}

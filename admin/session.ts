@@ -1,0 +1,23 @@
+/**
+ * What every command that talks to the coordinator shares: the options to
+ * override its address and ask for JSON, and a client connected for the length
+ * of the command.
+ */
+import { list, type Parsed } from '../lib/index.ts'
+import { AdminClient } from './client.ts'
+import { loadAdminHome } from './home.ts'
+
+export const REMOTE_OPTIONS = {
+  coordinator: { type: 'string', multiple: true },
+  json: { type: 'boolean' },
+} as const
+
+/** Connects with the admin key in `home` (or `--coordinator` addresses), runs `fn`, disconnects. */
+export async function withClient<T>(home: string, p: Parsed, fn: (c: AdminClient) => Promise<T>): Promise<T> {
+  const client = await AdminClient.connect(await loadAdminHome(home), list(p, 'coordinator'))
+  try {
+    return await fn(client)
+  } finally {
+    await client.close()
+  }
+}
