@@ -12,11 +12,10 @@
  */
 import { rename, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
-import { ensureDir, errorMessage, fileSize, fsyncDir, sha256File, sleep } from '../lib/index.ts'
+import { ensureDir, errorMessage, fileSize, fsyncDir, fsyncFile, sha256File, sleep } from '../lib/index.ts'
 import type { BlobSource } from '../protocol/index.ts'
 import { ActivatorError, type FetchProgress } from './activator.ts'
 import type { BlobFetcher } from './blob-fetcher.ts'
-import { fsyncFile } from './fsync.ts'
 
 export interface ArtifactDownloadInit {
   /** Holds the .part and .blob files. */

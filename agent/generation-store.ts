@@ -27,6 +27,7 @@ import {
   ensureDir,
   errorMessage,
   fsyncDir,
+  fsyncTree,
   isTempName,
   readJson,
   TEMP_MARKER,
@@ -34,7 +35,6 @@ import {
   writeJsonAtomic,
 } from '../lib/index.ts'
 import { ActivatorError, type GenerationInfo } from './activator.ts'
-import { fsyncTree } from './fsync.ts'
 
 /** Written into every generation so prepare can find what a crashed earlier call already made. */
 const MARKER = '.fleetmesh-generation.json'

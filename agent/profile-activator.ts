@@ -17,14 +17,13 @@
  */
 import { rm, stat, unlink } from 'node:fs/promises'
 import { basename, join } from 'node:path'
-import { errorMessage } from '../lib/index.ts'
+import { commandEnv, describeResult, errorMessage, runProcess } from '../lib/index.ts'
 import type { Manifest } from '../protocol/index.ts'
 import { type Activator, ActivatorError, type FetchProgress, type GenerationInfo } from './activator.ts'
 import { extractArchive, inspectArchive } from './archive.ts'
 import { downloadArtifact } from './artifact-download.ts'
 import type { BlobFetcher } from './blob-fetcher.ts'
 import { GenerationStore } from './generation-store.ts'
-import { commandEnv, describeResult, runProcess } from './health.ts'
 
 export interface ProfileActivatorInit {
   /** Holds generations/, downloads/ and the `current` symlink. */

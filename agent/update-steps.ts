@@ -5,14 +5,15 @@
  * back to the previous generation, so an unconfirmed generation never survives.
  */
 import { stat } from 'node:fs/promises'
-import { errorMessage, fromBase64, raceSignal, toBase64 } from '../lib/index.ts'
+import { commandEnv, errorMessage, fromBase64, raceSignal, toBase64 } from '../lib/index.ts'
 import type { ErrorInfo, Manifest } from '../protocol/index.ts'
+import { ManifestRefusedError } from '../protocol/index.ts'
 import { ActivatorError, type GenerationInfo } from './activator.ts'
-import { commandEnv, runHealthCheck } from './health.ts'
+import { runHealthCheck } from './health.ts'
 import { type Step, type UpdateJournal, type UpdateRecord, updateError } from './update-journal.ts'
 import { UpdateReports } from './update-reports.ts'
 import type { OfferOutcome, UpdaterInit } from './updater.ts'
-import { ManifestRefusedError, type TrustContext, type VerifiedManifest, verifyManifest } from './verify.ts'
+import { type TrustContext, type VerifiedManifest, verifyManifest } from './verify.ts'
 
 /** The trust context as it is now (it can change at run time: revocations). */
 export function trustNow(trust: UpdaterInit['trust']): TrustContext {

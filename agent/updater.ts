@@ -31,10 +31,11 @@
  */
 import { bytesEqual, fromBase64 } from '../lib/index.ts'
 import type { ErrorInfo, StatusReport, UpdateState } from '../protocol/index.ts'
+import { ManifestRefusedError } from '../protocol/index.ts'
 import type { Activator, GenerationInfo } from './activator.ts'
 import { UpdateJournal, updateError } from './update-journal.ts'
 import { trustNow, UpdateSteps } from './update-steps.ts'
-import { ManifestRefusedError, type TrustContext, type VerifiedManifest, verifyManifest } from './verify.ts'
+import { type TrustContext, type VerifiedManifest, verifyManifest } from './verify.ts'
 
 /** A status report as the updater produces it; the network side adds v, seq, machine and timestamp, and signs it. */
 export type ReportBody = Omit<StatusReport, 'v' | 'seq' | 'machine' | 'timestamp'>

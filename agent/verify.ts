@@ -18,7 +18,6 @@ import type { PublicKey } from '../keys/index.ts'
 import { type AdmittedManifest, admitManifest } from '../protocol/index.ts'
 
 // The updater catches refusals by this class; it is the protocol's one refusal error.
-export { type ManifestRefusalCode as RefusalCode, ManifestRefusedError } from '../protocol/index.ts'
 
 /** What the agent pinned at enrollment and knows about itself. */
 export interface TrustContext {

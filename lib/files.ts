@@ -78,3 +78,19 @@ export async function fileSize(path: string): Promise<number | undefined> {
     throw err
   }
 }
+
+/** Flushes a file's data to disk (fsyncDir's open-read-only-and-fsync works for any path). */
+export const fsyncFile = (path: string): Promise<void> => fsyncDir(path)
+
+/**
+ * Flushes every file and directory below `dir`, then `dir` itself: before a
+ * rename publishes a tree, so a power cut cannot leave it full of empty files.
+ */
+export async function fsyncTree(dir: string): Promise<void> {
+  for (const entry of await readdir(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name)
+    if (entry.isDirectory()) await fsyncTree(path)
+    else if (entry.isFile()) await fsyncFile(path)
+  }
+  await fsyncDir(dir)
+}

@@ -1,7 +1,8 @@
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { HealthCheckError, runHealthCheck, runProcess } from '../../agent/health.ts'
+import { HealthCheckError, runHealthCheck } from '../../agent/health.ts'
+import { runProcess } from '../../lib/index.ts'
 import { isAlive, removeDir, tempDir, waitFor } from './fixtures.ts'
 
 describe('health checks', () => {

@@ -1,0 +1,134 @@
+/**
+ * Running a command as a child process with bounded output and a deadline:
+ * argv without a shell, in its own process group, so a timeout or an abort
+ * kills everything the command started and not just its first process (a hung
+ * `curl` under a shell script would otherwise outlive the check). Health
+ * checks, activation hooks and every Nix call go through here.
+ */
+import { spawn } from 'node:child_process'
+
+const DEFAULT_MAX_OUTPUT = 4096
+/** After the main process exits, how long to wait for its stdout/stderr to drain. */
+const DRAIN_MS = 500
+
+export interface RunOptions {
+  cwd: string
+  env?: NodeJS.ProcessEnv
+  timeoutMs: number
+  signal?: AbortSignal
+  /** Keep at most this many bytes of combined output (the end, where the error usually is). */
+  maxOutputBytes?: number
+  /**
+   * Kill whatever is left in the process group once the command exits. Right for
+   * health checks, which must not leave anything behind; wrong for activation
+   * hooks, which may legitimately start a service in the background.
+   */
+  killGroupOnExit?: boolean
+}
+
+export interface RunResult {
+  /** Exit code, or null when the process was killed or could not start. */
+  code: number | null
+  signal: NodeJS.Signals | null
+  timedOut: boolean
+  /** Set when the command could not be started at all (not found, not executable). */
+  spawnError: string | null
+  /** The tail of stdout and stderr, interleaved as they arrived. */
+  output: string
+  durationMs: number
+}
+
+/** The environment hooks and checks run with: the agent's PATH, HOME and LANG (or defaults), then `vars`. */
+export function commandEnv(vars: Record<string, string>): NodeJS.ProcessEnv {
+  return {
+    PATH: process.env.PATH ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+    HOME: process.env.HOME ?? '/',
+    LANG: process.env.LANG ?? 'C.UTF-8',
+    ...vars,
+  }
+}
+
+export function describeResult(argv: readonly string[], result: RunResult): string {
+  const what = `"${argv.join(' ')}"`
+  let how: string
+  if (result.spawnError !== null) how = `could not be started: ${result.spawnError}`
+  else if (result.timedOut) how = `timed out after ${result.durationMs} ms and was killed`
+  else if (result.signal !== null) how = `was killed by ${result.signal}`
+  else how = `exited with status ${result.code}`
+  const output = result.output.trim()
+  return output.length > 0 ? `${what} ${how}; output: ${output}` : `${what} ${how}`
+}
+
+function killGroup(pid: number | undefined): void {
+  if (pid === undefined) return
+  try {
+    process.kill(-pid, 'SIGKILL')
+  } catch {
+    // ESRCH: the group is already gone.
+  }
+}
+
+export function runProcess(argv: readonly string[], options: RunOptions): Promise<RunResult> {
+  const [command, ...args] = argv
+  if (command === undefined) throw new TypeError('runProcess needs a non-empty argv')
+  const maxOutput = options.maxOutputBytes ?? DEFAULT_MAX_OUTPUT
+  const started = Date.now()
+  return new Promise<RunResult>((resolve) => {
+    let output = Buffer.alloc(0)
+    let timedOut = false
+    let spawnError: string | null = null
+    let settled = false
+    const child = spawn(command, args, {
+      cwd: options.cwd,
+      env: options.env ?? process.env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    })
+    const collect = (chunk: Buffer) => {
+      output = Buffer.concat([output, chunk])
+      if (output.byteLength > maxOutput) output = output.subarray(output.byteLength - maxOutput)
+    }
+    child.stdout?.on('data', collect)
+    child.stderr?.on('data', collect)
+
+    const timer = setTimeout(() => {
+      timedOut = true
+      killGroup(child.pid)
+    }, options.timeoutMs)
+    const onAbort = () => killGroup(child.pid)
+    if (options.signal?.aborted) onAbort()
+    else options.signal?.addEventListener('abort', onAbort, { once: true })
+
+    const finish = (code: number | null, signal: NodeJS.Signals | null) => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      options.signal?.removeEventListener('abort', onAbort)
+      if (options.killGroupOnExit === true || timedOut) killGroup(child.pid)
+      const done = () => {
+        child.stdout?.destroy()
+        child.stderr?.destroy()
+        resolve({
+          code,
+          signal,
+          timedOut,
+          spawnError,
+          output: output.toString('utf8'),
+          durationMs: Date.now() - started,
+        })
+      }
+      if (spawnError !== null) return done()
+      // A background process that inherited the pipes would keep them open forever.
+      const drain = setTimeout(done, DRAIN_MS)
+      child.once('close', () => {
+        clearTimeout(drain)
+        done()
+      })
+    }
+    child.once('error', (err) => {
+      spawnError = err.message
+      finish(null, null)
+    })
+    child.once('exit', finish)
+  })
+}
