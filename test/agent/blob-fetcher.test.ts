@@ -11,12 +11,14 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { ActivatorError } from '../../agent/activator.ts'
 import { coordinatorBlobFetcher } from '../../agent/blob-fetcher.ts'
+import { fileSize } from '../../lib/files.ts'
 import { sha256Hex } from '../../lib/hash.ts'
 import { createHost, type FleetHost } from '../../net/host.ts'
 import { decodeMessage, encodeMessage } from '../../protocol/codec.ts'
 import { handleFramed } from '../../protocol/framing.ts'
 import { PROTOCOLS } from '../../protocol/ids.ts'
 import { blobRequestSchema, blobResponseSchema } from '../../protocol/messages.ts'
+import { waitFor } from './fixtures.ts'
 
 const hosts: FleetHost[] = []
 let dir: string
@@ -43,7 +45,11 @@ async function host(role: 'coordinator' | 'agent'): Promise<FleetHost> {
  * with `cutFirst` it drops the first stream after two frames. Resolves with the
  * list the offset of every request is appended to.
  */
-async function serveBlob(server: FleetHost, blob: Uint8Array, options: { cutFirst?: boolean } = {}) {
+async function serveBlob(
+  server: FleetHost,
+  blob: Uint8Array,
+  options: { cutFirst?: boolean; cutOnceOnDisk?: string } = {},
+) {
   const sha256 = sha256Hex(blob)
   const offsets: number[] = []
   await handleFramed(server, PROTOCOLS.blob, async (fs) => {
@@ -63,6 +69,11 @@ async function serveBlob(server: FleetHost, blob: Uint8Array, options: { cutFirs
     for (let at = req.offset; at < blob.byteLength; at += 256 * 1024) {
       await fs.send(blob.subarray(at, Math.min(at + 256 * 1024, blob.byteLength)))
       if (options.cutFirst === true && first && at >= 256 * 1024) {
+        // Cut only once the client has bytes on disk: a reset can overtake data
+        // still in flight, and the point is to resume from a non-zero offset.
+        const partial = options.cutOnceOnDisk
+        if (partial !== undefined)
+          await waitFor(async () => ((await fileSize(partial)) ?? 0) > 0, 'the first bytes on disk')
         fs.abort(new Error('simulated cut'))
         return
       }
@@ -83,10 +94,10 @@ describe('coordinator blob fetcher', () => {
     const blob = new Uint8Array(randomBytes(3 * 256 * 1024 + 123))
     const sha256 = sha256Hex(blob)
     const server = await host('coordinator')
-    // Drops the first stream half way.
-    const offsets = await serveBlob(server, blob, { cutFirst: true })
-    const client = await clientOf(server)
     const dest = join(dir, 'blob.part')
+    // Drops the first stream half way.
+    const offsets = await serveBlob(server, blob, { cutFirst: true, cutOnceOnDisk: dest })
+    const client = await clientOf(server)
     const progress: number[] = []
     const fetcher = coordinatorBlobFetcher(client, server.peerId, { initialBackoffMs: 10 })
     await fetcher.fetch(
