@@ -4,7 +4,14 @@
  */
 import { z } from 'zod'
 import { bytes, machineName, tagName } from '../keys/index.ts'
-import { connectionPathSchema, errorInfo, idHex, UPDATE_STATES } from './messages.ts'
+import {
+  connectionPathSchema,
+  errorInfo,
+  idHex,
+  MAX_REPORT_LOG,
+  storePath,
+  UPDATE_STATES,
+} from './messages.ts'
 
 const nullableText = z.string().max(256).nullable()
 const count = z.number().int().nonnegative()
@@ -83,3 +90,31 @@ export const auditRecordSchema = z.strictObject({
 export const auditResult = z.array(auditRecordSchema).max(10_000)
 
 export const revokeResult = z.strictObject({ revoked: z.string() })
+
+export const nixMissingResult = z.strictObject({ missing: z.array(storePath).max(2000) })
+export type NixMissing = z.infer<typeof nixMissingResult>
+
+export const nixPutResult = z.strictObject({ stored: count, alreadyHad: count })
+export type NixPut = z.infer<typeof nixPutResult>
+
+export const nixClosureResult = z.strictObject({
+  /** Paths of the closure the cache holds */
+  paths: count,
+  /** Their total NAR size in bytes */
+  narSize: count,
+  /** Referenced paths the cache lacks; the closure is complete when empty */
+  missing: z.array(storePath).max(50_000),
+})
+export type NixClosure = z.infer<typeof nixClosureResult>
+
+export const machineLogResult = z.strictObject({
+  machine: machineName,
+  state: z.enum(UPDATE_STATES).nullable(),
+  manifestId: idHex.nullable(),
+  generation: nullableText,
+  error: errorInfo.nullable(),
+  log: z.string().max(MAX_REPORT_LOG).nullable(),
+  rebootRequired: z.boolean(),
+  reportedAt: count.nullable(),
+})
+export type MachineLog = z.infer<typeof machineLogResult>

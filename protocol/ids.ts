@@ -9,6 +9,11 @@ export const PROTOCOLS = {
   admin: '/fleetmesh/admin/1',
   /** Content-addressed blob download (agents) and upload (admins), resumable by offset. */
   blob: '/fleetmesh/blob/1',
+  /**
+   * The coordinator's Nix binary cache: an agent asks for the narinfos of a
+   * closure in one request; the NARs themselves travel over `blob`.
+   */
+  nix: '/fleetmesh/nix/1',
   /** First contact of a new agent, presenting its enrollment token. */
   enroll: '/fleetmesh/enroll/1',
 } as const

@@ -4,10 +4,13 @@
  * list and map are bounded so a peer cannot make us hold large structures.
  */
 import { z } from 'zod'
-import { bytes, machineName, publicKeyBytes, tagName, timestampMs } from '../keys/index.ts'
+import { bytes, machineName, NixPublicKey, publicKeyBytes, tagName, timestampMs } from '../keys/index.ts'
+import { isStorePath, MAX_NARINFO_BYTES } from './narinfo.ts'
 
 export const MAX_ENVELOPE_BYTES = 256 * 1024
 export const MAX_ERROR_MESSAGE = 2048
+/** The update log a status report carries (its tail). */
+export const MAX_REPORT_LOG = 16 * 1024
 
 const hex = (length: number) =>
   z.string().regex(new RegExp(`^[0-9a-f]{${length}}$`), `${length} lowercase hex digits`)
@@ -52,7 +55,23 @@ export type Targets = z.infer<typeof targetsSchema>
 export const storePath = z
   .string()
   .max(512)
-  .regex(/^\/nix\/store\/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+._?=-]+$/, 'a /nix/store/<hash>-<name> path')
+  .refine(isStorePath, 'a /nix/store/<32-character hash>-<name> path')
+
+/** A Nix binary cache public key, "<name>:<base64 of 32 bytes>", as in nix.conf. */
+export const nixPublicKeyText = z
+  .string()
+  .max(256)
+  .refine(
+    (text) => {
+      try {
+        NixPublicKey.parse(text)
+        return true
+      } catch {
+        return false
+      }
+    },
+    { message: 'a Nix public key "<name>:<base64 of 32 bytes>"' },
+  )
 
 export const blobSource = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('coordinator') }),
@@ -64,8 +83,10 @@ export const payloadSchema = z.discriminatedUnion('kind', [
   z.strictObject({
     kind: z.literal('nix'),
     storePath,
-    substituters: z.array(z.string().max(2048)).max(16),
-    trustedPublicKeys: z.array(z.string().max(256)).max(16),
+    /** HTTP(S) binary caches the devices can reach themselves, tried after the coordinator's */
+    substituters: z.array(z.url({ protocol: /^https?$/ }).max(2048)).max(16),
+    /** Every path of the closure must carry a signature by one of these */
+    trustedPublicKeys: z.array(nixPublicKeyText).min(1).max(16),
   }),
   z.strictObject({
     kind: z.literal('archive'),
@@ -147,6 +168,14 @@ export const statusReportSchema = z.strictObject({
   rolloutId: idHex.nullable(),
   progress: z.strictObject({ done: seq, total: seq }).nullable(),
   error: errorInfo.nullable(),
+  /**
+   * What the update printed that the operator should see: an activation's
+   * output (switch-to-configuration), what was fetched, why it failed. Bounded;
+   * the tail is kept.
+   */
+  log: z.string().max(MAX_REPORT_LOG).optional(),
+  /** The update is installed but takes effect only after a reboot (NixOS `boot` mode). */
+  rebootRequired: z.boolean().optional(),
   facts: z.record(z.string().max(64), z.string().max(1024)).refine((f) => Object.keys(f).length <= 64, {
     message: 'at most 64 facts',
   }),
@@ -222,6 +251,17 @@ export const adminOpSchema = z.discriminatedUnion('op', [
   z.strictObject({ op: z.literal('audit'), after: seq, limit: z.number().int().min(1).max(10_000) }),
   z.strictObject({ op: z.literal('revoke'), serial: hex(32), reason: shortText }),
   /** Upload of a content-addressed blob follows this request on the same stream. */
+  /** Which of these store paths the coordinator's binary cache lacks (narinfo or NAR). */
+  z.strictObject({ op: z.literal('nix-missing'), storePaths: z.array(storePath).min(1).max(2000) }),
+  /** Narinfos for NARs already uploaded as blobs; each names its NAR by FileHash. */
+  z.strictObject({
+    op: z.literal('nix-put'),
+    narinfos: z.array(z.string().max(MAX_NARINFO_BYTES)).min(1).max(512),
+  }),
+  /** Whether the cache holds the whole closure of a store path. */
+  z.strictObject({ op: z.literal('nix-closure'), storePath }),
+  /** The last update log a machine reported. */
+  z.strictObject({ op: z.literal('machine-log'), machine: machineName }),
   z.strictObject({
     op: z.literal('upload-blob'),
     sha256: sha256Hex,
