@@ -19,27 +19,20 @@ import { LabFleet, startLabRelay } from '../testkit/natlab/fleet-lab.ts'
 import {
   canRunLab,
   createLab,
-  type Lab,
   type LabHost,
-  type LabProcess,
   type NatBehaviour,
   type ProbeEvent,
-  probePath,
 } from '../testkit/natlab/lab.ts'
-import { attemptWith, command } from '../testkit/natlab/probe-commands.ts'
+import {
+  attemptWith,
+  command,
+  connEvent,
+  startHolepunchPeer,
+  startHolepunchRelay,
+} from '../testkit/natlab/probe-commands.ts'
 import { fmt, line, percentile } from './measure.ts'
 
-const SCRIPT = probePath('holepunch-node.ts')
-const RELAY_PORT = 4001
-const OBSERVER_PORTS = [7001, 7002]
-
 type Side = NatBehaviour | 'public'
-
-interface Peer {
-  proc: LabProcess
-  id: string
-  circuit: string
-}
 
 interface PairResult {
   pair: string
@@ -49,60 +42,32 @@ interface PairResult {
   toDirectMs: number[]
 }
 
-const connOpen = (peer: string, relayed: boolean) => (e: ProbeEvent) =>
-  e.event === 'conn-open' && e.peer === peer && e.relayed === relayed
-
-async function startPeer(
-  lab: Lab,
-  host: LabHost,
-  role: string,
-  relayAddr: string,
-  observers: string,
-): Promise<Peer> {
-  // backoff 0: every trial is a fresh attempt, so one failure cannot hide the next
-  const proc = lab.spawnNode(host, SCRIPT, [
-    '--role',
-    role,
-    '--reserve-on',
-    relayAddr,
-    '--observers',
-    observers,
-    '--backoff-ms',
-    '0',
-    '--deadline-ms',
-    '3000',
-  ])
-  const ready = await proc.waitFor<ProbeEvent & { peerId: string; addrs: string[] }>('ready', 30_000)
-  const circuit = ready.addrs.find((a) => a.includes('/p2p-circuit'))
-  if (circuit === undefined) throw new Error('peer has no relayed address')
-  return { proc, id: ready.peerId, circuit }
-}
-
 async function runPair(a: Side, b: Side, trials: number): Promise<PairResult> {
   const lab = createLab()
   try {
     const relayHost = lab.addPublicHost('relay')
     const place = (name: string, side: Side): LabHost =>
-      side === 'public'
-        ? lab.addPublicHost(name)
-        : lab.addPrivateHost(name, lab.addRouter(`r${name}`, { behaviour: side, lanPrefix: '192.168.1' }))
+      side === 'public' ? lab.addPublicHost(name) : lab.addHome(name, side)
     const hostA = place('a', a)
     const hostB = place('b', b)
-    const relay = lab.spawnNode(relayHost, SCRIPT, [
+    const relay = await startHolepunchRelay(lab, relayHost)
+    // backoff 0: every trial is a fresh attempt, so one failure cannot hide the next
+    const peerArgs = (role: string) => [
       '--role',
-      'relay',
-      '--listen',
-      `/ip4/0.0.0.0/tcp/${RELAY_PORT}`,
-      '--observer-ports',
-      OBSERVER_PORTS.join(','),
-    ])
-    const relayReady = await relay.waitFor<ProbeEvent & { peerId: string }>('ready', 30_000)
-    const relayAddr = `/ip4/${relayHost.ip}/tcp/${RELAY_PORT}/p2p/${relayReady.peerId}`
-    const observers = OBSERVER_PORTS.map((p) => `${relayHost.ip}:${p}`).join(',')
+      role,
+      '--reserve-on',
+      relay.addr,
+      '--observers',
+      relay.observers,
+      '--backoff-ms',
+      '0',
+      '--deadline-ms',
+      '3000',
+    ]
     // A plays the coordinator: it accepts 100 relayed connections per second, an agent 5.
     const [pa, pb] = await Promise.all([
-      startPeer(lab, hostA, 'coordinator', relayAddr, observers),
-      startPeer(lab, hostB, 'agent', relayAddr, observers),
+      startHolepunchPeer(lab, hostA, peerArgs('coordinator')),
+      startHolepunchPeer(lab, hostB, peerArgs('agent')),
     ])
     const result: PairResult = {
       pair: `${a} × ${b}`,
@@ -125,8 +90,8 @@ async function runPair(a: Side, b: Side, trials: number): Promise<PairResult> {
       )) as ProbeEvent & { ok: boolean }
       if (attempt.ok) {
         await Promise.all([
-          pa.proc.waitFor(connOpen(pb.id, false), 10_000),
-          pb.proc.waitFor(connOpen(pa.id, false), 10_000),
+          pa.proc.waitFor(connEvent('conn-open', pb.id, false), 10_000),
+          pb.proc.waitFor(connEvent('conn-open', pa.id, false), 10_000),
         ])
         result.direct++
         result.toDirectMs.push(performance.now() - sent)

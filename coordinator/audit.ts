@@ -3,12 +3,8 @@
  * and verification live in protocol/audit-log.ts, shared with the admin CLI,
  * which verifies exported logs offline.
  */
-
-import type { PrivateKey } from '../keys/index.ts'
-import { DOMAINS } from '../keys/index.ts'
+import { DOMAINS, type PrivateKey } from '../keys/index.ts'
 import type { AuditSigner } from './store.ts'
-
-export * from '../protocol/index.ts'
 
 /** The signer FleetStore.appendAudit takes, bound to the coordinator's key. */
 export function signAuditHash(coordinatorKey: PrivateKey): AuditSigner {

@@ -4,12 +4,10 @@
  * size check out, so a reader never sees a partial or wrong blob. Partial files
  * are kept across restarts so an interrupted upload resumes where it stopped.
  */
-
-import { createHash } from 'node:crypto'
 import { createReadStream } from 'node:fs'
 import { mkdir, open, rename, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
-import { CodedError, fsyncDir } from '../lib/index.ts'
+import { CodedError, fsyncDir, sha256File } from '../lib/index.ts'
 
 export class BlobError extends CodedError<'not-found' | 'hash-mismatch' | 'size-mismatch' | 'too-large'> {
   override name = 'BlobError'
@@ -85,7 +83,7 @@ export class BlobStore {
       await handle.close()
     }
     if (written < size) return 'partial'
-    const actual = await hashFile(partial)
+    const actual = await sha256File(partial)
     if (actual !== sha256) {
       await unlink(partial).catch(() => {})
       throw new BlobError(
@@ -102,10 +100,4 @@ export class BlobStore {
   read(sha256: string, offset: number, chunkBytes = 256 * 1024): AsyncIterable<Uint8Array> {
     return createReadStream(this.path(sha256), { start: offset, highWaterMark: chunkBytes })
   }
-}
-
-export async function hashFile(path: string): Promise<string> {
-  const hash = createHash('sha256')
-  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer)
-  return hash.digest('hex')
 }

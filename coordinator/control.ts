@@ -12,6 +12,7 @@
  */
 import type { Connection } from '@libp2p/interface'
 import { DOMAINS, PublicKey } from '../keys/index.ts'
+import { FLEETMESH_VERSION } from '../lib/index.ts'
 import { connectionPath } from '../net/index.ts'
 import type { FramedStream } from '../protocol/index.ts'
 import {
@@ -29,7 +30,8 @@ import type { FleetEvents } from './events.ts'
 import { StatusIngest } from './ingest.ts'
 import type { FleetStore, MachineRecord } from './store.ts'
 
-export const SOFTWARE = 'fleetmesh/0.1.0'
+/** What the coordinator's hello reports as its software. */
+export const SOFTWARE = `fleetmesh/${FLEETMESH_VERSION}`
 const MAX_CONTROL_FRAME = MAX_ENVELOPE_BYTES + 1024
 /** Reports from one agent awaiting their durable commit before the coordinator reads more. */
 const MAX_REPORTS_IN_FLIGHT = 64

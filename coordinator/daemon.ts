@@ -3,11 +3,10 @@
  * state directory, opens the SQLite store, starts the libp2p host and serves the
  * enroll, control, admin and blob protocols.
  */
-import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { identifyPush } from '@libp2p/identify'
 import { loadIdentity, PublicKey } from '../keys/index.ts'
-import { describeIssues } from '../lib/index.ts'
+import { PersistError, readJson } from '../lib/index.ts'
 import {
   createHost,
   type FleetHost,
@@ -18,12 +17,14 @@ import {
   type RelayLimits,
   type ReservationEvent,
   ReservationKeeper,
+  repairReservationExpiry,
   snapshotHost,
   startObserver,
   transportAccess,
 } from '../net/index.ts'
 import {
   COORDINATOR_CONFIG_FILE,
+  type CoordinatorConfig,
   coordinatorConfigSchema,
   FrameErrorCounters,
   handleFramed,
@@ -31,7 +32,6 @@ import {
   MAX_ENVELOPE_BYTES,
   PROTOCOLS,
 } from '../protocol/index.ts'
-import { repairReservationExpiry } from '../relay/daemon.ts'
 import { AdminRpc } from './admin-rpc.ts'
 import { signAuditHash } from './audit.ts'
 import { BLOB_CHUNK_BYTES, blobHandler } from './blob-rpc.ts'
@@ -42,6 +42,7 @@ import { FleetEvents } from './events.ts'
 import { openSqliteStore } from './sqlite-store.ts'
 import type { FleetStore } from './store.ts'
 
+/** The state directory has no usable coordinator.json; the message says how to create one. */
 export class ConfigError extends Error {
   override name = 'ConfigError'
 }
@@ -85,24 +86,7 @@ export interface RunningCoordinator {
 
 export async function startCoordinator(options: CoordinatorOptions): Promise<RunningCoordinator> {
   const log = options.log ?? (() => {})
-  const configPath = join(options.stateDir, COORDINATOR_CONFIG_FILE)
-  let raw: string
-  try {
-    raw = await readFile(configPath, 'utf8')
-  } catch {
-    throw new ConfigError(
-      `${configPath} is missing; create the state directory with "fleetmesh init --coordinator-state ${options.stateDir} …"`,
-    )
-  }
-  let json: unknown
-  try {
-    json = JSON.parse(raw)
-  } catch {
-    throw new ConfigError(`${configPath} is not valid JSON`)
-  }
-  const parsed = coordinatorConfigSchema.safeParse(json)
-  if (!parsed.success) throw new ConfigError(`${configPath} is invalid: ${describeIssues(parsed.error)}`)
-  const config = parsed.data
+  const config = await loadConfig(options.stateDir)
   const key = await loadIdentity(join(options.stateDir, IDENTITY_FILE))
   const fleetRoot = PublicKey.parse(config.fleetRoot)
 
@@ -224,5 +208,22 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
       await host.stop()
       await store.close()
     },
+  }
+}
+
+/** Reads coordinator.json; any problem with it becomes a ConfigError that says how to create one. */
+async function loadConfig(stateDir: string): Promise<CoordinatorConfig> {
+  const path = join(stateDir, COORDINATOR_CONFIG_FILE)
+  try {
+    return await readJson(path, coordinatorConfigSchema)
+  } catch (err) {
+    if (!(err instanceof PersistError)) throw err
+    const init = `"fleetmesh init --coordinator-state ${stateDir} …"`
+    throw new ConfigError(
+      err.code === 'missing'
+        ? `${path} is missing; create the state directory with ${init}`
+        : `${err.message} (a new state directory is made with ${init})`,
+      { cause: err },
+    )
   }
 }

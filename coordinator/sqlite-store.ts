@@ -14,12 +14,25 @@
  * const store = await openSqliteStore(join(stateDir, 'coordinator.db'))
  * // tests: await openSqliteStore(':memory:')
  * ```
+ *
+ * The schema and its migrations are in sqlite-schema.ts, the decoding of rows
+ * into records in sqlite-rows.ts.
  */
-import { chmod, mkdir, open } from 'node:fs/promises'
-import { dirname } from 'node:path'
-import { DatabaseSync, type SQLOutputValue, type StatementSync } from 'node:sqlite'
-import type { StatusReport, Targets } from '../protocol/index.ts'
-import { AUDIT_HASH_BYTES, auditHash, GENESIS_PREV_HASH } from './audit.ts'
+import type { DatabaseSync, StatementSync } from 'node:sqlite'
+import { auditHash, GENESIS_PREV_HASH } from '../protocol/index.ts'
+import {
+  blob,
+  describeValue,
+  integer,
+  mapRow,
+  required,
+  text,
+  toAudit,
+  toMachine,
+  toManifest,
+  toStatus,
+} from './sqlite-rows.ts'
+import { openDatabase } from './sqlite-schema.ts'
 import {
   type AuditEntry,
   type AuditRecord,
@@ -34,121 +47,17 @@ import {
   type StatusRecord,
   StoreConflictError,
   StoreLimitError,
-  StoreSchemaError,
   type TouchInput,
 } from './store.ts'
 
-/** A file lock held by another process (another coordinator, a backup) is waited for this long. */
-const BUSY_TIMEOUT_MS = 5000
+export { SCHEMA_VERSION } from './sqlite-schema.ts'
+
 const SIGNATURE_BYTES = 64
-
-/**
- * migrations[n] takes the schema from user_version n to n + 1. Append only:
- * a shipped migration never changes, since databases in the field already ran it.
- */
-const MIGRATIONS: readonly string[] = [
-  `
-  CREATE TABLE fleet (
-    singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
-    fleet_id TEXT NOT NULL,
-    fleet_root TEXT NOT NULL
-  ) STRICT;
-
-  CREATE TABLE machines (
-    name TEXT PRIMARY KEY,
-    peer_id TEXT NOT NULL UNIQUE,
-    public_key TEXT NOT NULL,
-    tags TEXT NOT NULL,
-    facts TEXT NOT NULL,
-    enrolled_at INTEGER NOT NULL,
-    last_seen INTEGER,
-    path TEXT CHECK (path IN ('direct', 'relayed'))
-  ) STRICT;
-
-  -- Kept forever, not pruned: an enrollment token must never work twice.
-  CREATE TABLE used_tokens (
-    nonce TEXT PRIMARY KEY,
-    machine TEXT NOT NULL REFERENCES machines (name),
-    used_at INTEGER NOT NULL
-  ) STRICT;
-
-  CREATE TABLE manifests (
-    id TEXT PRIMARY KEY,
-    sequence INTEGER NOT NULL UNIQUE,
-    rollout_id TEXT NOT NULL,
-    generation TEXT NOT NULL,
-    targets TEXT NOT NULL,
-    envelope BLOB NOT NULL,
-    submitted_by TEXT NOT NULL,
-    submitted_at INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL,
-    machines TEXT NOT NULL
-  ) STRICT;
-  CREATE INDEX manifests_rollout ON manifests (rollout_id);
-
-  CREATE TABLE desired (
-    machine TEXT PRIMARY KEY REFERENCES machines (name),
-    manifest_id TEXT NOT NULL REFERENCES manifests (id)
-  ) STRICT;
-  CREATE INDEX desired_manifest ON desired (manifest_id);
-
-  CREATE TABLE statuses (
-    machine TEXT NOT NULL REFERENCES machines (name),
-    seq INTEGER NOT NULL,
-    report TEXT NOT NULL,
-    envelope BLOB NOT NULL,
-    received_at INTEGER NOT NULL,
-    UNIQUE (machine, seq)
-  ) STRICT;
-
-  CREATE TABLE latest_status (
-    machine TEXT PRIMARY KEY REFERENCES machines (name),
-    seq INTEGER NOT NULL,
-    FOREIGN KEY (machine, seq) REFERENCES statuses (machine, seq)
-  ) STRICT;
-
-  CREATE TABLE audit (
-    idx INTEGER PRIMARY KEY,
-    at INTEGER NOT NULL,
-    peer_id TEXT NOT NULL,
-    actor TEXT,
-    action TEXT NOT NULL,
-    outcome TEXT NOT NULL CHECK (outcome IN ('ok', 'denied', 'error')),
-    detail TEXT NOT NULL,
-    request BLOB,
-    prev_hash BLOB NOT NULL,
-    hash BLOB NOT NULL,
-    sig BLOB NOT NULL
-  ) STRICT;
-  -- The hash chain detects tampering; these stop this program's own bugs from doing it.
-  CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
-    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-  CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
-    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-
-  CREATE TABLE revocations (
-    serial TEXT PRIMARY KEY,
-    reason TEXT NOT NULL,
-    revoked_at INTEGER NOT NULL
-  ) STRICT;
-
-  CREATE TABLE nonces (
-    nonce TEXT PRIMARY KEY,
-    expires_at INTEGER NOT NULL
-  ) STRICT;
-  CREATE INDEX nonces_expiry ON nonces (expires_at);
-  `,
-]
-
-export const SCHEMA_VERSION = MIGRATIONS.length
 
 /** Opens (creating if needed) the store at `path`; ":memory:" gives a private in-memory store. */
 export async function openSqliteStore(path: string): Promise<FleetStore> {
-  if (path !== ':memory:') await prepareFile(path)
-  const db = new DatabaseSync(path, { enableForeignKeyConstraints: true })
+  const db = await openDatabase(path)
   try {
-    configure(db)
-    migrate(db, path)
     return new SqliteStore(db)
   } catch (err) {
     db.close()
@@ -156,51 +65,7 @@ export async function openSqliteStore(path: string): Promise<FleetStore> {
   }
 }
 
-/**
- * The store holds the audit log and enrollment records, so only its owner may
- * read it. SQLite gives the -wal and -shm files the main file's mode, so making
- * the main file 0600 before SQLite first opens it covers them too.
- */
-async function prepareFile(path: string): Promise<void> {
-  await mkdir(dirname(path), { recursive: true, mode: 0o700 })
-  const handle = await open(path, 'a', 0o600)
-  await handle.close()
-  await chmod(path, 0o600)
-  for (const suffix of ['-wal', '-shm']) {
-    await chmod(`${path}${suffix}`, 0o600).catch((err: NodeJS.ErrnoException) => {
-      if (err.code !== 'ENOENT') throw err
-    })
-  }
-}
-
-function configure(db: DatabaseSync): void {
-  db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`)
-  db.exec('PRAGMA journal_mode = WAL')
-  db.exec('PRAGMA synchronous = FULL')
-  db.exec('PRAGMA foreign_keys = ON')
-}
-
-function migrate(db: DatabaseSync, path: string): void {
-  const version = integer(db.prepare('PRAGMA user_version').get() ?? {}, 'user_version')
-  if (version > MIGRATIONS.length) {
-    throw new StoreSchemaError(
-      `${path} has schema version ${version}, but this fleetmesh knows versions up to ${MIGRATIONS.length}; ` +
-        'it was written by a newer fleetmesh. Upgrade fleetmesh, or restore a backup made by this version',
-    )
-  }
-  for (let v = version; v < MIGRATIONS.length; v++) {
-    db.exec('BEGIN IMMEDIATE')
-    try {
-      db.exec(MIGRATIONS[v] as string)
-      db.exec(`PRAGMA user_version = ${v + 1}`)
-      db.exec('COMMIT')
-    } catch (err) {
-      if (db.isTransaction) db.exec('ROLLBACK')
-      throw err
-    }
-  }
-}
-
+/** Every statement the store runs, prepared once when it opens. */
 const statementSql = {
   begin: 'BEGIN IMMEDIATE',
   commit: 'COMMIT',
@@ -474,7 +339,7 @@ class SqliteStore implements FleetStore {
       const sig = sign(hash)
       if (!(sig instanceof Uint8Array) || sig.byteLength !== SIGNATURE_BYTES) {
         throw new TypeError(
-          `the audit signer returned ${describe(sig)}, expected a ${SIGNATURE_BYTES}-byte signature`,
+          `the audit signer returned ${describeValue(sig)}, expected a ${SIGNATURE_BYTES}-byte signature`,
         )
       }
       const record: AuditRecord = { ...fields, prevHash: Uint8Array.from(fields.prevHash), hash, sig }
@@ -520,10 +385,6 @@ class SqliteStore implements FleetStore {
   }
 }
 
-// ---------------------------------------------------------------- rows
-
-type Row = Record<string, SQLOutputValue>
-
 function unknownMachine(name: string): StoreConflictError {
   return new StoreConflictError('unknown-machine', `no machine named "${name}" is enrolled`)
 }
@@ -533,127 +394,4 @@ function checkLimit(limit: number): number {
     throw new RangeError(`limit must be a non-negative integer, got ${limit}`)
   }
   return limit
-}
-
-function mapRow<T>(row: Row | undefined, fn: (row: Row) => T): T | undefined {
-  return row === undefined ? undefined : fn(row)
-}
-
-function required(row: Row | undefined, table: string): Row {
-  if (row === undefined) throw new StoreSchemaError(`a row just written to ${table} cannot be read back`)
-  return row
-}
-
-function corrupt(key: string, expected: string, value: unknown): StoreSchemaError {
-  return new StoreSchemaError(
-    `column ${key} holds ${describe(value)}, expected ${expected}; the database is damaged`,
-  )
-}
-
-function describe(value: unknown): string {
-  if (value === null) return 'null'
-  if (value instanceof Uint8Array) return `${value.byteLength} bytes`
-  return typeof value
-}
-
-function text(row: Row, key: string): string {
-  const value = row[key]
-  if (typeof value !== 'string') throw corrupt(key, 'text', value)
-  return value
-}
-
-function integer(row: Row, key: string): number {
-  const value = row[key]
-  if (typeof value !== 'number' || !Number.isSafeInteger(value)) throw corrupt(key, 'an integer', value)
-  return value
-}
-
-function blob(row: Row, key: string): Uint8Array {
-  const value = row[key]
-  if (!(value instanceof Uint8Array)) throw corrupt(key, 'a blob', value)
-  return value
-}
-
-function nullable<T>(row: Row, key: string, read: (row: Row, key: string) => T): T | null {
-  return row[key] === null ? null : read(row, key)
-}
-
-/**
- * JSON columns are written only by this store from values the protocol layer
- * already validated, so they are trusted on the way back instead of re-parsed
- * with a schema on every read.
- */
-function json<T>(row: Row, key: string): T {
-  try {
-    return JSON.parse(text(row, key)) as T
-  } catch (err) {
-    if (err instanceof StoreSchemaError) throw err
-    throw corrupt(key, 'JSON text', row[key])
-  }
-}
-
-function toMachine(row: Row): MachineRecord {
-  const path = row.path
-  if (path !== null && path !== 'direct' && path !== 'relayed')
-    throw corrupt('path', 'direct or relayed', path)
-  return {
-    name: text(row, 'name'),
-    peerId: text(row, 'peer_id'),
-    publicKey: text(row, 'public_key'),
-    tags: json<string[]>(row, 'tags'),
-    facts: json<Record<string, string>>(row, 'facts'),
-    enrolledAt: integer(row, 'enrolled_at'),
-    lastSeen: nullable(row, 'last_seen', integer),
-    path,
-  }
-}
-
-function toManifest(row: Row): ManifestRecord {
-  return {
-    id: text(row, 'id'),
-    sequence: integer(row, 'sequence'),
-    rolloutId: text(row, 'rollout_id'),
-    generation: text(row, 'generation'),
-    targets: json<Targets>(row, 'targets'),
-    envelope: blob(row, 'envelope'),
-    submittedBy: text(row, 'submitted_by'),
-    submittedAt: integer(row, 'submitted_at'),
-    expiresAt: integer(row, 'expires_at'),
-    machines: json<string[]>(row, 'machines'),
-  }
-}
-
-function toStatus(row: Row): StatusRecord {
-  return {
-    machine: text(row, 'machine'),
-    seq: integer(row, 'seq'),
-    report: json<StatusReport>(row, 'report'),
-    envelope: blob(row, 'envelope'),
-    receivedAt: integer(row, 'received_at'),
-  }
-}
-
-function toAudit(row: Row): AuditRecord {
-  const outcome = row.outcome
-  if (outcome !== 'ok' && outcome !== 'denied' && outcome !== 'error') {
-    throw corrupt('outcome', 'ok, denied or error', outcome)
-  }
-  const prevHash = blob(row, 'prev_hash')
-  const hash = blob(row, 'hash')
-  if (prevHash.byteLength !== AUDIT_HASH_BYTES || hash.byteLength !== AUDIT_HASH_BYTES) {
-    throw corrupt('hash', `${AUDIT_HASH_BYTES} bytes`, hash.byteLength !== AUDIT_HASH_BYTES ? hash : prevHash)
-  }
-  return {
-    index: integer(row, 'idx'),
-    at: integer(row, 'at'),
-    peerId: text(row, 'peer_id'),
-    actor: nullable(row, 'actor', text),
-    action: text(row, 'action'),
-    outcome,
-    detail: text(row, 'detail'),
-    request: nullable(row, 'request', blob),
-    prevHash,
-    hash,
-    sig: blob(row, 'sig'),
-  }
 }

@@ -27,7 +27,7 @@
  * ```
  */
 import { CodedError } from '../lib/index.ts'
-import type { ConnectionPath, StatusReport, Targets } from '../protocol/index.ts'
+import type { AuditEntry, AuditRecord, ConnectionPath, StatusReport, Targets } from '../protocol/index.ts'
 
 export interface MachineRecord {
   name: string
@@ -71,8 +71,6 @@ export interface StatusRecord {
   envelope: Uint8Array
   receivedAt: number
 }
-
-import type { AuditEntry, AuditRecord } from '../protocol/index.ts'
 
 export type { AuditEntry, AuditOutcome, AuditRecord } from '../protocol/index.ts'
 

@@ -2,12 +2,14 @@
  * `npm run demo`: a whole fleet on loopback with temporary state. Starts a
  * coordinator and three agents as separate processes, builds an archive, deploys
  * it with live progress, shows the machines table and the verified audit log,
- * then stops everything and removes the state.
+ * then stops everything and removes the state. Built on the test harness
+ * (testkit/harness.ts), so the demo runs exactly what the integration tests run.
  */
 import { spawn } from 'node:child_process'
 import { rm } from 'node:fs/promises'
 import { makeArchive } from '../testkit/archives.ts'
-import { BIN, TestFleet } from '../testkit/harness.ts'
+import { deployArgs, fleetmeshArgv } from '../testkit/fleetmesh.ts'
+import { TestFleet } from '../testkit/harness.ts'
 
 const step = (msg: string) => process.stdout.write(`\n\x1b[1m== ${msg}\x1b[0m\n`)
 
@@ -16,7 +18,7 @@ function run(args: string[]): Promise<number | null> {
     `$ fleetmesh ${args.filter((a, i) => args[i - 1] !== '--home' && a !== '--home').join(' ')}\n`,
   )
   return new Promise((resolve) =>
-    spawn(process.execPath, [BIN, ...args], { stdio: 'inherit' }).on('exit', resolve),
+    spawn(process.execPath, fleetmeshArgv(args), { stdio: 'inherit' }).on('exit', resolve),
   )
 }
 
@@ -46,16 +48,7 @@ try {
     (await run([
       '--home',
       fleet.home,
-      'deploy',
-      archive,
-      '--to',
-      'tag:demo',
-      '--generation',
-      'hello-1',
-      '--health-check',
-      './health',
-      '--timeout',
-      '2m',
+      ...deployArgs(archive, 'tag:demo', 'hello-1', ['--health-check', './health', '--timeout', '2m']),
     ])) ?? 1
 
   step('the audit log, verified (hash chain and every signature)')

@@ -2,18 +2,40 @@
  * Real-process test harness: runs `bin/fleetmesh.js` as separate processes on
  * loopback with temporary state, reads their JSON event lines, and cleans up.
  * Synchronisation is by awaiting events the processes print, never by sleeping.
+ *
+ * Used by the integration and coordinator protocol tests, by `npm run bench`
+ * (fleet section) and by `npm run demo`. The NAT lab has its own fleet
+ * (natlab/fleet-lab.ts) that runs the same commands inside namespaces.
  */
 import { type ChildProcess, spawn } from 'node:child_process'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { watch } from 'node:fs'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
+import { dirname, join } from 'node:path'
 import { createInterface } from 'node:readline'
+import {
+  agentArgs,
+  CliError,
+  type CliResult,
+  coordinatorArgs,
+  deployArgs,
+  FleetDirectory,
+  fleetmeshArgv,
+  initArgs,
+  runToCompletion,
+} from './fleetmesh.ts'
 
-export const BIN = resolve(import.meta.dirname, '../bin/fleetmesh.js')
+export type { CliResult } from './fleetmesh.ts'
 
+/** One JSON line a process printed (a line that is not JSON becomes `{ event: 'text', text }`). */
 export type Event = Record<string, unknown> & { event?: string }
 
+/**
+ * A fleetmesh process on loopback. {@link Proc.waitFor} looks at every event
+ * the process printed, before or after the call, without using it up (the NAT
+ * lab's LabProcess, by contrast, hands each event to one waiter).
+ */
 export class Proc {
   readonly child: ChildProcess
   readonly name: string
@@ -24,7 +46,7 @@ export class Proc {
 
   constructor(name: string, args: string[], env: NodeJS.ProcessEnv = {}) {
     this.name = name
-    this.child = spawn(process.execPath, [BIN, ...args], {
+    this.child = spawn(process.execPath, fleetmeshArgv(args), {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, ...env },
     })
@@ -98,30 +120,12 @@ export class Proc {
   }
 }
 
-export interface CliResult {
-  code: number | null
-  stdout: string
-  stderr: string
-}
-
+/** Runs `fleetmesh <args>` on loopback to completion; any exit code resolves. */
 export function runCli(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 120_000): Promise<CliResult> {
-  return new Promise((resolveRun, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, ...env },
-    })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL')
-      reject(new Error(`fleetmesh ${args.join(' ')} timed out\nstdout:${stdout}\nstderr:${stderr}`))
-    }, timeoutMs)
-    child.on('exit', (code) => {
-      clearTimeout(timer)
-      resolveRun({ code, stdout, stderr })
-    })
+  return runToCompletion(process.execPath, fleetmeshArgv(args), {
+    env,
+    timeoutMs,
+    label: `fleetmesh ${args.join(' ')}`,
   })
 }
 
@@ -138,57 +142,51 @@ export async function freePort(): Promise<number> {
 }
 
 /** A fleet on loopback: admin home, coordinator state dir, agents' state dirs. */
-export class TestFleet {
-  readonly dir: string
-  readonly home: string
-  readonly coordState: string
+export class TestFleet extends FleetDirectory {
   readonly port: number
   readonly procs: Proc[] = []
   coordinator: Proc | undefined
 
   private constructor(dir: string, port: number) {
-    this.dir = dir
-    this.home = join(dir, 'admin')
-    this.coordState = join(dir, 'coordinator')
+    super(dir)
     this.port = port
   }
 
   static async create(): Promise<TestFleet> {
     const fleet = new TestFleet(await mkdtemp(join(tmpdir(), 'fm-it-')), await freePort())
-    const r = await fleet.cli([
-      'init',
-      '--fleet',
-      'test',
-      '--coordinator-state',
-      fleet.coordState,
-      '--coordinator-addr',
-      `/ip4/127.0.0.1/tcp/${fleet.port}`,
-      '--json',
-    ])
-    if (r.code !== 0) throw new Error(`init failed: ${r.stderr}`)
+    const r = await fleet.cli(
+      initArgs({
+        fleet: 'test',
+        coordState: fleet.coordState,
+        coordinatorAddrs: [`/ip4/127.0.0.1/tcp/${fleet.port}`],
+      }),
+    )
+    if (r.code !== 0) throw new CliError(`init failed: ${r.stderr}`)
     return fleet
   }
 
+  /** Runs an admin command with this fleet's home; any exit code resolves. */
   cli(args: string[], timeoutMs?: number): Promise<CliResult> {
     return runCli(['--home', this.home, ...args], {}, timeoutMs)
   }
 
+  /** Runs an admin command with `--json` and parses its output; rejects unless it exits 0. */
   async json<T>(args: string[]): Promise<T> {
     const r = await this.cli([...args, '--json'])
-    if (r.code !== 0) throw new Error(`fleetmesh ${args.join(' ')} exited ${r.code}: ${r.stderr}`)
+    if (r.code !== 0) throw new CliError(`fleetmesh ${args.join(' ')} exited ${r.code}: ${r.stderr}`)
     return JSON.parse(r.stdout) as T
   }
 
+  /** `deploy <archive> --to <target> --generation <generation> [extra]` as this fleet's admin. */
+  deploy(archive: string, target: string, generation: string, extra: string[] = []): Promise<CliResult> {
+    return this.cli(deployArgs(archive, target, generation, extra))
+  }
+
   async startCoordinator(extra: string[] = []): Promise<Proc> {
-    const p = new Proc('coordinator', [
+    const p = new Proc(
       'coordinator',
-      '--state',
-      this.coordState,
-      '--listen',
-      `/ip4/127.0.0.1/tcp/${this.port}`,
-      '--json',
-      ...extra,
-    ])
+      coordinatorArgs(this.coordState, `/ip4/127.0.0.1/tcp/${this.port}`, extra),
+    )
     this.procs.push(p)
     this.coordinator = p
     await p.waitFor((e) => e.event === 'ready', 30_000, 'coordinator ready')
@@ -200,30 +198,33 @@ export class TestFleet {
     return out.token
   }
 
-  agentState(machine: string): string {
-    return join(this.dir, `agent-${machine}`)
+  /** Where an agent started with {@link activationEnv} appends what its activate hooks write. */
+  activationLog(machine: string): string {
+    return join(this.dir, `${machine}.activations.log`)
   }
 
+  /** The environment that lets archives' activate hooks log to {@link activationLog} (`$FM_TEST_LOG`). */
+  activationEnv(machine: string): NodeJS.ProcessEnv {
+    return { FM_TEST_LOG: this.activationLog(machine) }
+  }
+
+  /** Starts an agent; `$FM_TEST_LOG` from `env` is passed on to the hooks it runs. */
   startAgent(machine: string, args: string[] = [], env: NodeJS.ProcessEnv = {}): Proc {
     const p = new Proc(
       `agent ${machine}`,
-      [
-        'agent',
-        '--state',
-        this.agentState(machine),
-        '--json',
-        '--keepalive',
-        '1s',
-        '--listen',
-        '/ip4/127.0.0.1/tcp/0',
-        '--pass-env',
-        'FM_TEST_LOG',
-        ...args,
-      ],
+      agentArgs(this.agentState(machine), '/ip4/127.0.0.1/tcp/0', ['--pass-env', 'FM_TEST_LOG', ...args]),
       env,
     )
     this.procs.push(p)
     return p
+  }
+
+  /** Starts an agent with a fresh token; resolves once its control link is up. */
+  async enrollAgent(machine: string, tags: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<Proc> {
+    const token = await this.token(machine, tags)
+    const agent = this.startAgent(machine, ['--token', token], env)
+    await agent.waitFor((e) => e.event === 'connected', 30_000, `${machine} connected`)
+    return agent
   }
 
   async stop(): Promise<void> {
@@ -238,12 +239,9 @@ export async function waitForFile(
   pred: (text: string) => boolean,
   timeoutMs = 30_000,
 ): Promise<string> {
-  const { watch } = await import('node:fs')
-  const { readFile: read } = await import('node:fs/promises')
-  const { dirname } = await import('node:path')
   const check = async () => {
     try {
-      const text = await read(path, 'utf8')
+      const text = await readFile(path, 'utf8')
       return pred(text) ? text : undefined
     } catch {
       return undefined

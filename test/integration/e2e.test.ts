@@ -3,11 +3,10 @@
  * admin CLI, each a separate `fleetmesh` process, real SQLite, real tar.
  */
 import { readFile, readlink } from 'node:fs/promises'
-import { join } from 'node:path'
 import { DatabaseSync } from 'node:sqlite'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { makeArchive } from '../../testkit/archives.ts'
-import { type Event, type Proc, TestFleet } from '../../testkit/harness.ts'
+import { type Event, TestFleet } from '../../testkit/harness.ts'
 
 let fleet: TestFleet
 beforeEach(async () => {
@@ -21,17 +20,6 @@ const isStatus = (state: string, generationPart?: string) => (e: Event) =>
   e.event === 'status' &&
   e.state === state &&
   (generationPart === undefined || String(e.desiredGeneration ?? '').includes(generationPart))
-
-async function enrolledAgent(name: string, tags: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<Proc> {
-  const token = await fleet.token(name, tags)
-  const agent = fleet.startAgent(name, ['--token', token], env)
-  await agent.waitFor((e) => e.event === 'connected', 30_000, `${name} connected`)
-  return agent
-}
-
-function logEnv(name: string): NodeJS.ProcessEnv {
-  return { FM_TEST_LOG: join(fleet.dir, `${name}.activations.log`) }
-}
 
 const activateHook = (version: string) => `echo "${version}" >> "$FM_TEST_LOG"`
 
@@ -48,21 +36,10 @@ describe('end-to-end update over the mesh', () => {
   it('updates three agents, shows progress and the final table', async () => {
     await fleet.startCoordinator()
     const agents = await Promise.all(
-      ['edge-1', 'edge-2', 'edge-3'].map((n) => enrolledAgent(n, ['lab'], logEnv(n))),
+      ['edge-1', 'edge-2', 'edge-3'].map((n) => fleet.enrollAgent(n, ['lab'], fleet.activationEnv(n))),
     )
     const archive = await makeArchive(fleet.dir, { version: 'v1', activate: activateHook('v1') })
-    const r = await fleet.cli([
-      'deploy',
-      archive,
-      '--to',
-      'tag:lab',
-      '--generation',
-      'v1',
-      '--health-check',
-      './health',
-      '--timeout',
-      '60s',
-    ])
+    const r = await fleet.deploy(archive, 'tag:lab', 'v1', ['--health-check', './health', '--timeout', '60s'])
     expect(r.stderr).toContain('uploaded')
     expect(r.code, r.stdout + r.stderr).toBe(0)
     expect(r.stdout).toContain('settled: 3 committed, 0 not')
@@ -84,8 +61,8 @@ describe('end-to-end update over the mesh', () => {
         'confirming',
         'committed',
       ])
-      expect((await readFile(join(fleet.dir, `${name}.activations.log`), 'utf8')).trim()).toBe('v1')
-      expect(await readlink(join(fleet.agentState(name), 'profile', 'current'))).toContain('v1')
+      expect((await readFile(fleet.activationLog(name), 'utf8')).trim()).toBe('v1')
+      expect(await readlink(fleet.currentProfile(name))).toContain('v1')
     }
     const audit = await fleet.cli(['audit', '--verify'])
     expect(audit.code, audit.stdout + audit.stderr).toBe(0)
@@ -95,22 +72,13 @@ describe('end-to-end update over the mesh', () => {
 
   it('an agent offline during the deploy gets it when it comes back', async () => {
     await fleet.startCoordinator()
-    await enrolledAgent('edge-1', ['lab'], logEnv('edge-1'))
-    const late = await enrolledAgent('edge-2', ['lab'], logEnv('edge-2'))
+    await fleet.enrollAgent('edge-1', ['lab'], fleet.activationEnv('edge-1'))
+    const late = await fleet.enrollAgent('edge-2', ['lab'], fleet.activationEnv('edge-2'))
     await late.kill('SIGTERM')
     const archive = await makeArchive(fleet.dir, { version: 'v2', activate: activateHook('v2') })
-    const r = await fleet.cli([
-      'deploy',
-      archive,
-      '--to',
-      'tag:lab',
-      '--generation',
-      'v2',
-      '--no-watch',
-      '--json',
-    ])
+    const r = await fleet.deploy(archive, 'tag:lab', 'v2', ['--no-watch', '--json'])
     expect(r.code, r.stderr).toBe(0)
-    const again = fleet.startAgent('edge-2', [], logEnv('edge-2'))
+    const again = fleet.startAgent('edge-2', [], fleet.activationEnv('edge-2'))
     await again.waitFor(isStatus('committed', 'v2'), 60_000, 'edge-2 committed v2 after reconnect')
     const rows = await fleet.json<MachineRow[]>(['machines'])
     expect(rows.find((m) => m.name === 'edge-2')?.currentGeneration).toBe('v2')
@@ -118,30 +86,11 @@ describe('end-to-end update over the mesh', () => {
 
   it('a failing health check rolls back and reports the failure', async () => {
     await fleet.startCoordinator()
-    const agent = await enrolledAgent('edge-1', [], logEnv('edge-1'))
+    const agent = await fleet.enrollAgent('edge-1', [], fleet.activationEnv('edge-1'))
     const good = await makeArchive(fleet.dir, { version: 'good', activate: activateHook('good') })
-    expect(
-      (
-        await fleet.cli([
-          'deploy',
-          good,
-          '--to',
-          'edge-1',
-          '--generation',
-          'good',
-          '--health-check',
-          './health',
-        ])
-      ).code,
-    ).toBe(0)
+    expect((await fleet.deploy(good, 'edge-1', 'good', ['--health-check', './health'])).code).toBe(0)
     const bad = await makeArchive(fleet.dir, { version: 'bad', healthExit: 3, activate: activateHook('bad') })
-    const r = await fleet.cli([
-      'deploy',
-      bad,
-      '--to',
-      'edge-1',
-      '--generation',
-      'bad',
+    const r = await fleet.deploy(bad, 'edge-1', 'bad', [
       '--health-check',
       './health',
       '--health-retries',
@@ -155,28 +104,26 @@ describe('end-to-end update over the mesh', () => {
     expect(rows[0]?.currentGeneration).toBe('good')
     expect(rows[0]?.error?.code).toBe('health-check-failed')
     // good was activated, then bad, then good again by the rollback
-    expect((await readFile(join(fleet.dir, 'edge-1.activations.log'), 'utf8')).trim().split('\n')).toEqual([
+    expect((await readFile(fleet.activationLog('edge-1'), 'utf8')).trim().split('\n')).toEqual([
       'good',
       'bad',
       'good',
     ])
-    expect(await readlink(join(fleet.agentState('edge-1'), 'profile', 'current'))).toContain('good')
+    expect(await readlink(fleet.currentProfile('edge-1'))).toContain('good')
   })
 
   it('agents refuse a manifest altered by a compromised coordinator, and an old one replayed', async () => {
     const coordinator = await fleet.startCoordinator()
-    const agent = await enrolledAgent('edge-1', [], logEnv('edge-1'))
+    const agent = await fleet.enrollAgent('edge-1', [], fleet.activationEnv('edge-1'))
     const v1 = await makeArchive(fleet.dir, { version: 'v1', activate: activateHook('v1') })
-    expect((await fleet.cli(['deploy', v1, '--to', 'edge-1', '--generation', 'v1'])).code).toBe(0)
+    expect((await fleet.deploy(v1, 'edge-1', 'v1')).code).toBe(0)
     const v2 = await makeArchive(fleet.dir, { version: 'v2', activate: activateHook('v2') })
-    expect((await fleet.cli(['deploy', v2, '--to', 'edge-1', '--generation', 'v2', '--no-watch'])).code).toBe(
-      0,
-    )
+    expect((await fleet.deploy(v2, 'edge-1', 'v2', ['--no-watch'])).code).toBe(0)
     await agent.waitFor(isStatus('committed', 'v2'), 30_000)
     await coordinator.kill('SIGKILL')
     // The attacker owns the coordinator's database: point the machine back at the old
     // manifest (replay) ...
-    const db = new DatabaseSync(join(fleet.coordState, 'fleet.db'))
+    const db = new DatabaseSync(fleet.storePath)
     const rows = db.prepare('SELECT id, generation FROM manifests ORDER BY sequence').all() as {
       id: string
       generation: string
@@ -193,7 +140,7 @@ describe('end-to-end update over the mesh', () => {
     )
     // ... and then alter the bytes of the current manifest (e.g. to swap the payload).
     await fleet.coordinator?.kill('SIGKILL')
-    const db2 = new DatabaseSync(join(fleet.coordState, 'fleet.db'))
+    const db2 = new DatabaseSync(fleet.storePath)
     const latest = db2.prepare('SELECT id, envelope FROM manifests ORDER BY sequence DESC LIMIT 1').get() as {
       id: string
       envelope: Uint8Array
@@ -213,10 +160,7 @@ describe('end-to-end update over the mesh', () => {
       30_000,
       'forgery refused',
     )
-    expect((await readFile(join(fleet.dir, 'edge-1.activations.log'), 'utf8')).trim().split('\n')).toEqual([
-      'v1',
-      'v2',
-    ])
-    expect(await readlink(join(fleet.agentState('edge-1'), 'profile', 'current'))).toContain('v2')
+    expect((await readFile(fleet.activationLog('edge-1'), 'utf8')).trim().split('\n')).toEqual(['v1', 'v2'])
+    expect(await readlink(fleet.currentProfile('edge-1'))).toContain('v2')
   })
 })

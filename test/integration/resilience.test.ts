@@ -17,8 +17,6 @@ afterEach(async () => {
   await fleet.stop()
 })
 
-const logEnv = (name: string) => ({ FM_TEST_LOG: join(fleet.dir, `${name}.activations.log`) })
-
 describe('admin authorisation', () => {
   it('denies and audits a read-only admin deploying and an admin from another fleet', async () => {
     await fleet.startCoordinator()
@@ -82,11 +80,9 @@ describe('admin authorisation', () => {
 describe('crashes', () => {
   it('kill -9 of the coordinator loses no acknowledged report', async () => {
     const coordinator = await fleet.startCoordinator()
-    const token = await fleet.token('edge-1')
-    const agent = fleet.startAgent('edge-1', ['--token', token], logEnv('edge-1'))
-    await agent.waitFor((e) => e.event === 'connected')
+    const agent = await fleet.enrollAgent('edge-1', [], fleet.activationEnv('edge-1'))
     const archive = await makeArchive(fleet.dir, { version: 'v1' })
-    const deploy = fleet.cli(['deploy', archive, '--to', 'edge-1', '--generation', 'v1', '--no-watch'])
+    const deploy = fleet.deploy(archive, 'edge-1', 'v1', ['--no-watch'])
     // Kill the coordinator right after the agent has had its first update report acknowledged.
     await agent.waitFor(
       (e) => e.event === 'acked' && typeof e.seq === 'number' && e.seq >= 2,
@@ -96,7 +92,7 @@ describe('crashes', () => {
     await coordinator.kill('SIGKILL')
     const acked = agent.events.filter((e) => e.event === 'acked').map((e) => e.seq as number)
     await deploy
-    const db = new DatabaseSync(join(fleet.coordState, 'fleet.db'), { readOnly: true })
+    const db = new DatabaseSync(fleet.storePath, { readOnly: true })
     const stored = new Set(
       (db.prepare('SELECT seq FROM statuses WHERE machine = ?').all('edge-1') as { seq: number }[]).map(
         (r) => r.seq,
@@ -122,23 +118,19 @@ describe('crashes', () => {
 
   it('kill -9 of an agent mid-activation recovers to a whole generation', async () => {
     await fleet.startCoordinator()
-    const token = await fleet.token('edge-1')
-    const env = logEnv('edge-1')
-    const agent = fleet.startAgent('edge-1', ['--token', token], env)
-    await agent.waitFor((e) => e.event === 'connected')
+    const env = fleet.activationEnv('edge-1')
+    const agent = await fleet.enrollAgent('edge-1', [], env)
     const v1 = await makeArchive(fleet.dir, { version: 'v1', activate: 'echo v1 >> "$FM_TEST_LOG"' })
-    expect((await fleet.cli(['deploy', v1, '--to', 'edge-1', '--generation', 'v1'])).code).toBe(0)
+    expect((await fleet.deploy(v1, 'edge-1', 'v1')).code).toBe(0)
     // v2's activate hook announces itself, then hangs: the agent dies while it runs.
     const v2 = await makeArchive(fleet.dir, {
       version: 'v2',
       activate: 'echo v2-started >> "$FM_TEST_LOG"; sleep 5',
     })
-    expect((await fleet.cli(['deploy', v2, '--to', 'edge-1', '--generation', 'v2', '--no-watch'])).code).toBe(
-      0,
-    )
-    await waitForFile(env.FM_TEST_LOG, (t) => t.includes('v2-started'))
+    expect((await fleet.deploy(v2, 'edge-1', 'v2', ['--no-watch'])).code).toBe(0)
+    await waitForFile(fleet.activationLog('edge-1'), (t) => t.includes('v2-started'))
     await agent.kill('SIGKILL')
-    expect(await readlink(join(fleet.agentState('edge-1'), 'profile', 'current'))).toContain('v2') // it had switched
+    expect(await readlink(fleet.currentProfile('edge-1'))).toContain('v2') // it had switched
     const again = fleet.startAgent('edge-1', [], env)
     const rolled = await again.waitFor(
       (e: Event) => e.event === 'status' && e.state === 'rolled-back',
@@ -146,8 +138,8 @@ describe('crashes', () => {
       'rolled back',
     )
     expect((rolled.error as { code: string }).code).toBe('interrupted')
-    expect(await readlink(join(fleet.agentState('edge-1'), 'profile', 'current'))).toContain('v1')
-    const log = (await readFile(env.FM_TEST_LOG, 'utf8')).trim().split('\n')
+    expect(await readlink(fleet.currentProfile('edge-1'))).toContain('v1')
+    const log = (await readFile(fleet.activationLog('edge-1'), 'utf8')).trim().split('\n')
     expect(log).toEqual(['v1', 'v2-started', 'v1'])
     const rows = await fleet.json<{ name: string; state: string; currentGeneration: string }[]>(['machines'])
     expect([rows[0]?.state, rows[0]?.currentGeneration]).toEqual(['rolled-back', 'v1'])

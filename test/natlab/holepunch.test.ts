@@ -24,7 +24,7 @@ import type {
   TrialSuccess,
   UpgradedEvent,
 } from '../../testkit/natlab/probe/events.ts'
-import { eventFor, listen, open } from '../../testkit/natlab/probe/sock-client.ts'
+import { eventFor, listen, open, startObserver, startPuppet } from '../../testkit/natlab/probe/sock-client.ts'
 
 const check = canRunLab()
 if (!check.ok) console.warn(`NAT hole-punch tests skipped: ${check.reason}`)
@@ -104,10 +104,7 @@ describe.skipIf(!check.ok)('TCP hole punching by simultaneous open', () => {
   }
 
   function natted(name: string, behaviour: NatBehaviour): void {
-    // Every home uses the same private /24, as real ones do: a punch that
-    // accidentally used a private address would reach the wrong host or nothing.
-    const router = lab.addRouter(`r${name}`, { behaviour, lanPrefix: '192.168.1' })
-    hosts.set(name, lab.addPrivateHost(name, router))
+    hosts.set(name, lab.addHome(name, behaviour))
   }
 
   async function punchPair(
@@ -195,12 +192,11 @@ describe.skipIf(!check.ok)('TCP hole punching by simultaneous open', () => {
     hosts.set('z', z)
     hosts.set('y', y)
     rendezvous = { address: z.ip, port: 7100 }
-    const servers = [
-      lab.spawnNode(z, probePath('rendezvous.ts'), ['--port', '7100']),
-      lab.spawnNode(z, probePath('observer.ts'), ['--port', '7000']),
-      lab.spawnNode(y, probePath('observer.ts'), ['--port', '7000']),
-    ]
-    await Promise.all(servers.map((s) => s.waitFor<ListeningEvent>('listening')))
+    await Promise.all([
+      lab.spawnNode(z, probePath('rendezvous.ts'), ['--port', '7100']).waitFor<ListeningEvent>('listening'),
+      startObserver(lab, z),
+      startObserver(lab, y),
+    ])
   })
 
   afterAll(() => {
@@ -296,13 +292,11 @@ describe.skipIf(!check.ok)('reusing one local port for several sockets (Node on 
   beforeAll(async () => {
     lab = createLab()
     const q = lab.addPublicHost('q')
-    const zh = lab.addPublicHost('z')
-    const yh = lab.addPublicHost('y')
-    z = { address: zh.ip, port: 7000 }
-    y = { address: yh.ip, port: 7000 }
-    const observers = [zh, yh].map((h) => lab.spawnNode(h, probePath('observer.ts'), ['--port', '7000']))
-    puppet = lab.spawnNode(q, probePath('sock.ts'))
-    await Promise.all([...observers.map((o) => o.waitFor('listening')), puppet.waitFor('ready')])
+    ;[z, y, puppet] = await Promise.all([
+      startObserver(lab, lab.addPublicHost('z')),
+      startObserver(lab, lab.addPublicHost('y')),
+      startPuppet(lab, q),
+    ])
   })
 
   afterAll(() => lab?.destroy())

@@ -14,10 +14,17 @@ import {
   type LabProcess,
   type LabRouter,
   ProbeTimeoutError,
-  probePath,
 } from '../../testkit/natlab/lab.ts'
-import type { AcceptedEvent, Endpoint, ListeningEvent } from '../../testkit/natlab/probe/events.ts'
-import { eventFor, listen, nextLine, observe, open } from '../../testkit/natlab/probe/sock-client.ts'
+import type { AcceptedEvent, Endpoint } from '../../testkit/natlab/probe/events.ts'
+import {
+  eventFor,
+  listen,
+  nextLine,
+  observe,
+  open,
+  startObserver,
+  startPuppet,
+} from '../../testkit/natlab/probe/sock-client.ts'
 
 const check = canRunLab()
 if (!check.ok) console.warn(`NAT lab tests skipped: ${check.reason}`)
@@ -68,17 +75,13 @@ describe.skipIf(!check.ok)('NAT lab', () => {
     const obs1 = lab.addPublicHost('obs1')
     const obs2 = lab.addPublicHost('obs2')
     outsider = lab.addPublicHost('x')
-    o1 = { address: obs1.ip, port: 7000 }
-    o2 = { address: obs2.ip, port: 7000 }
-    const observers = [obs1, obs2].map((h) => lab.spawnNode(h, probePath('observer.ts'), ['--port', '7000']))
-    const puppet = (h: LabHost): LabProcess => lab.spawnNode(h, probePath('sock.ts'))
-    pa = puppet(a)
-    ps = puppet(s)
-    pf = puppet(f)
-    px = puppet(outsider)
-    await Promise.all([
-      ...observers.map((o) => o.waitFor<ListeningEvent>('listening')),
-      ...[pa, ps, pf, px].map((p) => p.waitFor('ready')),
+    ;[o1, o2, pa, ps, pf, px] = await Promise.all([
+      startObserver(lab, obs1),
+      startObserver(lab, obs2),
+      startPuppet(lab, a),
+      startPuppet(lab, s),
+      startPuppet(lab, f),
+      startPuppet(lab, outsider),
     ])
   })
 
@@ -178,8 +181,7 @@ describe.skipIf(!check.ok)('NAT lab lifecycle', () => {
     const r = lab.addRouter('r', { behaviour: 'eim' })
     const h = lab.addPrivateHost('h', r)
     lab.addPublicHost('p')
-    const proc = lab.spawnNode(h, probePath('sock.ts'))
-    await proc.waitFor('ready')
+    const proc = await startPuppet(lab, h)
     expect(lab.namespaces()).toHaveLength(4)
 
     lab.destroy()

@@ -6,7 +6,9 @@
  * tests await, one-shot commands are run to completion.
  *
  * A fleet's state directories live in one temporary directory, visible from
- * every namespace (namespaces separate networks, not filesystems).
+ * every namespace (namespaces separate networks, not filesystems). The command
+ * lines are the loopback harness's (../fleetmesh.ts). Used by
+ * test/natlab/traversal.test.ts and `npm run bench:nat`.
  *
  * @example
  * ```ts
@@ -20,70 +22,41 @@
  * await fleet.remove()
  * ```
  */
-import { spawn } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
+import { join } from 'node:path'
 import type { ConnectionPath } from '../../protocol/index.ts'
 import { makeArchive } from '../archives.ts'
+import {
+  agentArgs,
+  CliError,
+  type CliResult,
+  coordinatorArgs,
+  deployArgs,
+  FleetDirectory,
+  fleetmeshArgv,
+  initArgs,
+  runToCompletion,
+} from '../fleetmesh.ts'
 import type { Lab, LabHost, LabNode, LabProcess, ProbeEvent } from './lab.ts'
 
-export const BIN = resolve(import.meta.dirname, '../../bin/fleetmesh.js')
-const NODE_ARGS = ['--disable-warning=ExperimentalWarning', BIN]
 export const PORT = 4001
-
-export interface CliResult {
-  code: number | null
-  stdout: string
-  stderr: string
-  /** Wall time of the command, ms */
-  ms: number
-}
-
-export class CliError extends Error {
-  override name = 'CliError'
-}
 
 /**
  * Runs `fleetmesh <args>` to completion, inside `node`'s namespace (or in the
  * test's own namespace for `null`: offline commands need no network).
  */
 export function runFleetmesh(node: LabNode | null, args: string[], timeoutMs = 90_000): Promise<CliResult> {
-  const [command, argv] =
-    node === null
-      ? [process.execPath, [...NODE_ARGS, ...args]]
-      : ['ip', ['netns', 'exec', node.ns, process.execPath, ...NODE_ARGS, ...args]]
-  const started = Date.now()
-  return new Promise((resolveRun, reject) => {
-    const child = spawn(command, argv, { stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString()
-    })
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString()
-    })
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL')
-      reject(
-        new CliError(`fleetmesh ${args.join(' ')} timed out after ${timeoutMs} ms\n${stdout}\n${stderr}`),
-      )
-    }, timeoutMs)
-    child.on('error', (err) => {
-      clearTimeout(timer)
-      reject(err)
-    })
-    child.on('close', (code) => {
-      clearTimeout(timer)
-      resolveRun({ code, stdout, stderr, ms: Date.now() - started })
-    })
-  })
+  const argv = fleetmeshArgv(args)
+  const options = { timeoutMs, label: `fleetmesh ${args.join(' ')}` }
+  return node === null
+    ? runToCompletion(process.execPath, argv, options)
+    : runToCompletion('ip', ['netns', 'exec', node.ns, process.execPath, ...argv], options)
 }
 
 /** Starts a fleetmesh daemon in `node`'s namespace; the lab kills it on destroy. */
 export function spawnFleetmesh(lab: Lab, node: LabNode, label: string, args: string[]): LabProcess {
-  return lab.spawn(node, process.execPath, [...NODE_ARGS, ...args], { label })
+  return lab.spawn(node, process.execPath, fleetmeshArgv(args), { label })
 }
 
 /** The first event named `name` that arrived after `since` (ms since epoch), by its own `at` stamp. */
@@ -137,12 +110,9 @@ export interface LabFleetInit {
 }
 
 /** One fleet: admin home, coordinator state, agents, all in one temp directory. */
-export class LabFleet {
+export class LabFleet extends FleetDirectory {
   readonly lab: Lab
   readonly name: string
-  readonly dir: string
-  readonly home: string
-  readonly coordState: string
   readonly admin: LabHost
   readonly coordinatorHost: LabHost
   coordinatorPeerId = ''
@@ -150,11 +120,9 @@ export class LabFleet {
   #archives = 0
 
   private constructor(lab: Lab, init: LabFleetInit, dir: string) {
+    super(dir)
     this.lab = lab
     this.name = init.name
-    this.dir = dir
-    this.home = join(dir, 'admin')
-    this.coordState = join(dir, 'coordinator')
     this.admin = init.admin
     this.coordinatorHost = init.coordinator
   }
@@ -166,13 +134,7 @@ export class LabFleet {
     const r = await runFleetmesh(null, [
       '--home',
       fleet.home,
-      'init',
-      '--fleet',
-      init.name,
-      '--coordinator-state',
-      fleet.coordState,
-      ...addrs.flatMap((a) => ['--coordinator-addr', a]),
-      '--json',
+      ...initArgs({ fleet: init.name, coordState: fleet.coordState, coordinatorAddrs: addrs }),
     ])
     if (r.code !== 0) throw new CliError(`init failed: ${r.stderr}`)
     fleet.coordinatorPeerId = String(
@@ -186,15 +148,12 @@ export class LabFleet {
   }
 
   async startCoordinator(extra: string[] = []): Promise<LabProcess> {
-    const proc = spawnFleetmesh(this.lab, this.coordinatorHost, `coordinator ${this.name}`, [
-      'coordinator',
-      '--state',
-      this.coordState,
-      '--listen',
-      this.coordinatorListen,
-      '--json',
-      ...extra,
-    ])
+    const proc = spawnFleetmesh(
+      this.lab,
+      this.coordinatorHost,
+      `coordinator ${this.name}`,
+      coordinatorArgs(this.coordState, this.coordinatorListen, extra),
+    )
     this.coordinator = proc
     await proc.waitFor('ready', 30_000)
     return proc
@@ -220,10 +179,6 @@ export class LabFleet {
     return String((JSON.parse(r.stdout) as { token: string }).token)
   }
 
-  agentState(machine: string): string {
-    return join(this.dir, `agent-${machine}`)
-  }
-
   /** Starts an agent on `host` with a fresh token; resolves once its control link is up. */
   async enrollAgent(
     host: LabHost,
@@ -237,35 +192,19 @@ export class LabFleet {
   }
 
   startAgent(host: LabHost, machine: string, extra: string[] = []): LabProcess {
-    return spawnFleetmesh(this.lab, host, `agent ${machine}`, [
-      'agent',
-      '--state',
-      this.agentState(machine),
-      '--json',
-      '--keepalive',
-      '1s',
-      '--listen',
-      `/ip4/${host.ip}/tcp/0`,
-      ...extra,
-    ])
+    return spawnFleetmesh(
+      this.lab,
+      host,
+      `agent ${machine}`,
+      agentArgs(this.agentState(machine), `/ip4/${host.ip}/tcp/0`, extra),
+    )
   }
 
   /** Builds an archive and deploys it to `target`, watching until it settles. */
   async deploy(target: string, version: string): Promise<CliResult> {
     const archive = await makeArchive(this.dir, { version: `${version}-${this.#archives++}` })
     return this.cli(
-      [
-        'deploy',
-        archive,
-        '--to',
-        target,
-        '--generation',
-        version,
-        '--health-check',
-        './health',
-        '--timeout',
-        '60s',
-      ],
+      deployArgs(archive, target, version, ['--health-check', './health', '--timeout', '60s']),
       90_000,
     )
   }

@@ -16,6 +16,12 @@
  * {@link cleanupStale} (called by {@link createLab}) removes what a killed run
  * (SIGKILL) of a dead pid left behind.
  *
+ * This file builds labs and is the one tests, bench:nat and fleet-lab.ts import
+ * from; the parts live beside it: topology.ts (what a lab is made of),
+ * namespaces.ts (commands and namespace life cycle), nat-rules.ts (a router's
+ * iptables rules and whether a lab can run here) and lab-process.ts (processes
+ * in a namespace and the JSON events they print).
+ *
  * @example
  * ```ts
  * const check = canRunLab()
@@ -33,82 +39,25 @@
  * ```
  */
 
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
-import { createInterface } from 'node:readline'
+import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
+import { LabProcess } from './lab-process.ts'
+import { cleanupStale, listNamespaces, nsExec, removeNamespace, run } from './namespaces.ts'
+import { canRunLab, enableForwarding, loadRouterRules } from './nat-rules.ts'
+import type { LabHost, LabNode, LabRouter, NatBehaviour, RouterOptions } from './topology.ts'
 
-/**
- * How a router maps and filters.
- *
- * - `eim`: endpoint-independent, port-preserving mapping (MASQUERADE keeps the
- *   source port when the resulting tuple is free) with Linux's default
- *   address-and-port-dependent filtering: only packets matching a conntrack entry
- *   come in, unsolicited inbound is dropped silently.
- * - `full-cone`: `eim` plus endpoint-independent filtering, emulated by
- *   forwarding every inbound TCP/UDP packet to the router's single LAN host with
- *   the port unchanged (a "DMZ host"). iptables has no per-mapping EIF; for one
- *   host behind a port-preserving NAT this is observably the same for mapped
- *   ports, and more open for unmapped ones (the host's kernel answers RST).
- * - `symmetric`: MASQUERADE --random-fully, a fresh random external port for
- *   every new connection, so each destination sees a different port.
- */
-export type NatBehaviour = 'eim' | 'full-cone' | 'symmetric'
+export {
+  LabProcess,
+  type ProbeEvent,
+  ProbeExitedError,
+  ProbeTimeoutError,
+  type ProcessExit,
+} from './lab-process.ts'
+export { cleanupStale, LabCommandError } from './namespaces.ts'
+export { canRunLab, iptablesBackend, type LabCheck } from './nat-rules.ts'
+export type { LabHost, LabNode, LabRouter, NatBehaviour, RouterOptions } from './topology.ts'
 
-export type LabCheck = { ok: true } | { ok: false; reason: string }
-
-export interface RouterOptions {
-  behaviour: NatBehaviour
-  /**
-   * First three octets of the router's private /24 (e.g. `192.168.1`). Two routers
-   * may use the same LAN prefix, as two homes usually do.
-   *
-   * @default `10.<router index + 1>.0`
-   */
-  lanPrefix?: string
-  /**
-   * Whether conntrack picks up TCP connections it has no entry for (mid-stream
-   * packets after a flush or restart). Off by default, so a NAT that lost its
-   * mappings breaks established connections, as consumer routers do.
-   *
-   * @default false
-   */
-  tcpLoose?: boolean
-}
-
-export interface LabRouter {
-  readonly kind: 'router'
-  readonly name: string
-  readonly ns: string
-  readonly behaviour: NatBehaviour
-  /** Address on the public segment; the NAT's external address. */
-  readonly publicIp: string
-  /** Gateway address on the LAN. */
-  readonly lanIp: string
-  readonly lanPrefix: string
-  readonly tcpLoose: boolean
-}
-
-export interface LabHost {
-  readonly kind: 'host'
-  readonly name: string
-  readonly ns: string
-  /** The host's own address: private when behind a router, public otherwise. */
-  readonly ip: string
-  readonly router: LabRouter | null
-}
-
-export type LabNode = LabRouter | LabHost
-
-export interface ProbeEvent {
-  readonly event: string
-  readonly [key: string]: unknown
-}
-
-export interface ProcessExit {
-  code: number | null
-  signal: NodeJS.Signals | null
-}
-
+/** How {@link Lab.spawn} starts a process in a namespace. */
 export interface SpawnOptions {
   env?: NodeJS.ProcessEnv
   cwd?: string
@@ -116,208 +65,16 @@ export interface SpawnOptions {
   label?: string
 }
 
-export class LabCommandError extends Error {
-  override readonly name = 'LabCommandError'
-  readonly command: string
-  readonly stderr: string
-
-  constructor(command: string, stderr: string, cause: unknown) {
-    super(`NAT lab command failed: ${command}\n${stderr.trim()}`, { cause })
-    this.command = command
-    this.stderr = stderr
-  }
-}
-
-export class ProbeTimeoutError extends Error {
-  override readonly name = 'ProbeTimeoutError'
-}
-
-export class ProbeExitedError extends Error {
-  override readonly name = 'ProbeExitedError'
-}
-
+/** The public segment: TEST-NET-3, never routed on the real internet. */
 const PUBLIC_NET = '203.0.113'
 const PUBLIC_CIDR_BITS = 24
 const NAME_RE = /^[a-z][a-z0-9]{0,11}$/
-const NS_RE = /^fm-(\d+)-/
 
 const PROBE_DIR = fileURLToPath(new URL('./probe/', import.meta.url))
 
-/** Absolute path of a script in test/natlab/probe/. */
+/** Absolute path of a script in testkit/natlab/probe/. */
 export function probePath(script: string): string {
   return `${PROBE_DIR}${script}`
-}
-
-function errorStderr(err: unknown): string {
-  if (typeof err === 'object' && err !== null && 'stderr' in err) {
-    const s = (err as { stderr: unknown }).stderr
-    if (typeof s === 'string') return s
-    if (Buffer.isBuffer(s)) return s.toString('utf8')
-  }
-  return err instanceof Error ? err.message : String(err)
-}
-
-function run(command: string, args: readonly string[], input?: string): string {
-  try {
-    return execFileSync(command, args, {
-      input,
-      encoding: 'utf8',
-      stdio: ['pipe', 'pipe', 'pipe'],
-      timeout: 20_000,
-    })
-  } catch (err) {
-    throw new LabCommandError([command, ...args].join(' '), errorStderr(err), err)
-  }
-}
-
-function runQuiet(command: string, args: readonly string[]): boolean {
-  try {
-    run(command, args)
-    return true
-  } catch {
-    return false
-  }
-}
-
-function nsExec(ns: string, command: string, args: readonly string[], input?: string): string {
-  return run('ip', ['netns', 'exec', ns, command, ...args], input)
-}
-
-function listNamespaces(): string[] {
-  return run('ip', ['netns', 'list'])
-    .split('\n')
-    .map((line) => line.trim().split(/\s+/)[0] ?? '')
-    .filter((name) => name !== '')
-}
-
-/** Kill every process still inside `ns`, then remove it. Never throws. */
-function removeNamespace(ns: string): void {
-  try {
-    const pids = run('ip', ['netns', 'pids', ns])
-      .split('\n')
-      .map((s) => Number(s.trim()))
-      .filter((pid) => Number.isInteger(pid) && pid > 0)
-    for (const pid of pids) {
-      try {
-        process.kill(pid, 'SIGKILL')
-      } catch {
-        // already gone
-      }
-    }
-  } catch {
-    // namespace already gone
-  }
-  runQuiet('ip', ['netns', 'del', ns])
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
-  }
-}
-
-/**
- * Remove `fm-<pid>-…` namespaces whose pid is no longer running (left by a run
- * that was SIGKILLed), with any processes still in them; their veths go with
- * them since both ends of every lab veth live in lab namespaces.
- * Returns the names removed.
- */
-export function cleanupStale(): string[] {
-  const removed: string[] = []
-  let names: string[]
-  try {
-    names = listNamespaces()
-  } catch {
-    return removed
-  }
-  for (const ns of names) {
-    const match = NS_RE.exec(ns)
-    if (match === null) continue
-    const pid = Number(match[1])
-    if (pid === process.pid || pidAlive(pid)) continue
-    removeNamespace(ns)
-    removed.push(ns)
-  }
-  return removed
-}
-
-let cachedCheck: LabCheck | undefined
-
-interface IptablesTools {
-  iptables: string
-  restore: string
-}
-
-/** Debian's `iptables` is iptables-nft; kernels without nf_tables need the legacy one. */
-let iptables: IptablesTools = { iptables: 'iptables', restore: 'iptables-restore' }
-
-function pickIptables(ns: string): IptablesTools {
-  const masquerade = ['-t', 'nat', '-A', 'POSTROUTING', '-j', 'MASQUERADE', '--random-fully']
-  try {
-    nsExec(ns, 'iptables', masquerade)
-    return { iptables: 'iptables', restore: 'iptables-restore' }
-  } catch (err) {
-    if (!runQuiet('iptables-legacy', ['--version'])) throw err
-    nsExec(ns, 'iptables-legacy', masquerade)
-    return { iptables: 'iptables-legacy', restore: 'iptables-legacy-restore' }
-  }
-}
-
-/** The iptables the lab uses, as it names itself, e.g. `iptables v1.8.9 (nf_tables)`. */
-export function iptablesBackend(): string {
-  return run(iptables.iptables, ['--version']).trim()
-}
-
-/**
- * Whether this process can build a lab: Linux, root, `ip netns`, iptables with
- * the nat table and MASQUERADE --random-fully, conntrack and sysctl. The reason
- * says what is missing and how to get it.
- */
-export function canRunLab(): LabCheck {
-  cachedCheck ??= checkLab()
-  return cachedCheck
-}
-
-function checkLab(): LabCheck {
-  if (process.platform !== 'linux') {
-    return { ok: false, reason: `NAT lab needs Linux network namespaces; this is ${process.platform}` }
-  }
-  if (process.getuid?.() !== 0) {
-    return { ok: false, reason: 'NAT lab needs root (it creates network namespaces and iptables rules)' }
-  }
-  const tools: Array<[string, string[]]> = [
-    ['ip', ['-V']],
-    ['iptables', ['--version']],
-    ['iptables-restore', ['--version']],
-    ['conntrack', ['--version']],
-    ['sysctl', ['--version']],
-  ]
-  for (const [tool, args] of tools) {
-    if (!runQuiet(tool, args)) {
-      return {
-        ok: false,
-        reason: `NAT lab needs \`${tool}\`; install it with: apt-get install -y iproute2 iptables conntrack procps`,
-      }
-    }
-  }
-  const ns = `fm-${process.pid}-check`
-  try {
-    run('ip', ['netns', 'add', ns])
-    iptables = pickIptables(ns)
-    nsExec(ns, iptables.iptables, ['-A', 'FORWARD', '-m', 'conntrack', '--ctstate', 'INVALID', '-j', 'DROP'])
-    nsExec(ns, 'sysctl', ['-q', '-w', 'net.ipv4.ip_forward=1', 'net.netfilter.nf_conntrack_tcp_loose=0'])
-    nsExec(ns, 'conntrack', ['-F'])
-    run('ip', ['-n', ns, 'link', 'add', 'br0', 'type', 'bridge'])
-    return { ok: true }
-  } catch (err) {
-    const detail = err instanceof LabCommandError ? `${err.command}: ${err.stderr.trim()}` : String(err)
-    return { ok: false, reason: `NAT lab cannot set up a namespace here (${detail})` }
-  } finally {
-    removeNamespace(ns)
-  }
 }
 
 const liveLabs = new Set<Lab>()
@@ -352,47 +109,6 @@ export function createLab(): Lab {
   cleanupStale()
   installExitHooks()
   return new Lab(`fm-${process.pid}-${labSeq++}`)
-}
-
-function routerRules(router: LabRouter, dmzHost: string | null): string {
-  const masquerade =
-    router.behaviour === 'symmetric'
-      ? '-A POSTROUTING -o wan -j MASQUERADE --random-fully'
-      : '-A POSTROUTING -o wan -j MASQUERADE'
-  const dmz =
-    router.behaviour === 'full-cone' && dmzHost !== null
-      ? [
-          `-A PREROUTING -i wan -p tcp -j DNAT --to-destination ${dmzHost}`,
-          `-A PREROUTING -i wan -p udp -j DNAT --to-destination ${dmzHost}`,
-        ]
-      : []
-  const dmzForward =
-    router.behaviour === 'full-cone' ? ['-A FORWARD -i wan -o lan -m conntrack --ctstate DNAT -j ACCEPT'] : []
-  return [
-    '*filter',
-    ':INPUT ACCEPT [0:0]',
-    ':FORWARD DROP [0:0]',
-    ':OUTPUT ACCEPT [0:0]',
-    '-A INPUT -m conntrack --ctstate INVALID -j DROP',
-    '-A INPUT -i wan -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT',
-    // Unsolicited packets to the router's own address are dropped, not answered
-    // with RST: a RST would tear down the peer's conntrack entry mid-punch.
-    '-A INPUT -i wan -j DROP',
-    '-A FORWARD -m conntrack --ctstate INVALID -j DROP',
-    '-A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT',
-    '-A FORWARD -i lan -o wan -j ACCEPT',
-    ...dmzForward,
-    'COMMIT',
-    '*nat',
-    ':PREROUTING ACCEPT [0:0]',
-    ':INPUT ACCEPT [0:0]',
-    ':OUTPUT ACCEPT [0:0]',
-    ':POSTROUTING ACCEPT [0:0]',
-    ...dmz,
-    masquerade,
-    'COMMIT',
-    '',
-  ].join('\n')
 }
 
 export class Lab {
@@ -457,13 +173,8 @@ export class Lab {
     run('ip', ['-n', router.ns, 'link', 'set', 'lan', 'up'])
     // Rules first: their conntrack matches make sure nf_conntrack (and so its
     // sysctls) exists in the namespace.
-    nsExec(router.ns, iptables.restore, [], routerRules(router, null))
-    nsExec(router.ns, 'sysctl', [
-      '-q',
-      '-w',
-      'net.ipv4.ip_forward=1',
-      `net.netfilter.nf_conntrack_tcp_loose=${router.tcpLoose ? 1 : 0}`,
-    ])
+    loadRouterRules(router, null)
+    enableForwarding(router)
     this.#routers.set(name, router)
     this.#lanHosts.set(name, [])
     return router
@@ -512,9 +223,18 @@ export class Lab {
     lanHosts.push(host)
     this.#hosts.set(name, host)
     if (router.behaviour === 'full-cone') {
-      nsExec(router.ns, iptables.restore, [], routerRules(router, host.ip))
+      loadRouterRules(router, host.ip)
     }
     return host
+  }
+
+  /**
+   * A host alone behind its own router `r<name>`. Every such LAN is
+   * 192.168.1.0/24, as real homes' are: a punch aimed at a private address
+   * would reach the wrong host or nothing, so it cannot pass by accident.
+   */
+  addHome(name: string, behaviour: NatBehaviour): LabHost {
+    return this.addPrivateHost(name, this.addRouter(`r${name}`, { behaviour, lanPrefix: '192.168.1' }))
   }
 
   /** A host directly on the public segment (no NAT, no firewall). */
@@ -599,7 +319,7 @@ export class Lab {
     run('ip', ['-n', router.ns, 'link', 'set', 'lan', 'down'])
     nsExec(router.ns, 'conntrack', ['-F'])
     const dmz = this.#lanHosts.get(router.name)?.[0]?.ip ?? null
-    nsExec(router.ns, iptables.restore, [], routerRules(router, dmz))
+    loadRouterRules(router, dmz)
     run('ip', ['-n', router.ns, 'link', 'set', 'lan', 'up'])
     run('ip', ['-n', router.ns, 'link', 'set', 'wan', 'up'])
   }
@@ -658,146 +378,5 @@ export class Lab {
     run('ip', ['-n', this.publicNs, 'link', 'set', port, 'master', 'br0', 'up'])
     run('ip', ['-n', ns, 'addr', 'add', `${ip}/${PUBLIC_CIDR_BITS}`, 'dev', ifname])
     run('ip', ['-n', ns, 'link', 'set', ifname, 'up'])
-  }
-}
-
-type Matcher = string | ((event: ProbeEvent) => boolean)
-
-interface Waiter {
-  matches: (event: ProbeEvent) => boolean
-  resolve: (event: ProbeEvent) => void
-  reject: (err: Error) => void
-  timer: NodeJS.Timeout
-}
-
-function toPredicate(match: Matcher): (event: ProbeEvent) => boolean {
-  return typeof match === 'string' ? (event) => event.event === match : match
-}
-
-function isProbeEvent(value: unknown): value is ProbeEvent {
-  return (
-    typeof value === 'object' &&
-    value !== null &&
-    'event' in value &&
-    typeof (value as { event: unknown }).event === 'string'
-  )
-}
-
-/**
- * A process running in a lab namespace. Each stdout line that is a JSON object
- * with an `event` string is an event; {@link waitFor} takes the first one not yet
- * taken that matches, whether it arrived before or after the call.
- */
-export class LabProcess {
-  readonly child: ChildProcess
-  readonly label: string
-  readonly exited: Promise<ProcessExit>
-  /** Every event received, in order (taken or not). */
-  readonly events: ProbeEvent[] = []
-  readonly #pending: ProbeEvent[] = []
-  readonly #waiters: Waiter[] = []
-  #stderr = ''
-  #exit: ProcessExit | null = null
-
-  constructor(child: ChildProcess, label: string) {
-    this.child = child
-    this.label = label
-    child.stderr?.setEncoding('utf8')
-    child.stderr?.on('data', (chunk: string) => {
-      this.#stderr = (this.#stderr + chunk).slice(-8_192)
-    })
-    // Writing to a probe that died must not crash the test process.
-    child.stdin?.on('error', () => {})
-    if (child.stdout !== null) {
-      createInterface({ input: child.stdout }).on('line', (line) => this.#onLine(line))
-    }
-    this.exited = new Promise((resolve) => {
-      child.once('close', (code, signal) => {
-        this.#exit = { code, signal }
-        for (const waiter of this.#waiters.splice(0)) {
-          clearTimeout(waiter.timer)
-          waiter.reject(this.#exitedError())
-        }
-        resolve({ code, signal })
-      })
-      child.once('error', (err) => {
-        this.#stderr += `\nspawn error: ${err.message}`
-      })
-    })
-  }
-
-  get stderr(): string {
-    return this.#stderr
-  }
-
-  /**
-   * Resolve with the first untaken event matching `match` (an event name or a
-   * predicate). Rejects with {@link ProbeTimeoutError} after `timeoutMs`, or
-   * {@link ProbeExitedError} if the process exits first.
-   */
-  waitFor<E extends ProbeEvent = ProbeEvent>(match: Matcher, timeoutMs = 10_000): Promise<E> {
-    const matches = toPredicate(match)
-    const index = this.#pending.findIndex(matches)
-    if (index >= 0) {
-      const [event] = this.#pending.splice(index, 1)
-      return Promise.resolve(event as E)
-    }
-    if (this.#exit !== null) return Promise.reject(this.#exitedError())
-    return new Promise<E>((resolve, reject) => {
-      const waiter: Waiter = {
-        matches,
-        resolve: (event) => resolve(event as E),
-        reject,
-        timer: setTimeout(() => {
-          this.#waiters.splice(this.#waiters.indexOf(waiter), 1)
-          const what = typeof match === 'string' ? `"${match}"` : 'a matching event'
-          reject(
-            new ProbeTimeoutError(
-              `${this.label} did not report ${what} within ${timeoutMs} ms${this.#stderrTail()}`,
-            ),
-          )
-        }, timeoutMs),
-      }
-      this.#waiters.push(waiter)
-    })
-  }
-
-  /** Write `message` as one JSON line to the process's stdin. */
-  send(message: object): void {
-    this.child.stdin?.write(`${JSON.stringify(message)}\n`)
-  }
-
-  kill(signal: NodeJS.Signals = 'SIGKILL'): void {
-    if (this.#exit === null) this.child.kill(signal)
-  }
-
-  #onLine(line: string): void {
-    let parsed: unknown
-    try {
-      parsed = JSON.parse(line)
-    } catch {
-      return
-    }
-    if (!isProbeEvent(parsed)) return
-    this.events.push(parsed)
-    const waiter = this.#waiters.find((w) => w.matches(parsed))
-    if (waiter === undefined) {
-      this.#pending.push(parsed)
-      return
-    }
-    this.#waiters.splice(this.#waiters.indexOf(waiter), 1)
-    clearTimeout(waiter.timer)
-    waiter.resolve(parsed)
-  }
-
-  #exitedError(): ProbeExitedError {
-    const exit = this.#exit
-    const how = exit === null ? 'exited' : `exited (code ${exit.code}, signal ${exit.signal})`
-    return new ProbeExitedError(`${this.label} ${how} before the awaited event${this.#stderrTail()}`)
-  }
-
-  #stderrTail(): string {
-    const tail = this.#stderr.trim().split('\n').slice(-10).join('\n')
-    return tail === '' ? '' : `\nstderr:\n${tail}`
   }
 }

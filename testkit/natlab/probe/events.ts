@@ -1,7 +1,8 @@
 // Types of the JSON events the probes print, for tests reading them through
-// LabProcess.waitFor<T>(). Type-only: nothing here runs.
+// LabProcess.waitFor<T>(). Type-only: nothing here runs. Used by
+// test/natlab/lab.test.ts, holepunch.test.ts and sock-client.ts.
 
-import type { ProbeEvent } from '../lab.ts'
+import type { ProbeEvent } from '../lab-process.ts'
 
 export interface Endpoint {
   address: string

@@ -1,7 +1,8 @@
 // A fleetmesh host with the hole-punching service, run inside a lab namespace
 // and driven through stdin; it reports what happens as JSON lines. With
 // --observer-ports it is a public relay that also runs the observer (and no
-// hole-punching service). Reused by the hole-punch benchmark.
+// hole-punching service). Started through ../probe-commands.ts by
+// test/natlab/holepunch-service.test.ts and by `npm run bench:nat`.
 //
 //   node holepunch-node.ts --role relay --listen /ip4/0.0.0.0/tcp/4001 --observer-ports 7001,7002
 //   node holepunch-node.ts --role agent --reserve-on /ip4/203.0.113.100/tcp/4001/p2p/12D3Koo… \

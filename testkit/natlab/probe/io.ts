@@ -1,4 +1,4 @@
-// Shared plumbing for the probe scripts: events go to stdout as JSON lines (the
+// Shared plumbing for the probe scripts in this folder: events go to stdout as JSON lines (the
 // lab reads them), commands come from stdin as JSON lines, and a probe exits as
 // soon as its stdin closes so a killed test run leaves no orphan behind.
 

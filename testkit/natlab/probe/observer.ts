@@ -1,5 +1,6 @@
 // Public "what is my address" server: tells each client the source ip:port it
-// sees (one JSON line), then echoes whatever the client sends.
+// sees (one JSON line), then echoes whatever the client sends. Started by
+// sock-client.ts's startObserver for test/natlab/lab.test.ts and holepunch.test.ts.
 //
 //   node observer.ts --port 7000
 //   stdout: {"event":"listening","port":7000}

@@ -1,7 +1,7 @@
 // Public rendezvous server, standing in for a relay: pairs the two clients that
 // register the same session and tells each the other's observed public
 // endpoint. Both answers are written in the same tick, which is the "go" signal
-// for a simultaneous open.
+// for a simultaneous open. Used by test/natlab/holepunch.test.ts.
 //
 //   client -> {"type":"register","session":"s1","name":"a"}\n
 //   server -> {"type":"peer","session":"s1","name":"b","address":"203.0.113.11","port":40001}\n

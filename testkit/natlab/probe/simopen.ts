@@ -2,6 +2,7 @@
 // rendezvous from local port L, then connect to the peer's observed endpoint
 // from the same L, with fresh sockets and short timeouts, until one connects.
 // Prototype for a fleetmesh hole-punching service; see docs/hole-punching-study.md.
+// Used by punch.ts and libp2p-punch.ts.
 
 import net from 'node:net'
 import { setTimeout as delay } from 'node:timers/promises'

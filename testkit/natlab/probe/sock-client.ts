@@ -1,8 +1,27 @@
-// Test-side helpers for driving sock.ts (runs in the test process, not in a
-// namespace): open a socket and wait for its outcome, read what an observer saw.
+// Test-side helpers for sock.ts and observer.ts (runs in the test process, not
+// in a namespace): start them on lab hosts, open a socket and wait for its
+// outcome, read what an observer saw. Used by the NAT lab's own tests and the
+// raw hole-punching tests (test/natlab/lab.test.ts, holepunch.test.ts).
 
-import type { LabProcess, ProbeEvent } from '../lab.ts'
+import { type Lab, probePath } from '../lab.ts'
+import type { LabProcess, ProbeEvent } from '../lab-process.ts'
+import type { LabHost } from '../topology.ts'
 import type { ConnectedEvent, DataEvent, Endpoint, ListeningEvent, SockErrorEvent } from './events.ts'
+
+/** Starts observer.ts on `host`; resolves with the endpoint clients connect to once it listens. */
+export async function startObserver(lab: Lab, host: LabHost, port = 7000): Promise<Endpoint> {
+  await lab
+    .spawnNode(host, probePath('observer.ts'), ['--port', String(port)])
+    .waitFor<ListeningEvent>('listening')
+  return { address: host.ip, port }
+}
+
+/** Starts a sock.ts puppet on `host`; resolves once it takes commands. */
+export async function startPuppet(lab: Lab, host: LabHost): Promise<LabProcess> {
+  const puppet = lab.spawnNode(host, probePath('sock.ts'))
+  await puppet.waitFor('ready')
+  return puppet
+}
 
 export function eventFor(id: string, ...names: string[]): (event: ProbeEvent) => boolean {
   return (event) => names.includes(event.event) && event.id === id

@@ -1,5 +1,6 @@
 // A socket puppet driven from stdin, so a test can open, use and close TCP
-// sockets inside a lab namespace step by step and see every outcome.
+// sockets inside a lab namespace step by step and see every outcome. Driven
+// through sock-client.ts by test/natlab/lab.test.ts and holepunch.test.ts.
 //
 // Commands (JSON lines on stdin), each naming a socket `id`:
 //   {"cmd":"connect","id":"a","host":"203.0.113.100","port":7000,"localPort":40001,"timeoutMs":1000}
