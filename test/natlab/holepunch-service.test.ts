@@ -14,34 +14,20 @@ import { type ConnectMessage, connectSchema, decodeHolePunch } from '../../net/h
 import { NatObserver } from '../../net/holepunch/observer-client.ts'
 import { pickPunchPort } from '../../net/holepunch/punch-port.ts'
 import { encodeMessage } from '../../protocol/codec.ts'
+import { canRunLab, createLab, type Lab, type ProbeEvent } from '../../testkit/natlab/lab.ts'
 import {
-  canRunLab,
-  createLab,
-  type Lab,
-  type LabHost,
-  type LabProcess,
-  type ProbeEvent,
-  probePath,
-} from '../../testkit/natlab/lab.ts'
-import { attemptWith, command } from '../../testkit/natlab/probe-commands.ts'
+  attemptWith,
+  command,
+  connEvent,
+  type HolepunchPeer,
+  startHolepunchPeer,
+  startHolepunchRelay,
+} from '../../testkit/natlab/probe-commands.ts'
 
 const check = canRunLab()
 if (!check.ok) console.warn(`hole-punch service tests skipped: ${check.reason}`)
 
 const TRIALS = 20
-const RELAY_PORT = 4001
-const OBSERVER_PORTS = [7001, 7002]
-const SCRIPT = probePath('holepunch-node.ts')
-
-interface ReadyEvent extends ProbeEvent {
-  event: 'ready'
-  peerId: string
-  addrs: string[]
-  punchPort: number | null
-  natKind: string | null
-  observed: { address: string; port: number } | null
-}
-
 interface ConnEvent extends ProbeEvent {
   event: 'conn-open' | 'conn-close' | 'dialed'
   peer: string
@@ -66,15 +52,6 @@ interface PunchedEvent extends ProbeEvent {
 
 type AttemptEvent = ProbeEvent & PunchAttempt & { event: 'attempt' }
 
-interface Peer {
-  name: string
-  host: LabHost
-  proc: LabProcess
-  id: string
-  circuit: string
-  ready: ReadyEvent
-}
-
 function median(values: number[]): number {
   const sorted = [...values].sort((x, y) => x - y)
   const mid = Math.floor(sorted.length / 2)
@@ -84,22 +61,17 @@ function median(values: number[]): number {
     : ((sorted[mid - 1] ?? 0) + (sorted[mid] ?? 0)) / 2
 }
 
-const connEvent =
-  (event: 'conn-open' | 'conn-close', peer: string, relayed: boolean, id?: string) =>
-  (e: ProbeEvent): boolean =>
-    e.event === event && e.peer === peer && e.relayed === relayed && (id === undefined || e.id === id)
-
 /** The side whose peer id sorts first: it initiates the punch and the Noise handshake */
-function initiatorOf(x: Peer, y: Peer): [Peer, Peer] {
+function initiatorOf(x: HolepunchPeer, y: HolepunchPeer): [HolepunchPeer, HolepunchPeer] {
   return x.id < y.id ? [x, y] : [y, x]
 }
 
 describe.skipIf(!check.ok)('hole-punching service through NAT routers', () => {
   let lab: Lab
-  const peers = new Map<string, Peer>()
+  const peers = new Map<string, HolepunchPeer>()
   const report: string[] = []
 
-  function peer(name: string): Peer {
+  function peer(name: string): HolepunchPeer {
     const p = peers.get(name)
     if (p === undefined) throw new Error(`no peer ${name}`)
     return p
@@ -108,28 +80,15 @@ describe.skipIf(!check.ok)('hole-punching service through NAT routers', () => {
   beforeAll(async () => {
     lab = createLab()
     const relayHost = lab.addPublicHost('relay')
-    const natted = (name: string, behaviour: 'eim' | 'symmetric'): LabHost =>
-      // every home on 192.168.1.0/24, so a punch aimed at a private address
-      // would reach the wrong host (or nothing)
-      lab.addPrivateHost(name, lab.addRouter(`r${name}`, { behaviour, lanPrefix: '192.168.1' }))
+    // every home on 192.168.1.0/24, so a punch aimed at a private address
+    // would reach the wrong host (or nothing)
     const hosts = {
-      a: natted('a', 'eim'),
-      b: natted('b', 'eim'),
-      c: natted('c', 'symmetric'),
-      d: natted('d', 'eim'),
+      a: lab.addHome('a', 'eim'),
+      b: lab.addHome('b', 'eim'),
+      c: lab.addHome('c', 'symmetric'),
+      d: lab.addHome('d', 'eim'),
     }
-
-    const relay = lab.spawnNode(relayHost, SCRIPT, [
-      '--role',
-      'relay',
-      '--listen',
-      `/ip4/0.0.0.0/tcp/${RELAY_PORT}`,
-      '--observer-ports',
-      OBSERVER_PORTS.join(','),
-    ])
-    const relayReady = await relay.waitFor<ReadyEvent>('ready', 20_000)
-    const relayAddr = `/ip4/${relayHost.ip}/tcp/${RELAY_PORT}/p2p/${relayReady.peerId}`
-    const observers = OBSERVER_PORTS.map((port) => `${relayHost.ip}:${port}`).join(',')
+    const relay = await startHolepunchRelay(lab, relayHost, 20_000)
 
     await Promise.all(
       Object.entries(hosts).map(async ([name, host]) => {
@@ -138,17 +97,13 @@ describe.skipIf(!check.ok)('hole-punching service through NAT routers', () => {
         // connections per remote IP, and relayed ones all come from the
         // relay's IP); a coordinator behind NAT allows 100 per second
         const role = name === 'a' ? 'coordinator' : 'agent'
-        const args = ['--role', role, '--reserve-on', relayAddr, '--observers', observers]
+        const args = ['--role', role, '--reserve-on', relay.addr, '--observers', relay.observers]
         // a and b retry at once after a failed trial, so one failure cannot
         // turn into a backoff that skips the trials after it; c and d keep the
         // default backoff, which the symmetric test checks
         if (name === 'a' || name === 'b') args.push('--backoff-ms', '0', '--deadline-ms', '3000')
         else args.push('--deadline-ms', '1500')
-        const proc = lab.spawnNode(host, SCRIPT, args)
-        const ready = await proc.waitFor<ReadyEvent>('ready', 20_000)
-        const circuit = ready.addrs.find((a) => a.includes('/p2p-circuit'))
-        if (circuit === undefined) throw new Error(`${name} has no relayed address: ${ready.addrs.join(' ')}`)
-        peers.set(name, { name, host, proc, id: ready.peerId, circuit, ready })
+        peers.set(name, await startHolepunchPeer(lab, host, args, 20_000))
       }),
     )
   })
