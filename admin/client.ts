@@ -23,8 +23,15 @@ import {
   type FleetInfo,
   FramedStream,
   fleetInfoResult,
+  type MachineLog,
   type MachineView,
+  machineLogResult,
   machinesResult,
+  type NixClosure,
+  type NixPut,
+  nixClosureResult,
+  nixMissingResult,
+  nixPutResult,
   PROTOCOLS,
   revokeResult,
   type SubmitResult,
@@ -38,6 +45,32 @@ import type { AdminHome } from './home.ts'
 /** Largest frame either way: a machines list or audit page can be big; upload chunks are far smaller. */
 const MAX_FRAME_BYTES = 64 * 1024 * 1024
 const REQUEST_TIMEOUT_MS = 30_000
+
+/** Store paths per `nix-missing` request: the protocol's cap, and a byte budget for long path names. */
+export const NIX_MISSING_BATCH = { items: 2000, bytes: 128 * 1024 }
+/**
+ * Narinfos per `nix-put` request. The whole request must fit one 256 KiB envelope
+ * with the admin's certificate chain, so the texts stay well below it.
+ */
+export const NIX_PUT_BATCH = { items: 512, bytes: 128 * 1024 }
+
+/** Splits `texts` into runs of at most `items` entries and `bytes` characters (a longer text goes alone). */
+export function batches(texts: readonly string[], limit: { items: number; bytes: number }): string[][] {
+  const out: string[][] = []
+  let current: string[] = []
+  let size = 0
+  for (const text of texts) {
+    if (current.length > 0 && (current.length >= limit.items || size + text.length > limit.bytes)) {
+      out.push(current)
+      current = []
+      size = 0
+    }
+    current.push(text)
+    size += text.length
+  }
+  if (current.length > 0) out.push(current)
+  return out
+}
 
 export class AdminRequestError extends CodedError<string> {
   override name = 'AdminRequestError'
@@ -96,6 +129,37 @@ export class AdminClient {
 
   revoke(serial: string, reason: string): Promise<{ revoked: string }> {
     return this.#request({ op: 'revoke', serial, reason }, revokeResult)
+  }
+
+  /** The store paths the coordinator's Nix cache lacks (narinfo or NAR), asked in batches. */
+  async nixMissing(storePaths: readonly string[]): Promise<string[]> {
+    const missing: string[] = []
+    for (const batch of batches(storePaths, NIX_MISSING_BATCH)) {
+      const result = await this.#request({ op: 'nix-missing', storePaths: batch }, nixMissingResult)
+      missing.push(...result.missing)
+    }
+    return missing
+  }
+
+  /** Stores narinfos whose NARs are already uploaded as blobs, in batches; the counts are summed. */
+  async nixPut(narinfos: readonly string[]): Promise<NixPut> {
+    const total: NixPut = { stored: 0, alreadyHad: 0 }
+    for (const batch of batches(narinfos, NIX_PUT_BATCH)) {
+      const result = await this.#request({ op: 'nix-put', narinfos: batch }, nixPutResult)
+      total.stored += result.stored
+      total.alreadyHad += result.alreadyHad
+    }
+    return total
+  }
+
+  /** How much of a store path's closure the coordinator's cache holds. */
+  nixClosure(storePath: string): Promise<NixClosure> {
+    return this.#request({ op: 'nix-closure', storePath }, nixClosureResult)
+  }
+
+  /** The last update log a machine reported. */
+  machineLog(machine: string): Promise<MachineLog> {
+    return this.#request({ op: 'machine-log', machine }, machineLogResult)
   }
 
   /** Follows one rollout, or every machine when `rolloutId` is null; starts with a snapshot. */

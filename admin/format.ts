@@ -2,14 +2,29 @@
 import { table } from '../lib/index.ts'
 import type { MachineView } from '../protocol/index.ts'
 
-function ago(ms: number | null): string {
+export function ago(ms: number | null): string {
   if (ms === null) return '-'
   const s = Math.max(0, Math.round((Date.now() - ms) / 1000))
   return s < 60 ? `${s}s ago` : s < 3600 ? `${Math.round(s / 60)}m ago` : `${Math.round(s / 3600)}h ago`
 }
 
+/**
+ * Whether the machine reported that its update takes effect only after a
+ * reboot (NixOS `boot` mode). Read defensively: views from coordinators that
+ * do not report it lack the field.
+ */
+export function rebootRequired(m: MachineView | { rebootRequired?: unknown }): boolean {
+  return 'rebootRequired' in m && m.rebootRequired === true
+}
+
+function stateText(m: MachineView): string {
+  if (m.state === null) return '-'
+  const notes = [...(m.error ? [m.error.code] : []), ...(rebootRequired(m) ? ['reboot required'] : [])]
+  return notes.length > 0 ? `${m.state} (${notes.join(', ')})` : m.state
+}
+
 export function machinesTable(machines: readonly MachineView[]): string {
-  return table(
+  const rows = table(
     ['NAME', 'TAGS', 'ONLINE', 'CURRENT', 'DESIRED', 'STATE', 'LAST SEEN', 'PATH'],
     machines.map((m) => [
       m.name,
@@ -17,17 +32,23 @@ export function machinesTable(machines: readonly MachineView[]): string {
       m.online ? 'yes' : 'no',
       m.currentGeneration ?? '-',
       m.desiredGeneration ?? '-',
-      m.state === null ? '-' : m.error ? `${m.state} (${m.error.code})` : m.state,
+      stateText(m),
       m.online ? 'now' : ago(m.lastSeen),
       m.path ?? '-',
     ]),
   )
+  // The table has room for an error's code only; its reason follows, one line a machine.
+  const reasons = machines
+    .filter((m) => m.error)
+    .map((m) => `  ${m.name}: ${m.error?.code}: ${m.error?.message}`)
+  return reasons.length > 0 ? `${rows}\n\nerrors:\n${reasons.join('\n')}` : rows
 }
 
-/** One line: name, update state with progress, current generation, error. */
+/** One line: name, update state with progress, current generation, error, pending reboot. */
 export function machineLine(m: MachineView): string {
   const pct =
     m.progress && m.progress.total > 0 ? ` ${Math.round((m.progress.done / m.progress.total) * 100)}%` : ''
   const err = m.error ? ` — ${m.error.code}: ${m.error.message}` : ''
-  return `${m.name.padEnd(20)} ${(m.state ?? '-') + pct}${m.currentGeneration ? ` (on ${m.currentGeneration})` : ''}${err}`
+  const reboot = rebootRequired(m) ? ' — reboot required' : ''
+  return `${m.name.padEnd(20)} ${(m.state ?? '-') + pct}${m.currentGeneration ? ` (on ${m.currentGeneration})` : ''}${err}${reboot}`
 }

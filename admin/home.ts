@@ -5,6 +5,8 @@
  *   admin.key     this admin's Ed25519 key (0600; never leaves this machine)
  *   admin.chain   this admin's certificate chain (root → … → this key)
  *   root.key      the fleet root key, only on the machine that ran `init`; keep it offline
+ *   nix-cache.sec this admin's Nix binary cache signing key (0600), made by `fleetmesh nix keygen`
+ *   nix-cache.pub its public half, "<name>:<base64>", for nix.conf's trusted-public-keys
  *
  * Everything is validated when read, and a bad file is named in the error.
  */
@@ -16,6 +18,8 @@ import {
   decodeCanonical,
   encodeCanonical,
   loadIdentity,
+  loadNixSigningKey,
+  type NixSigningKey,
   type PrivateKey,
   PublicKey,
   type SignedCertificate,
@@ -24,6 +28,7 @@ import {
 import {
   describeIssues,
   ensureDir,
+  fileSize,
   fromBase64Url,
   PersistError,
   readJson,
@@ -63,6 +68,8 @@ export const paths = (dir: string) => ({
   adminKey: join(dir, 'admin.key'),
   adminChain: join(dir, 'admin.chain'),
   rootKey: join(dir, 'root.key'),
+  nixSecretKey: join(dir, 'nix-cache.sec'),
+  nixPublicKey: join(dir, 'nix-cache.pub'),
 })
 
 export async function readFleetFile(dir: string): Promise<FleetFile> {
@@ -125,4 +132,11 @@ export async function loadAdminHome(dir: string): Promise<AdminHome> {
     key,
     chain: decodeChain(chainText, p.adminChain),
   }
+}
+
+/** This admin's Nix signing key, or undefined when `fleetmesh nix keygen` has not made one yet. */
+export async function loadAdminNixKey(dir: string): Promise<NixSigningKey | undefined> {
+  const file = paths(dir).nixSecretKey
+  if ((await fileSize(file)) === undefined) return undefined
+  return loadNixSigningKey(file)
 }

@@ -25,11 +25,17 @@ export interface UploadSource {
 
 export type UploadOutcome = 'already-stored' | 'uploaded'
 
-/** A file on disk, hashed now and read from disk as it is sent. */
-export async function fileSource(path: string): Promise<UploadSource> {
-  const { size } = await stat(path)
+/**
+ * A file on disk, read from disk as it is sent; hashed now unless the caller
+ * already knows its hash and size (it hashed the bytes while writing them).
+ */
+export async function fileSource(
+  path: string,
+  known?: { sha256: string; size: number },
+): Promise<UploadSource> {
+  const size = known?.size ?? (await stat(path)).size
   return {
-    sha256: await sha256File(path),
+    sha256: known?.sha256 ?? (await sha256File(path)),
     size,
     async *chunks(offset) {
       const handle = await open(path, 'r')
@@ -60,11 +66,16 @@ export function bytesSource(bytes: Uint8Array): UploadSource {
   }
 }
 
-/** Uploads the blob unless the coordinator has it; `progress` gets human-readable lines. */
+/**
+ * Uploads the blob unless the coordinator has it; `progress` gets human-readable
+ * lines, `onSent` the count of this blob's bytes the coordinator has (resumed
+ * bytes included) after each frame.
+ */
 export async function uploadBlob(
   client: AdminClient,
   source: UploadSource,
   progress: (message: string) => void = () => {},
+  onSent: (bytes: number) => void = () => {},
 ): Promise<UploadOutcome> {
   const { sha256, size } = source
   const fs = await client.open({ op: 'upload-blob', sha256, size })
@@ -75,9 +86,11 @@ export async function uploadBlob(
     if (offset > 0) progress(`resuming upload at ${offset} bytes`)
     let sent = offset
     let lastShown = 0
+    onSent(sent)
     for await (const chunk of source.chunks(offset)) {
       await fs.send(chunk)
       sent += chunk.byteLength
+      onSent(sent)
       if (sent - lastShown >= PROGRESS_EVERY_BYTES || sent === size) {
         progress(`uploaded ${sent}/${size} bytes (${Math.round((sent / size) * 100)}%)`)
         lastShown = sent
@@ -88,7 +101,7 @@ export async function uploadBlob(
     if (!done.complete)
       throw new AdminRequestError(
         'upload-incomplete',
-        'coordinator did not receive the whole archive; run deploy again to resume',
+        `coordinator did not receive all of blob ${sha256.slice(0, 12)}…; run the command again to resume the upload`,
       )
     return 'uploaded'
   } finally {

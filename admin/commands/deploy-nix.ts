@@ -1,0 +1,223 @@
+/**
+ * `fleetmesh deploy --nix <store path>` and `--nix-map <file>`: NixOS system
+ * closures. A closure in the local Nix store is pushed into the coordinator's
+ * cache first; one that is not must already be complete there, or the devices
+ * must have a --substituter to fetch the rest from. Everything that can be
+ * refused (a malformed path, unknown machines, an unavailable closure) is
+ * refused before anything is pushed or signed.
+ */
+import { NixPublicKey } from '../../keys/index.ts'
+import { CodedError, list, type Parsed, str, UsageError } from '../../lib/index.ts'
+import {
+  isStorePath,
+  type Payload,
+  STORE_DIR,
+  type SubmitResult,
+  type Targets,
+} from '../../protocol/index.ts'
+import type { AdminClient } from '../client.ts'
+import { loadAdminNixKey } from '../home.ts'
+import { readNixMap } from '../nix-map.ts'
+import { coordinatorCache, pushClosures } from '../nix-push.ts'
+import { invalidStorePaths, NixStoreError } from '../nix-store.ts'
+import { withClient } from '../session.ts'
+import { DEPLOY_USAGE, type DeploySettings, deploySettings, parseTargets } from './deploy-options.ts'
+import { pushReporter } from './nix.ts'
+import { followRollout, generationName, type ManifestFields, randomId, submitNext } from './rollout.ts'
+
+export type NixDeployErrorCode =
+  /** A --nix-map names machines the coordinator does not know (or this admin may not see) */
+  | 'unknown-machines'
+  /** A closure is neither in the local store nor complete in the cache, and no substituter was given */
+  | 'closure-unavailable'
+  /** No key to sign with and none to trust */
+  | 'no-trusted-key'
+
+export class NixDeployError extends CodedError<NixDeployErrorCode> {
+  override name = 'NixDeployError'
+}
+
+const MODES = ['switch', 'boot', 'test'] as const
+type NixMode = (typeof MODES)[number]
+/** The manifest's limits (protocol/messages.ts payloadSchema). */
+const MAX_SUBSTITUTERS = 16
+const MAX_TRUSTED_KEYS = 16
+
+function parseMode(text: string | undefined): NixMode {
+  if (text === undefined) return 'switch'
+  if (!(MODES as readonly string[]).includes(text))
+    throw new UsageError(`--mode must be one of ${MODES.join(', ')}, got "${text}"`)
+  return text as NixMode
+}
+
+function parseSubstituters(items: string[]): string[] {
+  for (const item of items) {
+    let url: URL | undefined
+    try {
+      url = new URL(item)
+    } catch {
+      url = undefined
+    }
+    if (url === undefined || (url.protocol !== 'http:' && url.protocol !== 'https:'))
+      throw new UsageError(`--substituter "${item}" is not an http(s) URL of a Nix binary cache`)
+  }
+  if (items.length > MAX_SUBSTITUTERS)
+    throw new UsageError(`at most ${MAX_SUBSTITUTERS} --substituter URLs, got ${items.length}`)
+  return [...new Set(items)]
+}
+
+/** The admin's own Nix public key (when there is one) and every --trusted-key, deduplicated. */
+function trustedKeys(own: NixPublicKey | undefined, given: string[]): NixPublicKey[] {
+  const keys = new Map<string, NixPublicKey>()
+  if (own !== undefined) keys.set(own.toString(), own)
+  for (const text of given) {
+    let key: NixPublicKey
+    try {
+      key = NixPublicKey.parse(text, '--trusted-key')
+    } catch (err) {
+      throw new UsageError((err as Error).message)
+    }
+    keys.set(key.toString(), key)
+  }
+  if (keys.size === 0)
+    throw new NixDeployError(
+      'no-trusted-key',
+      'there is no Nix key to sign the closure with, and no --trusted-key; run "fleetmesh nix keygen" first',
+    )
+  if (keys.size > MAX_TRUSTED_KEYS)
+    throw new UsageError(`at most ${MAX_TRUSTED_KEYS} trusted keys (yours included), got ${keys.size}`)
+  return [...keys.values()]
+}
+
+/** What to deploy where: one store path to --to targets, or one per machine of a --nix-map. */
+type NixPlan =
+  | { kind: 'single'; storePath: string; targets: Targets }
+  | { kind: 'map'; byMachine: Map<string, string> }
+
+async function readPlan(p: Parsed): Promise<NixPlan> {
+  const single = str(p, 'nix')
+  const mapFile = str(p, 'nix-map')
+  // A malformed path is refused before anything else is looked at.
+  if (single !== undefined && !isStorePath(single))
+    throw new UsageError(
+      `--nix "${single}" is not a store path: expected /nix/store/<32-character hash>-<name> (for a ./result link: --nix "$(readlink -f result)")`,
+    )
+  if (single !== undefined && mapFile !== undefined)
+    throw new UsageError(`give either --nix or --nix-map, not both\nusage: ${DEPLOY_USAGE}`)
+  if (p.positionals.length > 0)
+    throw new UsageError(
+      `--nix and --nix-map deploy store paths, not "${p.positionals[0]}"\nusage: ${DEPLOY_USAGE}`,
+    )
+  if (list(p, 'url').length > 0)
+    throw new UsageError('--url is for archives; for Nix closures give --substituter <binary cache url>')
+  if (single !== undefined) return { kind: 'single', storePath: single, targets: parseTargets(list(p, 'to')) }
+  const byMachine = await readNixMap(mapFile as string)
+  if (list(p, 'to').length > 0) throw new UsageError('--nix-map names the machines itself; drop --to')
+  return { kind: 'map', byMachine }
+}
+
+async function refuseUnknownMachines(client: AdminClient, names: readonly string[]): Promise<void> {
+  const known = new Set((await client.machines()).map((m) => m.name))
+  const unknown = names.filter((n) => !known.has(n))
+  if (unknown.length > 0)
+    throw new NixDeployError(
+      'unknown-machines',
+      `unknown machines: ${unknown.join(', ')}; known: ${[...known].sort().join(', ') || '(none enrolled)'}`,
+    )
+}
+
+/** The paths valid in the local store; none when this machine has no Nix (the cache must have them). */
+async function localPaths(
+  storePaths: readonly string[],
+  progress: (m: string) => void,
+): Promise<Set<string>> {
+  try {
+    const invalid = new Set(await invalidStorePaths(storePaths))
+    return new Set(storePaths.filter((p) => !invalid.has(p)))
+  } catch (err) {
+    if (!(err instanceof NixStoreError && err.code === 'not-installed')) throw err
+    progress(`${err.message}; deploying from the coordinator's cache`)
+    return new Set()
+  }
+}
+
+/** A closure this machine cannot push must be complete in the cache, unless the devices may substitute. */
+async function requireInCache(
+  client: AdminClient,
+  storePath: string,
+  substituters: readonly string[],
+  progress: (m: string) => void,
+): Promise<void> {
+  const closure = await client.nixClosure(storePath)
+  if (closure.missing.length === 0) {
+    progress(`${storePath}: complete in the coordinator's cache (${closure.paths} paths)`)
+    return
+  }
+  if (substituters.length === 0)
+    throw new NixDeployError(
+      'closure-unavailable',
+      `${storePath} is neither in the local Nix store nor complete in the coordinator's cache ` +
+        `(${pathCount(closure.missing.length)} missing); build it here or pass --substituter`,
+    )
+  progress(
+    `${storePath}: ${pathCount(closure.missing.length)} not in the coordinator's cache; devices fetch them from ${substituters.join(', ')}`,
+  )
+}
+
+const pathCount = (n: number): string => `${n} path${n === 1 ? '' : 's'}`
+
+/** "nixos-system-edge-1-24.05": a store path's name, without its directory and hash. */
+const storeName = (path: string): string => path.slice(STORE_DIR.length + 34)
+
+export async function deployNix(p: Parsed, home: string): Promise<number> {
+  const plan = await readPlan(p)
+  const activation = parseMode(str(p, 'mode'))
+  const substituters = parseSubstituters(list(p, 'substituter'))
+  const settings: DeploySettings = deploySettings(p)
+  const signingKey = await loadAdminNixKey(home)
+  const trusted = trustedKeys(signingKey?.publicKey, list(p, 'trusted-key'))
+  const storePaths = plan.kind === 'single' ? [plan.storePath] : [...new Set(plan.byMachine.values())].sort()
+
+  const fields = (storePath: string, targets: Targets): ManifestFields => {
+    const payload: Payload = {
+      kind: 'nix',
+      storePath,
+      substituters,
+      trustedPublicKeys: trusted.map((k) => k.toString()),
+    }
+    return {
+      generation: settings.generation ?? generationName(storeName(storePath)),
+      targets,
+      payload,
+      activation,
+      healthCheck: settings.healthCheck,
+      confirmTimeoutMs: settings.confirmTimeoutMs,
+      validForMs: settings.validForMs,
+    }
+  }
+
+  return withClient(home, p, async (client) => {
+    if (plan.kind === 'map') await refuseUnknownMachines(client, [...plan.byMachine.keys()])
+    const local = await localPaths(storePaths, settings.progress)
+    for (const path of storePaths)
+      if (!local.has(path)) await requireInCache(client, path, substituters, settings.progress)
+    if (local.size > 0) {
+      const reporter = pushReporter(settings.json, settings.progress)
+      reporter.done(
+        await pushClosures(coordinatorCache(client), [...local], {
+          trustedKeys: trusted,
+          signingKey,
+          onProgress: reporter.onProgress,
+        }),
+      )
+    }
+    const results: SubmitResult[] = []
+    if (plan.kind === 'single') results.push(await submitNext(client, fields(plan.storePath, plan.targets)))
+    else {
+      const rolloutId = randomId()
+      for (const [machine, path] of plan.byMachine)
+        results.push(await submitNext(client, fields(path, { machines: [machine], tags: [] }), rolloutId))
+    }
+    return followRollout(client, results, settings)
+  })
+}

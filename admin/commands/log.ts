@@ -1,0 +1,33 @@
+/** `fleetmesh log <machine>`: the last update log a machine reported, with its outcome. */
+import { machineName } from '../../keys/index.ts'
+import { flag, output, parseCommand, UsageError } from '../../lib/index.ts'
+import type { MachineLog } from '../../protocol/index.ts'
+import { ago } from '../format.ts'
+import { REMOTE_OPTIONS, withClient } from '../session.ts'
+
+const LOG_USAGE = 'fleetmesh log <machine> [--json]'
+
+export function describeMachineLog(l: MachineLog): string {
+  const reported =
+    l.reportedAt === null ? '-' : `${new Date(l.reportedAt).toISOString()} (${ago(l.reportedAt)})`
+  return [
+    `machine          ${l.machine}`,
+    `state            ${l.state ?? '-'}${l.manifestId ? ` (manifest ${l.manifestId})` : ''}`,
+    `generation       ${l.generation ?? '-'}`,
+    `error            ${l.error ? `${l.error.code}: ${l.error.message}` : '-'}`,
+    `reboot required  ${l.rebootRequired ? 'yes: the update takes effect at the next boot' : 'no'}`,
+    `reported         ${reported}`,
+    '',
+    l.log === null || l.log === '' ? '(no update log reported)' : l.log.trimEnd(),
+  ].join('\n')
+}
+
+export async function log(argv: string[], home: string): Promise<void> {
+  const p = parseCommand(argv, { ...REMOTE_OPTIONS }, LOG_USAGE)
+  const machine = p.positionals[0]
+  if (machine === undefined) throw new UsageError(`name the machine\nusage: ${LOG_USAGE}`)
+  if (!machineName.safeParse(machine).success)
+    throw new UsageError(`"${machine}" is not a valid machine name\nusage: ${LOG_USAGE}`)
+  const result = await withClient(home, p, (c) => c.machineLog(machine))
+  output(flag(p, 'json'), result, () => describeMachineLog(result))
+}
