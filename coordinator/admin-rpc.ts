@@ -6,6 +6,7 @@
  * the audit log whatever the outcome, then answers. `watch` keeps the stream open
  * and streams events; `upload-blob` is followed by data frames. Submitted
  * manifests pass the same admission rules as on the agents (protocol/manifest.ts).
+ * The `nix-*` ops reach the Nix binary cache (nix-cache.ts).
  */
 import type { Connection } from '@libp2p/interface'
 import {
@@ -31,6 +32,7 @@ import {
   encodeMessage,
   type FramedStream,
   MAX_ENVELOPE_BYTES,
+  type MachineLog,
   type MachineView,
   ManifestRefusedError,
   type Opened,
@@ -39,12 +41,20 @@ import {
   targetsMachine,
   type WatchEvent,
 } from '../protocol/index.ts'
+import { runNixOp } from './admin-nix.ts'
 import { signAuditHash } from './audit.ts'
 import { BlobError, type BlobStore } from './blobs.ts'
 import type { ControlService } from './control.ts'
 import type { FleetEvent, FleetEvents } from './events.ts'
-import { type FleetStore, MAX_AUDIT_REQUEST_BYTES, type ManifestRecord, StoreConflictError } from './store.ts'
-import { machineView } from './views.ts'
+import { type NixCache, NixCacheError } from './nix-cache.ts'
+import {
+  type FleetStore,
+  MAX_AUDIT_REQUEST_BYTES,
+  type MachineRecord,
+  type ManifestRecord,
+  StoreConflictError,
+} from './store.ts'
+import { machineLogView, machineView } from './views.ts'
 
 /** Requests older or newer than this are refused, which bounds how long nonces must be remembered. */
 export const REQUEST_WINDOW_MS = 5 * 60_000
@@ -55,6 +65,7 @@ export interface AdminRpcInit {
   events: FleetEvents
   control: ControlService
   blobs: BlobStore
+  nixCache: NixCache
   key: PrivateKey
   fleetId: string
   fleetRoot: PublicKey
@@ -72,6 +83,10 @@ const CAPABILITY: Record<AdminOp['op'], Capability> = {
   audit: 'read',
   'submit-manifest': 'deploy',
   'upload-blob': 'deploy',
+  'nix-missing': 'deploy',
+  'nix-put': 'deploy',
+  'nix-closure': 'deploy',
+  'machine-log': 'read',
   revoke: 'admin',
 }
 
@@ -103,7 +118,7 @@ export interface AdminRequestContext extends Caller {
 }
 
 /** Refusals the admin is told about as such; anything else is an internal error. */
-const REFUSALS = [AdminDenied, CertificateError, EnvelopeError, ManifestRefusedError] as const
+const REFUSALS = [AdminDenied, CertificateError, EnvelopeError, ManifestRefusedError, NixCacheError] as const
 
 export class AdminRpc {
   readonly #init: AdminRpcInit
@@ -226,7 +241,28 @@ export class AdminRpc {
         await this.#audit(ctx, ctx.op, 'ok', body.rolloutId ?? 'all')
         await this.#watch(ctx, body.rolloutId)
         return
+      case 'nix-missing':
+      case 'nix-put':
+      case 'nix-closure': {
+        const { nixCache } = this.#init
+        const { result, detail } = await runNixOp(nixCache, body, Date.now(), ctx.stream.maxFrameBytes)
+        await this.#ok(ctx, result, detail)
+        return
+      }
+      case 'machine-log':
+        await this.#ok(ctx, await this.#machineLog(ctx.authority, body.machine), body.machine)
+        return
     }
+  }
+
+  /** The update log of a machine the caller's certificate covers. */
+  async #machineLog(authority: Authority, name: string): Promise<MachineLog> {
+    if ((await this.#coveredMachine(name, authority)) === undefined)
+      throw new AdminDenied(
+        'unknown-machine',
+        `no machine named "${name}" is enrolled, or your certificate does not cover it; see "fleetmesh machines"`,
+      )
+    return machineLogView(name, await this.#init.store.latestLogReport(name))
   }
 
   async #visibleMachines(authority: Authority): Promise<MachineView[]> {
@@ -240,11 +276,18 @@ export class AdminRpc {
     return out
   }
 
+  /** The machine, if it is enrolled and the caller's certificate covers it. */
+  async #coveredMachine(name: string, authority: Authority): Promise<MachineRecord | undefined> {
+    const m = await this.#init.store.getMachine(name)
+    return m !== undefined && authorityCovers(authority, { kind: 'machine', name: m.name, tags: m.tags })
+      ? m
+      : undefined
+  }
+
   async #machineView(name: string, authority: Authority): Promise<MachineView | undefined> {
     const { store, control } = this.#init
-    const m = await store.getMachine(name)
-    if (m === undefined || !authorityCovers(authority, { kind: 'machine', name: m.name, tags: m.tags }))
-      return undefined
+    const m = await this.#coveredMachine(name, authority)
+    if (m === undefined) return undefined
     return machineView(
       m,
       await store.latestStatus(name),

@@ -96,6 +96,18 @@ export class BlobStore {
     return 'complete'
   }
 
+  /** Deletes a complete blob; false when there was none. A download already reading it finishes. */
+  async remove(sha256: string): Promise<boolean> {
+    try {
+      await unlink(this.path(sha256))
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false
+      throw err
+    }
+    await fsyncDir(this.dir)
+    return true
+  }
+
   /** Streams a complete blob from `offset`. */
   read(sha256: string, offset: number, chunkBytes = 256 * 1024): AsyncIterable<Uint8Array> {
     return createReadStream(this.path(sha256), { start: offset, highWaterMark: chunkBytes })

@@ -7,6 +7,7 @@ import {
   duration,
   endpoints,
   flag,
+  int,
   list,
   type Parsed,
   parseCommand,
@@ -25,10 +26,12 @@ import {
   untilSignal,
 } from '../net/index.ts'
 import { startCoordinator } from './daemon.ts'
+import { DEFAULT_GRACE_MS, DEFAULT_KEEP_MANIFESTS } from './nix-retention.ts'
 
 const USAGE =
   'fleetmesh coordinator --state <dir> [--listen <multiaddr>]... [--announce <multiaddr>]... [--bootstrap <multiaddr>]... ' +
-  `[--reserve-on <relay multiaddr>]... [--reserve-keepalive 10s] [--observers ip:port,...] [--observer-ports p1,p2] ${RELAY_LIMIT_USAGE} [--json]`
+  `[--reserve-on <relay multiaddr>]... [--reserve-keepalive 10s] [--observers ip:port,...] [--observer-ports p1,p2] ${RELAY_LIMIT_USAGE} ` +
+  '[--nix-keep-manifests 20] [--nix-cache-grace 24h] [--json]'
 
 export async function coordinatorCommand(argv: string[]): Promise<number> {
   const p: Parsed = parseCommand(
@@ -39,6 +42,8 @@ export async function coordinatorCommand(argv: string[]): Promise<number> {
       'reserve-keepalive': { type: 'string' },
       observers: { type: 'string', multiple: true },
       'idle-timeout': { type: 'string' },
+      'nix-keep-manifests': { type: 'string' },
+      'nix-cache-grace': { type: 'string' },
     },
     USAGE,
   )
@@ -56,6 +61,9 @@ export async function coordinatorCommand(argv: string[]): Promise<number> {
     onReservation: (e) => say('reservation', { ...e }, describeReservation(e)),
     relay: relayLimits(p),
     idleTimeoutMs: duration(p, 'idle-timeout', 45_000),
+    // The Nix cache keeps the closures of every desired manifest and of this many newest ones.
+    nixKeepManifests: int(p, 'nix-keep-manifests', DEFAULT_KEEP_MANIFESTS, 0, 100_000),
+    nixCacheGraceMs: duration(p, 'nix-cache-grace', DEFAULT_GRACE_MS),
     log: (msg) => say('log', { msg }, msg),
   })
   const addrs = running.host.getMultiaddrs().map((a) => a.toString())

@@ -1,7 +1,8 @@
 /**
  * The coordinator daemon: loads its identity and fleet configuration from the
  * state directory, opens the SQLite store, starts the libp2p host and serves the
- * enroll, control, admin and blob protocols.
+ * enroll, control, admin, blob and Nix cache protocols; collects the Nix cache
+ * hourly (nix-retention.ts).
  */
 import { join } from 'node:path'
 import { identifyPush } from '@libp2p/identify'
@@ -30,6 +31,7 @@ import {
   handleFramed,
   IDENTITY_FILE,
   MAX_ENVELOPE_BYTES,
+  MAX_NIX_FRAME_BYTES,
   PROTOCOLS,
 } from '../protocol/index.ts'
 import { AdminRpc } from './admin-rpc.ts'
@@ -39,6 +41,9 @@ import { BlobStore } from './blobs.ts'
 import { ControlService } from './control.ts'
 import { enrollmentHandler } from './enrollment.ts'
 import { FleetEvents } from './events.ts'
+import { NixCache } from './nix-cache.ts'
+import { nixCacheHandler } from './nix-cache-rpc.ts'
+import { COLLECT_INTERVAL_MS, NixRetention } from './nix-retention.ts'
 import { openSqliteStore } from './sqlite-store.ts'
 import type { FleetStore } from './store.ts'
 
@@ -69,6 +74,10 @@ export interface CoordinatorOptions {
   onReservation?: (event: ReservationEvent) => void
   /** An agent silent for this long is dropped (it pings every ~10 s). */
   idleTimeoutMs?: number
+  /** The Nix cache keeps the closures of this many newest manifests, besides every desired one (default 20). */
+  nixKeepManifests?: number
+  /** Nix cache paths pushed or asked about within this long are never collected (default 24 h). */
+  nixCacheGraceMs?: number
   log?: (msg: string) => void
 }
 
@@ -78,6 +87,9 @@ export interface RunningCoordinator {
   events: FleetEvents
   control: ControlService
   counters: FrameErrorCounters
+  nixCache: NixCache
+  /** Collects on its own hourly; tests call collect() with their own clock. */
+  nixRetention: NixRetention
   fleetId: string
   /** Present when `reserveOn` named relays */
   reservations: ReservationKeeper | undefined
@@ -97,7 +109,25 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
   const events = new FleetEvents()
   const counters = new FrameErrorCounters()
   const control = new ControlService({ store, events, idleTimeoutMs: options.idleTimeoutMs ?? 45_000, log })
-  const admin = new AdminRpc({ store, events, control, blobs, key, fleetId: config.fleetId, fleetRoot, log })
+  const nixCache = new NixCache(store, blobs)
+  const nixRetention = new NixRetention({
+    store,
+    blobs,
+    ...(options.nixKeepManifests !== undefined ? { keepManifests: options.nixKeepManifests } : {}),
+    ...(options.nixCacheGraceMs !== undefined ? { graceMs: options.nixCacheGraceMs } : {}),
+    log,
+  })
+  const admin = new AdminRpc({
+    store,
+    events,
+    control,
+    blobs,
+    nixCache,
+    key,
+    fleetId: config.fleetId,
+    fleetRoot,
+    log,
+  })
 
   const reserveOn = options.reserveOn ?? []
   const lastReservation = new Map<string, ReservationEvent>()
@@ -175,6 +205,11 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
     ...framed,
     maxFrameBytes: BLOB_CHUNK_BYTES,
   })
+  await handleFramed(host, PROTOCOLS.nix, nixCacheHandler(store, nixCache), {
+    ...framed,
+    maxFrameBytes: MAX_NIX_FRAME_BYTES,
+  })
+  const collection = nixRetention.every(COLLECT_INTERVAL_MS)
   reservations?.start()
   const observer =
     options.observerPorts && options.observerPorts.length > 0
@@ -197,11 +232,14 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
     events,
     control,
     counters,
+    nixCache,
+    nixRetention,
     fleetId: config.fleetId,
     reservations,
     async stop() {
       unprune()
       unrepair()
+      await collection.stop()
       await runtime.stop()
       await observer?.close()
       await reservations?.stop()

@@ -1,21 +1,39 @@
 /**
  * Reading rows back from the embedded store: typed column accessors that turn a
  * damaged database into a {@link StoreSchemaError} naming the column, and the
- * decoders from rows to the records of store.ts. Used by sqlite-store.ts (and
+ * decoders from rows to the records of store.ts; plus preparing statements and
+ * checking a query's limit. Used by sqlite-store.ts and sqlite-narinfos.ts (and
  * sqlite-schema.ts for the schema version).
  */
-import type { SQLOutputValue } from 'node:sqlite'
+import type { DatabaseSync, SQLOutputValue, StatementSync } from 'node:sqlite'
 import { AUDIT_HASH_BYTES, type StatusReport, type Targets } from '../protocol/index.ts'
 import {
   type AuditRecord,
   type MachineRecord,
   type ManifestRecord,
+  type NarInfoRecord,
   type StatusRecord,
   StoreSchemaError,
 } from './store.ts'
 
 /** A row as node:sqlite returns it: column name to value. */
 export type Row = Record<string, SQLOutputValue>
+
+/** Prepares every statement of `sql` once, under the same keys. */
+export function prepareStatements<K extends string>(
+  db: DatabaseSync,
+  sql: Readonly<Record<K, string>>,
+): Record<K, StatementSync> {
+  const entries = Object.entries(sql).map(([key, text]) => [key, db.prepare(text as string)])
+  return Object.fromEntries(entries) as Record<K, StatementSync>
+}
+
+export function checkLimit(limit: number): number {
+  if (!Number.isSafeInteger(limit) || limit < 0) {
+    throw new RangeError(`limit must be a non-negative integer, got ${limit}`)
+  }
+  return limit
+}
 
 export function mapRow<T>(row: Row | undefined, fn: (row: Row) => T): T | undefined {
   return row === undefined ? undefined : fn(row)
@@ -113,6 +131,19 @@ export function toStatus(row: Row): StatusRecord {
     report: json<StatusReport>(row, 'report'),
     envelope: blob(row, 'envelope'),
     receivedAt: integer(row, 'received_at'),
+  }
+}
+
+export function toNarInfo(row: Row): NarInfoRecord {
+  return {
+    hash: text(row, 'hash'),
+    storePath: text(row, 'store_path'),
+    narinfo: text(row, 'narinfo'),
+    narSha256: text(row, 'nar_sha256'),
+    narSize: integer(row, 'nar_size'),
+    references: json<string[]>(row, 'refs'),
+    addedAt: integer(row, 'added_at'),
+    touchedAt: integer(row, 'touched_at'),
   }
 }
 

@@ -109,6 +109,23 @@ const MIGRATIONS: readonly string[] = [
   ) STRICT;
   CREATE INDEX nonces_expiry ON nonces (expires_at);
   `,
+  `
+  -- The Nix binary cache: one narinfo per store path; the NAR is the blob named nar_sha256.
+  CREATE TABLE nix_narinfos (
+    hash TEXT PRIMARY KEY,
+    store_path TEXT NOT NULL,
+    narinfo TEXT NOT NULL,
+    nar_sha256 TEXT NOT NULL,
+    nar_size INTEGER NOT NULL,
+    -- JSON array of store path basenames
+    refs TEXT NOT NULL,
+    added_at INTEGER NOT NULL,
+    -- last push or query by an admin; retention's grace period runs from here
+    touched_at INTEGER NOT NULL
+  ) STRICT;
+  CREATE INDEX nix_narinfos_nar ON nix_narinfos (nar_sha256);
+  CREATE INDEX nix_narinfos_touched ON nix_narinfos (touched_at);
+  `,
 ]
 
 export const SCHEMA_VERSION = MIGRATIONS.length

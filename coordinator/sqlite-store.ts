@@ -16,15 +16,18 @@
  * ```
  *
  * The schema and its migrations are in sqlite-schema.ts, the decoding of rows
- * into records in sqlite-rows.ts.
+ * into records in sqlite-rows.ts, the Nix cache's narinfos in sqlite-narinfos.ts.
  */
 import type { DatabaseSync, StatementSync } from 'node:sqlite'
 import { auditHash, GENESIS_PREV_HASH } from '../protocol/index.ts'
+import { SqliteNarInfos } from './sqlite-narinfos.ts'
 import {
   blob,
+  checkLimit,
   describeValue,
   integer,
   mapRow,
+  prepareStatements,
   required,
   text,
   toAudit,
@@ -43,7 +46,11 @@ import {
   MAX_AUDIT_REQUEST_BYTES,
   type MachineRecord,
   type ManifestRecord,
+  type NarInfoClosure,
+  type NarInfoCollection,
+  type NarInfoRecord,
   type NewManifest,
+  type NewNarInfo,
   type StatusRecord,
   StoreConflictError,
   StoreLimitError,
@@ -53,6 +60,8 @@ import {
 export { SCHEMA_VERSION } from './sqlite-schema.ts'
 
 const SIGNATURE_BYTES = 64
+/** How many of a machine's newest reports machine-log looks through for one with a log. */
+const LOG_REPORT_LOOKBACK = 1000
 
 /** Opens (creating if needed) the store at `path`; ":memory:" gives a private in-memory store. */
 export async function openSqliteStore(path: string): Promise<FleetStore> {
@@ -104,6 +113,9 @@ const statementSql = {
   latestStatuses:
     'SELECT s.* FROM latest_status l JOIN statuses s ON s.machine = l.machine AND s.seq = l.seq',
   statusHistory: 'SELECT * FROM statuses WHERE machine = ? ORDER BY seq DESC LIMIT ?',
+  latestLogReport: `SELECT * FROM (SELECT * FROM statuses WHERE machine = ? ORDER BY seq DESC LIMIT ${LOG_REPORT_LOOKBACK})
+    WHERE json_type(report, '$.log') IS NOT NULL OR json_type(report, '$.rebootRequired') IS NOT NULL
+    ORDER BY seq DESC LIMIT 1`,
 
   lastAudit: 'SELECT idx, hash FROM audit ORDER BY idx DESC LIMIT 1',
   insertAudit: `INSERT INTO audit (idx, at, peer_id, actor, action, outcome, detail, request, prev_hash, hash, sig)
@@ -123,11 +135,12 @@ type Statements = { [K in keyof typeof statementSql]: StatementSync }
 class SqliteStore implements FleetStore {
   readonly #db: DatabaseSync
   readonly #s: Statements
+  readonly #nix: SqliteNarInfos
 
   constructor(db: DatabaseSync) {
     this.#db = db
-    const entries = Object.entries(statementSql).map(([key, sql]) => [key, db.prepare(sql)])
-    this.#s = Object.fromEntries(entries) as Statements
+    this.#s = prepareStatements(db, statementSql)
+    this.#nix = new SqliteNarInfos(db, (fn) => this.#write(fn))
   }
 
   /** Runs fn inside BEGIN IMMEDIATE … COMMIT; any throw rolls everything back. */
@@ -316,6 +329,10 @@ class SqliteStore implements FleetStore {
     return this.#s.statusHistory.all(machine, checkLimit(limit)).map(toStatus)
   }
 
+  async latestLogReport(machine: string): Promise<StatusRecord | undefined> {
+    return mapRow(this.#s.latestLogReport.get(machine), toStatus) ?? this.latestStatus(machine)
+  }
+
   async appendAudit(entry: AuditEntry, sign: AuditSigner): Promise<AuditRecord> {
     if (entry.request !== null && entry.request.byteLength > MAX_AUDIT_REQUEST_BYTES) {
       throw new StoreLimitError(
@@ -380,6 +397,26 @@ class SqliteStore implements FleetStore {
     this.#s.pruneNonces.run(now)
   }
 
+  putNarInfos(narinfos: readonly NewNarInfo[], at: number): Promise<('stored' | 'already-had')[]> {
+    return this.#nix.put(narinfos, at)
+  }
+
+  getNarInfos(hashes: readonly string[]): Promise<NarInfoRecord[]> {
+    return this.#nix.get(hashes)
+  }
+
+  touchNarInfos(hashes: readonly string[], at: number): Promise<void> {
+    return this.#nix.touch(hashes, at)
+  }
+
+  narInfoClosure(storePath: string, maxPaths: number): Promise<NarInfoClosure> {
+    return this.#nix.closure(storePath, maxPaths)
+  }
+
+  collectNarInfos(roots: readonly string[], before: number): Promise<NarInfoCollection> {
+    return this.#nix.collect(roots, before)
+  }
+
   async close(): Promise<void> {
     if (this.#db.isOpen) this.#db.close()
   }
@@ -387,11 +424,4 @@ class SqliteStore implements FleetStore {
 
 function unknownMachine(name: string): StoreConflictError {
   return new StoreConflictError('unknown-machine', `no machine named "${name}" is enrolled`)
-}
-
-function checkLimit(limit: number): number {
-  if (!Number.isSafeInteger(limit) || limit < 0) {
-    throw new RangeError(`limit must be a non-negative integer, got ${limit}`)
-  }
-  return limit
 }

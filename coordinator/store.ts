@@ -3,7 +3,7 @@
  *
  * The coordinator's state store: enrolled machines, submitted manifests and the
  * desired state they fan out to, agents' status reports, the audit log,
- * revocations and replay nonces.
+ * revocations, replay nonces, and the narinfos of the Nix binary cache.
  *
  * The interface is deliberately narrow and async so that a PostgreSQL store
  * shared by several coordinators can implement it later; the embedded default is
@@ -73,6 +73,48 @@ export interface StatusRecord {
 }
 
 export type { AuditEntry, AuditOutcome, AuditRecord } from '../protocol/index.ts'
+
+/** One store path the coordinator's Nix binary cache holds; its NAR is the blob named `narSha256`. */
+export interface NarInfoRecord {
+  /** The store path's 32-character hash part: the narinfo's name. */
+  hash: string
+  storePath: string
+  /** The narinfo text exactly as served: normalised by the coordinator, signatures as pushed. */
+  narinfo: string
+  /** Lowercase hex SHA-256 of the uncompressed NAR, which is also its blob name. */
+  narSha256: string
+  narSize: number
+  /** Store path basenames (`<hash>-<name>`), as in the narinfo. */
+  references: string[]
+  /** When the path was first stored. */
+  addedAt: number
+  /**
+   * When an admin last pushed or asked about the path. Retention's grace period
+   * runs from here, so a closure pushed for a deploy not yet submitted is kept.
+   */
+  touchedAt: number
+}
+
+/** What putNarInfos takes; the hash is derived from the store path. */
+export type NewNarInfo = Omit<NarInfoRecord, 'hash' | 'addedAt' | 'touchedAt'>
+
+/** The part of a store path's closure the cache knows about. */
+export interface NarInfoClosure {
+  /** Narinfos of the closure's paths the cache holds, the root's first. */
+  held: NarInfoRecord[]
+  /** Closure paths (the root, or referenced ones) with no narinfo, sorted. */
+  missing: string[]
+  /** The walk stopped at its limit: `held` and `missing` are incomplete. */
+  overflow: boolean
+}
+
+/** What collectNarInfos deleted. */
+export interface NarInfoCollection {
+  /** Store paths whose narinfos were deleted. */
+  deleted: string[]
+  /** NAR blobs (hex SHA-256) of deleted narinfos that no remaining narinfo uses. */
+  orphanedNars: string[]
+}
 
 /** Signs an audit record's hash; called inside the append transaction, so it must be synchronous. */
 export type AuditSigner = (hash: Uint8Array) => Uint8Array
@@ -177,6 +219,12 @@ export interface FleetStore {
   /** Newest (highest seq) first. */
   statusHistory(machine: string, limit: number): Promise<StatusRecord[]>
 
+  /**
+   * The report an admin wants to read a machine's update log from: the newest
+   * of its recent reports that carries a log or a reboot flag, else the latest.
+   */
+  latestLogReport(machine: string): Promise<StatusRecord | undefined>
+
   /** Chains and signs the entry in one transaction; see audit.ts for the hash. */
   appendAudit(entry: AuditEntry, sign: AuditSigner): Promise<AuditRecord>
   /** Records with index > afterIndex, ascending. */
@@ -190,6 +238,29 @@ export interface FleetStore {
   rememberNonce(nonce: string, expiresAt: number): Promise<boolean>
   /** Forgets nonces whose expiry is at or before now. */
   pruneNonces(now: number): Promise<void>
+
+  /**
+   * Stores narinfos in one transaction. A path whose stored narinfo has exactly
+   * this text is 'already-had' (and touched); any other text replaces what is
+   * stored (keeping addedAt). Every path's touchedAt becomes `at`.
+   */
+  putNarInfos(narinfos: readonly NewNarInfo[], at: number): Promise<('stored' | 'already-had')[]>
+  /** The narinfos held for these store path hashes, in no particular order. */
+  getNarInfos(hashes: readonly string[]): Promise<NarInfoRecord[]>
+  /** Sets touchedAt of the held ones among these hashes to `at`. */
+  touchNarInfos(hashes: readonly string[], at: number): Promise<void>
+  /**
+   * Walks references from `storePath` through the held narinfos: every path
+   * reached is held or missing. Stops after `maxPaths` paths (overflow).
+   */
+  narInfoClosure(storePath: string, maxPaths: number): Promise<NarInfoClosure>
+  /**
+   * Retention, in one transaction so a concurrent push cannot slip between the
+   * check and the delete: deletes every narinfo touched before `before` that is
+   * outside the closures of `roots` (store paths), and reports the NAR blobs
+   * no remaining narinfo uses. The blobs themselves are the caller's to delete.
+   */
+  collectNarInfos(roots: readonly string[], before: number): Promise<NarInfoCollection>
 
   /** Idempotent. */
   close(): Promise<void>

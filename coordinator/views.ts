@@ -1,5 +1,5 @@
-/** Builds the per-machine view admins see from the stored records. */
-import type { MachineView } from '../protocol/index.ts'
+/** Builds the per-machine views admins see from the stored records. */
+import type { MachineLog, MachineView } from '../protocol/index.ts'
 import type { MachineRecord, ManifestRecord, StatusRecord } from './store.ts'
 
 export function machineView(
@@ -26,6 +26,22 @@ export function machineView(
     desiredRolloutId: desired?.rolloutId ?? null,
     progress: r?.progress ?? null,
     error: r?.error ?? null,
+    reportedAt: r?.timestamp ?? null,
+  }
+}
+
+/** A machine's update log from the report `latestLogReport` chose (none: all null). */
+export function machineLogView(machine: string, status: StatusRecord | undefined): MachineLog {
+  const r = status?.report
+  return {
+    machine,
+    state: r?.state ?? null,
+    manifestId: r?.manifestId ?? null,
+    // the generation the logged update was installing, or the running one when none was
+    generation: r === undefined ? null : (r.desiredGeneration ?? r.currentGeneration),
+    error: r?.error ?? null,
+    log: r?.log ?? null,
+    rebootRequired: r?.rebootRequired ?? false,
     reportedAt: r?.timestamp ?? null,
   }
 }
