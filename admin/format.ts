@@ -13,8 +13,8 @@ export function ago(ms: number | null): string {
  * reboot (NixOS `boot` mode). Read defensively: views from coordinators that
  * do not report it lack the field.
  */
-export function rebootRequired(m: MachineView | { rebootRequired?: unknown }): boolean {
-  return 'rebootRequired' in m && m.rebootRequired === true
+export function rebootRequired(m: Pick<MachineView, 'rebootRequired'>): boolean {
+  return m.rebootRequired
 }
 
 function stateText(m: MachineView): string {

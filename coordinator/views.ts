@@ -26,6 +26,7 @@ export function machineView(
     desiredRolloutId: desired?.rolloutId ?? null,
     progress: r?.progress ?? null,
     error: r?.error ?? null,
+    rebootRequired: r?.rebootRequired === true,
     reportedAt: r?.timestamp ?? null,
   }
 }

@@ -45,6 +45,8 @@ export const machineViewSchema = z.strictObject({
   desiredRolloutId: idHex.nullable(),
   progress: z.strictObject({ done: count, total: count }).nullable(),
   error: errorInfo.nullable(),
+  /** The installed update takes effect at the next boot (NixOS `boot` mode) */
+  rebootRequired: z.boolean(),
   reportedAt: count.nullable(),
 })
 export type MachineView = z.infer<typeof machineViewSchema>

@@ -126,6 +126,7 @@ describe('text views', () => {
     desiredRolloutId: null,
     progress: null,
     error: null,
+    rebootRequired: false,
     reportedAt: Date.now(),
   }
 
