@@ -5,13 +5,16 @@
  * failure, switchTo(previous) → activate(previous); every method must be safe to
  * call again after a crash part-way through it.
  *
- * The `profile` activator (profile-activator.ts) is one implementation; another
- * mode plugs in beside it by implementing {@link Activator} and throwing
- * {@link ActivatorError} with one of its codes.
+ * Two implementations: `profile` (profile-activator.ts) unpacks archives on any
+ * Linux box, `nixos` (nixos-activator.ts) installs NixOS system closures with the
+ * local Nix. Another mode plugs in beside them by implementing {@link Activator}
+ * and throwing {@link ActivatorError} with one of its codes. An activation's
+ * output and whether it needs a reboot ({@link ActivationResult}), and lines
+ * logged while fetching, end up in the update log of the status reports.
  */
 import { z } from 'zod'
 import { CodedError } from '../lib/index.ts'
-import type { Manifest } from '../protocol/index.ts'
+import { ACTIVATION_MODES, type Manifest } from '../protocol/index.ts'
 
 /** One installed generation, as an activator identifies it. Persisted in update.json. */
 export interface GenerationInfo {
@@ -23,18 +26,37 @@ export interface GenerationInfo {
   path: string
   /** The manifest that produced it, when known. */
   manifestId: string | null
+  /**
+   * How the update that prepared it activates it (nixos: switch, boot or test).
+   * Only a generation being installed carries it; one read back from disk does
+   * not, so a rollback activates the old generation the way the update that is
+   * being undone was activated.
+   */
+  activation?: ActivationMode
 }
+
+export type ActivationMode = Manifest['activation']
 
 export const generationInfoSchema = z.strictObject({
   id: z.string().min(1).max(256),
   name: z.string().min(1).max(128),
   path: z.string().min(1).max(4096),
   manifestId: z.string().max(64).nullable(),
+  // Optional: update.json files written before it existed must still load.
+  activation: z.enum(ACTIVATION_MODES).optional(),
 })
 
 export interface FetchProgress {
   done: number
   total: number
+}
+
+/** What an activation leaves for the update log. */
+export interface ActivationResult {
+  /** What the activation printed (bounded), for the operator. */
+  log?: string
+  /** The generation is installed but takes effect only after a reboot (NixOS `boot`). */
+  rebootRequired?: boolean
 }
 
 export interface Activator {
@@ -43,11 +65,13 @@ export interface Activator {
   /**
    * Downloads the payload and verifies it against the manifest. Resumes a
    * previous partial download. Resolves with the local path of the verified artifact.
+   * `log` takes lines for the update log (what was fetched, from where).
    */
   fetch(
     manifest: Manifest,
     onProgress: (progress: FetchProgress) => void,
     signal: AbortSignal,
+    log?: (line: string) => void,
   ): Promise<string>
   /**
    * Makes a complete, not yet active generation from a verified artifact. Idempotent
@@ -56,8 +80,11 @@ export interface Activator {
   prepare(manifest: Manifest, artifactPath: string): Promise<GenerationInfo>
   /** Atomically makes `gen` the current generation; null leaves no generation current. */
   switchTo(gen: GenerationInfo | null): Promise<void>
-  /** Runs the generation's activation (services, hooks); `previous` is the one being left. */
-  activate(gen: GenerationInfo, previous: GenerationInfo | null): Promise<void>
+  /**
+   * Runs the generation's activation (services, hooks); `previous` is the one being
+   * left. A failure is an {@link ActivatorError} whose `log` holds the output.
+   */
+  activate(gen: GenerationInfo, previous: GenerationInfo | null): Promise<ActivationResult>
   current(): Promise<GenerationInfo | null>
   /** Installed generations, oldest first. */
   list(): Promise<GenerationInfo[]>
@@ -79,6 +106,14 @@ export type ActivatorErrorCode =
   | 'prepare-failed'
   | 'switch-failed'
   | 'activation-failed'
+  /** The nixos activator runs on a device without Nix. */
+  | 'nix-unavailable'
+  /** A path of the closure is unsigned, or signed by no key the manifest trusts. */
+  | 'untrusted-path'
+  /** Not enough disk space for the download or the unpacked closure. */
+  | 'no-space'
+  /** Nix could not substitute the closure. */
+  | 'realise-failed'
 
 /**
  * A step of an activator (or a blob fetcher working for one) failed; the updater
@@ -86,4 +121,10 @@ export type ActivatorErrorCode =
  */
 export class ActivatorError extends CodedError<ActivatorErrorCode> {
   override name = 'ActivatorError'
+  /** Output for the update log, e.g. what a failed activation printed. */
+  readonly log: string | undefined
+  constructor(code: ActivatorErrorCode, message: string, options?: ErrorOptions & { log?: string }) {
+    super(code, message, options)
+    this.log = options?.log
+  }
 }

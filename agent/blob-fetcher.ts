@@ -142,7 +142,7 @@ export function coordinatorBlobFetcher(
           await fetchFromCoordinator(host, coordinator, sha256, size, before, dest, onProgress, signal)
           return
         } catch (err) {
-          if (signal.aborted || err instanceof ActivatorError) throw err
+          if (signal.aborted || err instanceof ActivatorError || isLocalWriteError(err)) throw err
           lastError = err
         }
         if (((await fileSize(dest)) ?? 0) > before) {
@@ -159,6 +159,14 @@ export function coordinatorBlobFetcher(
       )
     },
   }
+}
+
+/** Errors of the local disk (full, read-only, no permission): waiting for the coordinator cannot fix them. */
+const LOCAL_WRITE_ERRORS = new Set(['ENOSPC', 'EDQUOT', 'EFBIG', 'EROFS', 'EACCES', 'EPERM'])
+
+function isLocalWriteError(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code
+  return typeof code === 'string' && LOCAL_WRITE_ERRORS.has(code)
 }
 
 async function fetchFromCoordinator(

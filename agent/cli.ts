@@ -4,6 +4,7 @@ import {
   duration,
   endpoints,
   flag,
+  int,
   list,
   parseCommand,
   readTextArg,
@@ -16,7 +17,13 @@ import { startAgent } from './daemon.ts'
 const USAGE =
   'fleetmesh agent --state <dir> [--token <fmtok1…|@file>] [--coordinator-addr <multiaddr>]... [--bootstrap <relay multiaddr>]... [--observers ip:port,...] ' +
   '[--listen <multiaddr>]... ' +
-  '[--keepalive 10s] [--pass-env NAME]... [--json]'
+  '[--keepalive 10s] [--pass-env NAME]... [--activator auto|profile|nixos] ' +
+  '[--nix-profile /nix/var/nix/profiles/system] [--nix-keep-generations 5] [--json] [--help]\n' +
+  '  --activator             how generations are installed: "nixos" (NixOS system closures, with the\n' +
+  '                          local Nix), "profile" (archives unpacked under <state>/profile), or\n' +
+  '                          "auto" (default): nixos when /etc/NIXOS exists, else profile\n' +
+  '  --nix-profile           the Nix profile the nixos activator points at each new system\n' +
+  '  --nix-keep-generations  profile generations the nixos activator keeps (default 5)'
 
 export async function agentCommand(argv: string[]): Promise<number> {
   const p = parseCommand(
@@ -30,10 +37,18 @@ export async function agentCommand(argv: string[]): Promise<number> {
       listen: { type: 'string', multiple: true },
       keepalive: { type: 'string' },
       'pass-env': { type: 'string', multiple: true },
+      activator: { type: 'string' },
+      'nix-profile': { type: 'string' },
+      'nix-keep-generations': { type: 'string' },
       json: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
     },
     USAGE,
   )
+  if (flag(p, 'help')) {
+    process.stdout.write(`usage: ${USAGE}\n`)
+    return 0
+  }
   const json = flag(p, 'json')
   const emit = (event: string, fields: Record<string, unknown>) => {
     if (json) {
@@ -60,6 +75,11 @@ export async function agentCommand(argv: string[]): Promise<number> {
   const bootstrap = list(p, 'bootstrap')
   const keepaliveMs = duration(p, 'keepalive', 10_000)
   if (keepaliveMs < 200) throw new UsageError('--keepalive must be at least 200ms')
+  const activator = str(p, 'activator') ?? 'auto'
+  if (activator !== 'auto' && activator !== 'profile' && activator !== 'nixos')
+    throw new UsageError(`--activator must be auto, profile or nixos, not "${activator}"`)
+  const nixProfile = str(p, 'nix-profile')
+  const nixKeepGenerations = int(p, 'nix-keep-generations', 5, 1, 1000)
   const agent = await startAgent({
     stateDir: resolve(required(p, 'state', USAGE)),
     ...(token !== undefined ? { token } : {}),
@@ -69,6 +89,9 @@ export async function agentCommand(argv: string[]): Promise<number> {
     listen: listen.length ? listen : ['/ip4/0.0.0.0/tcp/0'],
     keepaliveMs,
     hookEnv,
+    activator,
+    ...(nixProfile !== undefined ? { nixProfile: resolve(nixProfile) } : {}),
+    nixKeepGenerations,
     emit,
   })
   await new Promise<void>((resolveStop) => {

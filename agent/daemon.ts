@@ -8,7 +8,9 @@
  *   <state>/update.json      the update journal (agent/update-journal.ts)
  *   <state>/outbox/          signed status reports not yet acknowledged
  *   <state>/profile/         generations and the `current` symlink (profile activator)
+ *   <state>/nix/             NAR downloads, a GC root and generation names (nixos activator)
  */
+import { stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { identifyPush } from '@libp2p/identify'
 import { peerIdFromString } from '@libp2p/peer-id'
@@ -34,6 +36,8 @@ import {
   readEnrollmentFile,
 } from './enroll.ts'
 import { CoordinatorLink, type LinkState } from './link.ts'
+import { meshNixCache } from './nix-cache-client.ts'
+import { nixosActivator, nixosEnv } from './nixos-activator.ts'
 import { Outbox, reportKind } from './outbox.ts'
 import { profileActivator } from './profile-activator.ts'
 import { createUpdater, type ReportBody, type Updater } from './updater.ts'
@@ -56,6 +60,12 @@ export interface AgentOptions {
   keepaliveMs?: number
   /** Environment passed to activate hooks and health checks. */
   hookEnv?: Record<string, string>
+  /** How generations are installed: `auto` is `nixos` on NixOS (/etc/NIXOS exists), else `profile`. */
+  activator?: ActivatorChoice
+  /** The profile the nixos activator adds generations to. Default /nix/var/nix/profiles/system. */
+  nixProfile?: string
+  /** Profile generations the nixos activator keeps. Default 5. */
+  nixKeepGenerations?: number
   /** Structured events for the CLI (JSON lines) and tests. */
   emit?: (event: string, fields: Record<string, unknown>) => void
 }
@@ -129,18 +139,28 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     }
     let link: CoordinatorLink | undefined
     const report = makeReporter(key, enrollment.machine, outbox, () => link?.flush(), emit)
-    const fetcher = routeBlobFetcher({
-      coordinator: coordinatorBlobFetcher(host, coordinator),
-      http: httpBlobFetcher(),
-    })
+    const activatorKind = await chooseActivator(options.activator ?? 'auto')
+    const activator =
+      activatorKind === 'nixos'
+        ? nixosActivator({
+            root: join(options.stateDir, 'nix'),
+            cache: meshNixCache(host, coordinator),
+            ...(options.nixProfile ? { profile: options.nixProfile } : {}),
+            env: nixosEnv(options.hookEnv),
+          })
+        : profileActivator({
+            root: join(options.stateDir, 'profile'),
+            fetcher: routeBlobFetcher({
+              coordinator: coordinatorBlobFetcher(host, coordinator),
+              http: httpBlobFetcher(),
+            }),
+            ...(options.hookEnv ? { env: options.hookEnv } : {}),
+          })
     const updater = await createUpdater({
       stateDir: options.stateDir,
       trust,
-      activator: profileActivator({
-        root: join(options.stateDir, 'profile'),
-        fetcher,
-        ...(options.hookEnv ? { env: options.hookEnv } : {}),
-      }),
+      activator,
+      ...(activatorKind === 'nixos' ? { keepGenerations: options.nixKeepGenerations ?? 5 } : {}),
       confirm: (signal) => {
         if (link === undefined) return Promise.reject(new Error('no link'))
         // The updater aborts the signal when the manifest's confirm timeout runs out.
@@ -199,6 +219,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     }
     link.start()
     emit('ready', {
+      activator: activatorKind,
       machine: enrollment.machine,
       peerId: host.peerId.toString(),
       fleetId: enrollment.fleetId,
@@ -221,6 +242,17 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     await host.stop()
     throw err
   }
+}
+
+export type ActivatorChoice = 'auto' | 'profile' | 'nixos'
+
+/** `auto` picks `nixos` on NixOS, which marks itself with /etc/NIXOS. */
+export async function chooseActivator(
+  choice: ActivatorChoice,
+  marker = '/etc/NIXOS',
+): Promise<'profile' | 'nixos'> {
+  if (choice !== 'auto') return choice
+  return (await stat(marker).catch(() => undefined)) !== undefined ? 'nixos' : 'profile'
 }
 
 async function enrollIfNeeded(

@@ -19,7 +19,13 @@ import { rm, stat, unlink } from 'node:fs/promises'
 import { basename, join } from 'node:path'
 import { commandEnv, describeResult, errorMessage, runProcess } from '../lib/index.ts'
 import type { Manifest } from '../protocol/index.ts'
-import { type Activator, ActivatorError, type FetchProgress, type GenerationInfo } from './activator.ts'
+import {
+  type ActivationResult,
+  type Activator,
+  ActivatorError,
+  type FetchProgress,
+  type GenerationInfo,
+} from './activator.ts'
 import { extractArchive, inspectArchive } from './archive.ts'
 import { downloadArtifact } from './artifact-download.ts'
 import type { BlobFetcher } from './blob-fetcher.ts'
@@ -100,10 +106,10 @@ class ProfileActivator implements Activator {
     return this.#store.switchTo(gen)
   }
 
-  async activate(gen: GenerationInfo, previous: GenerationInfo | null): Promise<void> {
+  async activate(gen: GenerationInfo, previous: GenerationInfo | null): Promise<ActivationResult> {
     const hook = join(gen.path, 'activate')
     const info = await stat(hook).catch(() => undefined)
-    if (info === undefined || !info.isFile() || (info.mode & 0o111) === 0) return
+    if (info === undefined || !info.isFile() || (info.mode & 0o111) === 0) return {}
     const result = await runProcess([hook], {
       cwd: gen.path,
       timeoutMs: this.#activateTimeoutMs,
@@ -114,12 +120,16 @@ class ProfileActivator implements Activator {
         FLEETMESH_PREVIOUS: previous?.path ?? '',
       }),
     })
+    const output = result.output.trimEnd()
+    const log = output === '' ? undefined : `$ ${hook}\n${output}`
     if (result.code !== 0) {
       throw new ActivatorError(
         'activation-failed',
         `activation of generation ${gen.id} failed: ${describeResult([hook], result)}`,
+        log === undefined ? {} : { log },
       )
     }
+    return log === undefined ? {} : { log }
   }
 
   current(): Promise<GenerationInfo | null> {

@@ -7,7 +7,13 @@
 import { join } from 'node:path'
 import { z } from 'zod'
 import { ensureDir, readJsonIfExists, removeStaleTemps, writeJsonAtomic } from '../lib/index.ts'
-import { type ErrorInfo, errorInfo, MAX_ERROR_MESSAGE, type UpdateState } from '../protocol/index.ts'
+import {
+  type ErrorInfo,
+  errorInfo,
+  MAX_ERROR_MESSAGE,
+  MAX_REPORT_LOG,
+  type UpdateState,
+} from '../protocol/index.ts'
 import { generationInfoSchema } from './activator.ts'
 
 export const STEPS = [
@@ -38,6 +44,10 @@ const recordSchema = z.strictObject({
   startedAt: z.number(),
   updatedAt: z.number(),
   error: errorInfo.nullable(),
+  /** The update log so far (its tail): what was fetched, what the activation printed. */
+  log: z.string().max(MAX_REPORT_LOG).optional(),
+  /** The activated generation takes effect only after a reboot. */
+  rebootRequired: z.boolean().optional(),
 })
 export type UpdateRecord = z.infer<typeof recordSchema>
 

@@ -2,10 +2,12 @@
  * The updater's status reports: every step it enters, refusals, and throttled
  * download progress, each naming the generation active at that moment. Reports
  * are handed over one after another, so the network side queues them in the
- * order they happened; a report that cannot be handed over is passed to
+ * order they happened. Step reports carry the update log so far (what was
+ * fetched, what the activation printed), so the operator sees why an update
+ * failed or rolled back; a report that cannot be handed over is passed to
  * `onError` and never stops the update.
  */
-import type { ErrorInfo, Manifest, UpdateState } from '../protocol/index.ts'
+import { type ErrorInfo, MAX_REPORT_LOG, type Manifest, type UpdateState } from '../protocol/index.ts'
 import type { FetchProgress, GenerationInfo } from './activator.ts'
 import type { UpdateRecord } from './update-journal.ts'
 import type { ReportBody } from './updater.ts'
@@ -35,7 +37,12 @@ export class UpdateReports {
   send(
     state: UpdateState,
     manifest: ReportedManifest | null,
-    extra: { error?: ErrorInfo | null; progress?: FetchProgress | null },
+    extra: {
+      error?: ErrorInfo | null
+      progress?: FetchProgress | null
+      log?: string | undefined
+      rebootRequired?: boolean | undefined
+    },
   ): Promise<void> {
     const active = this.#init.active()
     const body: ReportBody = {
@@ -48,6 +55,8 @@ export class UpdateReports {
       progress: extra.progress ?? null,
       error: extra.error ?? null,
       facts: active !== null ? { generationId: active.id } : {},
+      ...(extra.log ? { log: extra.log } : {}),
+      ...(extra.rebootRequired === true ? { rebootRequired: true } : {}),
     }
     this.#delivered = this.#delivered.then(() =>
       this.#init.deliver(body).catch((err: unknown) => this.#init.onError?.(err, `report "${state}"`)),
@@ -59,7 +68,11 @@ export class UpdateReports {
   step(rec: UpdateRecord): Promise<void> {
     const error =
       rec.step === 'rolling-back' || rec.step === 'rolled-back' || rec.step === 'failed' ? rec.error : null
-    return this.send(rec.step, reportedManifest(rec), { error })
+    return this.send(rec.step, reportedManifest(rec), {
+      error,
+      log: rec.log,
+      rebootRequired: rec.rebootRequired,
+    })
   }
 
   /** A progress callback for `rec`'s download: at most one report per interval, plus the last one. */
@@ -81,6 +94,17 @@ export class UpdateReports {
   settled(): Promise<void> {
     return this.#delivered
   }
+}
+
+/**
+ * `log` with `text` appended as a new line, cut to its last MAX_REPORT_LOG
+ * characters: the end of an update log is where its outcome is.
+ */
+export function appendLog(log: string | undefined, text: string | undefined): string | undefined {
+  const line = text?.trimEnd()
+  if (line === undefined || line === '') return log
+  const joined = log === undefined || log === '' ? line : `${log}\n${line}`
+  return joined.length <= MAX_REPORT_LOG ? joined : `…${joined.slice(joined.length - MAX_REPORT_LOG + 1)}`
 }
 
 function reportedManifest(rec: UpdateRecord): ReportedManifest {

@@ -11,7 +11,7 @@ import { ManifestRefusedError } from '../protocol/index.ts'
 import { ActivatorError, type GenerationInfo } from './activator.ts'
 import { runHealthCheck } from './health.ts'
 import { type Step, type UpdateJournal, type UpdateRecord, updateError } from './update-journal.ts'
-import { UpdateReports } from './update-reports.ts'
+import { appendLog, UpdateReports } from './update-reports.ts'
 import type { OfferOutcome, UpdaterInit } from './updater.ts'
 import { type TrustContext, type VerifiedManifest, verifyManifest } from './verify.ts'
 
@@ -147,7 +147,9 @@ export class UpdateSteps {
         case 'downloading': {
           let artifact: string
           try {
-            artifact = await activator.fetch(m, this.reports.progress(rec), this.#signal)
+            artifact = await activator.fetch(m, this.reports.progress(rec), this.#signal, (line) => {
+              rec.log = appendLog(rec.log, line)
+            })
           } catch (err) {
             if (this.#signal.aborted) throw this.#signal.reason
             return this.#fail(activatorError(err, 'download-failed'))
@@ -175,8 +177,11 @@ export class UpdateSteps {
           try {
             await activator.switchTo(target)
             this.active = target
-            await activator.activate(target, rec.previous)
+            const result = await activator.activate(target, rec.previous)
+            rec.log = appendLog(rec.log, result.log)
+            if (result.rebootRequired === true) rec.rebootRequired = true
           } catch (err) {
+            rec.log = appendLog(rec.log, logOf(err))
             return this.#rollback(updateError('activation-failed', errorMessage(err)))
           }
           await this.#enter('confirming')
@@ -229,13 +234,17 @@ export class UpdateSteps {
     const rec = this.#journal.record()
     rec.error = error
     if (rec.step !== 'rolling-back') await this.#enter('rolling-back')
+    // Whatever the new generation needed, the old one is running (or installed) again.
+    delete rec.rebootRequired
     const activator = this.#init.activator
     const previous = rec.previous
     try {
       await activator.switchTo(previous)
       this.active = previous
-      if (previous !== null) await activator.activate(previous, rec.target)
+      if (previous !== null)
+        rec.log = appendLog(rec.log, (await activator.activate(previous, rec.target)).log)
     } catch (err) {
+      rec.log = appendLog(rec.log, logOf(err))
       this.active = await activator.current().catch(() => this.active)
       rec.error = updateError(
         'rollback-failed',
@@ -296,6 +305,11 @@ export class UpdateSteps {
       this.#init.onError?.(err, 'removing old generations')
     }
   }
+}
+
+/** What a failed activation printed, for the update log. */
+function logOf(err: unknown): string | undefined {
+  return err instanceof ActivatorError ? err.log : undefined
 }
 
 function activatorError(err: unknown, fallback: string): ErrorInfo {

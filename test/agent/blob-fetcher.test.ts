@@ -7,38 +7,28 @@ import { randomBytes } from 'node:crypto'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { generateKeyPair } from '@libp2p/crypto/keys'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { ActivatorError } from '../../agent/activator.ts'
 import { coordinatorBlobFetcher } from '../../agent/blob-fetcher.ts'
 import { fileSize } from '../../lib/files.ts'
 import { sha256Hex } from '../../lib/hash.ts'
-import { createHost, type FleetHost } from '../../net/host.ts'
+import type { FleetHost } from '../../net/host.ts'
 import { decodeMessage, encodeMessage } from '../../protocol/codec.ts'
 import { handleFramed } from '../../protocol/framing.ts'
 import { PROTOCOLS } from '../../protocol/ids.ts'
 import { blobRequestSchema, blobResponseSchema } from '../../protocol/messages.ts'
 import { waitFor } from './fixtures.ts'
+import { loopbackHosts } from './hosts.ts'
 
-const hosts: FleetHost[] = []
+const { host, stopAll } = loopbackHosts()
 let dir: string
 beforeEach(async () => {
   dir = await mkdtemp(join(tmpdir(), 'fm-blob-'))
 })
 afterEach(async () => {
-  for (const h of hosts.splice(0).reverse()) await h.stop()
+  await stopAll()
   await rm(dir, { recursive: true, force: true })
 })
-
-async function host(role: 'coordinator' | 'agent'): Promise<FleetHost> {
-  const h = await createHost({
-    role,
-    privateKey: await generateKeyPair('Ed25519'),
-    listen: ['/ip4/127.0.0.1/tcp/0'],
-  })
-  hosts.push(h)
-  return h
-}
 
 /**
  * A coordinator stand-in serving `blob` (and nothing else) in real 256 KiB frames;

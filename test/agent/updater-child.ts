@@ -6,12 +6,17 @@
  *
  * Prints the outcome as one JSON line on stdout.
  */
-import { readFile } from 'node:fs/promises'
+import { appendFile, readFile } from 'node:fs/promises'
 import { httpBlobFetcher } from '../../agent/blob-fetcher.ts'
+import type { NixCacheSource } from '../../agent/nix-cache-client.ts'
+import { nixosActivator } from '../../agent/nixos-activator.ts'
 import { Outbox, reportKind } from '../../agent/outbox.ts'
 import { profileActivator } from '../../agent/profile-activator.ts'
 import { createUpdater } from '../../agent/updater.ts'
 import { PublicKey } from '../../keys/identity.ts'
+import { fileSize } from '../../lib/files.ts'
+import { nixEnv } from '../../testkit/nix/index.ts'
+import { coordinatorStandIn } from './nix-fixtures.ts'
 
 export interface ChildConfig {
   action: 'offer' | 'recover'
@@ -22,6 +27,44 @@ export interface ChildConfig {
   machine: string
   tags: string[]
   envelopePath?: string
+  /** Install with the nixos activator from a stand-in coordinator cache instead. */
+  nixos?: NixosChild
+}
+
+export interface NixosChild {
+  root: string
+  profile: string
+  /** The `nix copy` cache directory the stand-in serves. */
+  cacheDir: string
+  switchLog: string
+  /** Gets a line "<sha256> <offset>" for every NAR download started. */
+  fetchLog: string
+  /** Stop the first NAR download after this many bytes and hang there (until killed). */
+  stallAtByte?: number
+}
+
+/** The nixos activator over the stand-in, logging and optionally stalling NAR downloads. */
+function nixos(child: NixosChild) {
+  const standIn = coordinatorStandIn(child.cacheDir)
+  let stall = child.stallAtByte
+  const cache: NixCacheSource = {
+    closure: (storePath, signal) => standIn.closure(storePath, signal),
+    async fetchNar(sha256, size, dest, onProgress, signal) {
+      await appendFile(child.fetchLog, `${sha256} ${(await fileSize(dest)) ?? 0}\n`)
+      if (stall !== undefined && size > stall) {
+        await standIn.fetchNar(sha256, stall, dest, onProgress, signal)
+        stall = undefined
+        await new Promise(() => {})
+      }
+      await standIn.fetchNar(sha256, size, dest, onProgress, signal)
+    },
+  }
+  return nixosActivator({
+    root: child.root,
+    cache,
+    profile: child.profile,
+    env: nixEnv({ FLEETMESH_FAKE_SWITCH_LOG: child.switchLog }),
+  })
 }
 
 const configPath = process.argv[2]
@@ -37,7 +80,10 @@ const updater = await createUpdater({
     machine: config.machine,
     tags: config.tags,
   },
-  activator: profileActivator({ root: config.profileRoot, fetcher: httpBlobFetcher(), fetchAttempts: 1 }),
+  activator:
+    config.nixos !== undefined
+      ? nixos(config.nixos)
+      : profileActivator({ root: config.profileRoot, fetcher: httpBlobFetcher(), fetchAttempts: 1 }),
   confirm: async () => {},
   report: async (status) => {
     await outbox.enqueue(

@@ -3,14 +3,14 @@
  * is SIGKILLed mid-activation and mid-download, and a fresh process's recover()
  * must leave the device on a whole generation.
  */
-import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { readFile, readlink, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { Outbox } from '../../agent/outbox.ts'
-import type { OfferOutcome, ReportBody, UpdaterStatus } from '../../agent/updater.ts'
+import type { ReportBody } from '../../agent/updater.ts'
 import { type FileSpec, sh } from '../../testkit/archives.ts'
+import { parseResult, startChild } from './child-process.ts'
 import {
   type BlobServer,
   isAlive,
@@ -23,36 +23,7 @@ import {
 import { agentLayout, readHookLines, readUpdateJson, signedRelease } from './releases.ts'
 import type { ChildConfig } from './updater-child.ts'
 
-const CHILD = join(import.meta.dirname, 'updater-child.ts')
 const fleet = makeFleet()
-
-interface Exit {
-  code: number | null
-  signal: NodeJS.Signals | null
-  stdout: string
-  stderr: string
-}
-
-function startChild(configPath: string) {
-  const child = spawn(process.execPath, [CHILD, configPath], { stdio: ['ignore', 'pipe', 'pipe'] })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (d: Buffer) => {
-    stdout += d.toString()
-  })
-  child.stderr.on('data', (d: Buffer) => {
-    stderr += d.toString()
-  })
-  const exited = new Promise<Exit>((resolve) =>
-    child.once('close', (code, signal) => resolve({ code, signal, stdout, stderr })),
-  )
-  return { child, exited }
-}
-
-function parseResult(exit: Exit): { outcome: OfferOutcome | null; current: UpdaterStatus } {
-  if (exit.code !== 0) throw new Error(`child exited ${exit.code ?? exit.signal}: ${exit.stderr}`)
-  return JSON.parse(exit.stdout)
-}
 
 describe('crash recovery (kill -9)', () => {
   let server: BlobServer

@@ -285,4 +285,26 @@ describe('updater with the profile activator', () => {
     expect(await currentLink()).toBe('generations/2-web-d')
     expect(updater.current().lastSequence).toBe(3)
   })
+
+  it("carries what the activate hook printed in the update's reports", async () => {
+    const a = await release('web-a', { files: { activate: sh('echo "web-a is up"') } })
+    expect((await updater.offer(a.envelope)).outcome).toBe('committed')
+    const last = reports.at(-1)
+    expect(last?.state).toBe('committed')
+    expect(last?.log).toMatch(/\/activate\nweb-a is up$/)
+    expect(last?.rebootRequired).toBeUndefined()
+    // Steps before the activation had nothing to say yet.
+    expect(reports.find((r) => r.state === 'verified')?.log).toBeUndefined()
+  })
+
+  it('carries the failed output and the rollback in the rolled-back report', async () => {
+    const a = await release('web-a', { files: { activate: sh('echo "web-a is up"') } })
+    await updater.offer(a.envelope)
+    const b = await release('web-b', { files: { activate: sh('echo "port 80 in use" >&2; exit 1') } })
+    expect((await updater.offer(b.envelope)).outcome).toBe('rolled-back')
+    const last = reports.at(-1)
+    expect(last?.state).toBe('rolled-back')
+    expect(last?.error?.code).toBe('activation-failed')
+    expect(last?.log).toMatch(/port 80 in use\n.*\/activate\nweb-a is up$/s)
+  })
 })
