@@ -19,8 +19,8 @@
  * await nix.setProfile('/nix/var/nix/profiles/system', path)
  * ```
  */
-import { readlink, stat } from 'node:fs/promises'
-import { dirname, resolve } from 'node:path'
+import { lstat, readdir, readlink } from 'node:fs/promises'
+import { basename, dirname, join, resolve } from 'node:path'
 import {
   CodedError,
   commandEnv,
@@ -77,7 +77,6 @@ export interface ProfileGeneration {
 
 /** Paths per `nix-store --check-validity` call, well below the kernel's argv limit. */
 const PATHS_PER_CALL = 500
-const GENERATION_LINE = /^\s*(\d+)\s+(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\s*(\(current\))?\s*$/
 
 export class NixStore {
   readonly #env: NodeJS.ProcessEnv
@@ -163,32 +162,38 @@ export class NixStore {
     await this.#run(['nix-env', '--profile', profile, '--set', path])
   }
 
-  /** The profile's generations, oldest first; none when the profile does not exist. */
+  /**
+   * The profile's generations, oldest first; none when the profile does not
+   * exist. Read from the links themselves, as Nix does (`<profile>-<n>-link` →
+   * store path, `<profile>` → the current link), so that knowing what runs
+   * needs no Nix: an agent on a device whose Nix is broken still starts and
+   * reports, and only the update fails.
+   */
   async generations(profile: string): Promise<ProfileGeneration[]> {
-    // nix-env fails on a profile whose directory does not exist; that profile has no generations.
-    if ((await stat(dirname(profile)).catch(() => undefined)) === undefined) return []
-    const result = await this.#run(['nix-env', '--profile', profile, '--list-generations'])
+    const dir = dirname(profile)
+    const prefix = `${basename(profile)}-`
+    let names: string[]
+    try {
+      names = await readdir(dir)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return []
+      throw err
+    }
+    const current = await readlink(profile).catch(() => undefined)
     const generations: ProfileGeneration[] = []
-    for (const line of result.output.split('\n')) {
-      if (line.trim() === '' || line.startsWith('warning:')) continue
-      const m = GENERATION_LINE.exec(line)
-      if (m === null) {
-        throw new NixStoreError(
-          'unexpected-output',
-          `could not read "${line.slice(0, 120)}" in the generations of ${profile} (nix-env --list-generations)`,
-          result.output,
-        )
-      }
-      const number = Number(m[1])
-      const link = `${profile}-${number}-link`
+    for (const name of names) {
+      if (!name.startsWith(prefix) || !name.endsWith('-link')) continue
+      const number = Number(name.slice(prefix.length, -'-link'.length))
+      if (!Number.isSafeInteger(number) || number < 1) continue
       // A generation deleted between the listing and here is simply gone.
-      const target = await readlink(link).catch(() => undefined)
+      const target = await readlink(join(dir, name)).catch(() => undefined)
       if (target === undefined) continue
+      const info = await lstat(join(dir, name))
       generations.push({
         number,
-        date: m[2] as string,
-        current: m[3] !== undefined,
-        path: resolve(dirname(link), target),
+        date: info.mtime.toISOString(),
+        current: current === name || (current !== undefined && resolve(dir, current) === join(dir, name)),
+        path: resolve(dir, target),
       })
     }
     return generations.sort((a, b) => a.number - b.number)

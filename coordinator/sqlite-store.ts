@@ -113,8 +113,11 @@ const statementSql = {
   latestStatuses:
     'SELECT s.* FROM latest_status l JOIN statuses s ON s.machine = l.machine AND s.seq = l.seq',
   statusHistory: 'SELECT * FROM statuses WHERE machine = ? ORDER BY seq DESC LIMIT ?',
+  // The newest report of one update (manifest) that carries a log: later reports of
+  // the same update may not repeat it, and an older update's log must not stand in.
   latestLogReport: `SELECT * FROM (SELECT * FROM statuses WHERE machine = ? ORDER BY seq DESC LIMIT ${LOG_REPORT_LOOKBACK})
-    WHERE json_type(report, '$.log') IS NOT NULL OR json_type(report, '$.rebootRequired') IS NOT NULL
+    WHERE json_extract(report, '$.manifestId') IS ?
+      AND (json_type(report, '$.log') IS NOT NULL OR json_type(report, '$.rebootRequired') IS NOT NULL)
     ORDER BY seq DESC LIMIT 1`,
 
   lastAudit: 'SELECT idx, hash FROM audit ORDER BY idx DESC LIMIT 1',
@@ -330,7 +333,9 @@ class SqliteStore implements FleetStore {
   }
 
   async latestLogReport(machine: string): Promise<StatusRecord | undefined> {
-    return mapRow(this.#s.latestLogReport.get(machine), toStatus) ?? this.latestStatus(machine)
+    const latest = await this.latestStatus(machine)
+    if (latest === undefined) return undefined
+    return mapRow(this.#s.latestLogReport.get(machine, latest.report.manifestId), toStatus) ?? latest
   }
 
   async appendAudit(entry: AuditEntry, sign: AuditSigner): Promise<AuditRecord> {

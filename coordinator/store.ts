@@ -221,7 +221,9 @@ export interface FleetStore {
 
   /**
    * The report an admin wants to read a machine's update log from: the newest
-   * of its recent reports that carries a log or a reboot flag, else the latest.
+   * report of its latest update (manifest) that carries a log or a reboot flag,
+   * else its latest report. Later reports of an update need not repeat the log,
+   * and an older update's log must not stand in for a newer one's.
    */
   latestLogReport(machine: string): Promise<StatusRecord | undefined>
 

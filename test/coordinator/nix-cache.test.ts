@@ -572,8 +572,8 @@ describe('over the mesh', () => {
       rebootRequired: false,
     })
     await coordinator.store.recordStatus(failed)
-    // a later report without a log (the agent idles) does not hide the failed update's log
-    await coordinator.store.recordStatus(report(2, { state: 'idle' }))
+    // a later report of the same update without a log (the agent idles) does not hide its log
+    await coordinator.store.recordStatus(report(2, { state: 'idle', manifestId: failed.report.manifestId }))
     expect(await adminRequest({ op: 'machine-log', machine: 'log-edge-1' })).toEqual({
       ok: true,
       result: {
