@@ -6,6 +6,7 @@
 import { benchCrypto } from './crypto.ts'
 import { benchFleet } from './fleet.ts'
 import { benchNat } from './nat.ts'
+import { benchNix } from './nix.ts'
 
 const args = process.argv.slice(2)
 const secondsArg = args.indexOf('--seconds')
@@ -14,7 +15,7 @@ if (!Number.isFinite(seconds) || seconds <= 0) {
   console.error('--seconds needs a positive number')
   process.exit(2)
 }
-const VALUE_FLAGS = new Set(['--seconds', '--agents', '--rounds', '--reports', '--trials'])
+const VALUE_FLAGS = new Set(['--seconds', '--agents', '--rounds', '--reports', '--trials', '--runs'])
 const only = args.filter((a, i) => !a.startsWith('--') && !VALUE_FLAGS.has(args[i - 1] ?? ''))
 
 function numberArg(flag: string, fallback: number): number {
@@ -32,6 +33,7 @@ const sections: Record<string, () => Promise<unknown> | unknown> = {
   crypto: () => benchCrypto(seconds),
   nat: () => benchNat(numberArg('--trials', 20)),
   fleet: () => benchFleet(numberArg('--agents', 200), numberArg('--rounds', 10), numberArg('--reports', 50)),
+  nix: () => benchNix(numberArg('--runs', 3)),
 }
 
 const unknown = only.filter((s) => !(s in sections))
