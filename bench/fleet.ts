@@ -20,12 +20,12 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { AdminClient } from '../admin/client.ts'
 import { loadAdminHome } from '../admin/home.ts'
 import { bytesSource, uploadBlob } from '../admin/upload.ts'
-import { enrollWithCoordinator } from '../agent/enroll.ts'
 import { CoordinatorLink } from '../agent/link.ts'
 import { verifyManifest } from '../agent/verify.ts'
-import { DOMAINS, issueToken, nodeEd25519, PrivateKey, parseToken, signingInput } from '../keys/index.ts'
-import { createHost, type FleetHost } from '../net/index.ts'
+import { DOMAINS, nodeEd25519, PrivateKey, signingInput } from '../keys/index.ts'
+import type { FleetHost } from '../net/index.ts'
 import { buildManifest, sealEnvelope, sealManifest, statusReportSchema } from '../protocol/index.ts'
+import { enrolledHost } from '../testkit/enrolled-host.ts'
 import { sampleStatus } from '../testkit/fixtures.ts'
 import { TestFleet } from '../testkit/harness.ts'
 import { fmt, line, measureRate, percentile } from './measure.ts'
@@ -74,18 +74,7 @@ export async function benchFleet(
       await Promise.all(
         Array.from({ length: Math.min(batch, agentCount - i) }, async (_, j) => {
           const name = `bench-${String(i + j).padStart(4, '0')}`
-          const key = PrivateKey.generate()
-          const host = await createHost({ role: 'agent', privateKey: key.toLibp2p(), listen: [] })
-          const token = parseToken(
-            issueToken(home.key, home.chain, {
-              fleetRoot: home.fleetRoot,
-              coordinator: home.fleet.coordinator,
-              machine: name,
-              tags: ['bench'],
-              ttlMs: 3_600_000,
-            }),
-          )
-          await enrollWithCoordinator(host, token, join(agentsDir, `${name}.json`))
+          const { key, host } = await enrolledHost(fleet, name, ['bench'], agentsDir)
           const queue: BenchAgent['queue'] = []
           const hooks: Pick<BenchAgent, 'onAck' | 'onVerified'> = {}
           const link = new CoordinatorLink({

@@ -28,12 +28,11 @@ import { promisify } from 'node:util'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { loadAdminHome } from '../admin/home.ts'
-import { enrollWithCoordinator } from '../agent/enroll.ts'
 import { meshNixCache, type NixCacheSource } from '../agent/nix-cache-client.ts'
 import { nixosActivator } from '../agent/nixos-activator.ts'
-import { issueToken, PrivateKey, parseToken } from '../keys/index.ts'
-import { createHost, type FleetHost } from '../net/index.ts'
+import type { FleetHost } from '../net/index.ts'
 import { buildManifest, type Manifest, sha256HexOfNixHash } from '../protocol/index.ts'
+import { enrolledHost } from '../testkit/enrolled-host.ts'
 import { type Proc, TestFleet } from '../testkit/harness.ts'
 import {
   buildFakeSystem,
@@ -111,26 +110,6 @@ async function serveCache(root: string): Promise<{ url: string; close: () => Pro
         server.close(() => resolve())
       }),
   }
-}
-
-/** The agent host: a libp2p identity enrolled with a real token, as bench/fleet.ts does. */
-async function enrolledHost(
-  fleet: TestFleet,
-  name: string,
-): Promise<{ host: FleetHost; coordinator: string }> {
-  const home = await loadAdminHome(fleet.home)
-  const host = await createHost({ role: 'agent', privateKey: PrivateKey.generate().toLibp2p(), listen: [] })
-  const token = parseToken(
-    issueToken(home.key, home.chain, {
-      fleetRoot: home.fleetRoot,
-      coordinator: home.fleet.coordinator,
-      machine: name,
-      tags: ['bench'],
-      ttlMs: 3_600_000,
-    }),
-  )
-  await enrollWithCoordinator(host, token, join(fleet.dir, `${name}.enrollment.json`))
-  return { host, coordinator: home.fleet.coordinator.peerId }
 }
 
 /** Records every NAR download the activator makes through the mesh cache. */
@@ -219,7 +198,7 @@ export async function benchNix(runs = 3): Promise<Record<string, number>> {
     const push = await fleet.cli(['nix', 'push', top])
     if (push.code !== 0) throw new Error(`fleetmesh nix push failed: ${push.stderr}`)
     const pushS = push.ms / 1000
-    const enrolled = await enrolledHost(fleet, 'bench-nix')
+    const enrolled = await enrolledHost(fleet, 'bench-nix', ['bench'], fleet.dir)
     host = enrolled.host
     const coordinatorId = peerIdFromString(enrolled.coordinator)
     const coordAddr = multiaddr(`/ip4/127.0.0.1/tcp/${fleet.port}`)

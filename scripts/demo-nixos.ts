@@ -12,7 +12,7 @@
  * otherwise. The store paths it builds stay in /nix/store, garbage-collectable.
  */
 import { spawn } from 'node:child_process'
-import { chmod, mkdir, rm, writeFile } from 'node:fs/promises'
+import { chmod, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fleetmeshArgv } from '../testkit/fleetmesh.ts'
 import { TestFleet } from '../testkit/harness.ts'
@@ -54,8 +54,7 @@ if (unavailable !== undefined) {
 
 const RUN = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`
 const fleet = await TestFleet.create()
-const profile = (m: string) => join(fleet.dir, 'profiles', m, 'system')
-const switchLog = (m: string) => join(fleet.dir, `${m}.switch.log`)
+const profile = (m: string) => fleet.nixProfile(m)
 let code = 1
 try {
   step(`fleet "test" created in ${fleet.dir} (admin keys, fleet root, coordinator identity)`)
@@ -68,21 +67,7 @@ try {
 
   step('enrolling three NixOS agents (separate processes, each with its own key, state and Nix profile)')
   for (const m of MACHINES) {
-    await mkdir(join(fleet.dir, 'profiles', m), { recursive: true })
-    const token = await fleet.token(m, ['demo'])
-    const args = [
-      '--activator',
-      'nixos',
-      '--nix-profile',
-      profile(m),
-      '--pass-env',
-      'FLEETMESH_FAKE_SWITCH_LOG',
-    ]
-    const agent = fleet.startAgent(
-      m,
-      [...args, '--token', token],
-      nixEnv({ FLEETMESH_FAKE_SWITCH_LOG: switchLog(m) }),
-    )
+    const agent = await fleet.startNixosAgent(m, await fleet.token(m, ['demo']))
     await agent.waitFor((e) => e.event === 'connected', 30_000, `${m} connected`)
     say(`${m}: enrolled and connected, activator nixos, profile ${profile(m)}`)
   }

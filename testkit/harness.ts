@@ -9,7 +9,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process'
 import { watch } from 'node:fs'
-import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
@@ -25,6 +25,8 @@ import {
   initArgs,
   runToCompletion,
 } from './fleetmesh.ts'
+
+import { nixEnv } from './nix/index.ts'
 
 export type { CliResult } from './fleetmesh.ts'
 
@@ -217,6 +219,35 @@ export class TestFleet extends FleetDirectory {
     )
     this.procs.push(p)
     return p
+  }
+
+  /** The Nix profile a NixOS agent of this fleet switches (never the machine's system profile). */
+  nixProfile(machine: string): string {
+    return join(this.dir, 'profiles', machine, 'system')
+  }
+
+  /** Where the fake systems' switch-to-configuration records its calls for `machine`. */
+  switchLog(machine: string): string {
+    return join(this.dir, `${machine}.switch.log`)
+  }
+
+  /**
+   * Starts a NixOS agent (`--activator nixos`, its own profile, the test Nix
+   * settings) that passes the fake switch's log and gate variables on; with
+   * `token` it enrolls first. `env` is merged over the defaults.
+   */
+  async startNixosAgent(machine: string, token?: string, env: NodeJS.ProcessEnv = {}): Promise<Proc> {
+    await mkdir(join(this.dir, 'profiles', machine), { recursive: true })
+    const args = ['--activator', 'nixos', '--nix-profile', this.nixProfile(machine)]
+    for (const name of ['FLEETMESH_FAKE_SWITCH_LOG', 'FLEETMESH_FAKE_SWITCH_GATE'])
+      args.push('--pass-env', name)
+    if (token !== undefined) args.push('--token', token)
+    const vars = {
+      FLEETMESH_FAKE_SWITCH_LOG: this.switchLog(machine),
+      FLEETMESH_FAKE_SWITCH_GATE: '',
+      ...env,
+    }
+    return this.startAgent(machine, args, nixEnv(vars))
   }
 
   /** Starts an agent with a fresh token; resolves once its control link is up. */

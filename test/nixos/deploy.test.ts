@@ -37,8 +37,8 @@ describe.skipIf(unavailable !== undefined)('NixOS deploys through real processes
   let fleet: TestFleet
   const agents = new Map<string, Proc>()
 
-  const profile = (m: string) => join(fleet.dir, 'profiles', m, 'system')
-  const switchLog = (m: string) => join(fleet.dir, `${m}.switch.log`)
+  const profile = (m: string) => fleet.nixProfile(m)
+  const switchLog = (m: string) => fleet.switchLog(m)
   const gate = (m: string) => join(fleet.dir, `${m}.gate`)
   const switches = async (m: string): Promise<string[]> =>
     (await readFile(switchLog(m), 'utf8').catch(() => '')).split('\n').filter(Boolean)
@@ -48,34 +48,15 @@ describe.skipIf(unavailable !== undefined)('NixOS deploys through real processes
     return link === null ? null : readlink(join(profile(m), '..', link))
   }
 
-  function agentEnv(m: string, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
-    return nixEnv({ FLEETMESH_FAKE_SWITCH_LOG: switchLog(m), FLEETMESH_FAKE_SWITCH_GATE: '', ...extra })
-  }
-
-  function agentArgs(m: string): string[] {
-    return [
-      '--activator',
-      'nixos',
-      '--nix-profile',
-      profile(m),
-      '--pass-env',
-      'FLEETMESH_FAKE_SWITCH_LOG',
-      '--pass-env',
-      'FLEETMESH_FAKE_SWITCH_GATE',
-    ]
-  }
-
   async function enroll(m: string, env: NodeJS.ProcessEnv = {}): Promise<Proc> {
-    const token = await fleet.token(m, ['nixos'])
-    execFileSync('mkdir', ['-p', join(fleet.dir, 'profiles', m)])
-    const agent = fleet.startAgent(m, [...agentArgs(m), '--token', token], agentEnv(m, env))
+    const agent = await fleet.startNixosAgent(m, await fleet.token(m, ['nixos']), env)
     await agent.waitFor((e) => e.event === 'connected', 30_000, `${m} connected`)
     agents.set(m, agent)
     return agent
   }
 
-  function restart(m: string, env: NodeJS.ProcessEnv = {}): Proc {
-    const agent = fleet.startAgent(m, agentArgs(m), agentEnv(m, env))
+  async function restart(m: string, env: NodeJS.ProcessEnv = {}): Promise<Proc> {
+    const agent = await fleet.startNixosAgent(m, undefined, env)
     agents.set(m, agent)
     return agent
   }
@@ -266,7 +247,7 @@ describe.skipIf(unavailable !== undefined)('NixOS deploys through real processes
     const path = await buildFakeSystem({ tag: tag('killed') })
     // this run of the agent holds every switch at the gate
     await agents.get('edge-2')?.kill('SIGKILL')
-    const held = restart('edge-2', { FLEETMESH_FAKE_SWITCH_GATE: gate('edge-2') })
+    const held = await restart('edge-2', { FLEETMESH_FAKE_SWITCH_GATE: gate('edge-2') })
     await held.waitFor((e) => e.event === 'connected', 30_000, 'edge-2 connected')
     const r = await deploy(['--nix', path, '--to', 'edge-2', '--mode', 'switch', '--no-watch'])
     expect(r.code, r.stderr).toBe(0)
@@ -274,7 +255,7 @@ describe.skipIf(unavailable !== undefined)('NixOS deploys through real processes
     await held.kill('SIGKILL')
     // let the orphaned switch finish: the profile may point at either generation now
     await writeFile(gate('edge-2'), '')
-    const recovered = restart('edge-2')
+    const recovered = await restart('edge-2')
     await recovered.waitFor((e) => e.event === 'status' && e.state === 'rolled-back', 60_000, 'recovered')
     expect(await profileTarget('edge-2')).toBe(good)
     const calls = await switches('edge-2')

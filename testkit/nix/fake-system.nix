@@ -1,6 +1,8 @@
 # Fake NixOS "system closures" for fleetmesh's tests, demo and benchmark: plain
 # input-addressed derivations (builder /bin/sh, no nixpkgs) whose top path has a
-# bin/switch-to-configuration that records each call and can fail on purpose.
+# bin/switch-to-configuration that records each call ("<out> <mode>"), can wait for a gate
+# file first ($FLEETMESH_FAKE_SWITCH_GATE, logging "<out> <mode> waiting")
+# and can fail on purpose.
 #
 #   tag    makes the paths unique (one tag per closure a test wants)
 #   fail   "1": switch-to-configuration exits 1 after printing a reason
@@ -33,7 +35,14 @@ in mk {
     echo ${tag} > $out/tag
     cat > $out/bin/switch-to-configuration <<EOS
     #!/bin/sh
-    echo "$out \$1" >> "\''${FLEETMESH_FAKE_SWITCH_LOG:-/tmp/fleetmesh-fake-switch.log}"
+    log="\''${FLEETMESH_FAKE_SWITCH_LOG:-/tmp/fleetmesh-fake-switch.log}"
+    # a test that kills the agent mid-switch holds the switch here until it creates the gate
+    gate="\''${FLEETMESH_FAKE_SWITCH_GATE:-}"
+    if [ -n "\$gate" ]; then
+      echo "$out \$1 waiting" >> "\$log"
+      while [ ! -e "\$gate" ]; do sleep 0.05; done
+    fi
+    echo "$out \$1" >> "\$log"
     echo "switching to ${tag} (\$1)"
     if [ "$fail" = 1 ]; then echo "switch-to-configuration: activation of ${tag} failed on purpose" >&2; exit 1; fi
     exit 0
