@@ -6,13 +6,14 @@
  * named by the hex SHA-256 of its bytes), signed so agents accept it.
  *
  * Signing happens before anything is uploaded, so a missing key fails at once
- * rather than after gigabytes.
+ * rather than after gigabytes. NARs are dumped and uploaded a few at a time;
+ * each narinfo goes up only after its NAR has arrived.
  */
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { NixPublicKey, NixSigningKey } from '../keys/index.ts'
-import { CodedError } from '../lib/index.ts'
+import { CodedError, serialiser } from '../lib/index.ts'
 import {
   checkNarInfoSignature,
   formatNarInfo,
@@ -35,6 +36,14 @@ import { fileSource, type UploadOutcome, type UploadSource, uploadBlob } from '.
 export class NixPushError extends CodedError<'no-signing-key'> {
   override name = 'NixPushError'
 }
+
+/**
+ * NARs dumped and uploaded at a time. Each upload pays fixed costs (a signed
+ * request, the coordinator's fsync and audit record) and each dump a process
+ * start; a few at a time overlap those with each other's transfer, without
+ * holding more than a few NARs in the temp directory at once.
+ */
+export const PUSH_CONCURRENCY = 4
 
 /** Where closures are pushed: the coordinator's cache, or a stand-in in tests. */
 export interface NixCacheTarget {
@@ -69,8 +78,10 @@ export interface PushOptions extends NixCallOptions {
   /** Called about once per `progressIntervalMs` while uploading, and once at the end (when anything was uploaded). */
   onProgress?: (progress: PushProgress) => void
   progressIntervalMs?: number
-  /** Where NARs are dumped before upload (one at a time); default the system temp directory. */
+  /** Where NARs are dumped before upload (up to `concurrency` at a time); default the system temp directory. */
   tempDir?: string
+  /** NARs dumped and uploaded at a time. Default {@link PUSH_CONCURRENCY}. */
+  concurrency?: number
 }
 
 export interface PushResult {
@@ -170,39 +181,54 @@ export async function pushClosures(
   const totals = { stored: 0, alreadyHad: 0, narsAlreadyStored: 0 }
   let pending: string[] = []
   let pendingBytes = 0
-  const flush = async () => {
-    if (pending.length === 0) return
-    const put = await target.nixPut(pending)
-    totals.stored += put.stored
-    totals.alreadyHad += put.alreadyHad
-    pending = []
-    pendingBytes = 0
-  }
+  // One nix-put at a time, each with the narinfos whose NARs had arrived when it was queued.
+  const serial = serialiser()
+  const flush = () =>
+    serial(async () => {
+      if (pending.length === 0) return
+      const batch = pending
+      const bytes = pendingBytes
+      pending = []
+      pendingBytes = 0
+      try {
+        const put = await target.nixPut(batch)
+        totals.stored += put.stored
+        totals.alreadyHad += put.alreadyHad
+      } catch (err) {
+        // Back in line for the flush that follows a failure.
+        pending = [...batch, ...pending]
+        pendingBytes += bytes
+        throw err
+      }
+    })
 
   const dir = await mkdtemp(join(options.tempDir ?? tmpdir(), 'fleetmesh-nar-'))
+  const pushOne = async (i: number) => {
+    const info = missing[i] as LocalPathInfo
+    const file = join(dir, `${info.narSha256}.nar`)
+    await dumpNar(info, file, options)
+    let sent = 0
+    const outcome = await target.uploadNar(
+      await fileSource(file, { sha256: info.narSha256, size: info.narSize }),
+      (bytes) => {
+        progress.sentBytes += bytes - sent
+        sent = bytes
+        report(false)
+      },
+    )
+    await rm(file, { force: true })
+    if (outcome === 'already-stored') totals.narsAlreadyStored++
+    progress.sentBytes += info.narSize - sent
+    progress.doneNars++
+    report(false)
+    // A narinfo goes up only after its NAR: the cache never names bytes it lacks.
+    const text = narinfos[i] as string
+    pending.push(text)
+    pendingBytes += text.length
+    if (pending.length >= NIX_PUT_BATCH.items || pendingBytes >= NIX_PUT_BATCH.bytes) await flush()
+  }
   try {
-    for (const [i, info] of missing.entries()) {
-      const file = join(dir, `${info.narSha256}.nar`)
-      await dumpNar(info, file, options)
-      const before = progress.sentBytes
-      const outcome = await target.uploadNar(
-        await fileSource(file, { sha256: info.narSha256, size: info.narSize }),
-        (bytes) => {
-          progress.sentBytes = before + bytes
-          report(false)
-        },
-      )
-      await rm(file, { force: true })
-      if (outcome === 'already-stored') totals.narsAlreadyStored++
-      progress.sentBytes = before + info.narSize
-      progress.doneNars++
-      report(false)
-      // A narinfo goes up only after its NAR: the cache never names bytes it lacks.
-      const text = narinfos[i] as string
-      pending.push(text)
-      pendingBytes += text.length
-      if (pending.length >= NIX_PUT_BATCH.items || pendingBytes >= NIX_PUT_BATCH.bytes) await flush()
-    }
+    await inParallel(missing.length, options.concurrency ?? PUSH_CONCURRENCY, pushOne)
     await flush()
   } catch (err) {
     // Keep what did arrive: the NARs uploaded so far are worth their narinfos on the next run too.
@@ -221,6 +247,32 @@ export async function pushClosures(
     stored: totals.stored,
     alreadyHad: totals.alreadyHad,
   }
+}
+
+/**
+ * Runs `task(0)` … `task(count - 1)`, `width` at a time. After a failure no
+ * further task starts; the running ones are waited for, then the first failure
+ * is thrown.
+ */
+async function inParallel(
+  count: number,
+  width: number,
+  task: (index: number) => Promise<void>,
+): Promise<void> {
+  let next = 0
+  let failure: { err: unknown } | undefined
+  const worker = async () => {
+    while (failure === undefined && next < count) {
+      const index = next++
+      try {
+        await task(index)
+      } catch (err) {
+        failure ??= { err }
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(Math.max(1, width), count) }, worker))
+  if (failure !== undefined) throw failure.err
 }
 
 const MIB = 1024 * 1024

@@ -7,11 +7,9 @@
  */
 import { open, stat } from 'node:fs/promises'
 import { sha256File, sha256Hex } from '../lib/index.ts'
-import { uploadResult } from '../protocol/index.ts'
+import { BLOB_CHUNK_BYTES, uploadResult } from '../protocol/index.ts'
 import { type AdminClient, AdminRequestError } from './client.ts'
 
-/** Data frame size; the coordinator accepts frames of this size on admin streams. */
-export const UPLOAD_CHUNK_BYTES = 256 * 1024
 /** The coordinator hashes the whole blob before it answers the last frame. */
 const COMPLETION_TIMEOUT_MS = 120_000
 const PROGRESS_EVERY_BYTES = 4 * 1024 * 1024
@@ -19,7 +17,7 @@ const PROGRESS_EVERY_BYTES = 4 * 1024 * 1024
 export interface UploadSource {
   sha256: string
   size: number
-  /** The bytes from `offset` to the end, in chunks of at most UPLOAD_CHUNK_BYTES. */
+  /** The bytes from `offset` to the end, in chunks of at most BLOB_CHUNK_BYTES (the frame limit). */
   chunks(offset: number): AsyncIterable<Uint8Array>
 }
 
@@ -40,11 +38,12 @@ export async function fileSource(
     async *chunks(offset) {
       const handle = await open(path, 'r')
       try {
-        const buf = Buffer.alloc(UPLOAD_CHUNK_BYTES)
         for (let at = offset; at < size; ) {
-          const { bytesRead } = await handle.read(buf, 0, Math.min(buf.length, size - at), at)
+          // A buffer per chunk, handed on as is: the sender may still hold the previous one.
+          const buf = Buffer.allocUnsafe(Math.min(BLOB_CHUNK_BYTES, size - at))
+          const { bytesRead } = await handle.read(buf, 0, buf.byteLength, at)
           if (bytesRead === 0) throw new Error(`${path} shrank while uploading`)
-          yield new Uint8Array(buf.subarray(0, bytesRead))
+          yield buf.subarray(0, bytesRead)
           at += bytesRead
         }
       } finally {
@@ -60,8 +59,8 @@ export function bytesSource(bytes: Uint8Array): UploadSource {
     sha256: sha256Hex(bytes),
     size: bytes.byteLength,
     async *chunks(offset) {
-      for (let at = offset; at < bytes.byteLength; at += UPLOAD_CHUNK_BYTES)
-        yield bytes.subarray(at, Math.min(at + UPLOAD_CHUNK_BYTES, bytes.byteLength))
+      for (let at = offset; at < bytes.byteLength; at += BLOB_CHUNK_BYTES)
+        yield bytes.subarray(at, Math.min(at + BLOB_CHUNK_BYTES, bytes.byteLength))
     },
   }
 }

@@ -16,6 +16,7 @@ import { ensureDir, errorMessage, fileSize, fsyncDir, fsyncFile, sha256File, sle
 import type { BlobSource } from '../protocol/index.ts'
 import { ActivatorError, type FetchProgress } from './activator.ts'
 import type { BlobFetcher } from './blob-fetcher.ts'
+import { FileDigest } from './file-digest.ts'
 
 export interface ArtifactDownloadInit {
   /** Holds the .part and .blob files. */
@@ -53,6 +54,8 @@ export async function downloadArtifact(
   }
   if (((await fileSize(part)) ?? 0) > size) await unlink(part)
 
+  // Fed by the fetcher as it writes; what it did not see (a .part from before a restart) it reads once.
+  const digest = new FileDigest(part)
   // A complete .part is what a crash between download and rename leaves behind.
   for (let attempt = 1; (await fileSize(part)) !== size; attempt++) {
     try {
@@ -63,6 +66,7 @@ export async function downloadArtifact(
         part,
         (done) => onProgress({ done, total: size }),
         signal,
+        digest,
       )
       break
     } catch (err) {
@@ -92,7 +96,7 @@ export async function downloadArtifact(
       `download of ${sha256} stopped at ${got} of ${size} bytes; it will resume on the next attempt`,
     )
   }
-  const actual = await sha256File(part)
+  const actual = await digest.digest()
   if (actual !== sha256) {
     await unlink(part)
     throw new ActivatorError(

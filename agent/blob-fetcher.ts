@@ -23,6 +23,7 @@ import type { PeerId } from '@libp2p/interface'
 import { backoffDelay, errorMessage, fileSize, sleep } from '../lib/index.ts'
 import { type FleetHost, openStream } from '../net/index.ts'
 import {
+  BLOB_CHUNK_BYTES,
   type BlobSource,
   blobRequestSchema,
   blobResponseSchema,
@@ -32,6 +33,7 @@ import {
   PROTOCOLS,
 } from '../protocol/index.ts'
 import { ActivatorError } from './activator.ts'
+import type { FileDigest } from './file-digest.ts'
 
 // ---------------------------------------------------------------- the contract
 
@@ -41,7 +43,9 @@ import { ActivatorError } from './activator.ts'
  * Contract: write to `dest`, appending to the bytes already there (their count is
  * the file's size, so an interrupted download resumes), report the total byte
  * count present via onProgress, and never write more than `size` bytes. The caller
- * verifies size and hash afterwards.
+ * verifies size and hash afterwards; when it passes a `digest` of `dest`, the
+ * fetcher feeds it every chunk it appends (and seeks it wherever it writes from),
+ * so that the hash is ready without reading the file back.
  */
 export interface BlobFetcher {
   fetch(
@@ -51,13 +55,14 @@ export interface BlobFetcher {
     dest: string,
     onProgress: (done: number) => void,
     signal: AbortSignal,
+    digest?: FileDigest,
   ): Promise<void>
 }
 
 /** Tries the sources in manifest order, each with the fetcher for its kind. */
 export function routeBlobFetcher(routes: Partial<Record<BlobSource['kind'], BlobFetcher>>): BlobFetcher {
   return {
-    async fetch(sha256, size, sources, dest, onProgress, signal) {
+    async fetch(sha256, size, sources, dest, onProgress, signal, digest) {
       const problems: string[] = []
       for (const source of sources) {
         const fetcher = routes[source.kind]
@@ -66,7 +71,7 @@ export function routeBlobFetcher(routes: Partial<Record<BlobSource['kind'], Blob
           continue
         }
         try {
-          await fetcher.fetch(sha256, size, [source], dest, onProgress, signal)
+          await fetcher.fetch(sha256, size, [source], dest, onProgress, signal, digest)
           return
         } catch (err) {
           if (signal.aborted) throw err
@@ -85,8 +90,13 @@ const describeSource = (s: BlobSource) => (s.kind === 'http' ? s.url : s.kind)
 
 /**
  * Writes a download's chunks to `dest` from byte `offset` on (truncating it when
- * starting over), refusing to grow it past `size`. Resolves with the byte count
- * present, made durable.
+ * starting over), refusing to grow it past `size`, and hashing them into `digest`.
+ * Resolves with the byte count present.
+ *
+ * Nothing is fsync'd here: a download is only used once its hash has been checked,
+ * and whoever keeps it makes it durable then (downloadArtifact before renaming
+ * the blob into place). A power loss can cost a partial file its unsynced tail;
+ * the hash check catches that.
  */
 async function writeChunks(
   dest: string,
@@ -95,17 +105,19 @@ async function writeChunks(
   chunks: AsyncIterable<Uint8Array>,
   onProgress: (done: number) => void,
   overflow: () => Error,
+  digest: FileDigest | undefined,
 ): Promise<number> {
   const handle = await open(dest, offset === 0 ? 'w' : 'a', 0o600)
   let done = offset
   try {
+    await digest?.seek(offset)
     for await (const chunk of chunks) {
       if (done + chunk.byteLength > size) throw overflow()
       await handle.write(chunk)
+      digest?.update(chunk)
       done += chunk.byteLength
       onProgress(done)
     }
-    await handle.sync()
   } finally {
     await handle.close()
   }
@@ -113,8 +125,6 @@ async function writeChunks(
 }
 
 // ---------------------------------------------------------------- coordinator sources
-
-export const BLOB_FRAME_BYTES = 256 * 1024
 
 export interface CoordinatorFetcherInit {
   /** Give up after this long without receiving a byte. Default 1 h. */
@@ -131,7 +141,7 @@ export function coordinatorBlobFetcher(
   const maxWaitMs = init.maxWaitMs ?? 3_600_000
   const backoff = { initialMs: init.initialBackoffMs ?? 250, maxMs: init.maxBackoffMs ?? 15_000 }
   return {
-    async fetch(sha256, size, _sources, dest, onProgress, signal) {
+    async fetch(sha256, size, _sources, dest, onProgress, signal, digest) {
       let lastError: unknown
       let lastProgressAt = Date.now()
       for (let attempt = 0; ; attempt++) {
@@ -139,7 +149,13 @@ export function coordinatorBlobFetcher(
         const before = (await fileSize(dest)) ?? 0
         if (before >= size) return
         try {
-          await fetchFromCoordinator(host, coordinator, sha256, size, before, dest, onProgress, signal)
+          await fetchFromCoordinator(
+            host,
+            coordinator,
+            { sha256, size, offset: before, dest, digest },
+            onProgress,
+            signal,
+          )
           return
         } catch (err) {
           if (signal.aborted || err instanceof ActivatorError || isLocalWriteError(err)) throw err
@@ -169,18 +185,24 @@ function isLocalWriteError(err: unknown): boolean {
   return typeof code === 'string' && LOCAL_WRITE_ERRORS.has(code)
 }
 
+/** One attempt: the blob from byte `offset` on, appended to `dest`. */
+interface BlobRange {
+  sha256: string
+  size: number
+  offset: number
+  dest: string
+  digest: FileDigest | undefined
+}
+
 async function fetchFromCoordinator(
   host: FleetHost,
   coordinator: PeerId,
-  sha256: string,
-  size: number,
-  offset: number,
-  dest: string,
+  { sha256, size, offset, dest, digest }: BlobRange,
   onProgress: (done: number) => void,
   signal: AbortSignal,
 ): Promise<void> {
   const stream = await openStream(host, coordinator, PROTOCOLS.blob, { signal })
-  const fs = new FramedStream(stream, { maxFrameBytes: BLOB_FRAME_BYTES + 1024 })
+  const fs = new FramedStream(stream, { maxFrameBytes: BLOB_CHUNK_BYTES + 1024 })
   try {
     await fs.send(encodeMessage(blobRequestSchema, { t: 'get', sha256, offset }))
     const response = decodeMessage(
@@ -216,6 +238,7 @@ async function fetchFromCoordinator(
       frames(),
       onProgress,
       () => new ActivatorError('artifact-mismatch', `coordinator sent more than ${size} bytes`),
+      digest,
     )
     if (done < size) throw new Error(`stream ended at ${done} of ${size} bytes`)
   } finally {
@@ -238,7 +261,7 @@ class HttpFetchError extends Error {
 export function httpBlobFetcher(init: HttpBlobFetcherInit = {}): BlobFetcher {
   const idleTimeoutMs = init.idleTimeoutMs ?? 60_000
   return {
-    async fetch(sha256, size, sources, dest, onProgress, signal) {
+    async fetch(sha256, size, sources, dest, onProgress, signal, digest) {
       const urls = sources.flatMap((s) => (s.kind === 'http' ? [s.url] : []))
       if (urls.length === 0) {
         throw new ActivatorError('download-failed', `blob ${sha256} has no http source`)
@@ -246,7 +269,7 @@ export function httpBlobFetcher(init: HttpBlobFetcherInit = {}): BlobFetcher {
       const problems: string[] = []
       for (const url of urls) {
         try {
-          await fetchHttp(url, size, dest, onProgress, signal, idleTimeoutMs)
+          await fetchHttp(url, size, dest, onProgress, signal, idleTimeoutMs, digest)
           return
         } catch (err) {
           if (signal.aborted) throw err
@@ -268,6 +291,7 @@ async function fetchHttp(
   onProgress: (done: number) => void,
   signal: AbortSignal,
   idleTimeoutMs: number,
+  digest: FileDigest | undefined,
 ): Promise<void> {
   let offset = (await fileSize(dest)) ?? 0
   if (offset > size) offset = 0
@@ -313,6 +337,7 @@ async function fetchHttp(
         onProgress(n)
       },
       () => new HttpFetchError(`server sent more than the expected ${size} bytes`),
+      digest,
     )
     if (done !== size) throw new HttpFetchError(`connection ended after ${done} of ${size} bytes`)
   } catch (err) {

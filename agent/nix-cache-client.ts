@@ -35,6 +35,7 @@ import {
   STORE_DIR,
 } from '../protocol/index.ts'
 import { type CoordinatorFetcherInit, coordinatorBlobFetcher } from './blob-fetcher.ts'
+import type { FileDigest } from './file-digest.ts'
 
 /** What the cache holds of one closure. */
 export interface NixClosure {
@@ -50,7 +51,8 @@ export interface NixCacheSource {
   /**
    * Downloads the NAR whose uncompressed bytes have SHA-256 `sha256` (hex) into
    * `dest`, appending to the bytes already there, never writing more than `size`.
-   * The caller verifies the hash.
+   * The caller verifies the hash; a source that feeds `digest` the bytes it
+   * appends spares it reading the file back (as BlobFetcher.fetch does).
    */
   fetchNar(
     sha256: string,
@@ -58,6 +60,7 @@ export interface NixCacheSource {
     dest: string,
     onProgress: (done: number) => void,
     signal: AbortSignal,
+    digest?: FileDigest,
   ): Promise<void>
 }
 
@@ -119,8 +122,8 @@ export function meshNixCache(
         { cause: lastError },
       )
     },
-    fetchNar(sha256, size, dest, onProgress, signal) {
-      return blobs.fetch(sha256, size, [{ kind: 'coordinator' }], dest, onProgress, signal)
+    fetchNar(sha256, size, dest, onProgress, signal, digest) {
+      return blobs.fetch(sha256, size, [{ kind: 'coordinator' }], dest, onProgress, signal, digest)
     },
   }
 }

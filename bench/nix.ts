@@ -129,7 +129,7 @@ function tracedCache(inner: NixCacheSource, trace: Trace): NixCacheSource {
       trace.closureMs = performance.now() - t0
       return result
     },
-    async fetchNar(sha256, size, dest, onProgress, signal) {
+    async fetchNar(sha256, size, dest, onProgress, signal, digest) {
       const start = performance.now()
       active += 1
       trace.maxConcurrent = Math.max(trace.maxConcurrent, active)
@@ -143,6 +143,7 @@ function tracedCache(inner: NixCacheSource, trace: Trace): NixCacheSource {
             onProgress(done)
           },
           signal,
+          digest,
         )
       } finally {
         active -= 1

@@ -6,6 +6,7 @@
 import type { Connection } from '@libp2p/interface'
 import type { FramedStream } from '../protocol/index.ts'
 import {
+  BLOB_CHUNK_BYTES,
   type BlobResponse,
   blobRequestSchema,
   blobResponseSchema,
@@ -15,7 +16,7 @@ import {
 import type { BlobStore } from './blobs.ts'
 import type { FleetStore } from './store.ts'
 
-export const BLOB_CHUNK_BYTES = 256 * 1024
+/** Re-exported for daemon.ts, which sizes the blob and admin streams' frame limits by it. */
 
 export function blobHandler(store: FleetStore, blobs: BlobStore) {
   return async (fs: FramedStream, connection: Connection): Promise<void> => {

@@ -24,6 +24,7 @@ import {
   transportAccess,
 } from '../net/index.ts'
 import {
+  BLOB_CHUNK_BYTES,
   COORDINATOR_CONFIG_FILE,
   type CoordinatorConfig,
   coordinatorConfigSchema,
@@ -36,7 +37,7 @@ import {
 } from '../protocol/index.ts'
 import { AdminRpc } from './admin-rpc.ts'
 import { signAuditHash } from './audit.ts'
-import { BLOB_CHUNK_BYTES, blobHandler } from './blob-rpc.ts'
+import { blobHandler } from './blob-rpc.ts'
 import { BlobStore } from './blobs.ts'
 import { ControlService } from './control.ts'
 import { enrollmentHandler } from './enrollment.ts'

@@ -20,5 +20,13 @@ export const PROTOCOLS = {
 
 export type ProtocolId = (typeof PROTOCOLS)[keyof typeof PROTOCOLS]
 
+/**
+ * The largest data frame of a blob transfer: the coordinator sends downloads
+ * (`blob`) in frames of this size and admins send `upload-blob` data in them.
+ * Each end sizes its frame limit by it, so both must agree: changing it is a
+ * wire change (a peer with the old value refuses larger frames).
+ */
+export const BLOB_CHUNK_BYTES = 256 * 1024
+
 /** The wire protocol version carried in hello messages. */
 export const WIRE_VERSION = 1

@@ -171,6 +171,33 @@ class StandInCache implements NixCacheTarget {
   }
 }
 
+/** A cache whose uploads take a while, counting how many run at once; the `failAt`-th upload fails at once. */
+class SlowCache extends StandInCache {
+  running = 0
+  maxRunning = 0
+  started = 0
+  readonly #failAt: number | undefined
+  constructor(has: ReadonlySet<string>, failAt?: number) {
+    super(has)
+    this.#failAt = failAt
+  }
+
+  override async uploadNar(source: UploadSource, onSent: (bytes: number) => void) {
+    this.started += 1
+    const nth = this.started
+    this.running += 1
+    this.maxRunning = Math.max(this.maxRunning, this.running)
+    try {
+      if (nth === this.#failAt) throw new Error('upload stream reset')
+      // Long enough for every worker to get its NAR dumped and its upload started.
+      await new Promise((resolve) => setTimeout(resolve, 200))
+      return await super.uploadNar(source, onSent)
+    } finally {
+      this.running -= 1
+    }
+  }
+}
+
 const skip = nixUnavailable()
 if (skip) console.warn(`admin nix push: real-Nix tests skipped: ${skip}`)
 
@@ -289,6 +316,54 @@ describe.skipIf(skip !== undefined)('with real Nix', () => {
     expect(last.sentBytes).toBe(result.narBytes)
     expect(last.totalBytes).toBe(result.narBytes)
     expect(last.doneNars).toBe(lacking.length)
+  })
+
+  it('dumps and uploads a few NARs at a time, progress in bytes of the total', async () => {
+    const wide = await buildFakeSystem({
+      tag: `admin-push-wide-${process.pid}-${Date.now()}`,
+      deps: 8,
+      kb: 16,
+    })
+    const paths = await closureOf(wide)
+    const cache = new SlowCache(new Set())
+    const events: PushProgress[] = []
+    const result = await pushClosures(cache, [wide], {
+      env,
+      trustedKeys: [admin.publicKey],
+      signingKey: admin,
+      onProgress: (p) => events.push(p),
+      progressIntervalMs: 0,
+      tempDir: dir,
+      concurrency: 3,
+    })
+    expect(result).toMatchObject({ closure: paths.length, missing: paths.length, stored: paths.length })
+    expect(cache.maxRunning).toBe(3)
+    expect(cache.narinfos.map((n) => n.storePath).sort()).toEqual([...paths].sort())
+    const sent = events.map((e) => e.sentBytes)
+    expect(sent).toEqual([...sent].sort((a, b) => a - b))
+    expect(events.every((e) => e.totalBytes === result.narBytes)).toBe(true)
+    expect(events.at(-1)).toMatchObject({ sentBytes: result.narBytes, doneNars: paths.length })
+  })
+
+  it('after a failed upload starts no other, and keeps the narinfos of the NARs that did arrive', async () => {
+    const wide = await buildFakeSystem({
+      tag: `admin-push-fail-${process.pid}-${Date.now()}`,
+      deps: 8,
+      kb: 16,
+    })
+    const cache = new SlowCache(new Set(), 2)
+    const err = await pushClosures(cache, [wide], {
+      env,
+      trustedKeys: [admin.publicKey],
+      signingKey: admin,
+      tempDir: dir,
+      concurrency: 3,
+    }).catch((e: unknown) => e)
+    expect((err as Error).message).toBe('upload stream reset')
+    // The second upload failed while the first and third ran; no fourth was started.
+    expect(cache.started).toBe(3)
+    expect(cache.uploaded.size).toBe(2)
+    expect(cache.narinfos).toHaveLength(2)
   })
 
   it('fails before uploading anything when paths need signing and there is no key', async () => {

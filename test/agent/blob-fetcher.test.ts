@@ -10,6 +10,7 @@ import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { ActivatorError } from '../../agent/activator.ts'
 import { coordinatorBlobFetcher } from '../../agent/blob-fetcher.ts'
+import { FileDigest } from '../../agent/file-digest.ts'
 import { fileSize } from '../../lib/files.ts'
 import { sha256Hex } from '../../lib/hash.ts'
 import type { FleetHost } from '../../net/host.ts'
@@ -138,5 +139,28 @@ describe('coordinator blob fetcher', () => {
       .catch((e: unknown) => e)
     expect(err).toBeInstanceOf(ActivatorError)
     expect((err as ActivatorError).message).toContain('not-found')
+  })
+
+  it('hashes what it writes into the digest it is given, across a cut and from a partial file', async () => {
+    const blob = new Uint8Array(randomBytes(3 * 256 * 1024 + 77))
+    const sha256 = sha256Hex(blob)
+    const server = await host('coordinator')
+    const dest = join(dir, 'blob.part')
+    await writeFile(dest, blob.subarray(0, 1000))
+    await serveBlob(server, blob, { cutFirst: true, cutOnceOnDisk: dest })
+    const client = await clientOf(server)
+    const digest = new FileDigest(dest)
+    await coordinatorBlobFetcher(client, server.peerId, { initialBackoffMs: 10 }).fetch(
+      sha256,
+      blob.byteLength,
+      [{ kind: 'coordinator' }],
+      dest,
+      () => {},
+      AbortSignal.timeout(20_000),
+      digest,
+    )
+    // Every byte went through the digest as it was written; none is left to read back.
+    expect(digest.bytes).toBe(blob.byteLength)
+    expect(await digest.digest()).toBe(sha256)
   })
 })

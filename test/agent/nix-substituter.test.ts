@@ -50,15 +50,44 @@ describe('nix substituter', () => {
     }
   }
 
-  async function start(nars: FakeNar[], fetchNar = source(nars)): Promise<NixSubstituter> {
+  async function start(
+    nars: FakeNar[],
+    fetchNar = source(nars),
+    options: { prefetch?: FakeNar[]; width?: number } = {},
+  ): Promise<NixSubstituter> {
     cache = await NixSubstituter.start({
       narinfos: nars.map((n) => n.info),
       narDir,
       fetchNar,
+      ...(options.prefetch !== undefined ? { prefetch: options.prefetch.map((n) => n.info) } : {}),
+      ...(options.width !== undefined ? { prefetchConcurrency: options.width } : {}),
       onProgress: (done) => progress.push(done),
       onFailure: (f) => failures.push(f),
     })
     return cache
+  }
+
+  /** A NAR source whose downloads wait until released, recording how many run at once. */
+  function gatedSource(nars: FakeNar[]) {
+    const gates = new Map<string, () => void>()
+    const state = { running: 0, maxRunning: 0, signals: [] as AbortSignal[] }
+    const inner = source(nars)
+    const fetchNar: NixCacheSource['fetchNar'] = async (sha256, size, dest, onProgress, signal, digest) => {
+      state.running += 1
+      state.maxRunning = Math.max(state.maxRunning, state.running)
+      state.signals.push(signal)
+      try {
+        await new Promise<void>((resolve, reject) => {
+          gates.set(sha256, resolve)
+          signal.addEventListener('abort', () => reject(signal.reason), { once: true })
+        })
+        await inner(sha256, size, dest, onProgress, signal, digest)
+      } finally {
+        state.running -= 1
+      }
+    }
+    const release = (nar: FakeNar) => waitFor(() => gates.get(nar.sha256), `${nar.info.storePath} started`)
+    return { fetchNar, state, gates, release: async (nar: FakeNar) => (await release(nar))() }
   }
 
   it('serves nix-cache-info, re-serialised narinfos and 404 for anything else', async () => {
@@ -145,6 +174,99 @@ describe('nix substituter', () => {
     expect((await fetch(`${c.url}/nar/${nar.sha256}.nar`)).status).toBe(500)
     expect(c.failure?.code).toBe('no-space')
     expect(c.failure?.message).toContain(`no space left to download the NAR of ${nar.info.storePath}`)
+  })
+
+  it('prefetches the planned NARs a few at a time, in order, before Nix asks', async () => {
+    const nars = ['a', 'b', 'c', 'd', 'e'].map((n) => fakeNar(n, 5000))
+    const gated = gatedSource(nars)
+    const c = await start(nars, gated.fetchNar, { prefetch: nars, width: 2 })
+    await waitFor(() => gated.state.running === 2, 'two prefetches running')
+    expect(fetches).toEqual([])
+    for (const nar of nars) await gated.release(nar)
+    await waitFor(() => fetches.length === 5, 'all five downloaded')
+    expect(fetches).toEqual(nars.map((n) => n.sha256))
+    expect(gated.state.maxRunning).toBe(2)
+    await waitFor(() => progress.at(-1) === 25_000, 'progress over all NARs')
+    // Nix then gets them from disk, without another download.
+    for (const nar of nars) {
+      const res = await fetch(`${c.url}/nar/${nar.sha256}.nar`)
+      expect(sha256Hex(new Uint8Array(await res.arrayBuffer()))).toBe(nar.sha256)
+    }
+    expect(fetches).toHaveLength(5)
+    expect(c.failure).toBe(null)
+  })
+
+  it('starts a NAR Nix asks for at once when the prefetch has not reached it, and downloads it once', async () => {
+    const nars = ['a', 'b', 'c'].map((n) => fakeNar(n))
+    const gated = gatedSource(nars)
+    const c = await start(nars, gated.fetchNar, { prefetch: nars, width: 1 })
+    await waitFor(() => gated.gates.has((nars[0] as FakeNar).sha256), 'the first prefetch')
+    const last = nars[2] as FakeNar
+    const response = fetch(`${c.url}/nar/${last.sha256}.nar`)
+    await gated.release(last)
+    expect((await response).status).toBe(200)
+    await gated.release(nars[0] as FakeNar)
+    await gated.release(nars[1] as FakeNar)
+    await waitFor(() => fetches.length === 3, 'the other two downloaded')
+    expect(fetches.filter((f) => f === last.sha256)).toHaveLength(1)
+  })
+
+  it('fails the realisation from a failed prefetch, before Nix asks, with its reason', async () => {
+    const good = fakeNar('good')
+    const bad = fakeNar('bad')
+    const c = await start(
+      [good, bad],
+      source([good, bad], (n) => (n === bad ? new Uint8Array(randomBytes(n.bytes.byteLength)) : n.bytes)),
+      { prefetch: [bad, good] },
+    )
+    await waitFor(() => failures.length === 1, 'the failure reported')
+    expect(failures[0]).toMatchObject({ code: 'artifact-mismatch', storePath: bad.info.storePath })
+    expect(failures[0]?.message).toContain(`the NAR of ${bad.info.storePath} does not match its hash`)
+    // Nix asking afterwards gets the answer at once; the other NAR is still served.
+    expect((await fetch(`${c.url}/nar/${bad.sha256}.nar`)).status).toBe(500)
+    expect((await fetch(`${c.url}/nar/${good.sha256}.nar`)).status).toBe(200)
+    expect(fetches.filter((f) => f === bad.sha256)).toHaveLength(1)
+  })
+
+  it('cancels the prefetches in flight when stopped', async () => {
+    const nars = ['a', 'b', 'c'].map((n) => fakeNar(n))
+    const gated = gatedSource(nars)
+    const c = await start(nars, gated.fetchNar, { prefetch: nars, width: 2 })
+    await waitFor(() => gated.state.running === 2, 'two prefetches running')
+    await c.stop()
+    cache = undefined
+    expect(gated.state.signals.every((s) => s.aborted)).toBe(true)
+    expect(gated.state.running).toBe(0)
+    // The third never started, and nothing was reported as a failure.
+    expect(gated.gates.size).toBe(2)
+    expect(failures).toEqual([])
+    expect(c.failure).toBe(null)
+  })
+
+  it('downloads a resumed NAR again from the start when the bytes from before do not match', async () => {
+    const nar = fakeNar('crashed', 50_000)
+    await mkdir(narDir, { recursive: true })
+    // What a power loss can leave: the right length, but bytes that never reached the disk.
+    await writeFile(join(narDir, `${nar.sha256}.nar.part`), new Uint8Array(20_000))
+    const c = await start([nar])
+    const res = await fetch(`${c.url}/nar/${nar.sha256}.nar`)
+    expect(res.status).toBe(200)
+    expect(sha256Hex(new Uint8Array(await res.arrayBuffer()))).toBe(nar.sha256)
+    expect(fetches).toEqual([nar.sha256, nar.sha256])
+    expect(c.failure).toBe(null)
+  })
+
+  it('checks the hash the source computed while writing, without reading the NAR back', async () => {
+    const nar = fakeNar('fed', 10_000)
+    // The file gets the right bytes, the digest other ones: only the digest is believed.
+    const c = await start([nar], async (_sha256, size, dest, onProgress, _signal, digest) => {
+      fetches.push(nar.sha256)
+      await appendFile(dest, nar.bytes)
+      digest?.update(new Uint8Array(size))
+      onProgress(size)
+    })
+    expect((await fetch(`${c.url}/nar/${nar.sha256}.nar`)).status).toBe(500)
+    expect(c.failure?.code).toBe('artifact-mismatch')
   })
 
   it('answers nothing once stopped', async () => {
