@@ -34,7 +34,7 @@ const LIB_PACKAGES = /^(node:|zod$)/
 const SIZE_LIMIT = 450
 const LARGE_FILES: Record<string, string> = {}
 
-export interface ImportEdge {
+interface ImportEdge {
   /** Importing file, relative to the repository root */
   from: string
   /** The specifier as written */
@@ -55,7 +55,7 @@ const topFolder = (path: string): string => path.split('/')[0] ?? path
  * and the rule. Pure, so the test below can feed it a deliberately reversed
  * import and see it caught.
  */
-export function layeringViolations(edge: ImportEdge): string[] {
+function layeringViolations(edge: ImportEdge): string[] {
   const fromTop = topFolder(edge.from)
   const where = `${edge.from} imports '${edge.specifier}'`
   if (!edge.specifier.startsWith('.')) {
@@ -76,12 +76,15 @@ export function layeringViolations(edge: ImportEdge): string[] {
   if (fromRank >= 0) {
     if (toRank < 0) problems.push(`${where}: ${fromTop}/ may import only lib, keys, protocol and net`)
     else if (fromRank === ROLE_RANK && toRank === ROLE_RANK)
-      problems.push(`${where}: roles never import each other; move what they share below them (net, protocol…)`)
+      problems.push(
+        `${where}: roles never import each other; move what they share below them (net, protocol…)`,
+      )
     else if (toRank > fromRank)
       problems.push(`${where}: ${fromTop}/ is below ${toTop}/ (lib ← keys ← protocol ← net ← roles)`)
   } else {
     const allowed = OTHERS[fromTop]
-    if (allowed === undefined) problems.push(`${where}: ${fromTop}/ is not a known folder; add it to the rule`)
+    if (allowed === undefined)
+      problems.push(`${where}: ${fromTop}/ is not a known folder; add it to the rule`)
     else if (!allowed.includes(toTop)) problems.push(`${where}: ${fromTop}/ may not import ${toTop}/`)
   }
   const throughIndex = fromTop === 'test' || !(LAYERS as readonly string[]).includes(toTop)
@@ -103,9 +106,10 @@ function sourceFiles(dir = ''): string[] {
   return out
 }
 
-const IMPORT = /(?:^|\n)\s*(?:import|export)\b[^'";]*?\bfrom\s*'([^']+)'|\bimport\s*\(\s*'([^']+)'\s*\)|(?:^|\n)\s*import\s+'([^']+)'/g
+const IMPORT =
+  /(?:^|\n)\s*(?:import|export)\b[^'";]*?\bfrom\s*'([^']+)'|\bimport\s*\(\s*'([^']+)'\s*\)|(?:^|\n)\s*import\s+'([^']+)'/g
 
-export function importsOf(path: string, text: string): ImportEdge[] {
+function importsOf(path: string, text: string): ImportEdge[] {
   // Doc comments carry usage examples with imports in them; they are not code.
   const code = text.replace(/\/\*[\s\S]*?\*\//g, '').replace(/^\s*\/\/.*$/gm, '')
   return [...code.matchAll(IMPORT)].map((m) => ({ from: path, specifier: (m[1] ?? m[2] ?? m[3]) as string }))
@@ -115,7 +119,8 @@ describe('layering', () => {
   const files = sourceFiles()
 
   it('finds the source tree', () => {
-    for (const folder of [...LAYERS, ...ROLES]) expect(files.some((f) => f.startsWith(`${folder}/`))).toBe(true)
+    for (const folder of [...LAYERS, ...ROLES])
+      expect(files.some((f) => f.startsWith(`${folder}/`))).toBe(true)
   })
 
   it('no import crosses the layers the wrong way', () => {
@@ -139,7 +144,9 @@ describe('layering', () => {
     ]
     for (const [edge, expected] of cases) expect(layeringViolations(edge).join('\n')).toMatch(expected)
     expect(layeringViolations({ from: 'agent/link.ts', specifier: '../net/index.ts' })).toEqual([])
-    expect(layeringViolations({ from: 'test/agent/link.test.ts', specifier: '../../agent/link.ts' })).toEqual([])
+    expect(layeringViolations({ from: 'test/agent/link.test.ts', specifier: '../../agent/link.ts' })).toEqual(
+      [],
+    )
   })
 
   it('reads static, re-export, side-effect and dynamic imports but not examples in comments', () => {
