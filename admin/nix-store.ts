@@ -4,17 +4,16 @@
  * their metadata (`nix path-info --json`) and their NAR serialisation
  * (`nix-store --dump`), streamed to a file while it is hashed.
  *
- * Every call runs without a shell, in its own process group, with a deadline.
- * stdout is kept apart from stderr (lib's runProcess interleaves them, which
- * would mix Nix's warnings into the JSON we parse).
+ * Every call goes through lib's runProcess (no shell, its own process group, a
+ * deadline) with stdout kept apart from stderr, so that Nix's warnings cannot
+ * mix into the JSON we parse or the NAR we hash.
  */
-import { spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { createWriteStream } from 'node:fs'
 import type { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { z } from 'zod'
-import { CodedError, describeIssues } from '../lib/index.ts'
+import { CodedError, describeIssues, describeResult, runProcess } from '../lib/index.ts'
 import { isStorePath, STORE_DIR, sha256HexOfNixHash } from '../protocol/index.ts'
 
 export type NixStoreErrorCode =
@@ -54,86 +53,39 @@ function shown(argv: readonly string[]): string {
 
 /**
  * Runs a Nix command. Its stdout goes to `consume` when given (for streams too
- * large to hold), else it is collected and returned. Fails with the tail of
- * stderr, which is where Nix says what went wrong.
+ * large to hold), else it is collected (bounded) and returned. Fails with the
+ * tail of stderr, which is where Nix says what went wrong.
  */
-function runNix(
+async function runNix(
   argv: readonly string[],
   options: NixCallOptions & { timeoutMs: number; consume?: (stdout: Readable) => Promise<void> },
 ): Promise<Buffer> {
-  const [command, ...args] = argv as [string, ...string[]]
-  return new Promise<Buffer>((resolve, reject) => {
-    const child = spawn(command, args, {
-      env: options.env ?? process.env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-      detached: true,
-    })
-    const killGroup = () => {
-      try {
-        if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL')
-      } catch {
-        // ESRCH: already gone
-      }
+  const chunks: Buffer[] = []
+  let collected = 0
+  const collect = async (stdout: Readable): Promise<void> => {
+    for await (const chunk of stdout) {
+      collected += (chunk as Buffer).byteLength
+      if (collected > MAX_STDOUT_BYTES) throw new Error(`it printed more than ${MAX_STDOUT_BYTES} bytes`)
+      chunks.push(chunk as Buffer)
     }
-    let stderr = Buffer.alloc(0)
-    child.stderr.on('data', (chunk: Buffer) => {
-      stderr = Buffer.concat([stderr, chunk])
-      if (stderr.byteLength > STDERR_TAIL_BYTES) stderr = stderr.subarray(-STDERR_TAIL_BYTES)
-    })
-    const chunks: Buffer[] = []
-    let collected = 0
-    let problem: string | undefined
-    const consumed = options.consume
-      ? options.consume(child.stdout).catch((err: Error) => {
-          problem ??= `reading its output failed: ${err.message}`
-          killGroup()
-        })
-      : new Promise<void>((done) => {
-          child.stdout.on('data', (chunk: Buffer) => {
-            collected += chunk.byteLength
-            if (collected > MAX_STDOUT_BYTES) {
-              problem ??= `printed more than ${MAX_STDOUT_BYTES} bytes`
-              killGroup()
-            } else chunks.push(chunk)
-          })
-          child.stdout.on('close', done)
-        })
-    const timer = setTimeout(() => {
-      problem ??= `timed out after ${Math.round(options.timeoutMs / 1000)} s and was killed`
-      killGroup()
-    }, options.timeoutMs)
-    const onAbort = () => {
-      problem ??= 'was cancelled'
-      killGroup()
-    }
-    if (options.signal?.aborted) onAbort()
-    else options.signal?.addEventListener('abort', onAbort, { once: true })
-    let started = true
-    child.once('error', (err: NodeJS.ErrnoException) => {
-      started = false
-      clearTimeout(timer)
-      options.signal?.removeEventListener('abort', onAbort)
-      reject(
-        err.code === 'ENOENT'
-          ? new NixStoreError(
-              'not-installed',
-              `${command} is not installed or not on PATH; install Nix on this machine (the closure is read from its local Nix store)`,
-            )
-          : new NixStoreError('command-failed', `"${shown(argv)}" could not be started: ${err.message}`),
-      )
-    })
-    child.once('close', (code, signal) => {
-      clearTimeout(timer)
-      options.signal?.removeEventListener('abort', onAbort)
-      if (!started) return
-      void consumed.then(() => {
-        const tail = stderr.toString('utf8').trim()
-        const how = problem ?? (code === 0 ? undefined : `exited with ${signal ?? `status ${code}`}`)
-        if (how === undefined) return resolve(Buffer.concat(chunks))
-        reject(new NixStoreError('command-failed', `"${shown(argv)}" ${how}${tail ? `: ${tail}` : ''}`))
-      })
-    })
+  }
+  const result = await runProcess(argv, {
+    cwd: '/',
+    timeoutMs: options.timeoutMs,
+    maxOutputBytes: STDERR_TAIL_BYTES,
+    stdout: options.consume ?? collect,
+    ...(options.env !== undefined ? { env: options.env } : {}),
+    ...(options.signal !== undefined ? { signal: options.signal } : {}),
   })
+  if (result.spawnError !== null && /ENOENT/.test(result.spawnError))
+    throw new NixStoreError(
+      'not-installed',
+      `${argv[0]} is not installed or not on PATH; install Nix on this machine (the closure is read from its local Nix store)`,
+    )
+  if (options.signal?.aborted) throw new NixStoreError('command-failed', `"${shown(argv)}" was cancelled`)
+  if (result.code !== 0 || result.consumerError !== null)
+    throw new NixStoreError('command-failed', describeResult([shown(argv)], result))
+  return Buffer.concat(chunks)
 }
 
 const lines = (out: Buffer): string[] =>

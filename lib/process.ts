@@ -6,6 +6,7 @@
  * checks, activation hooks and every Nix call go through here.
  */
 import { spawn } from 'node:child_process'
+import type { Readable } from 'node:stream'
 
 const DEFAULT_MAX_OUTPUT = 4096
 /** After the main process exits, how long to wait for its stdout/stderr to drain. */
@@ -24,6 +25,13 @@ export interface RunOptions {
    * hooks, which may legitimately start a service in the background.
    */
   killGroupOnExit?: boolean
+  /**
+   * Takes stdout away from `output` (which then holds the tail of stderr only):
+   * for commands whose stdout is data (JSON, a NAR) that warnings on stderr must
+   * not corrupt. The consumer reads the stream; if it fails, the command is
+   * killed and the result says so in `consumerError`.
+   */
+  stdout?: (stream: Readable) => Promise<void>
 }
 
 export interface RunResult {
@@ -33,8 +41,10 @@ export interface RunResult {
   timedOut: boolean
   /** Set when the command could not be started at all (not found, not executable). */
   spawnError: string | null
-  /** The tail of stdout and stderr, interleaved as they arrived. */
+  /** The tail of stdout and stderr, interleaved as they arrived (stderr only with a stdout consumer). */
   output: string
+  /** Why the stdout consumer failed, when it did. */
+  consumerError: string | null
   durationMs: number
 }
 
@@ -53,6 +63,8 @@ export function describeResult(argv: readonly string[], result: RunResult): stri
   let how: string
   if (result.spawnError !== null) how = `could not be started: ${result.spawnError}`
   else if (result.timedOut) how = `timed out after ${result.durationMs} ms and was killed`
+  else if (result.consumerError !== null)
+    how = `was stopped: reading its output failed: ${result.consumerError}`
   else if (result.signal !== null) how = `was killed by ${result.signal}`
   else how = `exited with status ${result.code}`
   const output = result.output.trim()
@@ -77,6 +89,7 @@ export function runProcess(argv: readonly string[], options: RunOptions): Promis
     let output = Buffer.alloc(0)
     let timedOut = false
     let spawnError: string | null = null
+    let consumerError: string | null = null
     let settled = false
     const child = spawn(command, args, {
       cwd: options.cwd,
@@ -88,7 +101,15 @@ export function runProcess(argv: readonly string[], options: RunOptions): Promis
       output = Buffer.concat([output, chunk])
       if (output.byteLength > maxOutput) output = output.subarray(output.byteLength - maxOutput)
     }
-    child.stdout?.on('data', collect)
+    const consumer = options.stdout
+    const consumed =
+      consumer === undefined
+        ? undefined
+        : consumer(child.stdout).catch((err: unknown) => {
+            consumerError = err instanceof Error ? err.message : String(err)
+            killGroup(child.pid)
+          })
+    if (consumed === undefined) child.stdout?.on('data', collect)
     child.stderr?.on('data', collect)
 
     const timer = setTimeout(() => {
@@ -114,10 +135,13 @@ export function runProcess(argv: readonly string[], options: RunOptions): Promis
           timedOut,
           spawnError,
           output: output.toString('utf8'),
+          consumerError,
           durationMs: Date.now() - started,
         })
       }
       if (spawnError !== null) return done()
+      // A consumer finishes when stdout ends: it may still be writing what it read.
+      if (consumed !== undefined) return void consumed.then(done)
       // A background process that inherited the pipes would keep them open forever.
       const drain = setTimeout(done, DRAIN_MS)
       child.once('close', () => {
