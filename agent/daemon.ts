@@ -16,7 +16,7 @@ import { identifyPush } from '@libp2p/identify'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { DOMAINS, loadOrCreateIdentity, type PrivateKey, PublicKey } from '../keys/index.ts'
-import { errorMessage, raceSignal } from '../lib/index.ts'
+import { acquireDirLock, type DirLock, ensureDir, errorMessage, raceSignal } from '../lib/index.ts'
 import {
   createHost,
   type FleetHost,
@@ -79,6 +79,18 @@ export interface RunningAgent {
 }
 
 export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
+  // Two agents with one identity would take the coordinator link from each other forever.
+  await ensureDir(options.stateDir)
+  const lock = await acquireDirLock(options.stateDir, 'fleetmesh agent')
+  try {
+    return await startLocked(options, lock)
+  } catch (err) {
+    await lock.release()
+    throw err
+  }
+}
+
+async function startLocked(options: AgentOptions, lock: DirLock): Promise<RunningAgent> {
   const emit = options.emit ?? (() => {})
   const key = await loadOrCreateIdentity(join(options.stateDir, 'identity.key'))
   const enrollmentPath = join(options.stateDir, 'enrollment.json')
@@ -234,6 +246,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
         await updater.close()
         await runtime.stop()
         await host.stop()
+        await lock.release()
       },
     }
     return running

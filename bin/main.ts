@@ -8,7 +8,7 @@ import { adminHelp, runAdminCommand } from '../admin/cli.ts'
 import { defaultHome } from '../admin/home.ts'
 import { agentCommand } from '../agent/cli.ts'
 import { coordinatorCommand } from '../coordinator/cli.ts'
-import { UsageError } from '../lib/index.ts'
+import { DirLockError, UsageError } from '../lib/index.ts'
 import { doctorCommand } from '../net/index.ts'
 import { relayCommand } from '../relay/cli.ts'
 
@@ -58,9 +58,10 @@ export async function main(argv: string[]): Promise<number> {
     return code
   } catch (err) {
     const e = err as Error
-    if (e instanceof UsageError) {
+    // the message already says which daemon holds the directory and what to do
+    if (e instanceof UsageError || e instanceof DirLockError) {
       process.stderr.write(`fleetmesh: ${e.message}\n`)
-      return 2
+      return e instanceof UsageError ? 2 : 1
     }
     const code = 'code' in e && typeof e.code === 'string' ? ` [${e.code}]` : ''
     process.stderr.write(`fleetmesh: ${e.name}${code}: ${e.message}\n`)

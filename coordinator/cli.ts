@@ -69,11 +69,17 @@ export async function coordinatorCommand(argv: string[]): Promise<number> {
   const addrs = running.host.getMultiaddrs().map((a) => a.toString())
   say(
     'ready',
-    { peerId: running.host.peerId.toString(), fleetId: running.fleetId, addrs },
+    {
+      peerId: running.host.peerId.toString(),
+      fleetId: running.fleetId,
+      addrs,
+      ...(running.listenNotes.length > 0 ? { listenNotes: running.listenNotes } : {}),
+    },
     [
       `coordinator for fleet "${running.fleetId}" is up`,
       `  peer id  ${running.host.peerId}`,
       ...addrs.map((a) => `  listen   ${a}`),
+      ...running.listenNotes.map((n) => `  note     ${n}`),
     ].join('\n'),
   )
   const unreport = reportAddresses(running.host, say)

@@ -7,7 +7,7 @@
 import { join } from 'node:path'
 import { identifyPush } from '@libp2p/identify'
 import { loadIdentity, PublicKey } from '../keys/index.ts'
-import { PersistError, readJson } from '../lib/index.ts'
+import { acquireDirLock, type DirLock, PersistError, readJson } from '../lib/index.ts'
 import {
   createHost,
   type FleetHost,
@@ -42,6 +42,7 @@ import { BlobStore } from './blobs.ts'
 import { ControlService } from './control.ts'
 import { enrollmentHandler } from './enrollment.ts'
 import { FleetEvents } from './events.ts'
+import { listenFromConfig } from './listen-addrs.ts'
 import { NixCache } from './nix-cache.ts'
 import { nixCacheHandler } from './nix-cache-rpc.ts'
 import { COLLECT_INTERVAL_MS, NixRetention } from './nix-retention.ts'
@@ -92,16 +93,37 @@ export interface RunningCoordinator {
   /** Collects on its own hourly; tests call collect() with their own clock. */
   nixRetention: NixRetention
   fleetId: string
+  /**
+   * Where the host listens when `listen` was not given: from coordinator.json
+   * (see listen-addrs.ts), with a note for every address changed or skipped.
+   */
+  listenNotes: string[]
   /** Present when `reserveOn` named relays */
   reservations: ReservationKeeper | undefined
   stop(): Promise<void>
 }
 
 export async function startCoordinator(options: CoordinatorOptions): Promise<RunningCoordinator> {
-  const log = options.log ?? (() => {})
   const config = await loadConfig(options.stateDir)
+  const lock = await acquireDirLock(options.stateDir, 'fleetmesh coordinator')
+  try {
+    return await startLocked(options, config, lock)
+  } catch (err) {
+    await lock.release()
+    throw err
+  }
+}
+
+async function startLocked(
+  options: CoordinatorOptions,
+  config: CoordinatorConfig,
+  lock: DirLock,
+): Promise<RunningCoordinator> {
+  const log = options.log ?? (() => {})
   const key = await loadIdentity(join(options.stateDir, IDENTITY_FILE))
   const fleetRoot = PublicKey.parse(config.fleetRoot)
+  // --listen wins; else where init said agents would dial (old state directories: the host's default)
+  const plan = options.listen ? { listen: options.listen, notes: [] } : listenFromConfig(config.listen ?? [])
 
   const store = await openSqliteStore(join(options.stateDir, 'fleet.db'))
   await store.initFleet(config.fleetId, config.fleetRoot)
@@ -141,7 +163,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
     host = await createHost({
       role: 'coordinator',
       privateKey: key.toLibp2p(),
-      ...(options.listen ? { listen: options.listen } : {}),
+      ...(plan.listen.length > 0 ? { listen: plan.listen } : {}),
       ...(options.announce ? { announce: options.announce } : {}),
       ...(options.bootstrap ? { bootstrap: options.bootstrap } : {}),
       ...(options.relay ? { relay: options.relay } : {}),
@@ -236,6 +258,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
     nixCache,
     nixRetention,
     fleetId: config.fleetId,
+    listenNotes: plan.notes,
     reservations,
     async stop() {
       unprune()
@@ -246,6 +269,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Run
       await reservations?.stop()
       await host.stop()
       await store.close()
+      await lock.release()
     },
   }
 }

@@ -23,6 +23,7 @@
 export * from './backoff.ts'
 export * from './bytes.ts'
 export * from './cli.ts'
+export * from './dir-lock.ts'
 export * from './errors.ts'
 export * from './files.ts'
 export * from './hash.ts'

@@ -11,5 +11,11 @@ export const IDENTITY_FILE = 'identity.key'
 export const coordinatorConfigSchema = z.strictObject({
   fleetId: z.string().min(1).max(128),
   fleetRoot: z.string().length(43),
+  /**
+   * The addresses `init --coordinator-addr` gave agents (so their tokens carry
+   * them); the coordinator listens there unless started with --listen. Absent in
+   * files written before it existed: the coordinator then uses the host's default.
+   */
+  listen: z.array(z.string().startsWith('/').max(512)).max(16).optional(),
 })
 export type CoordinatorConfig = z.infer<typeof coordinatorConfigSchema>

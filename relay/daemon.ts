@@ -24,7 +24,7 @@
 import { join } from 'node:path'
 import { identifyPush } from '@libp2p/identify'
 import { loadOrCreateIdentity } from '../keys/index.ts'
-import { ensureDir } from '../lib/index.ts'
+import { acquireDirLock, ensureDir } from '../lib/index.ts'
 import {
   createHost,
   type FleetHost,
@@ -67,18 +67,25 @@ export interface RunningRelay {
  */
 export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
   await ensureDir(options.stateDir)
-  const key = await loadOrCreateIdentity(join(options.stateDir, IDENTITY_FILE))
-  const host = await createHost({
-    role: 'relay',
-    privateKey: key.toLibp2p(),
-    listen: options.listen,
-    announce: options.announce,
-    bootstrap: options.bootstrap,
-    relay: options.relay,
-    // receives the address updates (new /p2p-circuit addresses) of the hosts
-    // that reserve here, so DHT lookups through this relay return them
-    extraServices: { identifyPush: identifyPush() },
-  })
+  const lock = await acquireDirLock(options.stateDir, 'fleetmesh relay')
+  let host: FleetHost
+  try {
+    const key = await loadOrCreateIdentity(join(options.stateDir, IDENTITY_FILE))
+    host = await createHost({
+      role: 'relay',
+      privateKey: key.toLibp2p(),
+      listen: options.listen,
+      announce: options.announce,
+      bootstrap: options.bootstrap,
+      relay: options.relay,
+      // receives the address updates (new /p2p-circuit addresses) of the hosts
+      // that reserve here, so DHT lookups through this relay return them
+      extraServices: { identifyPush: identifyPush() },
+    })
+  } catch (err) {
+    await lock.release()
+    throw err
+  }
   const unprune = pruneSupersededConnections(host, options.log ? { log: options.log } : {})
   const unrepair = repairReservationExpiry(host)
   let observer: Observer | undefined
@@ -88,6 +95,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
       : undefined
   } catch (err) {
     await host.stop()
+    await lock.release()
     throw err
   }
   const reservations = () => host.services.relay?.reservations.size ?? 0
@@ -104,6 +112,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
       await runtime.stop()
       await observer?.close()
       await host.stop()
+      await lock.release()
     },
   }
 }

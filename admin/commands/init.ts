@@ -55,6 +55,7 @@ export async function init(argv: string[], home: string): Promise<void> {
     throw new UsageError(
       `give at least one --coordinator-addr (e.g. /ip4/203.0.113.7/tcp/4001)\nusage: ${INIT_USAGE}`,
     )
+  if (addrs.length > 16) throw new UsageError('give at most 16 --coordinator-addr')
   for (const a of addrs)
     if (!a.startsWith('/')) throw new UsageError(`--coordinator-addr "${a}" is not a multiaddr`)
   const p2 = paths(home)
@@ -79,7 +80,8 @@ export async function init(argv: string[], home: string): Promise<void> {
     throw new HomeError(`${coordKeyPath} already exists; choose an empty --coordinator-state`)
   const coordinator = PrivateKey.generate()
   await saveIdentity(coordKeyPath, coordinator)
-  const config: CoordinatorConfig = { fleetId, fleetRoot: root.publicKey.toString() }
+  // the coordinator listens where the tokens will send agents
+  const config: CoordinatorConfig = { fleetId, fleetRoot: root.publicKey.toString(), listen: addrs }
   await writeJsonAtomic(join(coordDir, COORDINATOR_CONFIG_FILE), config, 0o600)
   await saveIdentity(p2.rootKey, root)
   await writeAdminChain(home, chain)
