@@ -52,3 +52,16 @@ export function machineLine(m: MachineView): string {
   const reboot = rebootRequired(m) ? ' — reboot required' : ''
   return `${m.name.padEnd(20)} ${(m.state ?? '-') + pct}${m.currentGeneration ? ` (on ${m.currentGeneration})` : ''}${err}${reboot}`
 }
+
+/**
+ * `text` in at most `max` characters: whole if it fits, else cut at the last
+ * word boundary (a space) that leaves room for "…", or mid-word only when a
+ * single word is longer than the room.
+ */
+export function truncateAtWord(text: string, max: number): string {
+  if (text.length <= max) return text
+  const room = max - 1
+  const cut = text.lastIndexOf(' ', room)
+  const head = cut > room / 2 ? text.slice(0, cut) : text.slice(0, room)
+  return `${head.replace(/[\s,;:]+$/, '')}…`
+}

@@ -3,6 +3,7 @@
  * certificate bundles that carry a grant from one admin (or the root key) to
  * another. They need no network: only key files on this machine.
  */
+import { readFile } from 'node:fs/promises'
 import { z } from 'zod'
 import {
   CAPABILITIES,
@@ -31,6 +32,7 @@ import {
   output,
   parseCommand,
   required,
+  str,
   toBase64Url,
   UsageError,
 } from '../../lib/index.ts'
@@ -62,7 +64,13 @@ export async function adminKeygen(argv: string[], home: string): Promise<void> {
 }
 
 const GRANT_USAGE =
-  'fleetmesh admin grant --subject <public-key> --name <name> --caps deploy,enroll,read,admin (--all | --machines a,b --tags t1,t2) [--valid 30d] [--json]'
+  'fleetmesh admin grant --subject <public-key> --caps deploy,enroll,read,admin (--all | --machines a,b --tags t1,t2) [--name <name>] [--valid 30d] [--json]\n' +
+  '  --name: who the certificate is for, shown in the audit log (default: admin-<first 8 characters of the key>)'
+
+/** The certificate name when --name is not given: recognisable, and traceable to the key. */
+export function defaultAdminName(subject: PublicKey): string {
+  return `admin-${subject.toString().slice(0, 8)}`
+}
 
 export async function adminGrant(argv: string[], home: string): Promise<void> {
   const p = parseCommand(
@@ -101,7 +109,7 @@ export async function adminGrant(argv: string[], home: string): Promise<void> {
   const fleetRoot = PublicKey.parse(fleet.fleetRoot)
   const options = {
     subject,
-    name: required(p, 'name', GRANT_USAGE),
+    name: str(p, 'name') || defaultAdminName(subject),
     capabilities: caps as Capability[],
     scope,
     notAfter: Date.now() + duration(p, 'valid', 30 * 86_400_000),
@@ -117,23 +125,58 @@ export async function adminGrant(argv: string[], home: string): Promise<void> {
     verifyChain(chain, { root: fleetRoot, signer: subject, capability: caps[0] as Capability })
   }
   const bundle = BUNDLE_PREFIX + toBase64Url(encodeCanonical({ fleet, chain }))
-  output(flag(p, 'json'), { bundle }, () =>
-    [
-      `Certificate for "${options.name}" (${caps.join(', ')}). Give this to them for "fleetmesh admin install":`,
-      '',
+  const issued = decodeCertificate(chain[chain.length - 1] as SignedCertificate)
+  output(
+    flag(p, 'json'),
+    {
       bundle,
-    ].join('\n'),
+      serial: issued.serial,
+      name: issued.name,
+      capabilities: issued.capabilities,
+      notAfter: new Date(issued.notAfter).toISOString(),
+    },
+    () =>
+      [
+        `Certificate for "${issued.name}" (${caps.join(', ')}), serial ${issued.serial}, valid until ${new Date(issued.notAfter).toISOString()}.`,
+        `To revoke it later: fleetmesh admin revoke ${issued.serial}`,
+        'Give this to them for "fleetmesh admin install" (as text, or saved to a file):',
+        '',
+        bundle,
+      ].join('\n'),
   )
 }
 
-export async function adminInstall(argv: string[], home: string): Promise<void> {
-  const usage = 'fleetmesh admin install <bundle> [--json]'
-  const p = parseCommand(argv, { json: { type: 'boolean' } }, usage)
-  const text = p.positionals[0]
-  if (text === undefined || !text.startsWith(BUNDLE_PREFIX))
+/** The bundle pasted as the argument, or read from the file it names. */
+async function bundleText(arg: string, usage: string): Promise<string> {
+  if (arg.startsWith(BUNDLE_PREFIX)) return arg.trim()
+  let content: string
+  try {
+    content = await readFile(arg, 'utf8')
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
     throw new UsageError(
-      `give the ${BUNDLE_PREFIX}… text printed by "fleetmesh admin grant"\nusage: ${usage}`,
+      code === 'ENOENT'
+        ? `"${arg}" is neither a ${BUNDLE_PREFIX}… bundle nor an existing file\nusage: ${usage}`
+        : `cannot read the bundle file ${arg}: ${(err as Error).message}`,
     )
+  }
+  const text = content.trim()
+  if (!text.startsWith(BUNDLE_PREFIX))
+    throw new UsageError(
+      `${arg} does not hold a bundle: expected the ${BUNDLE_PREFIX}… text printed by "fleetmesh admin grant"`,
+    )
+  return text
+}
+
+export async function adminInstall(argv: string[], home: string): Promise<void> {
+  const usage = 'fleetmesh admin install <bundle text | file holding it> [--json]'
+  const p = parseCommand(argv, { json: { type: 'boolean' } }, usage)
+  const arg = p.positionals[0]
+  if (arg === undefined)
+    throw new UsageError(
+      `give the ${BUNDLE_PREFIX}… text printed by "fleetmesh admin grant", or a file holding it\nusage: ${usage}`,
+    )
+  const text = await bundleText(arg, usage)
   let value: unknown
   try {
     value = decodeCanonical(fromBase64Url(text.slice(BUNDLE_PREFIX.length).trim()), 128 * 1024)

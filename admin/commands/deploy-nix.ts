@@ -7,7 +7,7 @@
  * refused before anything is pushed or signed.
  */
 import { NixPublicKey } from '../../keys/index.ts'
-import { CodedError, list, type Parsed, str, UsageError } from '../../lib/index.ts'
+import { CodedError, flag, list, type Parsed, str, UsageError } from '../../lib/index.ts'
 import {
   isStorePath,
   type Payload,
@@ -21,7 +21,8 @@ import { readNixMap } from '../nix-map.ts'
 import { coordinatorCache, pushClosures } from '../nix-push.ts'
 import { invalidStorePaths, NixStoreError } from '../nix-store.ts'
 import { withClient } from '../session.ts'
-import { DEPLOY_USAGE, type DeploySettings, deploySettings, parseTargets } from './deploy-options.ts'
+import { DEPLOY_USAGE, type DeploySettings, deploySettings } from './deploy-options.ts'
+import { parseTargets, resolveTargets, type TargetRequest } from './deploy-targets.ts'
 import { pushReporter } from './nix.ts'
 import { followRollout, generationName, type ManifestFields, randomId, submitNext } from './rollout.ts'
 
@@ -91,7 +92,7 @@ function trustedKeys(own: NixPublicKey | undefined, given: string[]): NixPublicK
 
 /** What to deploy where: one store path to --to targets, or one per machine of a --nix-map. */
 type NixPlan =
-  | { kind: 'single'; storePath: string; targets: Targets }
+  | { kind: 'single'; storePath: string; targets: TargetRequest }
   | { kind: 'map'; byMachine: Map<string, string> }
 
 async function readPlan(p: Parsed): Promise<NixPlan> {
@@ -110,9 +111,15 @@ async function readPlan(p: Parsed): Promise<NixPlan> {
     )
   if (list(p, 'url').length > 0)
     throw new UsageError('--url is for archives; for Nix closures give --substituter <binary cache url>')
-  if (single !== undefined) return { kind: 'single', storePath: single, targets: parseTargets(list(p, 'to')) }
+  if (single !== undefined)
+    return {
+      kind: 'single',
+      storePath: single,
+      targets: parseTargets(list(p, 'to'), flag(p, 'allow-future-machines'), DEPLOY_USAGE),
+    }
   const byMachine = await readNixMap(mapFile as string)
-  if (list(p, 'to').length > 0) throw new UsageError('--nix-map names the machines itself; drop --to')
+  if (list(p, 'to').length > 0 || flag(p, 'allow-future-machines'))
+    throw new UsageError('--nix-map names the machines itself; drop --to and --allow-future-machines')
   return { kind: 'map', byMachine }
 }
 
@@ -197,6 +204,11 @@ export async function deployNix(p: Parsed, home: string): Promise<number> {
   }
 
   return withClient(home, p, async (client) => {
+    // Before anything is pushed or signed: a deploy that reaches no machine fails here.
+    const manifests: [storePath: string, targets: Targets][] =
+      plan.kind === 'single'
+        ? [[plan.storePath, await resolveTargets(client, plan.targets)]]
+        : [...plan.byMachine].map(([machine, path]) => [path, { machines: [machine], tags: [] }])
     if (plan.kind === 'map') await refuseUnknownMachines(client, [...plan.byMachine.keys()])
     const local = await localPaths(storePaths, settings.progress)
     for (const path of storePaths)
@@ -211,13 +223,11 @@ export async function deployNix(p: Parsed, home: string): Promise<number> {
         }),
       )
     }
+    // One rollout: a --nix-map's per-machine manifests share its id.
+    const rolloutId = randomId()
     const results: SubmitResult[] = []
-    if (plan.kind === 'single') results.push(await submitNext(client, fields(plan.storePath, plan.targets)))
-    else {
-      const rolloutId = randomId()
-      for (const [machine, path] of plan.byMachine)
-        results.push(await submitNext(client, fields(path, { machines: [machine], tags: [] }), rolloutId))
-    }
+    for (const [path, targets] of manifests)
+      results.push(await submitNext(client, fields(path, targets), rolloutId))
     return followRollout(client, results, settings)
   })
 }

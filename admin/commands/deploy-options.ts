@@ -1,7 +1,6 @@
 /** The options of `fleetmesh deploy`, parsed into what every payload kind shares. */
-import { machineName, tagName } from '../../keys/index.ts'
-import { duration, flag, type Parsed, str, UsageError } from '../../lib/index.ts'
-import type { HealthCheck, Targets } from '../../protocol/index.ts'
+import { duration, flag, type Parsed, str } from '../../lib/index.ts'
+import type { HealthCheck } from '../../protocol/index.ts'
 import { REMOTE_OPTIONS } from '../session.ts'
 
 const COMMON_FLAGS =
@@ -9,10 +8,16 @@ const COMMON_FLAGS =
   '[--confirm-timeout 2m] [--expires 7d] [--no-watch] [--timeout 15m] [--json]'
 const NIX_FLAGS = '[--mode switch|boot|test] [--substituter <url>]... [--trusted-key <name:base64>]...'
 
+const TO = '--to <machine|tag:name|all>[,...] [--allow-future-machines]'
+
 export const DEPLOY_USAGE = [
-  `fleetmesh deploy <archive.tar.gz> --to <machine|tag:name>[,...] [--url <http url>]... ${COMMON_FLAGS}`,
-  `       fleetmesh deploy --nix <store path> --to <machine|tag:name>[,...] ${NIX_FLAGS} ${COMMON_FLAGS}`,
+  `fleetmesh deploy <archive.tar.gz> ${TO} [--url <http url>]... ${COMMON_FLAGS}`,
+  `       fleetmesh deploy --nix <store path> ${TO} ${NIX_FLAGS} ${COMMON_FLAGS}`,
   `       fleetmesh deploy --nix-map <machines.json> ${NIX_FLAGS} ${COMMON_FLAGS}`,
+  '  --to all: every machine enrolled now; machines enrolled later do not receive it',
+  '            (to reach future members too, target a tag they will carry: --to tag:<name>)',
+  '  --allow-future-machines: sign even when --to matches no enrolled machine yet',
+  '            (e.g. a tag for machines still to be enrolled); without it such a deploy fails at once',
 ].join('\n')
 
 /** Options that only Nix deploys take. */
@@ -28,6 +33,7 @@ export const DEPLOY_OPTIONS = {
   ...REMOTE_OPTIONS,
   ...NIX_OPTIONS,
   to: { type: 'string', multiple: true },
+  'allow-future-machines': { type: 'boolean' },
   generation: { type: 'string' },
   'health-check': { type: 'string' },
   'health-timeout': { type: 'string' },
@@ -52,26 +58,6 @@ export interface DeploySettings {
   json: boolean
   /** Human progress lines (stderr; silent with --json) */
   progress: (message: string) => void
-}
-
-/** `--to edge-1,tag:lab` → machines and tags, each validated, sorted and deduplicated. */
-export function parseTargets(items: string[]): Targets {
-  const machines: string[] = []
-  const tags: string[] = []
-  for (const item of items) {
-    if (item.startsWith('tag:')) {
-      const t = item.slice(4)
-      if (!tagName.safeParse(t).success) throw new UsageError(`--to: "${t}" is not a valid tag`)
-      tags.push(t)
-    } else {
-      if (!machineName.safeParse(item).success)
-        throw new UsageError(`--to: "${item}" is not a valid machine name (use tag:<name> for tags)`)
-      machines.push(item)
-    }
-  }
-  if (machines.length + tags.length === 0)
-    throw new UsageError(`--to names no machines or tags\nusage: ${DEPLOY_USAGE}`)
-  return { machines: [...new Set(machines)].sort(), tags: [...new Set(tags)].sort() }
 }
 
 export function deploySettings(p: Parsed): DeploySettings {

@@ -6,11 +6,12 @@
  */
 import { stat } from 'node:fs/promises'
 import { basename } from 'node:path'
-import { list, parseCommand, UsageError } from '../../lib/index.ts'
+import { flag, list, parseCommand, UsageError } from '../../lib/index.ts'
 import { withClient } from '../session.ts'
 import { fileSource, uploadBlob } from '../upload.ts'
 import { deployNix } from './deploy-nix.ts'
-import { DEPLOY_OPTIONS, DEPLOY_USAGE, deploySettings, NIX_OPTIONS, parseTargets } from './deploy-options.ts'
+import { DEPLOY_OPTIONS, DEPLOY_USAGE, deploySettings, NIX_OPTIONS } from './deploy-options.ts'
+import { parseTargets, resolveTargets } from './deploy-targets.ts'
 import { followRollout, generationName, submitNext } from './rollout.ts'
 
 export async function deploy(argv: string[], home: string): Promise<number> {
@@ -23,7 +24,7 @@ export async function deploy(argv: string[], home: string): Promise<number> {
   if (file === undefined) throw new UsageError(`name the archive to deploy\nusage: ${DEPLOY_USAGE}`)
   const info = await stat(file).catch(() => undefined)
   if (info === undefined || !info.isFile()) throw new UsageError(`${file} is not a readable file`)
-  const targets = parseTargets(list(p, 'to'))
+  const request = parseTargets(list(p, 'to'), flag(p, 'allow-future-machines'), DEPLOY_USAGE)
   const settings = deploySettings(p)
   const { progress } = settings
   const generation = settings.generation ?? generationName(basename(file).replace(/\.(tar\.gz|tgz|tar)$/, ''))
@@ -32,6 +33,8 @@ export async function deploy(argv: string[], home: string): Promise<number> {
   progress(`archive ${file}: ${archive.size} bytes, sha256 ${archive.sha256}`)
 
   return withClient(home, p, async (client) => {
+    // Before the upload: a deploy that reaches no machine fails here, having changed nothing.
+    const targets = await resolveTargets(client, request)
     if ((await uploadBlob(client, archive, progress)) === 'already-stored')
       progress('archive already on the coordinator')
     const result = await submitNext(client, {

@@ -2,6 +2,7 @@
 import { issueToken, machineName, tagName, verifyChain } from '../../keys/index.ts'
 import { duration, flag, list, output, parseCommand, UsageError } from '../../lib/index.ts'
 import { loadAdminHome } from '../home.ts'
+import { ALL_MACHINES } from './deploy-targets.ts'
 
 const ENROLL_USAGE = 'fleetmesh enroll <machine> [--tag <tag>]... [--ttl 24h] [--json]'
 
@@ -18,6 +19,8 @@ export async function enroll(argv: string[], home: string): Promise<void> {
       `"${machine}" is not a valid machine name: lowercase letters, digits and inner hyphens, at most 63`,
     )
   }
+  if (machine === ALL_MACHINES)
+    throw new UsageError(`"${ALL_MACHINES}" is reserved: "deploy --to all" means every enrolled machine`)
   const tags = list(p, 'tag')
   for (const t of tags)
     if (!tagName.safeParse(t).success) throw new UsageError(`--tag "${t}" is not a valid tag`)

@@ -6,7 +6,7 @@ export async function revoke(argv: string[], home: string): Promise<void> {
   const p = parseCommand(
     argv,
     { ...REMOTE_OPTIONS, reason: { type: 'string' } },
-    'fleetmesh admin revoke <serial> --reason "<why>" [--json]',
+    'fleetmesh admin revoke <serial> [--reason "<why>"] [--json]   (the serial is printed by "admin grant")',
   )
   const serial = p.positionals[0]
   if (serial === undefined || !/^[0-9a-f]{32}$/.test(serial))

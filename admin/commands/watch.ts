@@ -1,11 +1,74 @@
 /** `fleetmesh watch`: follow a rollout (or the whole fleet) live; `deploy` uses the same loop. */
-import { duration, flag, parseCommand, str, UsageError } from '../../lib/index.ts'
+import {
+  backoffDelay,
+  duration,
+  errorMessage,
+  flag,
+  parseCommand,
+  sleep,
+  str,
+  UsageError,
+} from '../../lib/index.ts'
 import type { MachineView, UpdateState, WatchEvent } from '../../protocol/index.ts'
-import type { AdminClient } from '../client.ts'
+import { type AdminClient, AdminRequestError, type AdminWatch } from '../client.ts'
 import { machineLine, machinesTable } from '../format.ts'
 import { REMOTE_OPTIONS, withClient } from '../session.ts'
 
 const TERMINAL: readonly UpdateState[] = ['committed', 'rolled-back', 'failed', 'refused']
+
+/**
+ * The longest single wait for the next event. Node's timers overflow above
+ * 2^31-1 ms (about 24.8 days) and throw ERR_OUT_OF_RANGE, so a longer --timeout
+ * is waited out in slices of at most this.
+ */
+export const MAX_WAIT_MS = 2 ** 31 - 1
+
+/** Retry pace after the watch stream is lost (a coordinator restart takes seconds). */
+const RECONNECT_BACKOFF = { initialMs: 500, maxMs: 10_000 }
+
+/** Errors that end a watch stream because the link went away, not because the coordinator refused. */
+const LINK_ERRORS = new Set([
+  'UnexpectedEndOfStreamError',
+  'StreamResetError',
+  'StreamAbortedError',
+  'StreamStateError',
+  'StreamClosedError',
+  'ConnectionClosedError',
+])
+
+function linkLost(err: unknown): boolean {
+  if (err instanceof AdminRequestError) return err.code === 'unreachable'
+  return err instanceof Error && LINK_ERRORS.has(err.name)
+}
+
+/**
+ * Opens the watch again after the link to the coordinator was lost, with
+ * backoff, saying so on stderr; null when `deadline` passes first.
+ */
+async function reconnect(
+  client: Pick<AdminClient, 'watch'>,
+  rolloutId: string | null,
+  cause: unknown,
+  deadline: number,
+): Promise<AdminWatch | null> {
+  let reason = errorMessage(cause)
+  for (let attempt = 0; ; attempt++) {
+    const delay = Math.min(backoffDelay(attempt, RECONNECT_BACKOFF), deadline - Date.now())
+    if (delay <= 0) return null
+    process.stderr.write(
+      `lost the coordinator (${reason}); reconnecting in ${(delay / 1000).toFixed(1)} s (attempt ${attempt + 1})\n`,
+    )
+    await sleep(delay)
+    try {
+      const watch = await client.watch(rolloutId)
+      process.stderr.write('reconnected to the coordinator\n')
+      return watch
+    } catch (err) {
+      if (!linkLost(err)) throw err
+      reason = errorMessage(err)
+    }
+  }
+}
 
 function settled(m: MachineView, rolloutId: string): boolean {
   if (m.desiredRolloutId !== null && m.desiredRolloutId !== rolloutId) return true // superseded by a newer rollout
@@ -14,18 +77,20 @@ function settled(m: MachineView, rolloutId: string): boolean {
 
 /**
  * Streams progress until every targeted machine settles; returns the exit code:
- * 0 all committed, 1 some did not, 2 timed out.
+ * 0 all committed, 1 some did not, 2 timed out. A `timeoutMs` of null waits
+ * without a deadline (`watch` of the whole fleet never settles by itself).
+ * When the link to the coordinator is lost, it reconnects with backoff.
  */
 export async function watchRollout(
-  client: AdminClient,
+  client: Pick<AdminClient, 'watch'>,
   rolloutId: string | null,
   expected: string[],
-  timeoutMs: number,
+  timeoutMs: number | null,
   json: boolean,
 ): Promise<number> {
-  const watch = await client.watch(rolloutId)
+  let watch = await client.watch(rolloutId)
   const view = new Map<string, MachineView>()
-  const deadline = Date.now() + timeoutMs
+  const deadline = timeoutMs === null ? Number.POSITIVE_INFINITY : Date.now() + timeoutMs
   const emit = (obj: unknown, human: string) => {
     if (json) process.stdout.write(`${JSON.stringify(obj)}\n`)
     else process.stdout.write(`${human}\n`)
@@ -37,7 +102,7 @@ export async function watchRollout(
       if (remaining <= 0) {
         emit(
           { type: 'timeout', rolloutId },
-          `timed out after ${Math.round(timeoutMs / 1000)} s; machines not settled: ${[...targets]
+          `timed out after ${Math.round((timeoutMs ?? 0) / 1000)} s; machines not settled: ${[...targets]
             .filter((n) => {
               const m = view.get(n)
               return !(m && rolloutId && settled(m, rolloutId))
@@ -48,10 +113,15 @@ export async function watchRollout(
       }
       let event: WatchEvent
       try {
-        event = await watch.next(remaining)
+        event = await watch.next(Math.min(remaining, MAX_WAIT_MS))
       } catch (err) {
         if ((err as Error).name === 'TimeoutError') continue
-        throw err
+        if (!linkLost(err)) throw err
+        // The coordinator went away (a restart, a network cut): pick the stream up again; the
+        // new stream starts with a fresh snapshot, so nothing missed meanwhile stays unseen.
+        watch.close()
+        watch = (await reconnect(client, rolloutId, err, deadline)) ?? watch
+        continue
       }
       if (event.type === 'snapshot') {
         for (const m of event.machines) {
@@ -109,7 +179,7 @@ export async function watch(argv: string[], home: string): Promise<number> {
   const p = parseCommand(
     argv,
     { ...REMOTE_OPTIONS, rollout: { type: 'string' }, timeout: { type: 'string' } },
-    'fleetmesh watch [--rollout <id>] [--timeout 15m] [--json]',
+    'fleetmesh watch [--rollout <id>] [--timeout <duration>: 15m with --rollout, no limit without] [--json]',
   )
   const rollout = str(p, 'rollout') ?? null
   if (rollout !== null && !/^[0-9a-f]{32}$/.test(rollout))
@@ -119,7 +189,7 @@ export async function watch(argv: string[], home: string): Promise<number> {
       c,
       rollout,
       [],
-      duration(p, 'timeout', rollout === null ? 365 * 86_400_000 : 15 * 60_000),
+      str(p, 'timeout') === undefined && rollout === null ? null : duration(p, 'timeout', 15 * 60_000),
       flag(p, 'json'),
     ),
   )
