@@ -3,76 +3,106 @@
  * everything except the daemons; each command lives in its own file under
  * commands/ and returns an exit code, or nothing for success.
  */
-import { UsageError } from '../lib/index.ts'
-import { adminGrant, adminInstall, adminKeygen } from './commands/admin-keys.ts'
-import { audit } from './commands/audit.ts'
+import {
+  type CommandSpec,
+  formatHelp,
+  HelpRequested,
+  suggestion,
+  UsageError,
+  wantsHelp,
+} from '../lib/index.ts'
+import {
+  ADMIN_GRANT_COMMAND,
+  ADMIN_INSTALL_COMMAND,
+  ADMIN_KEYGEN_COMMAND,
+  adminGrant,
+  adminInstall,
+  adminKeygen,
+} from './commands/admin-keys.ts'
+import { AUDIT_COMMAND, audit } from './commands/audit.ts'
 import { deploy } from './commands/deploy.ts'
-import { enroll } from './commands/enroll.ts'
-import { init } from './commands/init.ts'
-import { log } from './commands/log.ts'
-import { machines } from './commands/machines.ts'
-import { nixKeygen, nixPush } from './commands/nix.ts'
-import { revoke } from './commands/revoke.ts'
-import { watch } from './commands/watch.ts'
+import { DEPLOY_COMMAND } from './commands/deploy-options.ts'
+import { ENROLL_COMMAND, enroll } from './commands/enroll.ts'
+import { INIT_COMMAND, init } from './commands/init.ts'
+import { LOG_COMMAND, log } from './commands/log.ts'
+import { MACHINES_COMMAND, machines } from './commands/machines.ts'
+import { NIX_KEYGEN_COMMAND, NIX_PUSH_COMMAND, nixKeygen, nixPush } from './commands/nix.ts'
+import { REVOKE_COMMAND, revoke } from './commands/revoke.ts'
+import { WATCH_COMMAND, watch } from './commands/watch.ts'
 
 /** Resolves to an exit code, or to nothing for success. */
 type Command = (argv: string[], home: string) => Promise<unknown>
 
 interface Entry {
   run: Command
-  help: string
+  /** What --help prints, and the options the command parses */
+  spec: CommandSpec
 }
 
 const COMMANDS: Record<string, Entry> = {
-  init: { run: init, help: 'create a fleet: root key, your admin certificate, the coordinator identity' },
-  enroll: { run: enroll, help: 'issue a single-use enrollment token for a machine' },
-  machines: { run: machines, help: 'list machines: tags, online, generations, state, last seen, path' },
-  deploy: {
-    run: deploy,
-    help: 'upload an archive or push a NixOS closure (--nix, --nix-map), sign a manifest and roll it out; watches until settled',
-  },
-  watch: { run: watch, help: 'follow a rollout (or the whole fleet) live' },
-  log: { run: log, help: "a machine's last update log: state, generation, error, pending reboot, output" },
-  audit: { run: audit, help: 'list the audit log and verify its hash chain and signatures' },
+  init: { run: init, spec: INIT_COMMAND },
+  enroll: { run: enroll, spec: ENROLL_COMMAND },
+  machines: { run: machines, spec: MACHINES_COMMAND },
+  deploy: { run: deploy, spec: DEPLOY_COMMAND },
+  watch: { run: watch, spec: WATCH_COMMAND },
+  log: { run: log, spec: LOG_COMMAND },
+  audit: { run: audit, spec: AUDIT_COMMAND },
 }
 
 /** `fleetmesh admin <subcommand>`. */
 const ADMIN_SUBCOMMANDS: Record<string, Entry> = {
-  keygen: { run: adminKeygen, help: "create this machine's admin key and print its public key" },
-  grant: {
-    run: adminGrant,
-    help: 'issue an admin certificate (needs the root key or the "admin" capability)',
-  },
-  install: { run: adminInstall, help: 'install a certificate bundle produced by "admin grant"' },
-  revoke: { run: revoke, help: 'revoke a certificate by serial' },
+  keygen: { run: adminKeygen, spec: ADMIN_KEYGEN_COMMAND },
+  grant: { run: adminGrant, spec: ADMIN_GRANT_COMMAND },
+  install: { run: adminInstall, spec: ADMIN_INSTALL_COMMAND },
+  revoke: { run: revoke, spec: REVOKE_COMMAND },
 }
 
 /** `fleetmesh nix <subcommand>`. */
 const NIX_SUBCOMMANDS: Record<string, Entry> = {
-  keygen: {
-    run: nixKeygen,
-    help: "create this admin's Nix binary cache signing key and print its public key",
-  },
-  push: {
-    run: nixPush,
-    help: "upload store paths' closures to the coordinator's Nix cache without deploying",
-  },
+  keygen: { run: nixKeygen, spec: NIX_KEYGEN_COMMAND },
+  push: { run: nixPush, spec: NIX_PUSH_COMMAND },
 }
 
 /** Commands that are groups of subcommands: `fleetmesh <group> <subcommand>`. */
 const GROUPS: Record<string, Record<string, Entry>> = { admin: ADMIN_SUBCOMMANDS, nix: NIX_SUBCOMMANDS }
 
-/** Help rows: command and what it does. */
-export function adminHelp(): [string, string][] {
+/** Every admin command's spec, groups' subcommands included. */
+export function adminSpecs(): CommandSpec[] {
   return [
-    ...Object.entries(COMMANDS).map(([k, v]): [string, string] => [k, v.help]),
-    ...Object.entries(GROUPS).flatMap(([group, subcommands]) =>
-      Object.entries(subcommands).map(([k, v]): [string, string] => [`${group} ${k}`, v.help]),
-    ),
+    ...Object.values(COMMANDS).map((e) => e.spec),
+    ...Object.values(GROUPS).flatMap((g) => Object.values(g).map((e) => e.spec)),
   ]
 }
 
-/** Runs `fleetmesh <command> …` and returns its exit code; undefined when it is no admin command. */
+/** The words that may follow `fleetmesh` to reach an admin command (groups included). */
+export function adminCommandNames(): string[] {
+  return [...Object.keys(COMMANDS), ...Object.keys(GROUPS)]
+}
+
+/** Help rows: command and what it does. */
+export function adminHelp(): [string, string][] {
+  return adminSpecs().map((spec): [string, string] => [spec.name, listingLine(spec.summary)])
+}
+
+/** A summary as a row of the command listing: lower case, no final period, like the daemons' rows. */
+function listingLine(summary: string): string {
+  return `${summary.charAt(0).toLowerCase()}${summary.slice(1)}`.replace(/\.$/, '')
+}
+
+function groupHelp(group: string, subcommands: Record<string, Entry>): string {
+  return [
+    `usage: fleetmesh ${group} <${Object.keys(subcommands).join('|')}> [options]`,
+    '',
+    ...Object.values(subcommands).map((e) => `  ${e.spec.name.padEnd(16)} ${e.spec.summary}`),
+    '',
+    `"fleetmesh ${group} <subcommand> --help" describes a subcommand's options.`,
+  ].join('\n')
+}
+
+/**
+ * Runs `fleetmesh <command> …` and returns its exit code; undefined when it is no admin command.
+ * `--help` anywhere in the arguments throws HelpRequested with the command's help.
+ */
 export async function runAdminCommand(
   command: string,
   argv: string[],
@@ -83,14 +113,20 @@ export async function runAdminCommand(
   const group = GROUPS[command]
   if (group !== undefined) {
     const [sub, ...rest] = argv
+    if (sub === '--help' || sub === '-h') throw new HelpRequested(groupHelp(command, group))
     entry = sub === undefined ? undefined : group[sub]
     if (entry === undefined)
       throw new UsageError(
-        `unknown ${command} command "${sub ?? ''}"; known: ${Object.keys(group).join(', ')}`,
+        sub === undefined
+          ? `name a ${command} command\n\n${groupHelp(command, group)}`
+          : `unknown ${command} command '${sub}'${suggestion(sub, Object.keys(group))}\n\n${groupHelp(command, group)}`,
       )
     args = rest
   }
   if (entry === undefined) return undefined
+  // Here rather than in the command's parser, so every command answers --help the same way before
+  // any of its own checks run.
+  if (wantsHelp(args)) throw new HelpRequested(formatHelp(entry.spec))
   const code = await entry.run(args, home)
   return typeof code === 'number' ? code : 0
 }

@@ -17,10 +17,23 @@ export function rebootRequired(m: Pick<MachineView, 'rebootRequired'>): boolean 
   return m.rebootRequired
 }
 
+/**
+ * The state with what qualifies it: the error code, a pending reboot, and
+ * `offline` — a machine's last report says nothing about whether it is still up.
+ */
 function stateText(m: MachineView): string {
-  if (m.state === null) return '-'
-  const notes = [...(m.error ? [m.error.code] : []), ...(rebootRequired(m) ? ['reboot required'] : [])]
+  if (m.state === null) return m.online ? '-' : '- (offline)'
+  const notes = [
+    ...(m.error ? [m.error.code] : []),
+    ...(rebootRequired(m) ? ['reboot required'] : []),
+    ...(m.online ? [] : ['offline']),
+  ]
   return notes.length > 0 ? `${m.state} (${notes.join(', ')})` : m.state
+}
+
+/** The connection path, only while connected: an offline machine has none. */
+function pathText(m: MachineView): string {
+  return m.online ? (m.path ?? '-') : '-'
 }
 
 export function machinesTable(machines: readonly MachineView[]): string {
@@ -34,7 +47,7 @@ export function machinesTable(machines: readonly MachineView[]): string {
       m.desiredGeneration ?? '-',
       stateText(m),
       m.online ? 'now' : ago(m.lastSeen),
-      m.path ?? '-',
+      pathText(m),
     ]),
   )
   // The table has room for an error's code only; its reason follows, one line a machine.
@@ -50,7 +63,8 @@ export function machineLine(m: MachineView): string {
     m.progress && m.progress.total > 0 ? ` ${Math.round((m.progress.done / m.progress.total) * 100)}%` : ''
   const err = m.error ? ` — ${m.error.code}: ${m.error.message}` : ''
   const reboot = rebootRequired(m) ? ' — reboot required' : ''
-  return `${m.name.padEnd(20)} ${(m.state ?? '-') + pct}${m.currentGeneration ? ` (on ${m.currentGeneration})` : ''}${err}${reboot}`
+  const offline = m.online ? '' : ' (offline)'
+  return `${m.name.padEnd(20)} ${(m.state ?? '-') + pct}${offline}${m.currentGeneration ? ` (on ${m.currentGeneration})` : ''}${err}${reboot}`
 }
 
 /**

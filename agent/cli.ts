@@ -1,6 +1,7 @@
 /** `fleetmesh agent`: runs the agent daemon until SIGINT/SIGTERM. */
 import { resolve } from 'node:path'
 import {
+  type CommandSpec,
   duration,
   endpoints,
   flag,
@@ -18,37 +19,82 @@ const USAGE =
   'fleetmesh agent --state <dir> [--token <fmtok1…|@file>] [--coordinator-addr <multiaddr>]... [--bootstrap <relay multiaddr>]... [--observers ip:port,...] ' +
   '[--listen <multiaddr>]... ' +
   '[--keepalive 10s] [--pass-env NAME]... [--activator auto|profile|nixos] ' +
-  '[--nix-profile /nix/var/nix/profiles/system] [--nix-keep-generations 5] [--json] [--help]\n' +
-  '  --activator             how generations are installed: "nixos" (NixOS system closures, with the\n' +
-  '                          local Nix), "profile" (archives unpacked under <state>/profile), or\n' +
-  '                          "auto" (default): nixos when /etc/NIXOS exists, else profile\n' +
-  '  --nix-profile           the Nix profile the nixos activator points at each new system\n' +
-  '  --nix-keep-generations  profile generations the nixos activator keeps (default 5)'
+  '[--nix-profile /nix/var/nix/profiles/system] [--nix-keep-generations 5] [--json]'
+
+export const AGENT_COMMAND: CommandSpec = {
+  name: 'agent',
+  summary: 'Run the agent daemon on a device until SIGINT/SIGTERM; on first start it enrolls with --token.',
+  usage: USAGE,
+  options: {
+    state: { type: 'string', value: '<dir>', description: "the agent's state directory", required: true },
+    token: {
+      type: 'string',
+      value: '<fmtok1…|@file>',
+      description: 'enrollment token from "fleetmesh enroll", or @file holding it (first start only)',
+    },
+    'coordinator-addr': {
+      type: 'string',
+      multiple: true,
+      value: '<multiaddr>',
+      description: 'coordinator address to dial instead of the ones in the token',
+    },
+    bootstrap: {
+      type: 'string',
+      multiple: true,
+      value: '<relay multiaddr>',
+      description: 'relay to join for the fleet DHT and to be reachable through',
+    },
+    observers: {
+      type: 'string',
+      multiple: true,
+      value: 'ip:port,...',
+      description: "NAT observers (relays' observer ports) to learn how this device is seen from outside",
+    },
+    listen: {
+      type: 'string',
+      multiple: true,
+      value: '<multiaddr>',
+      description: 'address to listen on',
+      default: '/ip4/0.0.0.0/tcp/0',
+    },
+    keepalive: {
+      type: 'string',
+      value: '<duration>',
+      description: 'how often to ping the coordinator (at least 200ms)',
+      default: '10s',
+    },
+    'pass-env': {
+      type: 'string',
+      multiple: true,
+      value: 'NAME',
+      description: "environment variable to pass to the payload's hooks",
+    },
+    activator: {
+      type: 'string',
+      value: 'auto|profile|nixos',
+      description:
+        'how generations are installed: nixos (system closures, local Nix), profile (archives under <state>/profile), auto: nixos when /etc/NIXOS exists',
+      default: 'auto',
+    },
+    'nix-profile': {
+      type: 'string',
+      value: '<path>',
+      description: 'the Nix profile the nixos activator points at each new system',
+      default: '/nix/var/nix/profiles/system',
+    },
+    'nix-keep-generations': {
+      type: 'string',
+      value: 'N',
+      description: 'profile generations the nixos activator keeps',
+      default: '5',
+    },
+    json: { type: 'boolean', description: 'print events as JSON lines instead of text' },
+  },
+  examples: ['fleetmesh agent --state /var/lib/fleetmesh-agent --token @/run/fleetmesh-token'],
+}
 
 export async function agentCommand(argv: string[]): Promise<number> {
-  const p = parseCommand(
-    argv,
-    {
-      state: { type: 'string' },
-      token: { type: 'string' },
-      'coordinator-addr': { type: 'string', multiple: true },
-      bootstrap: { type: 'string', multiple: true },
-      observers: { type: 'string', multiple: true },
-      listen: { type: 'string', multiple: true },
-      keepalive: { type: 'string' },
-      'pass-env': { type: 'string', multiple: true },
-      activator: { type: 'string' },
-      'nix-profile': { type: 'string' },
-      'nix-keep-generations': { type: 'string' },
-      json: { type: 'boolean' },
-      help: { type: 'boolean', short: 'h' },
-    },
-    USAGE,
-  )
-  if (flag(p, 'help')) {
-    process.stdout.write(`usage: ${USAGE}\n`)
-    return 0
-  }
+  const p = parseCommand(argv, AGENT_COMMAND)
   const json = flag(p, 'json')
   const emit = (event: string, fields: Record<string, unknown>) => {
     if (json) {

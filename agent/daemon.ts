@@ -215,20 +215,9 @@ async function startLocked(options: AgentOptions, lock: DirLock): Promise<Runnin
     // Finish whatever a crash interrupted before taking new work, then say where we are.
     const recovered = await updater.recover()
     if (recovered !== null) emit('recovered', { outcome: recovered.outcome, error: recovered.error })
-    if ((await outbox.pending()).length === 0 && recovered === null) {
-      const now = updater.current()
-      await report({
-        state: now.state,
-        currentGeneration: now.generation,
-        desiredGeneration: null,
-        manifestId: now.manifestId,
-        manifestSequence: null,
-        rolloutId: null,
-        progress: null,
-        error: null,
-        facts: {},
-      })
-    }
+    // The first report after a start repeats the last update's outcome, error and log included:
+    // a bare status here would replace the failure the coordinator shows with `error: null`.
+    if ((await outbox.pending()).length === 0 && recovered === null) await updater.reportCurrent()
     link.start()
     emit('ready', {
       activator: activatorKind,

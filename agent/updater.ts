@@ -96,6 +96,12 @@ export interface Updater {
    */
   recover(): Promise<OfferOutcome | null>
   current(): UpdaterStatus
+  /**
+   * Reports where the updater stands: the last update's step with its error and
+   * log (so a failure stays visible across restarts until a new update starts),
+   * or idle when no update was ever started.
+   */
+  reportCurrent(): Promise<void>
   /** Stops an in-flight download (it resumes on the next start) and waits for the updater to settle. */
   close(): Promise<void>
 }
@@ -147,6 +153,12 @@ class QueuedUpdater implements Updater {
       lastSequence: this.#journal.lastSequence,
       manifestId: rec?.manifestId ?? null,
     }
+  }
+
+  reportCurrent(): Promise<void> {
+    const rec = this.#journal.update
+    if (rec === null) return this.#steps.reports.send('idle', null, {})
+    return this.#steps.reports.step(rec)
   }
 
   offer(envelope: Uint8Array): Promise<OfferOutcome> {

@@ -4,11 +4,11 @@
  * errors into one clear line and an exit code.
  */
 
-import { adminHelp, runAdminCommand } from '../admin/cli.ts'
+import { adminCommandNames, adminHelp, runAdminCommand } from '../admin/cli.ts'
 import { defaultHome } from '../admin/home.ts'
 import { agentCommand } from '../agent/cli.ts'
 import { coordinatorCommand } from '../coordinator/cli.ts'
-import { DirLockError, UsageError } from '../lib/index.ts'
+import { DirLockError, FLEETMESH_VERSION, HelpRequested, suggestion, UsageError } from '../lib/index.ts'
 import { doctorCommand } from '../net/index.ts'
 import { relayCommand } from '../relay/cli.ts'
 
@@ -25,11 +25,24 @@ function help(): string {
   ]
   return [
     'usage: fleetmesh [--home <dir>] <command> [options]',
+    '       fleetmesh help <command>      (the same as fleetmesh <command> --help)',
+    '       fleetmesh --version',
     '',
     ...rows.map(([k, v]) => `  ${(k as string).padEnd(16)} ${v}`),
     '',
     'Admin commands keep keys in --home (default $FLEETMESH_HOME or ~/.config/fleetmesh). Add --json for scripts.',
   ].join('\n')
+}
+
+const DAEMONS: Record<string, (argv: string[]) => Promise<number>> = {
+  coordinator: coordinatorCommand,
+  relay: relayCommand,
+  doctor: doctorCommand,
+  agent: agentCommand,
+}
+
+function versionLine(): string {
+  return `fleetmesh ${FLEETMESH_VERSION} (node ${process.versions.node})`
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -43,20 +56,32 @@ export async function main(argv: string[]): Promise<number> {
     home = args[1]
     args = args.slice(2)
   }
+  if (args[0] === 'help' && args[1] !== undefined) args = [...args.slice(1), '--help']
   const [command, ...rest] = args
   try {
     if (command === undefined || command === 'help' || command === '--help' || command === '-h') {
       process.stdout.write(`${help()}\n`)
       return command === undefined ? 2 : 0
     }
-    if (command === 'coordinator') return await coordinatorCommand(rest)
-    if (command === 'relay') return await relayCommand(rest)
-    if (command === 'doctor') return await doctorCommand(rest)
-    if (command === 'agent') return await agentCommand(rest)
+    if (command === 'version' || command === '--version') {
+      process.stdout.write(`${versionLine()}\n`)
+      return 0
+    }
+    const daemon = DAEMONS[command]
+    if (daemon !== undefined) return await daemon(rest)
     const code = await runAdminCommand(command, rest, home)
-    if (code === undefined) throw new UsageError(`unknown command "${command}"\n\n${help()}`)
+    if (code === undefined) {
+      const known = [...Object.keys(DAEMONS), ...adminCommandNames(), 'help', 'version']
+      throw new UsageError(
+        `unknown command '${command}'${suggestion(command, known)}\n(fleetmesh --help lists the commands)`,
+      )
+    }
     return code
   } catch (err) {
+    if (err instanceof HelpRequested) {
+      process.stdout.write(`${err.text}\n`)
+      return 0
+    }
     const e = err as Error
     // the message already says which daemon holds the directory and what to do
     if (e instanceof UsageError || e instanceof DirLockError) {

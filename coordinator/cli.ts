@@ -4,6 +4,7 @@
  */
 import { resolve } from 'node:path'
 import {
+  type CommandSpec,
   duration,
   endpoints,
   flag,
@@ -31,22 +32,68 @@ import { DEFAULT_GRACE_MS, DEFAULT_KEEP_MANIFESTS } from './nix-retention.ts'
 const USAGE =
   'fleetmesh coordinator --state <dir> [--listen <multiaddr>]... [--announce <multiaddr>]... [--bootstrap <multiaddr>]... ' +
   `[--reserve-on <relay multiaddr>]... [--reserve-keepalive 10s] [--observers ip:port,...] [--observer-ports p1,p2] ${RELAY_LIMIT_USAGE} ` +
-  '[--nix-keep-manifests 20] [--nix-cache-grace 24h] [--json]'
+  '[--idle-timeout 45s] [--nix-keep-manifests 20] [--nix-cache-grace 24h] [--json]'
+
+export const COORDINATOR_COMMAND: CommandSpec = {
+  name: 'coordinator',
+  summary: 'Run the coordinator daemon until SIGINT/SIGTERM, printing events (JSON lines with --json).',
+  usage: USAGE,
+  options: {
+    ...HOST_OPTIONS,
+    state: {
+      ...HOST_OPTIONS.state,
+      description: 'the coordinator state directory "fleetmesh init" created',
+      required: true,
+    },
+    listen: {
+      ...HOST_OPTIONS.listen,
+      default: 'the addresses given to init as --coordinator-addr, else /ip4/0.0.0.0/tcp/4001',
+    },
+    'observer-ports': { ...HOST_OPTIONS['observer-ports'], default: 'none' },
+    'reserve-on': {
+      type: 'string',
+      multiple: true,
+      value: '<relay multiaddr>',
+      description: 'relay to hold a reservation on, so agents reach a coordinator behind NAT',
+    },
+    'reserve-keepalive': {
+      type: 'string',
+      value: '<duration>',
+      description: 'how often to check the relay reservations (at least 100ms)',
+      default: '10s',
+    },
+    observers: {
+      type: 'string',
+      multiple: true,
+      value: 'ip:port,...',
+      description: "NAT observers (relays' observer ports) to learn how this host is seen from outside",
+    },
+    'idle-timeout': {
+      type: 'string',
+      value: '<duration>',
+      description: 'how long an agent may stay silent before it counts as offline',
+      default: '45s',
+    },
+    'nix-keep-manifests': {
+      type: 'string',
+      value: 'N',
+      description: 'newest manifests whose Nix closures the cache keeps, besides every desired one',
+      default: String(DEFAULT_KEEP_MANIFESTS),
+    },
+    'nix-cache-grace': {
+      type: 'string',
+      value: '<duration>',
+      description: 'how long an unreferenced Nix cache entry survives before it is collected',
+      default: '24h',
+    },
+  },
+  examples: [
+    'fleetmesh coordinator --state /var/lib/fleetmesh-coordinator --announce /ip4/203.0.113.7/tcp/4001',
+  ],
+}
 
 export async function coordinatorCommand(argv: string[]): Promise<number> {
-  const p: Parsed = parseCommand(
-    argv,
-    {
-      ...HOST_OPTIONS,
-      'reserve-on': { type: 'string', multiple: true },
-      'reserve-keepalive': { type: 'string' },
-      observers: { type: 'string', multiple: true },
-      'idle-timeout': { type: 'string' },
-      'nix-keep-manifests': { type: 'string' },
-      'nix-cache-grace': { type: 'string' },
-    },
-    USAGE,
-  )
+  const p: Parsed = parseCommand(argv, COORDINATOR_COMMAND)
   const say = sayer(flag(p, 'json'))
   const reserveOn = list(p, 'reserve-on')
   const reserveKeepaliveMs = duration(p, 'reserve-keepalive', 10_000)

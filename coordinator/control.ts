@@ -14,7 +14,7 @@ import type { Connection } from '@libp2p/interface'
 import { DOMAINS, PublicKey } from '../keys/index.ts'
 import { FLEETMESH_VERSION } from '../lib/index.ts'
 import { connectionPath } from '../net/index.ts'
-import type { FramedStream } from '../protocol/index.ts'
+import type { ConnectionPath, FramedStream } from '../protocol/index.ts'
 import {
   type ControlFrame,
   controlFrameSchema,
@@ -35,6 +35,12 @@ export const SOFTWARE = `fleetmesh/${FLEETMESH_VERSION}`
 const MAX_CONTROL_FRAME = MAX_ENVELOPE_BYTES + 1024
 /** Reports from one agent awaiting their durable commit before the coordinator reads more. */
 const MAX_REPORTS_IN_FLIGHT = 64
+/**
+ * How often a connected machine's last-seen time is refreshed while frames keep
+ * coming: if the coordinator dies without a clean stop, a machine's last sighting
+ * is then at most this old, not the time it connected.
+ */
+const LAST_SEEN_REFRESH_MS = 60_000
 
 export interface ControlInit {
   store: FleetStore
@@ -51,11 +57,15 @@ export class ProtocolViolation extends Error {
 class Session {
   readonly machine: string
   readonly fs: FramedStream
+  readonly path: ConnectionPath
+  /** When the store last recorded this machine as seen. */
+  seenAt = Date.now()
   #lastPushedManifest: string | undefined
 
-  constructor(machine: string, fs: FramedStream) {
+  constructor(machine: string, fs: FramedStream, path: ConnectionPath) {
     this.machine = machine
     this.fs = fs
+    this.path = path
   }
 
   async send(frame: ControlFrame): Promise<void> {
@@ -81,6 +91,26 @@ export class ControlService {
 
   get online(): ReadonlyMap<string, unknown> {
     return this.#sessions
+  }
+
+  /**
+   * Records every connected machine as seen now. Called as the coordinator shuts
+   * down, before its streams close: otherwise a machine connected until the stop
+   * would show the time it connected as its last sighting (the disconnect's own
+   * record can lose the race with the store closing).
+   */
+  async recordLastSeen(now = Date.now()): Promise<void> {
+    for (const session of this.#sessions.values())
+      await this.#init.store
+        .touchMachine(session.machine, { lastSeen: now, path: session.path })
+        .catch(() => {})
+  }
+
+  #refreshLastSeen(session: Session): void {
+    const now = Date.now()
+    if (now - session.seenAt < LAST_SEEN_REFRESH_MS) return
+    session.seenAt = now
+    void this.#init.store.touchMachine(session.machine, { lastSeen: now, path: session.path }).catch(() => {})
   }
 
   /** Pushes the machine's desired manifest if it has a live session. */
@@ -122,12 +152,12 @@ export class ControlService {
       )
       return
     }
-    const session = new Session(record.name, fs)
+    const path = connectionPath(connection)
+    const session = new Session(record.name, fs, path)
     const previous = this.#sessions.get(record.name)
     this.#sessions.set(record.name, session)
     // A reconnecting agent may still have a half-dead old stream; the new one wins.
     previous?.fs.abort(new Error('superseded by a newer control stream from the same machine'))
-    const path = connectionPath(connection)
     try {
       await store.touchMachine(record.name, { lastSeen: Date.now(), path })
       events.emit({ type: 'online', machine: record.name, path })
@@ -162,6 +192,7 @@ export class ControlService {
       if (failure !== undefined) throw failure
       if (inFlight >= MAX_REPORTS_IN_FLIGHT) await acks
       const frame = await this.#read(session.fs)
+      this.#refreshLastSeen(session)
       if (frame === undefined) {
         await acks
         if (failure !== undefined) throw failure

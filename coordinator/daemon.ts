@@ -263,6 +263,7 @@ async function startLocked(
     async stop() {
       unprune()
       unrepair()
+      await control.recordLastSeen()
       await collection.stop()
       await runtime.stop()
       await observer?.close()

@@ -1,29 +1,172 @@
 /**
  * Command-line plumbing shared by the coordinator, agent and admin commands:
- * strict option parsing with errors that name the bad argument, and a UsageError
- * the entry point prints without a stack trace.
+ * each command is described once by a CommandSpec (usage, options with a
+ * description and default, examples), and that one spec drives strict option
+ * parsing, `--help`, and "did you mean" for a mistyped option. Errors name the
+ * bad argument; the entry point prints a UsageError without a stack trace and
+ * a HelpRequested's text as the command's output.
  */
 import { readFile } from 'node:fs/promises'
-import { type ParseArgsConfig, parseArgs } from 'node:util'
+import { parseArgs } from 'node:util'
 
 export class UsageError extends Error {
   override name = 'UsageError'
 }
 
-export type OptionSpec = NonNullable<ParseArgsConfig['options']>
+/** `--help`/`-h` was given: `text` is the command's help, to print on stdout with exit code 0. */
+export class HelpRequested extends Error {
+  override name = 'HelpRequested'
+  readonly text: string
+  constructor(text: string) {
+    super('help requested')
+    this.text = text
+  }
+}
+
+/** One option of a command, documented where it is declared so help can never leave it out. */
+export interface OptionDoc {
+  type: 'string' | 'boolean'
+  multiple?: boolean
+  short?: string
+  /** What the value looks like in help, e.g. "<dir>" (string options) */
+  value?: string
+  /** One line: what the option does */
+  description: string
+  /** The command fails without it (shown in help; the command itself checks) */
+  required?: boolean
+  /** Shown in help only; the command applies its own fallback when the option is absent */
+  default?: string
+}
+
+export type Options = Readonly<Record<string, OptionDoc>>
+
+export interface CommandSpec {
+  /** As typed after `fleetmesh`, e.g. "deploy" or "admin grant" */
+  name: string
+  /** One line: what the command does */
+  summary: string
+  /** The synopsis, without the leading "usage: " */
+  usage: string
+  options: Options
+  /** Complete command lines; help shows every one */
+  examples: readonly string[]
+}
 
 export interface Parsed {
   values: Record<string, string | boolean | string[] | undefined>
   positionals: string[]
 }
 
-export function parseCommand(argv: string[], options: OptionSpec, usage: string): Parsed {
+/** True when `argv` asks for help (before any "--" that ends the options). */
+export function wantsHelp(argv: readonly string[]): boolean {
+  for (const arg of argv) {
+    if (arg === '--') return false
+    if (arg === '--help' || arg === '-h') return true
+  }
+  return false
+}
+
+/**
+ * Parses a command's arguments against its spec. `--help`/`-h` throws
+ * HelpRequested; an unknown option throws a UsageError that suggests the
+ * closest known one.
+ */
+export function parseCommand(argv: readonly string[], spec: CommandSpec): Parsed {
+  if (wantsHelp(argv)) throw new HelpRequested(formatHelp(spec))
+  // node:util's parseArgs knows only its own fields; description, value and default are for help.
+  const options = Object.fromEntries(
+    Object.entries(spec.options).map(([name, o]) => [
+      name,
+      {
+        type: o.type,
+        ...(o.multiple ? { multiple: true } : {}),
+        ...(o.short !== undefined ? { short: o.short } : {}),
+      },
+    ]),
+  )
   try {
-    const { values, positionals } = parseArgs({ args: argv, options, allowPositionals: true, strict: true })
+    const { values, positionals } = parseArgs({
+      args: [...argv],
+      options,
+      allowPositionals: true,
+      strict: true,
+    })
     return { values: values as Parsed['values'], positionals }
   } catch (err) {
-    throw new UsageError(`${(err as Error).message}\nusage: ${usage}`)
+    const unknown = /^Unknown option '(--?[^']+)'/.exec((err as Error).message)?.[1]
+    const message =
+      unknown !== undefined
+        ? `unknown option '${unknown}' for ${spec.name}${suggestion(
+            unknown,
+            Object.keys(spec.options).map((k) => `--${k}`),
+          )}`
+        : (err as Error).message
+    throw new UsageError(
+      `${message}\nusage: ${spec.usage}\n(fleetmesh ${spec.name} --help describes every option)`,
+    )
   }
+}
+
+/** The help text of a command: usage, summary, every option with its description and default, examples. */
+export function formatHelp(spec: CommandSpec): string {
+  const rows = Object.entries(spec.options).map(([name, o]): [string, string] => {
+    const flagText = `${o.short !== undefined ? `-${o.short}, ` : ''}--${name}${o.type === 'string' ? ` ${o.value ?? '<value>'}` : ''}`
+    const notes = [
+      o.required ? 'required' : '',
+      o.multiple ? 'repeatable' : '',
+      o.default !== undefined ? `default: ${o.default}` : '',
+    ]
+      .filter((n) => n.length > 0)
+      .join('; ')
+    return [flagText, notes ? `${o.description} (${notes})` : o.description]
+  })
+  rows.push(['-h, --help', 'show this help'])
+  const width = Math.max(...rows.map(([f]) => f.length))
+  return [
+    `usage: ${spec.usage}`,
+    ...(spec.summary ? ['', spec.summary] : []),
+    '',
+    'options:',
+    ...rows.map(([f, d]) => `  ${f.padEnd(width)}  ${d}`),
+    ...(spec.examples.length > 0
+      ? ['', spec.examples.length === 1 ? 'example:' : 'examples:', ...spec.examples.map((e) => `  ${e}`)]
+      : []),
+  ].join('\n')
+}
+
+/** Levenshtein distance: how many single-character edits turn `a` into `b`. */
+export function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j)
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i]
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1
+      row.push(Math.min((prev[j] as number) + 1, (row[j - 1] as number) + 1, (prev[j - 1] as number) + cost))
+    }
+    prev = row
+  }
+  return prev[b.length] as number
+}
+
+/** The known word closest to `word`, when it is close enough to be a likely typo. */
+export function closest(word: string, known: readonly string[]): string | undefined {
+  let best: string | undefined
+  let bestDistance = Number.POSITIVE_INFINITY
+  for (const candidate of known) {
+    const d = editDistance(word, candidate)
+    if (d < bestDistance) {
+      best = candidate
+      bestDistance = d
+    }
+  }
+  // Beyond a third of the word it is another word, not a typo of this one.
+  return bestDistance <= Math.max(2, Math.floor(word.length / 3)) ? best : undefined
+}
+
+/** "; did you mean 'x'?" for a likely typo of a known word, else nothing. */
+export function suggestion(word: string, known: readonly string[]): string {
+  const match = closest(word, known)
+  return match === undefined ? '' : `; did you mean '${match}'?`
 }
 
 export function str(p: Parsed, name: string): string | undefined {

@@ -4,18 +4,38 @@
  * event output as text or JSON lines, address-change reports, and waiting for
  * SIGINT/SIGTERM.
  */
-import { duration, int, list, type Parsed } from '../lib/index.ts'
+import { duration, int, list, type Options, type Parsed } from '../lib/index.ts'
 import type { FleetHost, RelayLimits } from './host.ts'
 import type { ReservationEvent } from './reservations.ts'
 
 export const RELAY_LIMIT_USAGE =
   '[--relay-max-reservations N] [--relay-data-limit-mb N] [--relay-duration-limit 24h] [--relay-reservation-ttl 2h]'
 export const RELAY_LIMIT_OPTIONS = {
-  'relay-max-reservations': { type: 'string' },
-  'relay-data-limit-mb': { type: 'string' },
-  'relay-duration-limit': { type: 'string' },
-  'relay-reservation-ttl': { type: 'string' },
-} as const
+  'relay-max-reservations': {
+    type: 'string',
+    value: 'N',
+    description: 'most relay reservations this host holds for peers behind NAT at once',
+    default: '4096',
+  },
+  'relay-data-limit-mb': {
+    type: 'string',
+    value: 'N',
+    description: 'MiB one relayed connection may carry before it is closed',
+    default: '256',
+  },
+  'relay-duration-limit': {
+    type: 'string',
+    value: '<duration>',
+    description: 'how long one relayed connection may last',
+    default: '24h',
+  },
+  'relay-reservation-ttl': {
+    type: 'string',
+    value: '<duration>',
+    description: 'how long a reservation lasts before the peer must renew it',
+    default: '2h',
+  },
+} as const satisfies Options
 
 export function relayLimits(p: Parsed): RelayLimits {
   return {
@@ -76,14 +96,40 @@ export function describeReservation(e: ReservationEvent): string {
 
 /** Options the coordinator and the relay share: state, addresses, observer ports, relay limits. */
 export const HOST_OPTIONS = {
-  state: { type: 'string' },
-  listen: { type: 'string', multiple: true },
-  announce: { type: 'string', multiple: true },
-  bootstrap: { type: 'string', multiple: true },
-  'observer-ports': { type: 'string', multiple: true },
+  state: {
+    type: 'string',
+    value: '<dir>',
+    description: "the daemon's state directory: keys, data, runtime.json",
+    required: true,
+  },
+  listen: {
+    type: 'string',
+    multiple: true,
+    value: '<multiaddr>',
+    description: 'address to listen on',
+    default: '/ip4/0.0.0.0/tcp/4001',
+  },
+  announce: {
+    type: 'string',
+    multiple: true,
+    value: '<multiaddr>',
+    description: 'public address to advertise to peers (e.g. behind port forwarding)',
+  },
+  bootstrap: {
+    type: 'string',
+    multiple: true,
+    value: '<multiaddr>',
+    description: 'relay to join for the fleet DHT and reachability',
+  },
+  'observer-ports': {
+    type: 'string',
+    multiple: true,
+    value: 'p1,p2|none',
+    description: 'TCP ports on which to tell peers the address they are seen from (NAT detection)',
+  },
   ...RELAY_LIMIT_OPTIONS,
-  json: { type: 'boolean' },
-} as const
+  json: { type: 'boolean', description: 'print events as JSON lines instead of text' },
+} as const satisfies Options
 
 export function hostAddresses(p: Parsed): { listen?: string[]; announce?: string[]; bootstrap?: string[] } {
   const listen = list(p, 'listen')

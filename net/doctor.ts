@@ -13,6 +13,7 @@ import { defaultLogger } from '@libp2p/logger'
 import { multiaddr } from '@multiformats/multiaddr'
 import { z } from 'zod'
 import {
+  type CommandSpec,
   fileSize,
   flag,
   list,
@@ -31,6 +32,29 @@ import { isCircuitAddr } from './host.ts'
 import { RUNTIME_FILE, type RuntimeSnapshot, runtimeSnapshotSchema } from './runtime.ts'
 
 const USAGE = 'fleetmesh doctor --state <dir> [--observer <ip:port>]... [--json]'
+
+export const DOCTOR_COMMAND: CommandSpec = {
+  name: 'doctor',
+  summary:
+    'On an agent, coordinator or relay: addresses, NAT behaviour, reservations, path to the coordinator. Exits 1 when the daemon is not running.',
+  usage: USAGE,
+  options: {
+    state: {
+      type: 'string',
+      value: '<dir>',
+      description: 'the state directory of the daemon to examine',
+      required: true,
+    },
+    observer: {
+      type: 'string',
+      multiple: true,
+      value: '<ip:port>',
+      description: "NAT observer (a relay's observer port) to test this machine's NAT behaviour against",
+    },
+    json: { type: 'boolean', description: 'print the report as JSON' },
+  },
+  examples: ['fleetmesh doctor --state /var/lib/fleetmesh-agent --observer 203.0.113.7:4002'],
+}
 /** A runtime.json older than this means the daemon is not running (it rewrites every 5 s). */
 const STALE_MS = 30_000
 
@@ -257,11 +281,7 @@ function human(r: DoctorReport): string {
 }
 
 export async function doctorCommand(argv: string[]): Promise<number> {
-  const p = parseCommand(
-    argv,
-    { state: { type: 'string' }, observer: { type: 'string', multiple: true }, json: { type: 'boolean' } },
-    USAGE,
-  )
+  const p = parseCommand(argv, DOCTOR_COMMAND)
   const observers = list(p, 'observer')
   for (const o of observers) {
     try {

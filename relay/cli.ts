@@ -14,7 +14,7 @@
  * ```
  */
 import { resolve } from 'node:path'
-import { flag, type Parsed, parseCommand, ports, required } from '../lib/index.ts'
+import { type CommandSpec, flag, type Parsed, parseCommand, ports, required } from '../lib/index.ts'
 import {
   HOST_OPTIONS,
   hostAddresses,
@@ -30,8 +30,22 @@ const RELAY_USAGE =
   'fleetmesh relay --state <dir> [--listen <multiaddr>]... [--announce <multiaddr>]... [--bootstrap <multiaddr>]... [--observer-ports 4002,4003|none] ' +
   `${RELAY_LIMIT_USAGE} [--json]`
 
+export const RELAY_COMMAND: CommandSpec = {
+  name: 'relay',
+  summary:
+    'Run a public relay (reachability for peers behind NAT, the fleet DHT, NAT observers) until SIGINT/SIGTERM.',
+  usage: RELAY_USAGE,
+  options: {
+    ...HOST_OPTIONS,
+    'observer-ports': { ...HOST_OPTIONS['observer-ports'], default: DEFAULT_OBSERVER_PORTS.join(',') },
+  },
+  examples: [
+    'fleetmesh relay --state /var/lib/fleetmesh-relay --announce /ip4/203.0.113.7/tcp/4001 --relay-max-reservations 10000',
+  ],
+}
+
 export async function relayCommand(argv: string[]): Promise<number> {
-  const p: Parsed = parseCommand(argv, HOST_OPTIONS, RELAY_USAGE)
+  const p: Parsed = parseCommand(argv, RELAY_COMMAND)
   const say = sayer(flag(p, 'json'))
   const limits = relayLimits(p)
   const running = await startRelay({

@@ -23,6 +23,7 @@ import {
   verifyChain,
 } from '../../keys/index.ts'
 import {
+  type CommandSpec,
   describeIssues,
   duration,
   fileSize,
@@ -44,6 +45,69 @@ import {
   writeAdminChain,
   writeFleetFile,
 } from '../home.ts'
+import { JSON_OPTION } from '../session.ts'
+
+export const ADMIN_KEYGEN_COMMAND: CommandSpec = {
+  name: 'admin keygen',
+  summary: "Create this machine's admin key (or show the existing one) and print its public key.",
+  usage: 'fleetmesh admin keygen [--json]',
+  options: JSON_OPTION,
+  examples: ['fleetmesh --home ~/.config/fleetmesh admin keygen'],
+}
+
+const GRANT_USAGE =
+  'fleetmesh admin grant --subject <public-key> --caps deploy,enroll,read,admin (--all | --machines a,b --tags t1,t2) [--name <name>] [--valid 30d] [--json]'
+
+export const ADMIN_GRANT_COMMAND: CommandSpec = {
+  name: 'admin grant',
+  summary:
+    'Issue an admin certificate (needs the root key or the "admin" capability); prints a bundle for "admin install".',
+  usage: GRANT_USAGE,
+  options: {
+    subject: {
+      type: 'string',
+      value: '<public-key>',
+      description: 'the public key "admin keygen" printed on the new admin\'s machine',
+      required: true,
+    },
+    caps: {
+      type: 'string',
+      multiple: true,
+      value: 'deploy,enroll,read,admin',
+      description: 'capabilities the certificate grants',
+      required: true,
+    },
+    all: { type: 'boolean', description: 'scope: every machine (instead of --machines/--tags)' },
+    machines: { type: 'string', multiple: true, value: 'a,b', description: 'scope: these machines' },
+    tags: { type: 'string', multiple: true, value: 't1,t2', description: 'scope: machines with these tags' },
+    name: {
+      type: 'string',
+      value: '<name>',
+      description: 'who the certificate is for, shown in the audit log',
+      default: 'admin-<first 8 characters of the key>',
+    },
+    valid: {
+      type: 'string',
+      value: '<duration>',
+      description: 'how long the certificate is valid',
+      default: '30d',
+    },
+    ...JSON_OPTION,
+  },
+  examples: [
+    'fleetmesh admin grant --subject "$ALICE_KEY" --caps deploy,read --tags web --name alice --valid 90d',
+  ],
+}
+
+const INSTALL_USAGE = 'fleetmesh admin install <bundle text | file holding it> [--json]'
+
+export const ADMIN_INSTALL_COMMAND: CommandSpec = {
+  name: 'admin install',
+  summary: 'Install a certificate bundle produced by "admin grant" into --home.',
+  usage: INSTALL_USAGE,
+  options: JSON_OPTION,
+  examples: ['fleetmesh admin install ./alice.bundle'],
+}
 
 const BUNDLE_PREFIX = 'fmadmin1.'
 const bundleSchema = z.strictObject({
@@ -52,7 +116,7 @@ const bundleSchema = z.strictObject({
 })
 
 export async function adminKeygen(argv: string[], home: string): Promise<void> {
-  const p = parseCommand(argv, { json: { type: 'boolean' } }, 'fleetmesh admin keygen [--json]')
+  const p = parseCommand(argv, ADMIN_KEYGEN_COMMAND)
   const key = await loadOrCreateIdentity(paths(home).adminKey)
   output(flag(p, 'json'), { publicKey: key.publicKey.toString(), keyFile: paths(home).adminKey }, () =>
     [
@@ -63,30 +127,13 @@ export async function adminKeygen(argv: string[], home: string): Promise<void> {
   )
 }
 
-const GRANT_USAGE =
-  'fleetmesh admin grant --subject <public-key> --caps deploy,enroll,read,admin (--all | --machines a,b --tags t1,t2) [--name <name>] [--valid 30d] [--json]\n' +
-  '  --name: who the certificate is for, shown in the audit log (default: admin-<first 8 characters of the key>)'
-
 /** The certificate name when --name is not given: recognisable, and traceable to the key. */
 export function defaultAdminName(subject: PublicKey): string {
   return `admin-${subject.toString().slice(0, 8)}`
 }
 
 export async function adminGrant(argv: string[], home: string): Promise<void> {
-  const p = parseCommand(
-    argv,
-    {
-      subject: { type: 'string' },
-      name: { type: 'string' },
-      caps: { type: 'string', multiple: true },
-      machines: { type: 'string', multiple: true },
-      tags: { type: 'string', multiple: true },
-      all: { type: 'boolean' },
-      valid: { type: 'string' },
-      json: { type: 'boolean' },
-    },
-    GRANT_USAGE,
-  )
+  const p = parseCommand(argv, ADMIN_GRANT_COMMAND)
   const subject = PublicKey.parse(required(p, 'subject', GRANT_USAGE))
   const caps = list(p, 'caps')
   if (caps.length === 0) throw new UsageError(`--caps is required\nusage: ${GRANT_USAGE}`)
@@ -169,8 +216,8 @@ async function bundleText(arg: string, usage: string): Promise<string> {
 }
 
 export async function adminInstall(argv: string[], home: string): Promise<void> {
-  const usage = 'fleetmesh admin install <bundle text | file holding it> [--json]'
-  const p = parseCommand(argv, { json: { type: 'boolean' } }, usage)
+  const usage = INSTALL_USAGE
+  const p = parseCommand(argv, ADMIN_INSTALL_COMMAND)
   const arg = p.positionals[0]
   if (arg === undefined)
     throw new UsageError(

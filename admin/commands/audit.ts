@@ -1,7 +1,7 @@
 /** `fleetmesh audit`: the audit log, and with --verify its hash chain and signatures checked. */
 import { peerIdFromString } from '@libp2p/peer-id'
 import { DOMAINS, decodeCertificate, PublicKey } from '../../keys/index.ts'
-import { flag, output, parseCommand, str, table, UsageError } from '../../lib/index.ts'
+import { type CommandSpec, flag, output, parseCommand, str, table, UsageError } from '../../lib/index.ts'
 import {
   type AuditRecord,
   type AuditVerification,
@@ -12,6 +12,26 @@ import {
 import type { AdminClient } from '../client.ts'
 import { truncateAtWord } from '../format.ts'
 import { REMOTE_OPTIONS, withClient } from '../session.ts'
+
+export const AUDIT_COMMAND: CommandSpec = {
+  name: 'audit',
+  summary: 'List the audit log and verify its hash chain and signatures.',
+  usage: 'fleetmesh audit [--verify] [--limit N] [--coordinator <multiaddr>]... [--json]',
+  options: {
+    ...REMOTE_OPTIONS,
+    limit: {
+      type: 'string',
+      value: 'N',
+      description: 'how many of the newest records to list',
+      default: '50',
+    },
+    verify: {
+      type: 'boolean',
+      description: 'check the hash chain and every signature of the whole log (always done with --json)',
+    },
+  },
+  examples: ['fleetmesh audit --verify --limit 20'],
+}
 
 const PAGE = 1000
 /** The DETAIL column's width when stdout is no terminal (a pipe, a file). */
@@ -67,11 +87,7 @@ function verdictText(verdict: AuditVerification | null): string {
 }
 
 export async function audit(argv: string[], home: string): Promise<number> {
-  const p = parseCommand(
-    argv,
-    { ...REMOTE_OPTIONS, limit: { type: 'string' }, verify: { type: 'boolean' } },
-    'fleetmesh audit [--verify] [--limit N] [--json]',
-  )
+  const p = parseCommand(argv, AUDIT_COMMAND)
   const limit = Number(str(p, 'limit') ?? 50)
   if (!Number.isInteger(limit) || limit < 1) throw new UsageError('--limit must be a positive whole number')
   const json = flag(p, 'json')

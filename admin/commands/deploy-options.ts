@@ -1,5 +1,5 @@
 /** The options of `fleetmesh deploy`, parsed into what every payload kind shares. */
-import { duration, flag, type Parsed, str } from '../../lib/index.ts'
+import { type CommandSpec, duration, flag, type Options, type Parsed, str } from '../../lib/index.ts'
 import type { HealthCheck } from '../../protocol/index.ts'
 import { REMOTE_OPTIONS } from '../session.ts'
 
@@ -22,28 +22,111 @@ export const DEPLOY_USAGE = [
 
 /** Options that only Nix deploys take. */
 export const NIX_OPTIONS = {
-  nix: { type: 'string' },
-  'nix-map': { type: 'string' },
-  mode: { type: 'string' },
-  substituter: { type: 'string', multiple: true },
-  'trusted-key': { type: 'string', multiple: true },
-} as const
+  nix: {
+    type: 'string',
+    value: '<store path>',
+    description: "deploy this NixOS system closure (pushed to the coordinator's cache) instead of an archive",
+  },
+  'nix-map': {
+    type: 'string',
+    value: '<machines.json>',
+    description: 'deploy a closure per machine: a JSON object of machine name to store path',
+  },
+  mode: {
+    type: 'string',
+    value: 'switch|boot|test',
+    description: 'how the agents activate the closure (as nixos-rebuild)',
+    default: 'switch',
+  },
+  substituter: {
+    type: 'string',
+    multiple: true,
+    value: '<url>',
+    description: 'extra binary cache the agents may fetch store paths from',
+  },
+  'trusted-key': {
+    type: 'string',
+    multiple: true,
+    value: '<name:base64>',
+    description: 'public key of such a cache that the agents trust',
+  },
+} as const satisfies Options
 
 export const DEPLOY_OPTIONS = {
   ...REMOTE_OPTIONS,
   ...NIX_OPTIONS,
-  to: { type: 'string', multiple: true },
-  'allow-future-machines': { type: 'boolean' },
-  generation: { type: 'string' },
-  'health-check': { type: 'string' },
-  'health-timeout': { type: 'string' },
-  'health-retries': { type: 'string' },
-  'confirm-timeout': { type: 'string' },
-  expires: { type: 'string' },
-  url: { type: 'string', multiple: true },
-  'no-watch': { type: 'boolean' },
-  timeout: { type: 'string' },
-} as const
+  to: {
+    type: 'string',
+    multiple: true,
+    value: '<machine|tag:name|all>[,...]',
+    description: 'target machines; "all" is every machine enrolled now (use a tag to reach later ones too)',
+  },
+  'allow-future-machines': {
+    type: 'boolean',
+    description:
+      'sign even when --to matches no enrolled machine yet (e.g. a tag for machines still to come)',
+  },
+  generation: {
+    type: 'string',
+    value: '<name>',
+    description: 'the generation name the machines report',
+    default: 'derived from the archive or store path name',
+  },
+  'health-check': {
+    type: 'string',
+    value: '"<cmd> <args>"',
+    description: 'command each machine runs after activating; failing it rolls the machine back',
+    default: 'none',
+  },
+  'health-timeout': {
+    type: 'string',
+    value: '<duration>',
+    description: 'how long one health check run may take',
+    default: '30s',
+  },
+  'health-retries': {
+    type: 'string',
+    value: 'N',
+    description: 'how often a failed health check is retried before rolling back',
+    default: '2',
+  },
+  'confirm-timeout': {
+    type: 'string',
+    value: '<duration>',
+    description: 'how long a machine waits to confirm the new generation before rolling back',
+    default: '2m',
+  },
+  expires: {
+    type: 'string',
+    value: '<duration>',
+    description: 'how long the signed manifest stays valid for machines that have not applied it',
+    default: '7d',
+  },
+  url: {
+    type: 'string',
+    multiple: true,
+    value: '<http url>',
+    description: 'extra place the machines may download the archive from (archives only)',
+  },
+  'no-watch': { type: 'boolean', description: 'submit the rollout and exit without watching it' },
+  timeout: {
+    type: 'string',
+    value: '<duration>',
+    description: 'stop watching after this long (the rollout continues)',
+    default: '15m',
+  },
+} as const satisfies Options
+
+export const DEPLOY_COMMAND: CommandSpec = {
+  name: 'deploy',
+  summary:
+    'Upload an archive or push a NixOS closure (--nix, --nix-map), sign a manifest and roll it out; watches until every machine settles.',
+  usage: DEPLOY_USAGE,
+  options: DEPLOY_OPTIONS,
+  examples: [
+    'fleetmesh deploy app-1.4.tar.gz --to tag:web --health-check "curl -fsS http://localhost:8080/health"',
+  ],
+}
 
 /** The deploy options every payload kind shares, parsed. */
 export interface DeploySettings {

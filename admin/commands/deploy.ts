@@ -6,16 +6,16 @@
  */
 import { stat } from 'node:fs/promises'
 import { basename } from 'node:path'
-import { flag, list, parseCommand, UsageError } from '../../lib/index.ts'
+import { flag, inspectTarArchive, list, parseCommand, TarArchiveError, UsageError } from '../../lib/index.ts'
 import { withClient } from '../session.ts'
 import { fileSource, uploadBlob } from '../upload.ts'
 import { deployNix } from './deploy-nix.ts'
-import { DEPLOY_OPTIONS, DEPLOY_USAGE, deploySettings, NIX_OPTIONS } from './deploy-options.ts'
+import { DEPLOY_COMMAND, DEPLOY_USAGE, deploySettings, NIX_OPTIONS } from './deploy-options.ts'
 import { parseTargets, resolveTargets } from './deploy-targets.ts'
 import { followRollout, generationName, submitNext } from './rollout.ts'
 
 export async function deploy(argv: string[], home: string): Promise<number> {
-  const p = parseCommand(argv, DEPLOY_OPTIONS, DEPLOY_USAGE)
+  const p = parseCommand(argv, DEPLOY_COMMAND)
   if (p.values.nix !== undefined || p.values['nix-map'] !== undefined) return deployNix(p, home)
   for (const name of Object.keys(NIX_OPTIONS))
     if (p.values[name] !== undefined)
@@ -24,6 +24,7 @@ export async function deploy(argv: string[], home: string): Promise<number> {
   if (file === undefined) throw new UsageError(`name the archive to deploy\nusage: ${DEPLOY_USAGE}`)
   const info = await stat(file).catch(() => undefined)
   if (info === undefined || !info.isFile()) throw new UsageError(`${file} is not a readable file`)
+  await checkArchive(file)
   const request = parseTargets(list(p, 'to'), flag(p, 'allow-future-machines'), DEPLOY_USAGE)
   const settings = deploySettings(p)
   const { progress } = settings
@@ -52,4 +53,20 @@ export async function deploy(argv: string[], home: string): Promise<number> {
     })
     return followRollout(client, [result], settings)
   })
+}
+
+/**
+ * Refuses a payload the agents would refuse (`bad-archive`, `unsafe-archive`)
+ * before anything is uploaded or signed, with the same inspection they run.
+ */
+async function checkArchive(file: string): Promise<void> {
+  try {
+    await inspectTarArchive(file)
+  } catch (err) {
+    if (!(err instanceof TarArchiveError)) throw err
+    throw new UsageError(
+      `${err.message}; nothing was uploaded or signed. deploy takes a .tar or .tar.gz of the generation ` +
+        '(for a NixOS system use --nix)',
+    )
+  }
 }

@@ -1,17 +1,36 @@
 /** `fleetmesh enroll`: issue a single-use enrollment token for a machine, offline. */
 import { issueToken, machineName, tagName, verifyChain } from '../../keys/index.ts'
-import { duration, flag, list, output, parseCommand, UsageError } from '../../lib/index.ts'
+import { type CommandSpec, duration, flag, list, output, parseCommand, UsageError } from '../../lib/index.ts'
 import { loadAdminHome } from '../home.ts'
 import { ALL_MACHINES } from './deploy-targets.ts'
 
 const ENROLL_USAGE = 'fleetmesh enroll <machine> [--tag <tag>]... [--ttl 24h] [--json]'
 
+export const ENROLL_COMMAND: CommandSpec = {
+  name: 'enroll',
+  summary:
+    'Issue a single-use enrollment token for a machine; the device passes it to "fleetmesh agent --token".',
+  usage: ENROLL_USAGE,
+  options: {
+    tag: {
+      type: 'string',
+      multiple: true,
+      value: '<tag>',
+      description: 'tag the machine carries (deploy --to tag:<tag>)',
+    },
+    ttl: {
+      type: 'string',
+      value: '<duration>',
+      description: 'how long the token stays usable',
+      default: '24h',
+    },
+    json: { type: 'boolean', description: 'print machine-readable JSON' },
+  },
+  examples: ['fleetmesh enroll web-1 --tag web --tag eu --ttl 2h'],
+}
+
 export async function enroll(argv: string[], home: string): Promise<void> {
-  const p = parseCommand(
-    argv,
-    { tag: { type: 'string', multiple: true }, ttl: { type: 'string' }, json: { type: 'boolean' } },
-    ENROLL_USAGE,
-  )
+  const p = parseCommand(argv, ENROLL_COMMAND)
   const machine = p.positionals[0]
   if (machine === undefined) throw new UsageError(`name the machine to enroll\nusage: ${ENROLL_USAGE}`)
   if (!machineName.safeParse(machine).success) {

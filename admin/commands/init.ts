@@ -12,6 +12,7 @@ import {
   saveIdentity,
 } from '../../keys/index.ts'
 import {
+  type CommandSpec,
   duration,
   ensureDir,
   fileSize,
@@ -31,21 +32,53 @@ const YEAR = 365 * 86_400_000
 const exists = async (path: string) => (await fileSize(path)) !== undefined
 
 const INIT_USAGE =
-  'fleetmesh init --fleet <id> --coordinator-state <dir> --coordinator-addr <multiaddr>... [--name <admin>] [--home <dir>] [--json]'
+  'fleetmesh init --fleet <id> --coordinator-state <dir> --coordinator-addr <multiaddr>... [--name <admin>] [--valid 365d] [--json]'
+
+export const INIT_COMMAND: CommandSpec = {
+  name: 'init',
+  summary: 'Create a fleet: root key, your admin certificate, the coordinator identity.',
+  usage: INIT_USAGE,
+  options: {
+    fleet: {
+      type: 'string',
+      value: '<id>',
+      description: 'fleet id: lowercase letters, digits and dashes',
+      required: true,
+    },
+    'coordinator-state': {
+      type: 'string',
+      value: '<dir>',
+      description: 'state directory to create for the coordinator',
+      required: true,
+    },
+    'coordinator-addr': {
+      type: 'string',
+      multiple: true,
+      value: '<multiaddr>',
+      description: 'address agents dial to reach the coordinator',
+      required: true,
+    },
+    name: {
+      type: 'string',
+      value: '<admin>',
+      description: 'your name on your admin certificate',
+      default: 'owner',
+    },
+    valid: {
+      type: 'string',
+      value: '<duration>',
+      description: 'how long your admin certificate is valid',
+      default: '365d',
+    },
+    json: { type: 'boolean', description: 'print machine-readable JSON' },
+  },
+  examples: [
+    'fleetmesh init --fleet acme --coordinator-state /var/lib/fleetmesh-coordinator --coordinator-addr /ip4/203.0.113.7/tcp/4001',
+  ],
+}
 
 export async function init(argv: string[], home: string): Promise<void> {
-  const p = parseCommand(
-    argv,
-    {
-      fleet: { type: 'string' },
-      'coordinator-state': { type: 'string' },
-      'coordinator-addr': { type: 'string', multiple: true },
-      name: { type: 'string' },
-      valid: { type: 'string' },
-      json: { type: 'boolean' },
-    },
-    INIT_USAGE,
-  )
+  const p = parseCommand(argv, INIT_COMMAND)
   const fleetId = required(p, 'fleet', INIT_USAGE)
   if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(fleetId))
     throw new UsageError(`--fleet "${fleetId}": use lowercase letters, digits and "-"`)

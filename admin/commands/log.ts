@@ -1,11 +1,19 @@
 /** `fleetmesh log <machine>`: the last update log a machine reported, with its outcome. */
 import { machineName } from '../../keys/index.ts'
-import { flag, output, parseCommand, UsageError } from '../../lib/index.ts'
+import { type CommandSpec, flag, output, parseCommand, UsageError } from '../../lib/index.ts'
 import type { MachineLog } from '../../protocol/index.ts'
 import { ago } from '../format.ts'
 import { REMOTE_OPTIONS, withClient } from '../session.ts'
 
-const LOG_USAGE = 'fleetmesh log <machine> [--json]'
+const LOG_USAGE = 'fleetmesh log <machine> [--coordinator <multiaddr>]... [--json]'
+
+export const LOG_COMMAND: CommandSpec = {
+  name: 'log',
+  summary: "Show a machine's last update log: state, generation, error, pending reboot, output.",
+  usage: LOG_USAGE,
+  options: REMOTE_OPTIONS,
+  examples: ['fleetmesh log web-1'],
+}
 
 export function describeMachineLog(l: MachineLog): string {
   const reported =
@@ -23,7 +31,7 @@ export function describeMachineLog(l: MachineLog): string {
 }
 
 export async function log(argv: string[], home: string): Promise<void> {
-  const p = parseCommand(argv, { ...REMOTE_OPTIONS }, LOG_USAGE)
+  const p = parseCommand(argv, LOG_COMMAND)
   const machine = p.positionals[0]
   if (machine === undefined) throw new UsageError(`name the machine\nusage: ${LOG_USAGE}`)
   if (!machineName.safeParse(machine).success)

@@ -4,7 +4,16 @@
  * without deploying them (`deploy --nix` pushes by itself).
  */
 import { NixSigningKey, saveNixSigningKey } from '../../keys/index.ts'
-import { fileSize, flag, output, parseCommand, str, UsageError, writeFileAtomic } from '../../lib/index.ts'
+import {
+  type CommandSpec,
+  fileSize,
+  flag,
+  output,
+  parseCommand,
+  str,
+  UsageError,
+  writeFileAtomic,
+} from '../../lib/index.ts'
 import { isStorePath } from '../../protocol/index.ts'
 import { HomeError, loadAdminNixKey, paths, readFleetFile } from '../home.ts'
 import {
@@ -16,17 +25,42 @@ import {
   type PushResult,
   pushClosures,
 } from '../nix-push.ts'
-import { REMOTE_OPTIONS, withClient } from '../session.ts'
+import { JSON_OPTION, REMOTE_OPTIONS, withClient } from '../session.ts'
 
 const KEYGEN_USAGE = 'fleetmesh nix keygen [--name <key name>] [--force] [--json]'
-const PUSH_USAGE = 'fleetmesh nix push <store path>... [--json]'
+const PUSH_USAGE = 'fleetmesh nix push <store path>... [--coordinator <multiaddr>]... [--json]'
+
+export const NIX_KEYGEN_COMMAND: CommandSpec = {
+  name: 'nix keygen',
+  summary: "Create this admin's Nix binary cache signing key and print its public key.",
+  usage: KEYGEN_USAGE,
+  options: {
+    name: {
+      type: 'string',
+      value: '<key name>',
+      description: 'the key name in signatures',
+      default: '<fleet>-cache-1',
+    },
+    force: {
+      type: 'boolean',
+      description:
+        'replace an existing key (closures signed with the old one stay trusted only via old manifests)',
+    },
+    ...JSON_OPTION,
+  },
+  examples: ['fleetmesh nix keygen --name acme-cache-2 --force'],
+}
+
+export const NIX_PUSH_COMMAND: CommandSpec = {
+  name: 'nix push',
+  summary: "Upload store paths' closures to the coordinator's Nix cache without deploying them.",
+  usage: PUSH_USAGE,
+  options: REMOTE_OPTIONS,
+  examples: ['fleetmesh nix push /nix/store/abc…-nixos-system-web-1'],
+}
 
 export async function nixKeygen(argv: string[], home: string): Promise<void> {
-  const p = parseCommand(
-    argv,
-    { name: { type: 'string' }, force: { type: 'boolean' }, json: { type: 'boolean' } },
-    KEYGEN_USAGE,
-  )
+  const p = parseCommand(argv, NIX_KEYGEN_COMMAND)
   const files = paths(home)
   if (!flag(p, 'force') && (await fileSize(files.nixSecretKey)) !== undefined)
     throw new HomeError(
@@ -82,7 +116,7 @@ export function pushReporter(
 }
 
 export async function nixPush(argv: string[], home: string): Promise<void> {
-  const p = parseCommand(argv, { ...REMOTE_OPTIONS }, PUSH_USAGE)
+  const p = parseCommand(argv, NIX_PUSH_COMMAND)
   if (p.positionals.length === 0) throw new UsageError(`name the store paths to push\nusage: ${PUSH_USAGE}`)
   for (const path of p.positionals)
     if (!isStorePath(path))

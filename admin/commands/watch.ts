@@ -1,6 +1,7 @@
 /** `fleetmesh watch`: follow a rollout (or the whole fleet) live; `deploy` uses the same loop. */
 import {
   backoffDelay,
+  type CommandSpec,
   duration,
   errorMessage,
   flag,
@@ -13,6 +14,27 @@ import type { MachineView, UpdateState, WatchEvent } from '../../protocol/index.
 import { type AdminClient, AdminRequestError, type AdminWatch } from '../client.ts'
 import { machineLine, machinesTable } from '../format.ts'
 import { REMOTE_OPTIONS, withClient } from '../session.ts'
+
+export const WATCH_COMMAND: CommandSpec = {
+  name: 'watch',
+  summary: 'Follow a rollout (or, without --rollout, the whole fleet) live.',
+  usage: 'fleetmesh watch [--rollout <id>] [--timeout <duration>] [--coordinator <multiaddr>]... [--json]',
+  options: {
+    ...REMOTE_OPTIONS,
+    rollout: {
+      type: 'string',
+      value: '<id>',
+      description: 'the 32-hex-digit rollout id deploy printed; exits once every machine settles',
+    },
+    timeout: {
+      type: 'string',
+      value: '<duration>',
+      description: 'give up after this long',
+      default: '15m with --rollout, no limit without',
+    },
+  },
+  examples: ['fleetmesh watch --rollout 3f2a9c0e1b7d4e6f8a5b2c1d0e9f8a7b --timeout 30m'],
+}
 
 const TERMINAL: readonly UpdateState[] = ['committed', 'rolled-back', 'failed', 'refused']
 
@@ -176,11 +198,7 @@ export async function watchRollout(
 }
 
 export async function watch(argv: string[], home: string): Promise<number> {
-  const p = parseCommand(
-    argv,
-    { ...REMOTE_OPTIONS, rollout: { type: 'string' }, timeout: { type: 'string' } },
-    'fleetmesh watch [--rollout <id>] [--timeout <duration>: 15m with --rollout, no limit without] [--json]',
-  )
+  const p = parseCommand(argv, WATCH_COMMAND)
   const rollout = str(p, 'rollout') ?? null
   if (rollout !== null && !/^[0-9a-f]{32}$/.test(rollout))
     throw new UsageError(`--rollout must be a 32-digit hex rollout id, got "${rollout}"`)
