@@ -5,6 +5,7 @@ import {
   buildManifest,
   type ControlFrame,
   type EnrollRequest,
+  type MachineView,
   type Manifest,
   type StatusReport,
 } from '../protocol/index.ts'
@@ -97,3 +98,28 @@ export const sampleEnroll = (): EnrollRequest => ({
   token: 'fmtok1.abc',
   facts: { hostname: 'edge-1' },
 })
+
+/** A machine as `fleetmesh machines` shows it: online, committed on `generation`. */
+export function sampleMachineView(overrides: Partial<MachineView> = {}): MachineView {
+  return {
+    name: 'edge-1',
+    peerId: '12D3KooWPlaceholder',
+    tags: [],
+    online: true,
+    path: 'direct',
+    enrolledAt: 0,
+    lastSeen: Date.now(),
+    state: 'committed',
+    currentGeneration: 'v1',
+    desiredGeneration: 'v1',
+    manifestId: null,
+    rolloutId: null,
+    desiredManifestId: null,
+    desiredRolloutId: null,
+    progress: null,
+    error: null,
+    rebootRequired: false,
+    reportedAt: Date.now(),
+    ...overrides,
+  }
+}

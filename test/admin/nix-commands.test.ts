@@ -13,6 +13,7 @@ import { loadAdminNixKey, paths, writeFleetFile } from '../../admin/home.ts'
 import { NixPublicKey, PrivateKey } from '../../keys/index.ts'
 import { UsageError } from '../../lib/index.ts'
 import type { MachineView } from '../../protocol/index.ts'
+import { sampleMachineView } from '../../testkit/fixtures.ts'
 
 const PATH_A = '/nix/store/0mdqa9w1p6cmli6976v4wi0sw9r4p5pr-nixos-system-a'
 
@@ -109,26 +110,10 @@ describe('deploy --nix / --nix-map refuse before connecting', () => {
 })
 
 describe('text views', () => {
-  const view: MachineView = {
-    name: 'edge-1',
-    peerId: '12D3KooWPlaceholder',
-    tags: [],
-    online: true,
-    path: 'direct',
-    enrolledAt: 0,
-    lastSeen: Date.now(),
-    state: 'committed',
+  const view: MachineView = sampleMachineView({
     currentGeneration: 'nixos-system-a',
     desiredGeneration: 'nixos-system-a',
-    manifestId: null,
-    rolloutId: null,
-    desiredManifestId: null,
-    desiredRolloutId: null,
-    progress: null,
-    error: null,
-    rebootRequired: false,
-    reportedAt: Date.now(),
-  }
+  })
 
   it('show a pending reboot where the coordinator reports one, and error reasons', () => {
     const rebooting = { ...view, rebootRequired: true }
