@@ -4,24 +4,32 @@
  * errors into one clear line and an exit code.
  */
 
-import { adminCommandNames, adminHelp, runAdminCommand } from '../admin/cli.ts'
+import { adminCommandNames, adminHelp, adminSpecs, runAdminCommand } from '../admin/cli.ts'
 import { defaultHome } from '../admin/home.ts'
-import { agentCommand } from '../agent/cli.ts'
-import { coordinatorCommand } from '../coordinator/cli.ts'
-import { DirLockError, FLEETMESH_VERSION, HelpRequested, suggestion, UsageError } from '../lib/index.ts'
-import { doctorCommand } from '../net/index.ts'
-import { relayCommand } from '../relay/cli.ts'
+import { AGENT_COMMAND, agentCommand } from '../agent/cli.ts'
+import { COORDINATOR_COMMAND, coordinatorCommand } from '../coordinator/cli.ts'
+import {
+  type CommandSpec,
+  completionScript,
+  DirLockError,
+  FLEETMESH_VERSION,
+  HelpRequested,
+  isShell,
+  type Options,
+  parseCommand,
+  SHELLS,
+  suggestion,
+  UsageError,
+} from '../lib/index.ts'
+import { RELAY_COMMAND, relayCommand } from '../relay/cli.ts'
 
 function help(): string {
   const rows = [
     ['coordinator', 'run the coordinator daemon'],
     ['relay', 'run a relay: reachability for peers behind NAT, and the DHT that finds them'],
-    [
-      'doctor',
-      'on an agent, coordinator or relay: addresses, NAT behaviour, reservations, path to the coordinator',
-    ],
     ['agent', 'run the agent daemon on a device (enrolls on first start with --token)'],
     ...adminHelp(),
+    ['completion', 'print the shell completion script for bash, zsh or fish'],
   ]
   return [
     'usage: fleetmesh [--home <dir>] <command> [options]',
@@ -34,18 +42,89 @@ function help(): string {
   ].join('\n')
 }
 
-const DAEMONS: Record<string, (argv: string[]) => Promise<number>> = {
+/** What may come before the command; main() reads --home itself, and completion offers all three. */
+const GLOBAL_OPTIONS: Options = {
+  home: {
+    type: 'string',
+    value: '<dir>',
+    description: 'where admin commands keep keys and the fleet file',
+    default: '$FLEETMESH_HOME or ~/.config/fleetmesh',
+  },
+  help: { type: 'boolean', description: 'list the commands' },
+  version: { type: 'boolean', description: 'print the version' },
+}
+
+const COMPLETION_COMMAND: CommandSpec = {
+  name: 'completion',
+  summary:
+    "Print the completion script for a shell: commands, their options and the options' values (files, choices).",
+  usage: `fleetmesh completion ${SHELLS.join('|')}`,
+  options: {},
+  examples: [
+    'fleetmesh completion bash > /etc/bash_completion.d/fleetmesh',
+    'fleetmesh completion zsh > /usr/local/share/zsh/site-functions/_fleetmesh',
+    'fleetmesh completion fish > ~/.config/fish/completions/fleetmesh.fish',
+  ],
+}
+
+/**
+ * `fleetmesh completion <shell>`: the script is generated from every command's spec,
+ * so it offers exactly the options the parser accepts.
+ */
+async function completionCommand(argv: string[]): Promise<number> {
+  const { positionals } = parseCommand(argv, COMPLETION_COMMAND)
+  const [shell, ...extra] = positionals
+  const usage = `usage: ${COMPLETION_COMMAND.usage}`
+  if (shell === undefined)
+    throw new UsageError(`name the shell to complete in: ${SHELLS.join(', ')}\n${usage}`)
+  if (!isShell(shell))
+    throw new UsageError(
+      `unknown shell '${shell}': completion scripts exist for ${SHELLS.join(', ')}\n${usage}`,
+    )
+  if (extra.length > 0)
+    throw new UsageError(`completion takes one shell, got ${positionals.join(' ')}\n${usage}`)
+  const script = completionScript(shell, {
+    program: 'fleetmesh',
+    commands: routedSpecs(),
+    globalOptions: GLOBAL_OPTIONS,
+    helpWord: 'help',
+  })
+  process.stdout.write(script)
+  return 0
+}
+
+/** The commands main() runs itself: the daemons and completion. Everything else is an admin command. */
+const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   coordinator: coordinatorCommand,
   relay: relayCommand,
-  doctor: doctorCommand,
   agent: agentCommand,
+  completion: completionCommand,
+}
+
+/** The spec of every command as main() routes it: its own first, then the admin commands they leave reachable. */
+function routedSpecs(): CommandSpec[] {
+  const own = [COORDINATOR_COMMAND, RELAY_COMMAND, AGENT_COMMAND, COMPLETION_COMMAND]
+  return [...own, ...adminSpecs().filter((s) => COMMANDS[s.name.split(' ')[0] ?? ''] === undefined)]
 }
 
 function versionLine(): string {
   return `fleetmesh ${FLEETMESH_VERSION} (node ${process.versions.node})`
 }
 
+/**
+ * A reader that stops early (`fleetmesh --help | head`) closes our stdout; the
+ * write then fails with EPIPE, which Node raises as an unhandled 'error' event and
+ * a stack trace. Like other command-line tools, stop quietly instead.
+ */
+function endQuietlyOnClosedStdout(): void {
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(0)
+    throw err
+  })
+}
+
 export async function main(argv: string[]): Promise<number> {
+  endQuietlyOnClosedStdout()
   let args = [...argv]
   let home = defaultHome()
   if (args[0] === '--home') {
@@ -67,11 +146,11 @@ export async function main(argv: string[]): Promise<number> {
       process.stdout.write(`${versionLine()}\n`)
       return 0
     }
-    const daemon = DAEMONS[command]
-    if (daemon !== undefined) return await daemon(rest)
+    const own = COMMANDS[command]
+    if (own !== undefined) return await own(rest)
     const code = await runAdminCommand(command, rest, home)
     if (code === undefined) {
-      const known = [...Object.keys(DAEMONS), ...adminCommandNames(), 'help', 'version']
+      const known = [...Object.keys(COMMANDS), ...adminCommandNames(), 'help', 'version']
       throw new UsageError(
         `unknown command '${command}'${suggestion(command, known)}\n(fleetmesh --help lists the commands)`,
       )

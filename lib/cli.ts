@@ -50,11 +50,19 @@ export interface CommandSpec {
   options: Options
   /** Complete command lines; help shows every one */
   examples: readonly string[]
+  /** Lines help prints after the options, e.g. other ways to give them (lib/config-sources.ts) */
+  notes?: readonly string[]
 }
 
 export interface Parsed {
   values: Record<string, string | boolean | string[] | undefined>
   positionals: string[]
+  /**
+   * How to name each option's value in an error when it did not come from the
+   * command line, e.g. "keepalive in /etc/fleetmesh/agent.json" or
+   * "FLEETMESH_KEEPALIVE" (set by parseConfiguredCommand); see {@link optionLabel}.
+   */
+  sources?: Readonly<Record<string, string>>
 }
 
 /** True when `argv` asks for help (before any "--" that ends the options). */
@@ -64,6 +72,39 @@ export function wantsHelp(argv: readonly string[]): boolean {
     if (arg === '--help' || arg === '-h') return true
   }
   return false
+}
+
+/**
+ * Joins `--opt value` into `--opt=value` when `--opt` takes a string and the
+ * value starts with a dash but is not one of the command's options. parseArgs
+ * refuses such values as ambiguous, yet base64url keys begin with '-' one time
+ * in 64 (`admin grant --subject -Xb3…`), and a key printed by keygen must paste.
+ */
+function attachDashValues(argv: readonly string[], spec: CommandSpec): string[] {
+  const takesValue = new Set<string>()
+  const known = new Set<string>(['--help', '-h', '--'])
+  for (const [name, o] of Object.entries(spec.options)) {
+    known.add(`--${name}`)
+    if (o.short !== undefined) known.add(`-${o.short}`)
+    if (o.type === 'string') {
+      takesValue.add(`--${name}`)
+      if (o.short !== undefined) takesValue.add(`-${o.short}`)
+    }
+  }
+  const out: string[] = []
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string
+    if (arg === '--') {
+      out.push(...argv.slice(i))
+      break
+    }
+    const next = argv[i + 1]
+    if (takesValue.has(arg) && next?.startsWith('-') && !known.has(next.split('=')[0] as string)) {
+      out.push(arg.startsWith('--') ? `${arg}=${next}` : `${arg}${next}`)
+      i++
+    } else out.push(arg)
+  }
+  return out
 }
 
 /**
@@ -86,7 +127,7 @@ export function parseCommand(argv: readonly string[], spec: CommandSpec): Parsed
   )
   try {
     const { values, positionals } = parseArgs({
-      args: [...argv],
+      args: attachDashValues(argv, spec),
       options,
       allowPositionals: true,
       strict: true,
@@ -128,6 +169,7 @@ export function formatHelp(spec: CommandSpec): string {
     '',
     'options:',
     ...rows.map(([f, d]) => `  ${f.padEnd(width)}  ${d}`),
+    ...(spec.notes !== undefined && spec.notes.length > 0 ? ['', ...spec.notes] : []),
     ...(spec.examples.length > 0
       ? ['', spec.examples.length === 1 ? 'example:' : 'examples:', ...spec.examples.map((e) => `  ${e}`)]
       : []),
@@ -169,6 +211,11 @@ export function suggestion(word: string, known: readonly string[]): string {
   return match === undefined ? '' : `; did you mean '${match}'?`
 }
 
+/** Where an option's value came from, for errors: `--name`, or the file key or variable that set it. */
+export function optionLabel(p: Parsed, name: string): string {
+  return p.sources?.[name] ?? `--${name}`
+}
+
 export function str(p: Parsed, name: string): string | undefined {
   const v = p.values[name]
   return typeof v === 'string' ? v : undefined
@@ -198,7 +245,7 @@ export function int(p: Parsed, name: string, fallback: number, min: number, max:
   if (v === undefined) return fallback
   const n = Number(v)
   if (!Number.isInteger(n) || n < min || n > max) {
-    throw new UsageError(`--${name} must be a whole number from ${min} to ${max}, got "${v}"`)
+    throw new UsageError(`${optionLabel(p, name)} must be a whole number from ${min} to ${max}, got "${v}"`)
   }
   return n
 }
@@ -208,7 +255,8 @@ export function duration(p: Parsed, name: string, fallbackMs: number): number {
   const v = str(p, name)
   if (v === undefined) return fallbackMs
   const m = /^(\d+)(ms|s|m|h|d)$/.exec(v)
-  if (!m) throw new UsageError(`--${name} must be a duration like 90s, 15m, 12h or 30d, got "${v}"`)
+  if (!m)
+    throw new UsageError(`${optionLabel(p, name)} must be a duration like 90s, 15m, 12h or 30d, got "${v}"`)
   const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[
     m[2] as 'ms' | 's' | 'm' | 'h' | 'd'
   ]
@@ -221,17 +269,6 @@ export function output(json: boolean, value: unknown, human: () => string): void
   else process.stdout.write(`${human()}\n`)
 }
 
-/** Renders rows as an aligned text table. */
-export function table(headers: string[], rows: string[][]): string {
-  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)))
-  const fmt = (r: string[]) =>
-    r
-      .map((c, i) => c.padEnd(widths[i] as number))
-      .join('  ')
-      .trimEnd()
-  return [fmt(headers), ...rows.map(fmt)].join('\n')
-}
-
 /** Parses `--name 7001,7002` into TCP ports; "none" gives an empty list. */
 export function ports(p: Parsed, name: string, fallback: number[]): number[] {
   const items = list(p, name)
@@ -240,7 +277,7 @@ export function ports(p: Parsed, name: string, fallback: number[]): number[] {
   return items.map((item) => {
     const n = Number(item)
     if (!Number.isInteger(n) || n < 1 || n > 65_535)
-      throw new UsageError(`--${name}: "${item}" is not a TCP port`)
+      throw new UsageError(`${optionLabel(p, name)}: "${item}" is not a TCP port`)
     return n
   })
 }
@@ -250,7 +287,7 @@ export function endpoints(p: Parsed, name: string): string[] {
   const items = list(p, name)
   for (const item of items) {
     if (!/^\d{1,3}(\.\d{1,3}){3}:\d{1,5}$/.test(item))
-      throw new UsageError(`--${name}: "${item}" is not an ipv4:port endpoint`)
+      throw new UsageError(`${optionLabel(p, name)}: "${item}" is not an ipv4:port endpoint`)
   }
   return items
 }

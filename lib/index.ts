@@ -5,9 +5,10 @@
  * libp2p. Typed errors ({@link CodedError}), crash-safe files
  * ({@link writeFileAtomic}, {@link readJson}), one abortable {@link sleep},
  * {@link raceSignal}, {@link backoffDelay}, SHA-256 of bytes and files, byte
- * encodings, and the command-line plumbing every role's CLI uses. Everything
- * else in fleetmesh may import from here; this folder imports nothing of
- * fleetmesh's.
+ * encodings, and the command-line plumbing every role's CLI uses (daemon
+ * options also from FLEETMESH_* variables and a --config JSON file).
+ * Everything else in fleetmesh may import from here; this folder imports
+ * nothing of fleetmesh's.
  *
  * @example
  *
@@ -23,6 +24,16 @@
 export * from './backoff.ts'
 export * from './bytes.ts'
 export * from './cli.ts'
+export {
+  type CompletionSource,
+  CompletionSpecError,
+  completionScript,
+  isShell,
+  SHELLS,
+  type Shell,
+} from './completion.ts'
+export * from './config-file.ts'
+export * from './config-sources.ts'
 export * from './dir-lock.ts'
 export * from './errors.ts'
 export * from './files.ts'
@@ -32,5 +43,6 @@ export * from './nix-base32.ts'
 export * from './process.ts'
 export * from './serial.ts'
 export * from './sleep.ts'
+export * from './table.ts'
 export * from './tar-archive.ts'
 export * from './version.ts'

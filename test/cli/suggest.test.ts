@@ -1,6 +1,13 @@
 // "Did you mean": edit distance, and when a word counts as a typo of a known one.
 import { describe, expect, it } from 'vitest'
-import { closest, editDistance, suggestion } from '../../lib/cli.ts'
+import {
+  type CommandSpec,
+  closest,
+  editDistance,
+  parseCommand,
+  suggestion,
+  UsageError,
+} from '../../lib/cli.ts'
 
 describe('editDistance', () => {
   it('counts single-character edits', () => {
@@ -20,5 +27,28 @@ describe('closest', () => {
   it('suggests nothing for an unrelated word', () => {
     expect(closest('kubernetes', known)).toBeUndefined()
     expect(suggestion('kubernetes', known)).toBe('')
+  })
+})
+
+describe('option values that start with a dash', () => {
+  const spec: CommandSpec = {
+    name: 'admin grant',
+    summary: '',
+    usage: 'fleetmesh admin grant --subject <key> [--name <name>] [--all]',
+    options: {
+      subject: { type: 'string', description: 'key' },
+      name: { type: 'string', description: 'name' },
+      all: { type: 'boolean', description: 'all' },
+    },
+    examples: [],
+  }
+  // one base64url public key in 64 begins with '-': keygen prints it, grant must take it
+  it('takes a value that begins with a dash as the value', () => {
+    const p = parseCommand(['--subject', '-Xb3kQ', '--all'], spec)
+    expect(p.values.subject).toBe('-Xb3kQ')
+    expect(p.values.all).toBe(true)
+  })
+  it('still reads a known option after a string option as an option', () => {
+    expect(() => parseCommand(['--subject', '--all'], spec)).toThrow(UsageError)
   })
 })
