@@ -2,17 +2,20 @@
 import { resolve } from 'node:path'
 import {
   type CommandSpec,
+  configurable,
   duration,
   endpoints,
   flag,
   int,
   list,
-  parseCommand,
+  optionLabel,
+  parseConfiguredCommand,
   readTextArg,
   required,
   str,
   UsageError,
 } from '../lib/index.ts'
+import { checkAddresses } from '../net/index.ts'
 import { startAgent } from './daemon.ts'
 
 const USAGE =
@@ -21,7 +24,7 @@ const USAGE =
   '[--keepalive 10s] [--pass-env NAME]... [--activator auto|profile|nixos] ' +
   '[--nix-profile /nix/var/nix/profiles/system] [--nix-keep-generations 5] [--json]'
 
-export const AGENT_COMMAND: CommandSpec = {
+export const AGENT_COMMAND: CommandSpec = configurable({
   name: 'agent',
   summary: 'Run the agent daemon on a device until SIGINT/SIGTERM; on first start it enrolls with --token.',
   usage: USAGE,
@@ -54,8 +57,9 @@ export const AGENT_COMMAND: CommandSpec = {
       type: 'string',
       multiple: true,
       value: '<multiaddr>',
-      description: 'address to listen on',
-      default: '/ip4/0.0.0.0/tcp/0',
+      description:
+        'address to accept libp2p connections on, only to reach this agent directly: nothing in a fleet dials agents (they dial the coordinator and relays; relayed links and hole punching need no listener)',
+      default: 'none, no listening socket',
     },
     keepalive: {
       type: 'string',
@@ -90,11 +94,14 @@ export const AGENT_COMMAND: CommandSpec = {
     },
     json: { type: 'boolean', description: 'print events as JSON lines instead of text' },
   },
-  examples: ['fleetmesh agent --state /var/lib/fleetmesh-agent --token @/run/fleetmesh-token'],
-}
+  examples: [
+    'fleetmesh agent --state /var/lib/fleetmesh-agent --token @/run/fleetmesh-token',
+    'fleetmesh agent --state /var/lib/fleetmesh-agent --config /etc/fleetmesh/agent.json',
+  ],
+})
 
 export async function agentCommand(argv: string[]): Promise<number> {
-  const p = parseCommand(argv, AGENT_COMMAND)
+  const p = await parseConfiguredCommand(argv, AGENT_COMMAND)
   const json = flag(p, 'json')
   const emit = (event: string, fields: Record<string, unknown>) => {
     if (json) {
@@ -108,31 +115,32 @@ export async function agentCommand(argv: string[]): Promise<number> {
     process.stdout.write(`${event} ${detail}\n`)
   }
   const tokenArg = str(p, 'token')
-  const token = tokenArg === undefined ? undefined : await readTextArg(tokenArg)
   const hookEnv: Record<string, string> = {}
   for (const name of list(p, 'pass-env')) {
     if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
-      throw new UsageError(`--pass-env "${name}" is not an environment variable name`)
+      throw new UsageError(`${optionLabel(p, 'pass-env')}: "${name}" is not an environment variable name`)
     const value = process.env[name]
     if (value !== undefined) hookEnv[name] = value
   }
-  const listen = list(p, 'listen')
-  const coordinatorAddrs = list(p, 'coordinator-addr')
-  const bootstrap = list(p, 'bootstrap')
+  const listen = checkAddresses(list(p, 'listen'), optionLabel(p, 'listen'), 'listen')
+  const coordinatorAddrs = checkAddresses(list(p, 'coordinator-addr'), optionLabel(p, 'coordinator-addr'))
+  const bootstrap = checkAddresses(list(p, 'bootstrap'), optionLabel(p, 'bootstrap'), 'peer')
   const keepaliveMs = duration(p, 'keepalive', 10_000)
-  if (keepaliveMs < 200) throw new UsageError('--keepalive must be at least 200ms')
+  if (keepaliveMs < 200) throw new UsageError(`${optionLabel(p, 'keepalive')} must be at least 200ms`)
   const activator = str(p, 'activator') ?? 'auto'
   if (activator !== 'auto' && activator !== 'profile' && activator !== 'nixos')
-    throw new UsageError(`--activator must be auto, profile or nixos, not "${activator}"`)
+    throw new UsageError(`${optionLabel(p, 'activator')} must be auto, profile or nixos, not "${activator}"`)
   const nixProfile = str(p, 'nix-profile')
   const nixKeepGenerations = int(p, 'nix-keep-generations', 5, 1, 1000)
   const agent = await startAgent({
-    stateDir: resolve(required(p, 'state', USAGE)),
-    ...(token !== undefined ? { token } : {}),
+    stateDir: resolve(required(p, 'state', AGENT_COMMAND.usage)),
+    ...(tokenArg !== undefined ? { token: () => readTextArg(tokenArg) } : {}),
     ...(coordinatorAddrs.length ? { coordinatorAddrs } : {}),
     ...(bootstrap.length ? { bootstrap } : {}),
     observers: endpoints(p, 'observers'),
-    listen: listen.length ? listen : ['/ip4/0.0.0.0/tcp/0'],
+    // none by default: an agent only dials out (see the option's description), so
+    // nothing should listen on every interface of a device for it
+    listen,
     keepaliveMs,
     hookEnv,
     activator,

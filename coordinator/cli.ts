@@ -5,18 +5,21 @@
 import { resolve } from 'node:path'
 import {
   type CommandSpec,
+  configurable,
   duration,
   endpoints,
   flag,
   int,
   list,
+  optionLabel,
   type Parsed,
-  parseCommand,
+  parseConfiguredCommand,
   ports,
   required,
   UsageError,
 } from '../lib/index.ts'
 import {
+  checkAddresses,
   describeReservation,
   HOST_OPTIONS,
   hostAddresses,
@@ -34,7 +37,7 @@ const USAGE =
   `[--reserve-on <relay multiaddr>]... [--reserve-keepalive 10s] [--observers ip:port,...] [--observer-ports p1,p2] ${RELAY_LIMIT_USAGE} ` +
   '[--idle-timeout 45s] [--nix-keep-manifests 20] [--nix-cache-grace 24h] [--json]'
 
-export const COORDINATOR_COMMAND: CommandSpec = {
+export const COORDINATOR_COMMAND: CommandSpec = configurable({
   name: 'coordinator',
   summary: 'Run the coordinator daemon until SIGINT/SIGTERM, printing events (JSON lines with --json).',
   usage: USAGE,
@@ -89,17 +92,19 @@ export const COORDINATOR_COMMAND: CommandSpec = {
   },
   examples: [
     'fleetmesh coordinator --state /var/lib/fleetmesh-coordinator --announce /ip4/203.0.113.7/tcp/4001',
+    'fleetmesh coordinator --state /var/lib/fleetmesh-coordinator --config /etc/fleetmesh/coordinator.json',
   ],
-}
+})
 
 export async function coordinatorCommand(argv: string[]): Promise<number> {
-  const p: Parsed = parseCommand(argv, COORDINATOR_COMMAND)
+  const p: Parsed = await parseConfiguredCommand(argv, COORDINATOR_COMMAND)
   const say = sayer(flag(p, 'json'))
-  const reserveOn = list(p, 'reserve-on')
+  const reserveOn = checkAddresses(list(p, 'reserve-on'), optionLabel(p, 'reserve-on'), 'peer')
   const reserveKeepaliveMs = duration(p, 'reserve-keepalive', 10_000)
-  if (reserveKeepaliveMs < 100) throw new UsageError('--reserve-keepalive must be at least 100ms')
+  if (reserveKeepaliveMs < 100)
+    throw new UsageError(`${optionLabel(p, 'reserve-keepalive')} must be at least 100ms`)
   const running = await startCoordinator({
-    stateDir: resolve(required(p, 'state', USAGE)),
+    stateDir: resolve(required(p, 'state', COORDINATOR_COMMAND.usage)),
     ...hostAddresses(p),
     ...(reserveOn.length ? { reserveOn } : {}),
     observers: endpoints(p, 'observers'),

@@ -4,8 +4,9 @@
  * event output as text or JSON lines, address-change reports, and waiting for
  * SIGINT/SIGTERM.
  */
-import { duration, int, list, type Options, type Parsed } from '../lib/index.ts'
+import { duration, int, list, type Options, optionLabel, type Parsed } from '../lib/index.ts'
 import type { FleetHost, RelayLimits } from './host.ts'
+import { checkAddresses } from './multiaddr-arg.ts'
 import type { ReservationEvent } from './reservations.ts'
 
 export const RELAY_LIMIT_USAGE =
@@ -132,9 +133,9 @@ export const HOST_OPTIONS = {
 } as const satisfies Options
 
 export function hostAddresses(p: Parsed): { listen?: string[]; announce?: string[]; bootstrap?: string[] } {
-  const listen = list(p, 'listen')
-  const announce = list(p, 'announce')
-  const bootstrap = list(p, 'bootstrap')
+  const listen = checkAddresses(list(p, 'listen'), optionLabel(p, 'listen'), 'listen')
+  const announce = checkAddresses(list(p, 'announce'), optionLabel(p, 'announce'))
+  const bootstrap = checkAddresses(list(p, 'bootstrap'), optionLabel(p, 'bootstrap'), 'peer')
   return {
     ...(listen.length ? { listen } : {}),
     ...(announce.length ? { announce } : {}),

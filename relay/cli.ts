@@ -14,7 +14,15 @@
  * ```
  */
 import { resolve } from 'node:path'
-import { type CommandSpec, flag, type Parsed, parseCommand, ports, required } from '../lib/index.ts'
+import {
+  type CommandSpec,
+  configurable,
+  flag,
+  type Parsed,
+  parseConfiguredCommand,
+  ports,
+  required,
+} from '../lib/index.ts'
 import {
   HOST_OPTIONS,
   hostAddresses,
@@ -30,7 +38,7 @@ const RELAY_USAGE =
   'fleetmesh relay --state <dir> [--listen <multiaddr>]... [--announce <multiaddr>]... [--bootstrap <multiaddr>]... [--observer-ports 4002,4003|none] ' +
   `${RELAY_LIMIT_USAGE} [--json]`
 
-export const RELAY_COMMAND: CommandSpec = {
+export const RELAY_COMMAND: CommandSpec = configurable({
   name: 'relay',
   summary:
     'Run a public relay (reachability for peers behind NAT, the fleet DHT, NAT observers) until SIGINT/SIGTERM.',
@@ -41,15 +49,16 @@ export const RELAY_COMMAND: CommandSpec = {
   },
   examples: [
     'fleetmesh relay --state /var/lib/fleetmesh-relay --announce /ip4/203.0.113.7/tcp/4001 --relay-max-reservations 10000',
+    'FLEETMESH_STATE=/var/lib/fleetmesh-relay FLEETMESH_LISTEN=/ip4/0.0.0.0/tcp/4001 fleetmesh relay --json',
   ],
-}
+})
 
 export async function relayCommand(argv: string[]): Promise<number> {
-  const p: Parsed = parseCommand(argv, RELAY_COMMAND)
+  const p: Parsed = await parseConfiguredCommand(argv, RELAY_COMMAND)
   const say = sayer(flag(p, 'json'))
   const limits = relayLimits(p)
   const running = await startRelay({
-    stateDir: resolve(required(p, 'state', RELAY_USAGE)),
+    stateDir: resolve(required(p, 'state', RELAY_COMMAND.usage)),
     ...hostAddresses(p),
     relay: limits,
     observerPorts: ports(p, 'observer-ports', DEFAULT_OBSERVER_PORTS),

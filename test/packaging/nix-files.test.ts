@@ -18,6 +18,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os'
 import { dirname, join, relative, resolve } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
+import { runCli } from '../../testkit/harness.ts'
 
 const ROOT = resolve(import.meta.dirname, '../..')
 const ROLES = ['coordinator', 'agent', 'relay'] as const
@@ -84,7 +85,7 @@ describe('plain systemd units', () => {
     expect(bad).toEqual([])
     expect(Object.keys(sections).sort()).toEqual(['Install', 'Service', 'Unit'])
     expect(sections.Service?.ExecStart).toEqual([
-      `/usr/bin/fleetmesh ${role} --state /var/lib/fleetmesh-${role} $FLEETMESH_ARGS`,
+      `/usr/bin/fleetmesh ${role} --state /var/lib/fleetmesh-${role} --config /etc/fleetmesh/${role}.json $FLEETMESH_ARGS`,
     ])
     expect(sections.Service?.StateDirectory).toEqual([`fleetmesh-${role}`])
     expect(sections.Service?.EnvironmentFile).toEqual([`-/etc/fleetmesh/${role}.env`])
@@ -93,6 +94,28 @@ describe('plain systemd units', () => {
     expect(sections.Unit?.After).toEqual(['network-online.target'])
     expect(sections.Unit?.Wants).toEqual(['network-online.target'])
   })
+
+  it.each(ROLES)(
+    'fleetmesh-%s.service’s command line with the example config is one the daemon takes',
+    async (role) => {
+      const example = join(ROOT, 'packaging/systemd', `${role}.example.json`)
+      const words = service(role).ExecStart![0]!.split(' ')
+      expect(words.slice(0, 2)).toEqual(['/usr/bin/fleetmesh', role])
+      expect(words.at(-1)).toBe('$FLEETMESH_ARGS')
+      const argv = [...words.slice(1, -1), '--print-config'].map((w) =>
+        w === `/etc/fleetmesh/${role}.json` ? example : w,
+      )
+      const printed = await runCli(argv)
+      expect(printed.code, printed.stderr).toBe(0)
+      const options = Object.fromEntries(
+        Object.entries(JSON.parse(readFileSync(example, 'utf8')) as Record<string, unknown>).filter(
+          ([key]) => !key.startsWith('//'),
+        ),
+      )
+      expect(JSON.parse(printed.stdout)).toMatchObject({ ...options, state: `/var/lib/fleetmesh-${role}` })
+    },
+    60_000,
+  )
 
   it.each(['coordinator', 'relay'] as const)('%s runs as a dynamic user in the full sandbox', (role) => {
     const s = service(role)
