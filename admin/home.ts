@@ -7,12 +7,14 @@
  *   root.key      the fleet root key, only on the machine that ran `init`; keep it offline
  *   nix-cache.sec this admin's Nix binary cache signing key (0600), made by `fleetmesh nix keygen`
  *   nix-cache.pub its public half, "<name>:<base64>", for nix.conf's trusted-public-keys
+ *   audit-head.json the newest audit record `fleetmesh audit --verify` verified (index, hash)
  *
  * Everything is validated when read, and a bad file is named in the error.
  */
 import { readFile } from 'node:fs/promises'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
+import { peerIdFromString } from '@libp2p/peer-id'
 import { z } from 'zod'
 import {
   decodeCanonical,
@@ -36,6 +38,7 @@ import {
   writeFileAtomic,
   writeJsonAtomic,
 } from '../lib/index.ts'
+import { AddressError, checkAddresses } from '../net/index.ts'
 
 export class HomeError extends Error {
   override name = 'HomeError'
@@ -70,12 +73,19 @@ export const paths = (dir: string) => ({
   rootKey: join(dir, 'root.key'),
   nixSecretKey: join(dir, 'nix-cache.sec'),
   nixPublicKey: join(dir, 'nix-cache.pub'),
+  /** The newest audit record this admin verified, so a log cut back later fails `audit --verify`. */
+  auditHead: join(dir, 'audit-head.json'),
 })
+
+/** How errors name the `index`th coordinator address of the fleet file in `dir`. */
+export const fleetAddrSource = (dir: string, index: number): string =>
+  `${paths(dir).fleet} coordinator.addrs[${index}]`
 
 export async function readFleetFile(dir: string): Promise<FleetFile> {
   const file = paths(dir).fleet
+  let fleet: FleetFile
   try {
-    return await readJson(file, fleetFileSchema)
+    fleet = await readJson(file, fleetFileSchema)
   } catch (err) {
     if (!(err instanceof PersistError)) throw err
     if (err.code === 'missing')
@@ -85,6 +95,22 @@ export async function readFleetFile(dir: string): Promise<FleetFile> {
       )
     throw new HomeError(err.message, { cause: err })
   }
+  // Checked here, before any command starts a host on them.
+  try {
+    peerIdFromString(fleet.coordinator.peerId)
+  } catch (err) {
+    throw new HomeError(
+      `${file} coordinator.peerId "${fleet.coordinator.peerId}" is not a peer id (12D3KooW…)`,
+      { cause: err },
+    )
+  }
+  try {
+    checkAddresses(fleet.coordinator.addrs, (i) => fleetAddrSource(dir, i))
+  } catch (err) {
+    if (err instanceof AddressError) throw new HomeError(err.message, { cause: err })
+    throw err
+  }
+  return fleet
 }
 
 export async function writeFleetFile(dir: string, fleet: FleetFile): Promise<void> {

@@ -4,6 +4,7 @@
  * of the command.
  */
 import { list, type Options, type Parsed } from '../lib/index.ts'
+import { checkAddresses } from '../net/index.ts'
 import { AdminClient } from './client.ts'
 import { loadAdminHome } from './home.ts'
 
@@ -21,9 +22,14 @@ export const REMOTE_OPTIONS = {
 /** --json alone, for commands that never reach the coordinator. */
 export const JSON_OPTION = { json: REMOTE_OPTIONS.json } as const satisfies Options
 
-/** Connects with the admin key in `home` (or `--coordinator` addresses), runs `fn`, disconnects. */
+/**
+ * Connects with the admin key in `home` (or `--coordinator` addresses), runs `fn`, disconnects.
+ * Every address is checked before the host starts, and the host is stopped whatever happens:
+ * a host left running keeps the process alive after the error is printed.
+ */
 export async function withClient<T>(home: string, p: Parsed, fn: (c: AdminClient) => Promise<T>): Promise<T> {
-  const client = await AdminClient.connect(await loadAdminHome(home), list(p, 'coordinator'))
+  const override = checkAddresses(list(p, 'coordinator'), '--coordinator')
+  const client = await AdminClient.connect(await loadAdminHome(home), override)
   try {
     return await fn(client)
   } finally {

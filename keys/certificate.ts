@@ -134,7 +134,17 @@ export function decodeCertificate(signed: SignedCertificate): Certificate {
   }
 }
 
-/** What an action touches, for the scope check. */
+/**
+ * What an action touches, for the scope check. Two rules, one per kind of action:
+ *
+ * - `machine`: seeing or asking one enrolled machine (machines, watch, ping, logs) is
+ *   covered when the scope names the machine or any tag it carries now.
+ * - `selector`: a manifest's targets as written (protocol/manifest.ts `deployScope`,
+ *   the one deploy rule of the coordinator and the agents) are covered only when
+ *   every machine name is named by the scope and every tag is a tag of the scope.
+ *   What a target may ever reach is then within scope whatever tags machines get
+ *   later, and the verdict needs nothing but the manifest and the chain.
+ */
 export type ScopeTarget =
   | { kind: 'machine'; name: string; tags: readonly string[] }
   | { kind: 'selector'; machines: readonly string[]; tags: readonly string[] }
@@ -186,6 +196,48 @@ export interface Authority {
 
 export function authorityCovers(authority: Authority, target: ScopeTarget): boolean {
   return authority.scopes.every((s) => scopeCovers(s, target))
+}
+
+/** Every link's scope is the whole fleet: nothing in the fleet is outside this admin's reach. */
+export function authorityIsFleetWide(authority: Authority): boolean {
+  return authority.scopes.every((s) => 'all' in s)
+}
+
+/**
+ * Some non-empty selector is covered by every link: one machine name or one tag
+ * that all links share. Without one the admin cannot deploy anywhere, whatever
+ * its capabilities say (the links' scopes do not overlap, or one is empty).
+ */
+export function authorityCoversSomeSelector(authority: Authority): boolean {
+  const bounded = authority.scopes.filter((s) => !('all' in s))
+  const [first, ...rest] = bounded
+  if (first === undefined || 'all' in first) return true
+  const shared = (pick: (s: { machines: string[]; tags: string[] }) => string[]) =>
+    pick(first).some((x) => rest.every((s) => !('all' in s) && pick(s).includes(x)))
+  return shared((s) => s.machines) || shared((s) => s.tags)
+}
+
+/**
+ * Checks again, at `now`, what can change after verifyChain accepted a chain:
+ * a link revoked since, or expired since. Long-lived admin streams (watch) call
+ * it while they run; throws CertificateError 'revoked' or 'expired'.
+ */
+export function recheckAuthority(
+  authority: Authority,
+  policy: { now: number; revokedSerials: ReadonlySet<string> },
+): void {
+  for (const cert of authority.chain) {
+    const label = `certificate ${cert.serial} ("${cert.name}")`
+    if (policy.revokedSerials.has(cert.serial))
+      throw new CertificateError('revoked', `${label} has been revoked`)
+    if (policy.now >= cert.notAfter)
+      throw new CertificateError('expired', `${label} expired at ${new Date(cert.notAfter).toISOString()}`)
+  }
+}
+
+/** When the first link of the chain expires. */
+export function authorityExpiresAt(authority: Authority): number {
+  return Math.min(...authority.chain.map((c) => c.notAfter))
 }
 
 /**

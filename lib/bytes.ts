@@ -6,12 +6,20 @@ export function toBase64Url(bytes: Uint8Array): string {
 
 const BASE64URL = /^[A-Za-z0-9_-]*$/
 
-/** Strict base64url decode: Buffer.from silently skips bad characters, which would hide typos. */
+/**
+ * Strict base64url decode: one text for one byte string. Buffer.from silently
+ * skips bad characters and ignores the unused low bits of the last character,
+ * so a typo, or a changed last character of a token, would decode to the same
+ * bytes. Only the canonical form (what toBase64Url makes: no padding, unused
+ * bits zero) is accepted.
+ */
 export function fromBase64Url(text: string): Uint8Array {
   if (!BASE64URL.test(text) || text.length % 4 === 1) {
     throw new TypeError('not valid base64url text')
   }
-  return new Uint8Array(Buffer.from(text, 'base64url'))
+  const bytes = new Uint8Array(Buffer.from(text, 'base64url'))
+  if (toBase64Url(bytes) !== text) throw new TypeError('not canonical base64url text (unused bits set)')
+  return bytes
 }
 
 export function toHex(bytes: Uint8Array): string {

@@ -6,9 +6,11 @@
  * ({@link connectionPath}: direct or relayed), relay reservations kept alive
  * by a NATed coordinator, the repairs a relay server needs, fleetmesh's own
  * TCP hole punching and NAT observation, the runtime snapshot each daemon
- * writes, `fleetmesh doctor`, which reads it, and the command-line plumbing
- * the daemons share. Roles build on this; this folder knows nothing of
- * coordinators or agents beyond the role name it is given.
+ * writes, `fleetmesh doctor`, which reads it, the command-line plumbing
+ * the daemons share, and the one parser for addresses people give
+ * ({@link parseAddress}: its errors name the flag or file). Roles build on
+ * this; this folder knows nothing of coordinators or agents beyond the role
+ * name it is given.
  *
  * @example
  *
@@ -44,7 +46,8 @@ export {
   sayer,
   untilSignal,
 } from './daemon-cli.ts'
-export { doctorCommand } from './doctor.ts'
+export { LOCAL_DOCTOR_OPTIONS, localDoctor, localInterfaces } from './doctor.ts'
+export { formatRemoteDoctor } from './doctor-format.ts'
 export * from './holepunch/index.ts'
 export {
   connectionPath,
@@ -58,6 +61,7 @@ export {
   openStream,
   type RelayLimits,
 } from './host.ts'
+export { AddressError, type AddressUse, checkAddresses, parseAddress } from './multiaddr-arg.ts'
 export { pruneSupersededConnections, RelayProbeError } from './relay-probe.ts'
 export { repairReservationExpiry } from './reservation-expiry.ts'
 export { ReservationKeeperError, type TransportManagerAccess, transportAccess } from './reservation-store.ts'

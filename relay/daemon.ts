@@ -26,6 +26,7 @@ import { identifyPush } from '@libp2p/identify'
 import { loadOrCreateIdentity } from '../keys/index.ts'
 import { acquireDirLock, ensureDir } from '../lib/index.ts'
 import {
+  checkAddresses,
   createHost,
   type FleetHost,
   keepRuntimeFile,
@@ -66,6 +67,10 @@ export interface RunningRelay {
  * runtime.json current. The caller owns the result and must `stop()` it.
  */
 export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
+  // Before the lock and the host: a bad address fails at once, naming its flag.
+  checkAddresses(options.listen ?? [], '--listen', 'listen')
+  checkAddresses(options.announce ?? [], '--announce')
+  checkAddresses(options.bootstrap ?? [], '--bootstrap', 'peer')
   await ensureDir(options.stateDir)
   const lock = await acquireDirLock(options.stateDir, 'fleetmesh relay')
   let host: FleetHost

@@ -1,6 +1,18 @@
 /** The options of `fleetmesh deploy`, parsed into what every payload kind shares. */
-import { type CommandSpec, duration, flag, type Options, type Parsed, str } from '../../lib/index.ts'
-import type { HealthCheck } from '../../protocol/index.ts'
+
+import {
+  type CommandSpec,
+  duration,
+  flag,
+  int,
+  list,
+  type Options,
+  type Parsed,
+  str,
+  UsageError,
+} from '../../lib/index.ts'
+import { blobSource, type HealthCheck } from '../../protocol/index.ts'
+import { WATCH_EXIT_NOTES } from '../rollout-outcome.ts'
 import { REMOTE_OPTIONS } from '../session.ts'
 
 const COMMON_FLAGS =
@@ -81,25 +93,26 @@ export const DEPLOY_OPTIONS = {
   'health-timeout': {
     type: 'string',
     value: '<duration>',
-    description: 'how long one health check run may take',
+    description: 'how long one health check run may take, from 100ms to 1h',
     default: '30s',
   },
   'health-retries': {
     type: 'string',
     value: 'N',
-    description: 'how often a failed health check is retried before rolling back',
+    description: 'how often a failed health check is retried before rolling back, 0 to 100',
     default: '2',
   },
   'confirm-timeout': {
     type: 'string',
     value: '<duration>',
-    description: 'how long a machine waits to confirm the new generation before rolling back',
+    description: 'how long a machine waits to confirm the new generation before rolling back, from 1s to 24h',
     default: '2m',
   },
   expires: {
     type: 'string',
     value: '<duration>',
-    description: 'how long the signed manifest stays valid for machines that have not applied it',
+    description:
+      'how long the signed manifest stays valid for machines that have not applied it, from 1s to 365d',
     default: '7d',
   },
   url: {
@@ -112,7 +125,7 @@ export const DEPLOY_OPTIONS = {
   timeout: {
     type: 'string',
     value: '<duration>',
-    description: 'stop watching after this long (the rollout continues)',
+    description: 'stop watching after this long (the rollout continues), from 1s to 30d',
     default: '15m',
   },
 } as const satisfies Options
@@ -123,6 +136,10 @@ export const DEPLOY_COMMAND: CommandSpec = {
     'Upload an archive or push a NixOS closure (--nix, --nix-map), sign a manifest and roll it out; watches until every machine settles.',
   usage: DEPLOY_USAGE,
   options: DEPLOY_OPTIONS,
+  notes: [
+    'exit codes (the same as watch --rollout; with --no-watch, 0 once the rollout is stored):',
+    ...WATCH_EXIT_NOTES.slice(1),
+  ],
   examples: [
     'fleetmesh deploy app-1.4.tar.gz --to tag:web --health-check "curl -fsS http://localhost:8080/health"',
   ],
@@ -143,28 +160,82 @@ export interface DeploySettings {
   progress: (message: string) => void
 }
 
+const SECOND = 1000
+const HOUR = 3_600_000
+const DAY = 24 * HOUR
+
+/**
+ * A duration flag within the range the manifest schema (protocol/messages.ts)
+ * or the watch allows: a value outside it must fail here, naming its flag,
+ * and not as a schema error after the upload.
+ */
+function boundedDuration(
+  p: Parsed,
+  name: string,
+  fallbackMs: number,
+  range: { min: number; max: number; text: string },
+): number {
+  const ms = duration(p, name, fallbackMs)
+  if (ms < range.min || ms > range.max)
+    throw new UsageError(`--${name} must be from ${range.text}, got "${str(p, name)}"`)
+  return ms
+}
+
+const GENERATION = /^[A-Za-z0-9._+-]{1,128}$/
+
+/** --url: what a manifest's http source accepts; the coordinator is always the first source. */
+function checkUrls(urls: readonly string[]): void {
+  if (urls.length > 7) throw new UsageError(`give at most 7 --url, got ${urls.length}`)
+  for (const url of urls)
+    if (!blobSource.safeParse({ kind: 'http', url }).success)
+      throw new UsageError(`--url "${url}" is not an http:// or https:// URL (at most 2048 characters)`)
+}
+
+/**
+ * The deploy options every payload kind shares, parsed and checked against
+ * what the manifest accepts. Deploy calls this before it uploads or signs
+ * anything, so every bad value fails first, naming its flag.
+ */
 export function deploySettings(p: Parsed): DeploySettings {
   const json = flag(p, 'json')
+  const generation = str(p, 'generation')
+  if (generation !== undefined && !GENERATION.test(generation))
+    throw new UsageError(
+      `--generation "${generation}": use 1 to 128 letters, digits and . _ + - (e.g. app-1.4)`,
+    )
   const healthArgv = str(p, 'health-check')
     ?.trim()
     .split(/\s+/)
     .filter((s) => s.length > 0)
+  if (healthArgv !== undefined && (healthArgv.length > 64 || healthArgv.some((a) => a.length > 4096)))
+    throw new UsageError('--health-check takes at most 64 words of at most 4096 characters each')
+  // checked even without --health-check: a typo must not pass silently
+  const healthTimeoutMs = boundedDuration(p, 'health-timeout', 30 * SECOND, {
+    min: 100,
+    max: HOUR,
+    text: '100ms to 1h',
+  })
+  const retries = int(p, 'health-retries', 2, 0, 100)
+  checkUrls(list(p, 'url'))
   const healthCheck: HealthCheck | null =
     healthArgv && healthArgv.length > 0
-      ? {
-          command: healthArgv,
-          timeoutMs: duration(p, 'health-timeout', 30_000),
-          retries: Number(str(p, 'health-retries') ?? 2),
-          intervalMs: 1000,
-        }
+      ? { command: healthArgv, timeoutMs: healthTimeoutMs, retries, intervalMs: 1000 }
       : null
   return {
-    generation: str(p, 'generation'),
+    generation,
     healthCheck,
-    confirmTimeoutMs: duration(p, 'confirm-timeout', 120_000),
-    validForMs: duration(p, 'expires', 7 * 86_400_000),
+    confirmTimeoutMs: boundedDuration(p, 'confirm-timeout', 2 * 60 * SECOND, {
+      min: SECOND,
+      max: DAY,
+      text: '1s to 24h',
+    }),
+    validForMs: boundedDuration(p, 'expires', 7 * DAY, { min: SECOND, max: 365 * DAY, text: '1s to 365d' }),
     watch: !flag(p, 'no-watch'),
-    timeoutMs: duration(p, 'timeout', 15 * 60_000),
+    timeoutMs: boundedDuration(p, 'timeout', 15 * 60 * SECOND, {
+      min: SECOND,
+      max: 30 * DAY,
+      text: '1s to 30d',
+    }),
     json,
     progress: (msg: string) => {
       if (!json) process.stderr.write(`${msg}\n`)

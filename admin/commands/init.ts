@@ -23,9 +23,16 @@ import {
   required,
   str,
   UsageError,
+  writeFileAtomic,
   writeJsonAtomic,
 } from '../../lib/index.ts'
-import { COORDINATOR_CONFIG_FILE, type CoordinatorConfig, IDENTITY_FILE } from '../../protocol/index.ts'
+import { checkAddresses } from '../../net/index.ts'
+import {
+  COORDINATOR_CONFIG_FILE,
+  type CoordinatorConfig,
+  IDENTITY_FILE,
+  NEW_FLEET_FILE,
+} from '../../protocol/index.ts'
 import { type FleetFile, HomeError, paths, writeAdminChain, writeFleetFile } from '../home.ts'
 
 const YEAR = 365 * 86_400_000
@@ -89,8 +96,8 @@ export async function init(argv: string[], home: string): Promise<void> {
       `give at least one --coordinator-addr (e.g. /ip4/203.0.113.7/tcp/4001)\nusage: ${INIT_USAGE}`,
     )
   if (addrs.length > 16) throw new UsageError('give at most 16 --coordinator-addr')
-  for (const a of addrs)
-    if (!a.startsWith('/')) throw new UsageError(`--coordinator-addr "${a}" is not a multiaddr`)
+  // every token carries these: a bad one would strand every agent enrolled with it
+  checkAddresses(addrs, '--coordinator-addr')
   const p2 = paths(home)
   for (const f of [p2.fleet, p2.rootKey]) {
     if (await exists(f))
@@ -111,6 +118,8 @@ export async function init(argv: string[], home: string): Promise<void> {
   const coordKeyPath = join(coordDir, IDENTITY_FILE)
   if (await exists(coordKeyPath))
     throw new HomeError(`${coordKeyPath} already exists; choose an empty --coordinator-state`)
+  // Before the identity: only a directory init marked as new may get a fresh database.
+  await writeFileAtomic(join(coordDir, NEW_FLEET_FILE), `fleet "${fleetId}": created by fleetmesh init\n`)
   const coordinator = PrivateKey.generate()
   await saveIdentity(coordKeyPath, coordinator)
   // the coordinator listens where the tokens will send agents
