@@ -22,11 +22,13 @@ import {
 import { AUDIT_COMMAND, audit } from './commands/audit.ts'
 import { deploy } from './commands/deploy.ts'
 import { DEPLOY_COMMAND } from './commands/deploy-options.ts'
+import { DOCTOR_COMMAND, doctor } from './commands/doctor.ts'
 import { ENROLL_COMMAND, enroll } from './commands/enroll.ts'
 import { INIT_COMMAND, init } from './commands/init.ts'
 import { LOG_COMMAND, log } from './commands/log.ts'
 import { MACHINES_COMMAND, machines } from './commands/machines.ts'
 import { NIX_KEYGEN_COMMAND, NIX_PUSH_COMMAND, nixKeygen, nixPush } from './commands/nix.ts'
+import { PING_COMMAND, ping } from './commands/ping.ts'
 import { REVOKE_COMMAND, revoke } from './commands/revoke.ts'
 import { WATCH_COMMAND, watch } from './commands/watch.ts'
 
@@ -46,6 +48,8 @@ const COMMANDS: Record<string, Entry> = {
   deploy: { run: deploy, spec: DEPLOY_COMMAND },
   watch: { run: watch, spec: WATCH_COMMAND },
   log: { run: log, spec: LOG_COMMAND },
+  ping: { run: ping, spec: PING_COMMAND },
+  doctor: { run: doctor, spec: DOCTOR_COMMAND },
   audit: { run: audit, spec: AUDIT_COMMAND },
 }
 

@@ -4,7 +4,8 @@
  * and advertised addresses, connections and their paths, relay reservations,
  * hole-punching state) with checks it runs itself: the machine's interfaces, the
  * NAT behaviour seen from a fresh port via the fleet's observers, and for an
- * agent whether each coordinator address accepts TCP connections.
+ * agent whether each coordinator address accepts TCP connections. The text it
+ * prints is doctor-format.ts's, which `fleetmesh doctor <machine>` shares.
  */
 import net from 'node:net'
 import { networkInterfaces } from 'node:os'
@@ -12,49 +13,31 @@ import { join } from 'node:path'
 import { defaultLogger } from '@libp2p/logger'
 import { multiaddr } from '@multiformats/multiaddr'
 import { z } from 'zod'
-import {
-  type CommandSpec,
-  fileSize,
-  flag,
-  list,
-  output,
-  PersistError,
-  parseCommand,
-  readJsonIfExists,
-  required,
-  table,
-  UsageError,
-} from '../lib/index.ts'
+import { fileSize, type Options, output, PersistError, readJsonIfExists, UsageError } from '../lib/index.ts'
+import { formatDoctorReport } from './doctor-format.ts'
 import { parseEndpoint } from './holepunch/nat.ts'
 import { type NatObservation, NatObserver } from './holepunch/observer-client.ts'
 import { pickPunchPort } from './holepunch/punch-port.ts'
 import { isCircuitAddr } from './host.ts'
 import { RUNTIME_FILE, type RuntimeSnapshot, runtimeSnapshotSchema } from './runtime.ts'
 
-const USAGE = 'fleetmesh doctor --state <dir> [--observer <ip:port>]... [--json]'
-
-export const DOCTOR_COMMAND: CommandSpec = {
-  name: 'doctor',
-  summary:
-    'On an agent, coordinator or relay: addresses, NAT behaviour, reservations, path to the coordinator. Exits 1 when the daemon is not running.',
-  usage: USAGE,
-  options: {
-    state: {
-      type: 'string',
-      value: '<dir>',
-      description: 'the state directory of the daemon to examine',
-      required: true,
-    },
-    observer: {
-      type: 'string',
-      multiple: true,
-      value: '<ip:port>',
-      description: "NAT observer (a relay's observer port) to test this machine's NAT behaviour against",
-    },
-    json: { type: 'boolean', description: 'print the report as JSON' },
+/** The options of a doctor run here, on the daemon's machine. */
+export const LOCAL_DOCTOR_OPTIONS = {
+  state: {
+    type: 'string',
+    value: '<dir>',
+    description: 'the state directory of the daemon to examine',
+    required: true,
   },
-  examples: ['fleetmesh doctor --state /var/lib/fleetmesh-agent --observer 203.0.113.7:4002'],
-}
+  observer: {
+    type: 'string',
+    multiple: true,
+    value: '<ip:port>',
+    description: "NAT observer (a relay's observer port) to test this machine's NAT behaviour against",
+  },
+  json: { type: 'boolean', description: 'print the report as JSON' },
+} as const satisfies Options
+
 /** A runtime.json older than this means the daemon is not running (it rewrites every 5 s). */
 const STALE_MS = 30_000
 
@@ -151,6 +134,13 @@ async function detectNat(observers: string[]): Promise<NatObservation | null> {
   }
 }
 
+/** This machine's non-loopback interface addresses, "address/netmask". */
+export function localInterfaces(): { name: string; address: string }[] {
+  return Object.entries(networkInterfaces()).flatMap(([name, addrs]) =>
+    (addrs ?? []).filter((a) => !a.internal).map((a) => ({ name, address: `${a.address}/${a.netmask}` })),
+  )
+}
+
 export async function diagnose(stateDir: string, extraObservers: string[]): Promise<DoctorReport> {
   const runtime = await readStateFile(join(stateDir, RUNTIME_FILE), runtimeSnapshotSchema)
   const snapshot = runtime.value ?? null
@@ -181,9 +171,7 @@ export async function diagnose(stateDir: string, extraObservers: string[]): Prom
   }
   const holePunch = snapshot?.details.holePunch as { observers?: string[] } | undefined
   const observers = [...new Set([...extraObservers, ...(holePunch?.observers ?? [])])]
-  const interfaces = Object.entries(networkInterfaces()).flatMap(([name, addrs]) =>
-    (addrs ?? []).filter((a) => !a.internal).map((a) => ({ name, address: `${a.address}/${a.netmask}` })),
-  )
+  const interfaces = localInterfaces()
   const coordinatorAddrs = enrollment?.coordinator?.addrs ?? []
   const [nat, reach] = await Promise.all([
     detectNat(observers),
@@ -211,78 +199,8 @@ export async function diagnose(stateDir: string, extraObservers: string[]): Prom
   }
 }
 
-function human(r: DoctorReport): string {
-  const out: string[] = [`${r.role ?? 'unknown role'} in ${r.stateDir}`]
-  const s = r.daemon.snapshot
-  out.push(
-    r.daemon.running
-      ? `daemon: running (pid ${s?.pid}, report ${Math.round((r.daemon.ageMs ?? 0) / 1000)} s old)`
-      : `daemon: ${r.daemon.problem}`,
-  )
-  out.push(
-    '',
-    'interfaces:',
-    ...(r.interfaces.length
-      ? r.interfaces.map((i) => `  ${i.name.padEnd(12)} ${i.address}`)
-      : ['  (none besides loopback)']),
-  )
-  if (s !== null) {
-    out.push('', `peer id: ${s.peerId}`, 'listening on:', ...s.listen.map((a) => `  ${a}`))
-    const relayed = s.advertised.filter((a) => a.includes('/p2p-circuit'))
-    out.push(
-      'reachable through relays:',
-      ...(relayed.length ? relayed.map((a) => `  ${a}`) : ['  (no relay reservation)']),
-    )
-    if (s.connections.length > 0) {
-      out.push(
-        '',
-        table(
-          ['PEER', 'PATH', 'DIRECTION', 'REMOTE ADDRESS'],
-          s.connections.map((c) => [
-            c.peer.slice(-12),
-            c.relayed ? 'relayed' : 'direct',
-            c.direction,
-            c.remoteAddr,
-          ]),
-        ),
-      )
-    }
-    for (const [k, v] of Object.entries(s.details))
-      out.push(
-        '',
-        `${k}:`,
-        ...JSON.stringify(v, null, 2)
-          .split('\n')
-          .map((l) => `  ${l}`),
-      )
-  }
-  out.push('', 'NAT behaviour (probed now from a fresh port):')
-  if (r.nat === null)
-    out.push('  not probed: no observers known (give --observer <ip:port> of a relay or public coordinator)')
-  else {
-    out.push(
-      `  ${r.nat.natKind}${r.nat.observed ? `, seen as ${r.nat.observed.address}:${r.nat.observed.port}` : ''}${r.nat.local ? ` from ${r.nat.local.address}:${r.nat.local.port}` : ''}`,
-    )
-    for (const o of r.nat.observers)
-      out.push(
-        `  observer ${o.observer}: ${o.observed ? `${o.observed.address}:${o.observed.port}` : o.error}`,
-      )
-    if (r.nat.natKind === 'symmetric')
-      out.push(
-        '  symmetric NAT: direct connections to other NATed peers are not possible; traffic goes through the relay',
-      )
-  }
-  if (r.coordinator !== null) {
-    out.push('', `coordinator ${r.coordinator.peerId}:`)
-    for (const c of r.coordinator.reach)
-      out.push(`  ${c.addr}: ${c.result}${c.ms !== undefined ? ` (${c.ms} ms)` : ''}`)
-  }
-  return out.join('\n')
-}
-
-export async function doctorCommand(argv: string[]): Promise<number> {
-  const p = parseCommand(argv, DOCTOR_COMMAND)
-  const observers = list(p, 'observer')
+/** Examines the daemon of `stateDir` and prints what it found; exits 1 when the daemon is not running. */
+export async function localDoctor(stateDir: string, observers: string[], json: boolean): Promise<number> {
   for (const o of observers) {
     try {
       parseEndpoint(o)
@@ -290,7 +208,7 @@ export async function doctorCommand(argv: string[]): Promise<number> {
       throw new UsageError(`--observer "${o}" is not an ip:port`)
     }
   }
-  const report = await diagnose(required(p, 'state', USAGE), observers)
-  output(flag(p, 'json'), report, () => human(report))
+  const report = await diagnose(stateDir, observers)
+  output(json, report, () => formatDoctorReport(report))
   return report.daemon.running ? 0 : 1
 }

@@ -1,0 +1,73 @@
+/**
+ * Who is asking the admin RPC (admin-rpc.ts) and what each request needs: the
+ * capability per op, the request context every handler gets once signature,
+ * freshness, nonce and certificate chain are checked, and the errors that are
+ * refusals the admin is told about (anything else is an internal error).
+ */
+import type { Connection } from '@libp2p/interface'
+import { type Authority, type Capability, CertificateError, type PublicKey } from '../keys/index.ts'
+import { CodedError } from '../lib/index.ts'
+import { type AdminOp, EnvelopeError, type FramedStream, ManifestRefusedError } from '../protocol/index.ts'
+import { AgentRequestError } from './control.ts'
+import { NixCacheError } from './nix-cache.ts'
+
+export class AdminDenied extends CodedError<string> {
+  override name = 'AdminDenied'
+}
+
+/** The capability each request needs; the scope check is the handler's (or the chain check's for fleet-wide ops). */
+export const CAPABILITY: Record<AdminOp['op'], Capability> = {
+  'fleet-info': 'read',
+  machines: 'read',
+  watch: 'read',
+  audit: 'read',
+  'audit-reads': 'read',
+  'submit-manifest': 'deploy',
+  'upload-blob': 'deploy',
+  'nix-missing': 'deploy',
+  'nix-put': 'deploy',
+  'nix-closure': 'deploy',
+  'machine-log': 'read',
+  ping: 'read',
+  doctor: 'read',
+  revoke: 'admin',
+  // deploying needs the list too: a manifest names the revocation head its signer saw
+  revocations: 'read',
+}
+
+/** What the audit log records about whoever sent a request, also one refused before its signature was checked. */
+export interface Caller {
+  peerId: string
+  /** The signer's public key once the envelope opened, else null. */
+  actor: string | null
+  /** The request exactly as received. */
+  request: Uint8Array
+}
+
+/**
+ * Who is asking, established before any handler runs: the request's signature,
+ * freshness, nonce and certificate chain have all been checked.
+ */
+export interface AdminRequestContext extends Caller {
+  actor: string
+  signer: PublicKey
+  /** The signer's verified certificate chain: who they are, their capabilities and scope. */
+  authority: Authority
+  op: AdminOp['op']
+  /** The request's nonce, unique per request: its id. */
+  nonce: string
+  issuedAt: number
+  receivedAt: number
+  connection: Connection
+  stream: FramedStream
+}
+
+/** Refusals the admin is told about as such; anything else is an internal error. */
+export const REFUSALS = [
+  AdminDenied,
+  AgentRequestError,
+  CertificateError,
+  EnvelopeError,
+  ManifestRefusedError,
+  NixCacheError,
+] as const

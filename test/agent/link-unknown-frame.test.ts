@@ -1,0 +1,152 @@
+// Mixed versions on one control stream: a coordinator newer than the agent may
+// send frame types the agent does not know. The agent must skip them and keep
+// the link (the control stream carries the very upgrade that would teach it
+// the new type), and it answers what it does know: ping, and diagnose when it
+// offers the capability. A fake coordinator on a real libp2p host drives it.
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { afterEach, describe, expect, it } from 'vitest'
+import { CoordinatorLink, type LinkState } from '../../agent/link.ts'
+import { encodeCanonical } from '../../keys/index.ts'
+import { createHost, type FleetHost } from '../../net/index.ts'
+import {
+  type AgentDiagnosis,
+  type ControlFrame,
+  controlFrameSchema,
+  DIAGNOSE_CAPABILITY,
+  decodeControlFrame,
+  encodeMessage,
+  type FramedStream,
+  handleFramed,
+  MAX_ENVELOPE_BYTES,
+  PROTOCOLS,
+  WIRE_VERSION,
+} from '../../protocol/index.ts'
+
+const hosts: FleetHost[] = []
+const links: CoordinatorLink[] = []
+
+afterEach(async () => {
+  for (const link of links.splice(0)) await link.stop()
+  for (const host of hosts.splice(0).reverse()) await host.stop()
+})
+
+async function host(role: 'coordinator' | 'agent'): Promise<FleetHost> {
+  const h = await createHost({
+    role,
+    listen: ['/ip4/127.0.0.1/tcp/0'],
+    privateKey: await generateKeyPair('Ed25519'),
+  })
+  hosts.push(h)
+  return h
+}
+
+const diagnosis: AgentDiagnosis = {
+  machine: 'edge-1',
+  software: 'fleetmesh-agent/test',
+  snapshot: {
+    role: 'agent',
+    pid: 1,
+    peerId: 'agent',
+    at: 1,
+    listen: ['/ip4/127.0.0.1/tcp/1'],
+    advertised: [],
+    connections: [],
+    details: {},
+  },
+  interfaces: [],
+  coordinator: { peerId: 'coordinator', addrs: [] },
+  truncated: false,
+}
+
+/**
+ * Runs a fake coordinator that answers the agent's hello, then hands the
+ * stream and the agent's hello to `script`; resolves with what the script returns.
+ */
+async function fakeCoordinator<T>(
+  script: (fs: FramedStream, hello: ControlFrame) => Promise<T>,
+): Promise<{ result: Promise<T>; coordinator: FleetHost }> {
+  const coordinator = await host('coordinator')
+  let settle!: { resolve: (v: T) => void; reject: (e: unknown) => void }
+  const result = new Promise<T>((resolve, reject) => {
+    settle = { resolve, reject }
+  })
+  await handleFramed(
+    coordinator,
+    PROTOCOLS.control,
+    async (fs) => {
+      try {
+        const hello = decodeControlFrame((await fs.read()) as Uint8Array, MAX_ENVELOPE_BYTES)
+        if ('unknown' in hello) throw new Error('expected the agent hello')
+        const reply: ControlFrame = {
+          t: 'hello',
+          wire: WIRE_VERSION,
+          role: 'coordinator',
+          software: 'fleetmesh/future',
+          capabilities: [],
+        }
+        await fs.send(encodeMessage(controlFrameSchema, reply))
+        settle.resolve(await script(fs, hello))
+      } catch (err) {
+        settle.reject(err)
+      }
+    },
+    { maxFrameBytes: MAX_ENVELOPE_BYTES + 4096 },
+  )
+  return { result, coordinator }
+}
+
+/** The next frame from the agent, skipping its keepalive pings; undefined when the stream ends. */
+async function nextFrame(fs: FramedStream): Promise<ControlFrame | undefined> {
+  while (true) {
+    const bytes = await fs.read()
+    if (bytes === undefined) return undefined
+    const frame = decodeControlFrame(bytes, MAX_ENVELOPE_BYTES + 4096)
+    if ('unknown' in frame) throw new Error(`agent sent an unknown "${frame.unknown}" frame`)
+    if (frame.t !== 'ping') return frame
+  }
+}
+
+async function startLink(coordinator: FleetHost, withDiagnose: boolean): Promise<LinkState[]> {
+  const agent = await host('agent')
+  const states: LinkState[] = []
+  const link = new CoordinatorLink({
+    host: agent,
+    coordinator: coordinator.peerId,
+    coordinatorAddrs: coordinator.getMultiaddrs(),
+    machine: 'edge-1',
+    queue: { pending: async () => [], ack: async () => {} },
+    onManifest: () => {},
+    backoffInitialMs: 60_000,
+    ...(withDiagnose ? { diagnose: () => diagnosis } : {}),
+    onState: (state) => states.push(state),
+  })
+  links.push(link)
+  link.start()
+  return states
+}
+
+describe('agent control link and frame types it does not know', () => {
+  it('skips an unknown frame and keeps answering on the same stream', async () => {
+    const { result, coordinator } = await fakeCoordinator(async (fs) => {
+      // A newer coordinator's message, then one this agent knows.
+      await fs.send(encodeCanonical({ t: 'rollout-hint', nonce: 7, detail: 'from the future' }))
+      await fs.send(encodeMessage(controlFrameSchema, { t: 'ping', nonce: 4242 }))
+      return await nextFrame(fs)
+    })
+    const states = await startLink(coordinator, false)
+    expect(await result).toEqual({ t: 'pong', nonce: 4242 })
+    expect(states.filter((s) => !s.connected)).toEqual([])
+  })
+
+  it('offers diagnose in its hello and answers it with its diagnosis', async () => {
+    let hello: ControlFrame | undefined
+    const { result, coordinator } = await fakeCoordinator(async (fs, h) => {
+      hello = h
+      await fs.send(encodeMessage(controlFrameSchema, { t: 'diagnose', nonce: 9 }))
+      return await nextFrame(fs)
+    })
+    await startLink(coordinator, true)
+    expect(await result).toEqual({ t: 'diagnosis', nonce: 9, report: diagnosis })
+    expect(hello?.t === 'hello' && hello.capabilities).toContain(DIAGNOSE_CAPABILITY)
+  })
+})
