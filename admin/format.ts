@@ -1,5 +1,9 @@
-/** Text views of machines, shared by the commands that print them. */
-import { table } from '../lib/index.ts'
+/**
+ * Text views of machines, shared by the commands that print them. Each takes
+ * the width to fit (lib's terminalWidth() where the command prints to a
+ * terminal); the default, no limit, keeps every value whole.
+ */
+import { type Cut, shorten, table } from '../lib/index.ts'
 import type { MachineView } from '../protocol/index.ts'
 
 export function ago(ms: number | null): string {
@@ -36,7 +40,20 @@ function pathText(m: MachineView): string {
   return m.online ? (m.path ?? '-') : '-'
 }
 
-export function machinesTable(machines: readonly MachineView[]): string {
+/**
+ * What gives way when the machines table is too wide: tags and the state's notes
+ * lose their ends, generation names their middle (their tails, often a timestamp,
+ * tell them apart). NAME is never cut, so no two rows look alike.
+ */
+const MACHINES_SHRINK: Record<string, Cut> = {
+  TAGS: 'end',
+  CURRENT: 'middle',
+  DESIRED: 'middle',
+  STATE: 'end',
+  PATH: 'end',
+}
+
+export function machinesTable(machines: readonly MachineView[], width = Number.POSITIVE_INFINITY): string {
   const rows = table(
     ['NAME', 'TAGS', 'ONLINE', 'CURRENT', 'DESIRED', 'STATE', 'LAST SEEN', 'PATH'],
     machines.map((m) => [
@@ -49,22 +66,29 @@ export function machinesTable(machines: readonly MachineView[]): string {
       m.online ? 'now' : ago(m.lastSeen),
       pathText(m),
     ]),
+    { width, shrink: MACHINES_SHRINK },
   )
-  // The table has room for an error's code only; its reason follows, one line a machine.
+  // The table has room for an error's code only; its whole reason follows, one line a machine.
   const reasons = machines
     .filter((m) => m.error)
     .map((m) => `  ${m.name}: ${m.error?.code}: ${m.error?.message}`)
   return reasons.length > 0 ? `${rows}\n\nerrors:\n${reasons.join('\n')}` : rows
 }
 
-/** One line: name, update state with progress, current generation, error, pending reboot. */
-export function machineLine(m: MachineView): string {
+/**
+ * One line: name, update state with progress, current generation, error, pending
+ * reboot; cut to `width` with "…" (the error's whole reason is in the final table).
+ */
+export function machineLine(m: MachineView, width = Number.POSITIVE_INFINITY): string {
   const pct =
     m.progress && m.progress.total > 0 ? ` ${Math.round((m.progress.done / m.progress.total) * 100)}%` : ''
   const err = m.error ? ` — ${m.error.code}: ${m.error.message}` : ''
   const reboot = rebootRequired(m) ? ' — reboot required' : ''
   const offline = m.online ? '' : ' (offline)'
-  return `${m.name.padEnd(20)} ${(m.state ?? '-') + pct}${offline}${m.currentGeneration ? ` (on ${m.currentGeneration})` : ''}${err}${reboot}`
+  return shorten(
+    `${m.name.padEnd(20)} ${(m.state ?? '-') + pct}${offline}${m.currentGeneration ? ` (on ${m.currentGeneration})` : ''}${reboot}${err}`,
+    width,
+  )
 }
 
 /**

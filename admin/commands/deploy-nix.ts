@@ -8,13 +8,7 @@
  */
 import { NixPublicKey } from '../../keys/index.ts'
 import { CodedError, flag, list, type Parsed, str, UsageError } from '../../lib/index.ts'
-import {
-  isStorePath,
-  type Payload,
-  STORE_DIR,
-  type SubmitResult,
-  type Targets,
-} from '../../protocol/index.ts'
+import { isStorePath, type Payload, STORE_DIR, type Targets } from '../../protocol/index.ts'
 import type { AdminClient } from '../client.ts'
 import { loadAdminNixKey } from '../home.ts'
 import { readNixMap } from '../nix-map.ts'
@@ -24,7 +18,14 @@ import { withClient } from '../session.ts'
 import { DEPLOY_USAGE, type DeploySettings, deploySettings } from './deploy-options.ts'
 import { parseTargets, resolveTargets, type TargetRequest } from './deploy-targets.ts'
 import { pushReporter } from './nix.ts'
-import { followRollout, generationName, type ManifestFields, randomId, submitNext } from './rollout.ts'
+import {
+  beforeSubmit,
+  followRollout,
+  generationName,
+  type ManifestFields,
+  randomId,
+  submitRollout,
+} from './rollout.ts'
 
 export type NixDeployErrorCode =
   /** A --nix-map names machines the coordinator does not know (or this admin may not see) */
@@ -204,30 +205,35 @@ export async function deployNix(p: Parsed, home: string): Promise<number> {
   }
 
   return withClient(home, p, async (client) => {
-    // Before anything is pushed or signed: a deploy that reaches no machine fails here.
-    const manifests: [storePath: string, targets: Targets][] =
-      plan.kind === 'single'
-        ? [[plan.storePath, await resolveTargets(client, plan.targets)]]
-        : [...plan.byMachine].map(([machine, path]) => [path, { machines: [machine], tags: [] }])
-    if (plan.kind === 'map') await refuseUnknownMachines(client, [...plan.byMachine.keys()])
-    const local = await localPaths(storePaths, settings.progress)
-    for (const path of storePaths)
-      if (!local.has(path)) await requireInCache(client, path, substituters, settings.progress)
-    if (local.size > 0) {
-      const reporter = pushReporter(settings.json, settings.progress)
-      reporter.done(
-        await pushClosures(coordinatorCache(client), [...local], {
-          trustedKeys: trusted,
-          signingKey,
-          onProgress: reporter.onProgress,
-        }),
-      )
-    }
+    const manifests = await beforeSubmit(async () => {
+      // Before anything is pushed or signed: a deploy that reaches no machine fails here.
+      const planned: [storePath: string, targets: Targets][] =
+        plan.kind === 'single'
+          ? [[plan.storePath, await resolveTargets(client, plan.targets)]]
+          : [...plan.byMachine].map(([machine, path]) => [path, { machines: [machine], tags: [] }])
+      if (plan.kind === 'map') await refuseUnknownMachines(client, [...plan.byMachine.keys()])
+      const local = await localPaths(storePaths, settings.progress)
+      for (const path of storePaths)
+        if (!local.has(path)) await requireInCache(client, path, substituters, settings.progress)
+      if (local.size > 0) {
+        const reporter = pushReporter(settings.json, settings.progress)
+        reporter.done(
+          await pushClosures(coordinatorCache(client), [...local], {
+            trustedKeys: trusted,
+            signingKey,
+            onProgress: reporter.onProgress,
+          }),
+        )
+      }
+      return planned
+    })
     // One rollout: a --nix-map's per-machine manifests share its id.
     const rolloutId = randomId()
-    const results: SubmitResult[] = []
-    for (const [path, targets] of manifests)
-      results.push(await submitNext(client, fields(path, targets), rolloutId))
-    return followRollout(client, results, settings)
+    const submitted = await submitRollout(
+      client,
+      rolloutId,
+      manifests.map(([path, targets]) => fields(path, targets)),
+    )
+    return followRollout(client, submitted, settings)
   })
 }

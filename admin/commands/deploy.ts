@@ -12,7 +12,14 @@ import { fileSource, uploadBlob } from '../upload.ts'
 import { deployNix } from './deploy-nix.ts'
 import { DEPLOY_COMMAND, DEPLOY_USAGE, deploySettings, NIX_OPTIONS } from './deploy-options.ts'
 import { parseTargets, resolveTargets } from './deploy-targets.ts'
-import { followRollout, generationName, submitNext } from './rollout.ts'
+import {
+  beforeSubmit,
+  followRollout,
+  generationName,
+  type ManifestFields,
+  randomId,
+  submitRollout,
+} from './rollout.ts'
 
 export async function deploy(argv: string[], home: string): Promise<number> {
   const p = parseCommand(argv, DEPLOY_COMMAND)
@@ -34,11 +41,15 @@ export async function deploy(argv: string[], home: string): Promise<number> {
   progress(`archive ${file}: ${archive.size} bytes, sha256 ${archive.sha256}`)
 
   return withClient(home, p, async (client) => {
-    // Before the upload: a deploy that reaches no machine fails here, having changed nothing.
-    const targets = await resolveTargets(client, request)
-    if ((await uploadBlob(client, archive, progress)) === 'already-stored')
-      progress('archive already on the coordinator')
-    const result = await submitNext(client, {
+    const targets = await beforeSubmit(async () => {
+      // Before the upload: a deploy that reaches no machine fails here, having changed nothing.
+      const resolved = await resolveTargets(client, request)
+      if ((await uploadBlob(client, archive, progress)) === 'already-stored')
+        progress('archive already on the coordinator')
+      return resolved
+    })
+    const rolloutId = randomId()
+    const manifest: ManifestFields = {
       generation,
       targets,
       payload: {
@@ -50,8 +61,8 @@ export async function deploy(argv: string[], home: string): Promise<number> {
       healthCheck: settings.healthCheck,
       confirmTimeoutMs: settings.confirmTimeoutMs,
       validForMs: settings.validForMs,
-    })
-    return followRollout(client, [result], settings)
+    }
+    return followRollout(client, await submitRollout(client, rolloutId, [manifest]), settings)
   })
 }
 

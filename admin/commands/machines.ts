@@ -1,5 +1,5 @@
 /** `fleetmesh machines`: the machines this admin may see, with their update state. */
-import { type CommandSpec, flag, output, parseCommand } from '../../lib/index.ts'
+import { type CommandSpec, flag, output, parseCommand, terminalWidth } from '../../lib/index.ts'
 import { machinesTable } from '../format.ts'
 import { REMOTE_OPTIONS, withClient } from '../session.ts'
 
@@ -8,6 +8,9 @@ export const MACHINES_COMMAND: CommandSpec = {
   summary: 'List machines: tags, online, generations, state, last seen, path.',
   usage: 'fleetmesh machines [--coordinator <multiaddr>]... [--json]',
   options: REMOTE_OPTIONS,
+  notes: [
+    'The table fits $COLUMNS if set, else the terminal; piped, rows are whole. --json is never shortened.',
+  ],
   examples: ['fleetmesh machines --json'],
 }
 
@@ -15,6 +18,6 @@ export async function machines(argv: string[], home: string): Promise<void> {
   const p = parseCommand(argv, MACHINES_COMMAND)
   const result = await withClient(home, p, (c) => c.machines())
   output(flag(p, 'json'), result, () =>
-    result.length === 0 ? 'no machines enrolled yet' : machinesTable(result),
+    result.length === 0 ? 'no machines enrolled yet' : machinesTable(result, terminalWidth()),
   )
 }

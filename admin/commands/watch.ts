@@ -1,4 +1,14 @@
-/** `fleetmesh watch`: follow a rollout (or the whole fleet) live; `deploy` uses the same loop. */
+/**
+ * `fleetmesh watch`: follow a rollout (or the whole fleet) live; `deploy` uses the same loop.
+ *
+ * A rollout watch waits for the machines the rollout targeted: those its
+ * manifests name (a coordinator sends them before its snapshot), those whose
+ * desired state is the rollout, and those deploy submitted it for. It ends as
+ * soon as none is pending (admin/rollout-outcome.ts), so the watch of a
+ * finished rollout ends with the first snapshot. When the link to the
+ * coordinator is lost it says so, reconnects with backoff and carries on from
+ * the fresh snapshot the new stream starts with.
+ */
 import {
   backoffDelay,
   type CommandSpec,
@@ -8,11 +18,21 @@ import {
   parseCommand,
   sleep,
   str,
+  terminalWidth,
   UsageError,
 } from '../../lib/index.ts'
-import type { MachineView, UpdateState, WatchEvent } from '../../protocol/index.ts'
+import type { MachineView, WatchEvent } from '../../protocol/index.ts'
 import { type AdminClient, AdminRequestError, type AdminWatch } from '../client.ts'
 import { machineLine, machinesTable } from '../format.ts'
+import {
+  EXIT,
+  exitCode,
+  machineOutcome,
+  type RolloutSummary,
+  settledText,
+  summarize,
+  WATCH_EXIT_NOTES,
+} from '../rollout-outcome.ts'
 import { REMOTE_OPTIONS, withClient } from '../session.ts'
 
 export const WATCH_COMMAND: CommandSpec = {
@@ -24,7 +44,8 @@ export const WATCH_COMMAND: CommandSpec = {
     rollout: {
       type: 'string',
       value: '<id>',
-      description: 'the 32-hex-digit rollout id deploy printed; exits once every machine settles',
+      description:
+        'the 32-hex-digit rollout id deploy printed; exits once no machine is pending (at once if it is finished)',
     },
     timeout: {
       type: 'string',
@@ -33,10 +54,9 @@ export const WATCH_COMMAND: CommandSpec = {
       default: '15m with --rollout, no limit without',
     },
   },
+  notes: WATCH_EXIT_NOTES,
   examples: ['fleetmesh watch --rollout 3f2a9c0e1b7d4e6f8a5b2c1d0e9f8a7b --timeout 30m'],
 }
-
-const TERMINAL: readonly UpdateState[] = ['committed', 'rolled-back', 'failed', 'refused']
 
 /**
  * The longest single wait for the next event. Node's timers overflow above
@@ -48,7 +68,7 @@ export const MAX_WAIT_MS = 2 ** 31 - 1
 /** Retry pace after the watch stream is lost (a coordinator restart takes seconds). */
 const RECONNECT_BACKOFF = { initialMs: 500, maxMs: 10_000 }
 
-/** Errors that end a watch stream because the link went away, not because the coordinator refused. */
+/** Errors that end a stream because the link went away, not because the coordinator refused. */
 const LINK_ERRORS = new Set([
   'UnexpectedEndOfStreamError',
   'StreamResetError',
@@ -58,50 +78,101 @@ const LINK_ERRORS = new Set([
   'ConnectionClosedError',
 ])
 
-function linkLost(err: unknown): boolean {
+/**
+ * Refusals of this admin's own certificate chain. The coordinator checks the
+ * chain again while a watch runs and ends it with one of these when the
+ * certificate is revoked or expires; reconnecting cannot help, so the watch
+ * ends, non-zero, saying why.
+ */
+export const AUTHORITY_REFUSALS: ReadonlySet<string> = new Set([
+  'revoked',
+  'expired',
+  'not-yet-valid',
+  'wrong-issuer',
+  'signer-mismatch',
+  'capability-missing',
+  'out-of-scope',
+])
+
+/** The watch ended because the coordinator no longer accepts this admin's certificate. */
+export function authorityRefused(err: unknown): err is AdminRequestError {
+  return err instanceof AdminRequestError && AUTHORITY_REFUSALS.has(err.code)
+}
+
+/** Whether `err` means the coordinator could not be reached or the link to it broke. */
+export function linkLost(err: unknown): boolean {
   if (err instanceof AdminRequestError) return err.code === 'unreachable'
   return err instanceof Error && LINK_ERRORS.has(err.name)
 }
 
 /**
- * Opens the watch again after the link to the coordinator was lost, with
- * backoff, saying so on stderr; null when `deadline` passes first.
+ * A lost link in a few words: a closed stream's own message talks about frames,
+ * and a failed dial's ends with the socket error ("connect ECONNREFUSED …").
  */
-async function reconnect(
+export function linkReason(err: unknown): string {
+  if (err instanceof AdminRequestError && err.code === 'unreachable')
+    return err.message.split(': ').at(-1) ?? ''
+  return err instanceof Error && LINK_ERRORS.has(err.name) ? 'the connection closed' : errorMessage(err)
+}
+
+const say = (line: string) => process.stderr.write(`${line}\n`)
+
+/**
+ * Where a rollout stands when the watch starts: `accepted` once the
+ * coordinator said it stored it; `unconfirmed` when the link broke while it was
+ * being submitted, so only the coordinator, once back, can tell.
+ */
+export type RolloutStanding = 'accepted' | 'unconfirmed'
+
+/** What the operator is told when the link is lost, once per loss. */
+function lostMessage(rolloutId: string | null, standing: RolloutStanding, cause: unknown): string {
+  const gone = `the coordinator went away (${linkReason(cause)})`
+  if (rolloutId === null) return `${gone}; reconnecting…`
+  if (standing === 'unconfirmed')
+    return `${gone} while rollout ${rolloutId} was being submitted; reconnecting to see whether it was stored…`
+  return `${gone}; rollout ${rolloutId} is stored there and goes on; reconnecting… (fleetmesh watch --rollout ${rolloutId} follows it too)`
+}
+
+/**
+ * Opens the watch again after `lost` broke the link, retrying with backoff;
+ * null when `deadline` passes first.
+ */
+async function reopenWatch(
   client: Pick<AdminClient, 'watch'>,
   rolloutId: string | null,
-  cause: unknown,
   deadline: number,
 ): Promise<AdminWatch | null> {
-  let reason = errorMessage(cause)
   for (let attempt = 0; ; attempt++) {
     const delay = Math.min(backoffDelay(attempt, RECONNECT_BACKOFF), deadline - Date.now())
     if (delay <= 0) return null
-    process.stderr.write(
-      `lost the coordinator (${reason}); reconnecting in ${(delay / 1000).toFixed(1)} s (attempt ${attempt + 1})\n`,
-    )
+    say(`reconnecting in ${(delay / 1000).toFixed(1)} s (attempt ${attempt + 1})`)
     await sleep(delay)
     try {
       const watch = await client.watch(rolloutId)
-      process.stderr.write('reconnected to the coordinator\n')
+      say('reconnected to the coordinator')
       return watch
     } catch (err) {
       if (!linkLost(err)) throw err
-      reason = errorMessage(err)
+      say(`still cannot reach the coordinator (${linkReason(err)})`)
     }
   }
 }
 
-function settled(m: MachineView, rolloutId: string): boolean {
-  if (m.desiredRolloutId !== null && m.desiredRolloutId !== rolloutId) return true // superseded by a newer rollout
-  return m.rolloutId === rolloutId && m.state !== null && TERMINAL.includes(m.state)
+export interface WatchOptions {
+  /**
+   * Set by deploy, which then also reconnects when the first open fails (a
+   * plain `watch` fails at once if it never reached the coordinator);
+   * 'unconfirmed' when it lost the coordinator during the submit.
+   */
+  standing?: RolloutStanding
+  /** The error that broke the link before the watch started (with 'unconfirmed'). */
+  lost?: unknown
 }
 
 /**
- * Streams progress until every targeted machine settles; returns the exit code:
- * 0 all committed, 1 some did not, 2 timed out. A `timeoutMs` of null waits
- * without a deadline (`watch` of the whole fleet never settles by itself).
- * When the link to the coordinator is lost, it reconnects with backoff.
+ * Streams progress until no targeted machine is pending and returns the exit
+ * code (EXIT in rollout-outcome.ts). A `timeoutMs` of null waits without a
+ * deadline (`watch` of the whole fleet never settles by itself).
  */
 export async function watchRollout(
   client: Pick<AdminClient, 'watch'>,
@@ -109,92 +180,167 @@ export async function watchRollout(
   expected: string[],
   timeoutMs: number | null,
   json: boolean,
+  options: WatchOptions = {},
 ): Promise<number> {
-  let watch = await client.watch(rolloutId)
-  const view = new Map<string, MachineView>()
+  const standing = options.standing ?? 'accepted'
+  const width = json ? Number.POSITIVE_INFINITY : terminalWidth()
   const deadline = timeoutMs === null ? Number.POSITIVE_INFINITY : Date.now() + timeoutMs
-  const emit = (obj: unknown, human: string) => {
-    if (json) process.stdout.write(`${JSON.stringify(obj)}\n`)
-    else process.stdout.write(`${human}\n`)
+  const emit = (obj: unknown, human: string) =>
+    process.stdout.write(json ? `${JSON.stringify(obj)}\n` : `${human}\n`)
+  const targets = new Set(expected)
+  const view = new Map<string, MachineView>()
+  /** Until the (first or fresh) snapshot arrives, what is known may be incomplete. */
+  let snapshotSeen = false
+  let confirmed = standing === 'accepted'
+
+  const timedOut = (): number => {
+    const after = `timed out after ${Math.round((timeoutMs ?? 0) / 1000)} s`
+    if (rolloutId === null) {
+      emit({ type: 'timeout', rolloutId, pending: [] }, after)
+      return EXIT.timedOut
+    }
+    const { pending } = summarize(rolloutId, targets, view)
+    const follow = `fleetmesh watch --rollout ${rolloutId} follows it`
+    const human = !snapshotSeen
+      ? confirmed
+        ? `${after} without reaching the coordinator; the rollout goes on (${follow})`
+        : `${after} without reaching the coordinator; whether rollout ${rolloutId} was stored is unknown (${follow} if it was)`
+      : `${after}; still pending: ${pending.join(', ')}; the rollout goes on (${follow})`
+    emit({ type: 'timeout', rolloutId, pending }, human)
+    return EXIT.timedOut
   }
+
+  const open = async (): Promise<AdminWatch | null> => {
+    let lost = options.lost
+    if (lost === undefined)
+      try {
+        return await client.watch(rolloutId)
+      } catch (err) {
+        if (options.standing === undefined || !linkLost(err)) throw err
+        lost = err
+      }
+    say(lostMessage(rolloutId, standing, lost))
+    return reopenWatch(client, rolloutId, deadline)
+  }
+  let watch = await open()
+  if (watch === null) return timedOut()
   try {
-    const targets = new Set(expected)
     while (true) {
       const remaining = deadline - Date.now()
-      if (remaining <= 0) {
-        emit(
-          { type: 'timeout', rolloutId },
-          `timed out after ${Math.round((timeoutMs ?? 0) / 1000)} s; machines not settled: ${[...targets]
-            .filter((n) => {
-              const m = view.get(n)
-              return !(m && rolloutId && settled(m, rolloutId))
-            })
-            .join(', ')}`,
-        )
-        return 2
-      }
+      if (remaining <= 0) return timedOut()
       let event: WatchEvent
       try {
         event = await watch.next(Math.min(remaining, MAX_WAIT_MS))
       } catch (err) {
         if ((err as Error).name === 'TimeoutError') continue
+        if (authorityRefused(err)) {
+          if (json) emit({ type: 'refused', code: err.code, message: err.message }, '')
+          throw new AdminRequestError(
+            err.code,
+            `the coordinator ended the watch: ${err.message}; ask an admin of the fleet for a new certificate ("fleetmesh admin install <bundle>")`,
+          )
+        }
         if (!linkLost(err)) throw err
-        // The coordinator went away (a restart, a network cut): pick the stream up again; the
-        // new stream starts with a fresh snapshot, so nothing missed meanwhile stays unseen.
+        // A new stream starts over (manifests, then a fresh snapshot), so nothing missed stays unseen.
         watch.close()
-        watch = (await reconnect(client, rolloutId, err, deadline)) ?? watch
+        snapshotSeen = false
+        say(lostMessage(rolloutId, confirmed ? 'accepted' : 'unconfirmed', err))
+        const again = await reopenWatch(client, rolloutId, deadline)
+        if (again === null) return timedOut()
+        watch = again
         continue
       }
       if (event.type === 'snapshot') {
         for (const m of event.machines) {
           view.set(m.name, m)
-          if (rolloutId !== null && expected.length === 0 && m.desiredRolloutId === rolloutId)
-            targets.add(m.name)
+          if (rolloutId !== null && m.desiredRolloutId === rolloutId) targets.add(m.name)
         }
+        snapshotSeen = true
         if (!json)
           for (const n of targets) {
             const m = view.get(n)
-            if (m) process.stdout.write(`${machineLine(m)}\n`)
+            if (m) process.stdout.write(`${machineLine(m, width)}\n`)
           }
       } else if (event.type === 'manifest') {
         if (rolloutId === null) emit(event, `new rollout ${event.rolloutId} → ${event.machines.join(', ')}`)
-        continue
+        else if (event.rolloutId === rolloutId) for (const n of event.machines) targets.add(n)
+        else supersede(event, rolloutId, targets, view, emit)
       } else {
         const before = view.get(event.machine.name)
         view.set(event.machine.name, event.machine)
+        if (rolloutId !== null && event.machine.desiredRolloutId === rolloutId)
+          targets.add(event.machine.name)
         if (rolloutId === null || targets.has(event.machine.name)) {
-          if (
-            before?.state !== event.machine.state ||
-            before?.online !== event.machine.online ||
-            event.machine.progress
-          ) {
+          const m = event.machine
+          if (before?.state !== m.state || before?.online !== m.online || m.progress)
             emit(
-              { type: event.type, machine: event.machine },
-              event.type === 'status'
-                ? machineLine(event.machine)
-                : `${event.machine.name.padEnd(20)} ${event.type}`,
+              { type: event.type, machine: m },
+              event.type === 'status' ? machineLine(m, width) : `${m.name.padEnd(20)} ${event.type}`,
             )
-          }
         }
       }
-      if (rolloutId !== null && targets.size > 0) {
-        const all = [...targets].map((n) => view.get(n))
-        if (all.every((m) => m !== undefined && settled(m, rolloutId))) {
-          const machinesNow = all as MachineView[]
-          const failed = machinesNow.filter(
-            (m) => m.state !== 'committed' && m.desiredRolloutId === rolloutId,
-          )
+      if (rolloutId === null || !snapshotSeen) continue
+      if (!confirmed) {
+        if (targets.size === 0) {
           emit(
-            { type: 'settled', rolloutId, machines: machinesNow },
-            `\nrollout ${rolloutId} settled: ${machinesNow.length - failed.length} committed, ${failed.length} not\n\n${machinesTable(machinesNow)}`,
+            { type: 'not-stored', rolloutId },
+            `rollout ${rolloutId} is not on the coordinator: nothing was deployed; run the same deploy again`,
           )
-          return failed.length === 0 ? 0 : 1
+          return EXIT.noMachines
         }
+        confirmed = true
+        say(`rollout ${rolloutId} is stored on the coordinator and goes on`)
       }
+      if (targets.size === 0) {
+        emit(
+          { type: 'no-machines', rolloutId },
+          `rollout ${rolloutId}: no machine you can see is part of it (is the id right? "fleetmesh machines --json" shows each machine's desiredRolloutId)`,
+        )
+        return EXIT.noMachines
+      }
+      const summary = summarize(rolloutId, targets, view)
+      if (summary.pending.length === 0) return settled(summary, targets, view, emit, width)
     }
   } finally {
     watch.close()
   }
+}
+
+/** A newer rollout took over some of the watched machines: they will never finish this one. */
+function supersede(
+  event: Extract<WatchEvent, { type: 'manifest' }>,
+  rolloutId: string,
+  targets: ReadonlySet<string>,
+  view: Map<string, MachineView>,
+  emit: (obj: unknown, human: string) => void,
+): void {
+  for (const name of event.machines) {
+    const m = view.get(name)
+    if (!targets.has(name) || m === undefined || machineOutcome(m, rolloutId).supersededBy !== null) continue
+    view.set(name, { ...m, desiredRolloutId: event.rolloutId, desiredManifestId: event.manifestId })
+    emit(
+      { type: 'superseded', machine: name, by: event.rolloutId },
+      `${name.padEnd(20)} superseded by rollout ${event.rolloutId}`,
+    )
+  }
+}
+
+function settled(
+  summary: RolloutSummary,
+  targets: ReadonlySet<string>,
+  view: ReadonlyMap<string, MachineView>,
+  emit: (obj: unknown, human: string) => void,
+  width: number,
+): number {
+  const machines = [...targets]
+    .sort()
+    .map((n) => view.get(n))
+    .filter((m) => m !== undefined)
+  emit(
+    { type: 'settled', ...summary, machines },
+    `\n${settledText(summary)}\n\n${machinesTable(machines, width)}`,
+  )
+  return exitCode(summary)
 }
 
 export async function watch(argv: string[], home: string): Promise<number> {

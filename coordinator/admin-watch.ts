@@ -1,0 +1,200 @@
+/**
+ * `watch` on the admin protocol: the coordinator streams fleet events to the
+ * admin until the admin closes the stream. For the whole fleet (no rollout) it
+ * sends a snapshot of every machine the admin's certificate covers, then status,
+ * online, offline, enrolled and manifest (new rollout) events.
+ *
+ * For one rollout it first sends a `manifest` event per manifest of that
+ * rollout, naming the machines it targeted (also those whose desired state has
+ * since moved on to a newer rollout), then the snapshot, then the same events
+ * with status reports of other rollouts left out. Every machine view in a
+ * rollout watch is the machine as regards that rollout: when its newest report
+ * is about something else, the state comes from its newest report about the
+ * rollout. An agent's first report after a restart repeats its own last update,
+ * which is not the rollout when it refused it, and a newer rollout's reports
+ * are not this one's outcome: a finished rollout stays finished either way.
+ *
+ * Everything sent is cut to the admin's scope: machines it covers, and a
+ * manifest only with the covered machines it went to (none covered: not sent,
+ * unless the admin's scope covers the manifest's targets, so it could have
+ * deployed it itself). A watch outlives the request that opened it, so the
+ * admin's chain is checked again while it runs: at once when a revocation is
+ * stored, when a link of the chain expires, and every AUTHORITY_RECHECK_MS
+ * before more events are sent. A chain no longer valid ends the stream with
+ * the refusal ('revoked', 'expired'), which the CLI prints and exits on.
+ */
+import { type Authority, authorityCovers, authorityExpiresAt, recheckAuthority } from '../keys/index.ts'
+import { WakeableSleep } from '../lib/index.ts'
+import {
+  adminResponseSchema,
+  deployScope,
+  encodeMessage,
+  type FramedStream,
+  type MachineView,
+  type WatchEvent,
+} from '../protocol/index.ts'
+import { AdminDenied } from './admin-context.ts'
+import type { ControlService } from './control.ts'
+import type { FleetEvent, FleetEvents } from './events.ts'
+import type { FleetStore, MachineRecord, ManifestRecord, StatusRecord } from './store.ts'
+import { machineView } from './views.ts'
+
+/** Events a slow watcher may fall behind by before its stream is ended (it reconnects for a fresh snapshot). */
+const WATCH_BUFFER_LIMIT = 10_000
+/**
+ * How long a watch goes on sending on one check of its admin's chain. A stored
+ * revocation is seen at once (its event); this bounds how late one is seen that
+ * reached the store another way.
+ */
+export const AUTHORITY_RECHECK_MS = 5_000
+
+export interface WatchSource {
+  store: FleetStore
+  events: FleetEvents
+  control: Pick<ControlService, 'online'>
+}
+
+/** Streams a watch on `fs` until the admin closes it; `rolloutId` null follows the whole fleet. */
+export async function streamWatch(
+  source: WatchSource,
+  fs: FramedStream,
+  authority: Authority,
+  rolloutId: string | null,
+): Promise<void> {
+  const views = new WatchViews(source, authority, rolloutId)
+  const queue: FleetEvent[] = []
+  const pause = new WakeableSleep()
+  let overflow = false
+  /** When the chain was last found valid; 0: check before anything more is sent. */
+  let checkedAt = 0
+  let revocations = 0
+  // Subscribed before the snapshot is read, so nothing that happens meanwhile is missed.
+  const off = source.events.on((e) => {
+    if (e.type === 'revoked') {
+      revocations++
+      checkedAt = 0
+    }
+    else if (rolloutId !== null && e.type === 'status' && e.status.report.rolloutId !== rolloutId) return
+    else if (queue.length >= WATCH_BUFFER_LIMIT) overflow = true
+    else queue.push(e)
+    pause.wake()
+  })
+  const expiresAt = authorityExpiresAt(authority)
+  const stillValid = async (): Promise<void> => {
+    const now = Date.now()
+    if (now - checkedAt < AUTHORITY_RECHECK_MS && now < expiresAt) return
+    const seen = revocations
+    recheckAuthority(authority, { now, revokedSerials: await source.store.revokedSerials() })
+    // A revocation stored while the set was being read may be missing from it: check again.
+    if (revocations === seen) checkedAt = now
+  }
+  const closed = new Promise<void>((resolve) =>
+    fs.stream.addEventListener('close', () => resolve(), { once: true }),
+  )
+  const send = (result: WatchEvent) => fs.send(encodeMessage(adminResponseSchema, { ok: true, result }))
+  try {
+    await stillValid()
+    for (const manifest of await views.rolloutManifests()) await send(manifest)
+    await send({ type: 'snapshot', machines: await views.snapshot() })
+    while (fs.stream.status === 'open') {
+      if (overflow)
+        throw new AdminDenied(
+          'watch-overflow',
+          'watcher fell too far behind; reconnect to get a fresh snapshot',
+        )
+      await stillValid()
+      const e = queue.shift()
+      if (e === undefined) {
+        // Woken by an event, or when the chain is due to be checked again (or expires).
+        const due = Math.min(checkedAt + AUTHORITY_RECHECK_MS, expiresAt) - Date.now()
+        await Promise.race([pause.sleep(Math.max(0, due)), closed])
+        continue
+      }
+      const view = await views.event(e)
+      if (view !== undefined) await send(view)
+    }
+  } finally {
+    off()
+    pause.wake()
+  }
+}
+
+/** The machine views one watch sends: plain, or as regards its rollout. */
+class WatchViews {
+  readonly #source: WatchSource
+  readonly #authority: Authority
+  readonly #rolloutId: string | null
+  /** The machines the watched rollout targeted, as its manifests name them. */
+  readonly #targeted = new Set<string>()
+
+  constructor(source: WatchSource, authority: Authority, rolloutId: string | null) {
+    this.#source = source
+    this.#authority = authority
+    this.#rolloutId = rolloutId
+  }
+
+  /** The watched rollout's manifests as `manifest` events (none for a whole-fleet watch). */
+  async rolloutManifests(): Promise<WatchEvent[]> {
+    if (this.#rolloutId === null) return []
+    const out: WatchEvent[] = []
+    for (const m of await this.#source.store.rolloutManifests(this.#rolloutId)) {
+      for (const name of m.machines) this.#targeted.add(name)
+      const event = await this.#manifest(m)
+      if (event !== undefined) out.push(event)
+    }
+    return out
+  }
+
+  async snapshot(): Promise<MachineView[]> {
+    const latest = await this.#source.store.latestStatuses()
+    const out: MachineView[] = []
+    for (const m of await this.#source.store.listMachines())
+      if (this.#covers(m)) out.push(await this.#view(m, latest.get(m.name)))
+    return out
+  }
+
+  async event(e: FleetEvent): Promise<WatchEvent | undefined> {
+    if (e.type === 'manifest') {
+      if (e.manifest.rolloutId === this.#rolloutId) for (const n of e.manifest.machines) this.#targeted.add(n)
+      return this.#manifest(e.manifest)
+    }
+    if (e.type === 'revoked') return undefined
+    const name = e.type === 'enrolled' ? e.machine.name : e.machine
+    const m = await this.#source.store.getMachine(name)
+    if (m === undefined || !this.#covers(m)) return undefined
+    return { type: e.type, machine: await this.#view(m, await this.#source.store.latestStatus(name)) }
+  }
+
+  async #view(m: MachineRecord, latest: StatusRecord | undefined): Promise<MachineView> {
+    const { store, control } = this.#source
+    let status = latest
+    const rollout = this.#rolloutId
+    if (rollout !== null && this.#targeted.has(m.name) && latest?.report.rolloutId !== rollout)
+      status = (await store.latestRolloutReport(m.name, rollout)) ?? latest
+    return machineView(m, status, await store.getDesired(m.name), control.online.has(m.name))
+  }
+
+  /**
+   * A manifest as this admin may see it: the machines it went to that the admin
+   * covers. Undefined when it covers none of them, unless the admin's scope
+   * covers the manifest's targets (it may deploy there itself, e.g. a tag no
+   * machine carries yet): which rollouts exist elsewhere in the fleet is not its business.
+   */
+  async #manifest(m: ManifestRecord): Promise<WatchEvent | undefined> {
+    const machines = await this.#covered(m.machines)
+    if (machines.length === 0 && !authorityCovers(this.#authority, deployScope(m.targets))) return undefined
+    return { type: 'manifest', manifestId: m.id, rolloutId: m.rolloutId, machines }
+  }
+
+  #covers(m: MachineRecord): boolean {
+    return authorityCovers(this.#authority, { kind: 'machine', name: m.name, tags: m.tags })
+  }
+
+  /** Of `names`, the machines the admin's certificate covers. */
+  async #covered(names: readonly string[]): Promise<string[]> {
+    const covered = new Set(
+      (await this.#source.store.listMachines()).filter((m) => this.#covers(m)).map((m) => m.name),
+    )
+    return names.filter((n) => covered.has(n))
+  }
+}
