@@ -1,7 +1,8 @@
 /**
  * The coordinator's side of `/fleetmesh/blob/1` for downloads: an enrolled agent
  * asks for a blob by sha256 from an offset (so an interrupted download resumes),
- * gets its size, then the bytes as frames until the stream closes.
+ * gets its size, then the bytes as frames until the stream closes. A download
+ * whose reader stalls is reset after the upload idle timeout (upload-quota.ts).
  */
 import type { Connection } from '@libp2p/interface'
 import type { FramedStream } from '../protocol/index.ts'
@@ -51,8 +52,10 @@ export function blobHandler(store: FleetStore, blobs: BlobStore) {
     }
     await respond({ ok: true, size })
     if (request.offset === size) return
+    // An agent that stops reading is cut off after the upload idle timeout, not waited for forever.
+    const idleMs = blobs.uploads.limits.idleTimeoutMs
     for await (const chunk of blobs.read(request.sha256, request.offset, BLOB_CHUNK_BYTES)) {
-      await fs.send(chunk)
+      await fs.send(chunk, { signal: AbortSignal.timeout(idleMs) })
     }
   }
 }

@@ -36,6 +36,7 @@ import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import type { Libp2pOptions } from 'libp2p'
 import { createLibp2p } from 'libp2p'
 import type { ConnectionPath } from '../protocol/index.ts'
+import { ConnectionGuard } from './connection-guard.ts'
 
 export type HostRole = 'coordinator' | 'relay' | 'agent' | 'admin'
 
@@ -178,6 +179,11 @@ export interface HostInit {
   /** Override the role's connection ceiling */
   maxConnections?: number
 
+  /** Override how many connections one peer may hold with this host (inbound ones past it are refused) */
+  maxConnectionsPerPeer?: number
+  /** Override after how many ms an inbound connection without a stream is closed (0: never) */
+  idleConnectionTimeoutMs?: number
+
   /**
    * Further libp2p services (factories `(components) => service`), e.g. the
    * hole-punching service. They appear on `host.services` under their keys.
@@ -204,6 +210,9 @@ interface RoleProfile {
   inboundConnectionThreshold: number
   /** Inbound connections allowed to be mid-handshake at once */
   maxIncomingPendingConnections: number
+  /** Connections one peer may hold (an agent needs one or two), and when an idle inbound one goes (0: never) */
+  maxConnectionsPerPeer: number
+  idleConnectionTimeoutMs: number
 }
 
 /**
@@ -219,6 +228,9 @@ const PUBLIC_PROFILE: RoleProfile = {
   maxConnections: 10_000,
   inboundConnectionThreshold: 100,
   maxIncomingPendingConnections: 256,
+  maxConnectionsPerPeer: 8,
+  // admins and agents open a stream right after connecting; relay reservations are kept
+  idleConnectionTimeoutMs: 60_000,
 }
 
 /**
@@ -231,6 +243,8 @@ const CLIENT_PROFILE: Omit<RoleProfile, 'listen'> = {
   maxConnections: 64,
   inboundConnectionThreshold: 5,
   maxIncomingPendingConnections: 10,
+  maxConnectionsPerPeer: 8,
+  idleConnectionTimeoutMs: 0,
 }
 
 const ROLE_PROFILES: Record<HostRole, RoleProfile> = {
@@ -311,6 +325,12 @@ export async function createHost(init: HostInit): Promise<FleetHost> {
   const bootstrapList = checkPeerAddrs('bootstrap', init.bootstrap ?? [])
   const reserveOn = checkPeerAddrs('reserveOn', init.reserveOn ?? [])
   const maxConnections = checkCount('maxConnections', init.maxConnections ?? profile.maxConnections, 1)
+  const guard = new ConnectionGuard({
+    maxPerPeer: init.maxConnectionsPerPeer ?? profile.maxConnectionsPerPeer,
+    idleMs: init.idleConnectionTimeoutMs ?? profile.idleConnectionTimeoutMs,
+    // agents and admins never dial back to: only DHT peers' (and tagged peers') addresses matter
+    ...(profile.dhtServer ? { forgetPeersExcept: [FLEETMESH_DHT_PROTOCOL] } : {}),
+  })
 
   const options: Libp2pOptions<FleetServices> = {
     privateKey: init.privateKey,
@@ -329,6 +349,7 @@ export async function createHost(init: HostInit): Promise<FleetHost> {
       }),
     ],
     peerDiscovery: bootstrapList.length > 0 ? [bootstrap({ list: bootstrapList })] : [],
+    connectionGater: guard.gater,
     connectionManager: {
       maxConnections,
       inboundConnectionThreshold: profile.inboundConnectionThreshold,
@@ -369,7 +390,10 @@ export async function createHost(init: HostInit): Promise<FleetHost> {
     }
   }
 
-  return createLibp2p<FleetServices>(options)
+  const host = await createLibp2p<FleetServices>(options)
+  // a peer holding a reservation here is reachable only through its otherwise idle connection
+  guard.attach(host, (peer) => host.services.relay?.reservations.has(peer) === true)
+  return host
 }
 
 /** A service added through `extraServices`, which FleetServices does not type. */

@@ -5,9 +5,9 @@
  * and is how the reservation keeper watches its relay connections and how a
  * relay drops the dead connections a peer reconnected past.
  */
-import type { Connection } from '@libp2p/interface'
+import type { Connection, PeerId } from '@libp2p/interface'
 import { Uint8ArrayList } from 'uint8arraylist'
-import { errorMessage } from '../lib/index.ts'
+import { errorMessage, sleep } from '../lib/index.ts'
 import { type FleetHost, isRelayed } from './host.ts'
 
 /** The ping protocol every fleetmesh host serves (`@libp2p/ping`). */
@@ -71,27 +71,77 @@ export async function probeConnection(conn: Connection, timeoutMs: number): Prom
  * host that just re-reserved fails. Whenever a peer opens a further direct
  * connection, probe its older ones and abort those that do not answer.
  *
- * Returns a function that removes the listener.
+ * Probing every older connection on every new one would cost a peer's n-th
+ * connection n pings, quadratic in what a hostile peer chooses: instead each
+ * peer gets at most one probe round per `probeTimeoutMs`, and connections
+ * opening during or shortly after a round are covered by one more round.
+ * With the host's per-peer connection cap a round probes a bounded number.
+ *
+ * Returns a function that removes the listener and stops pending rounds.
  */
 export function pruneSupersededConnections(
   host: FleetHost,
-  options: { probeTimeoutMs?: number; log?: (msg: string) => void } = {},
+  options: {
+    probeTimeoutMs?: number
+    log?: (msg: string) => void
+    /** After each probe round, with the number of connections it probed. */
+    onRound?: (probed: number) => void
+  } = {},
 ): () => void {
   const timeoutMs = options.probeTimeoutMs ?? 3_000
+  const stopped = new AbortController()
+  /** Peers with a round running or just finished; `again` when a connection opened since it started. */
+  const rounds = new Map<string, { again: boolean }>()
+
+  const probeOlder = async (peer: PeerId): Promise<void> => {
+    const direct = host
+      .getConnections(peer)
+      .filter((c) => c.status === 'open' && !isRelayed(c))
+      .sort((a, b) => a.timeline.open - b.timeline.open)
+    const older = direct.slice(0, -1)
+    await Promise.all(
+      older.map((c) =>
+        probeConnection(c, timeoutMs).catch((err: unknown) => {
+          if (!(err instanceof RelayProbeError)) return
+          options.log?.(`dropping a dead connection to ${c.remotePeer} (${c.remoteAddr}) it reconnected past`)
+          c.abort(err)
+        }),
+      ),
+    )
+    options.onRound?.(older.length)
+  }
+
+  const run = async (key: string, peer: PeerId, state: { again: boolean }): Promise<void> => {
+    try {
+      do {
+        state.again = false
+        const started = Date.now()
+        await probeOlder(peer)
+        await sleep(Math.max(0, timeoutMs - (Date.now() - started)), stopped.signal)
+      } while (state.again)
+    } catch {
+      // stopped
+    } finally {
+      rounds.delete(key)
+    }
+  }
+
   const onOpen = (evt: CustomEvent<Connection>) => {
     const fresh = evt.detail
     if (isRelayed(fresh)) return
-    const older = host
-      .getConnections(fresh.remotePeer)
-      .filter((c) => c.id !== fresh.id && c.status === 'open' && !isRelayed(c))
-    for (const c of older) {
-      probeConnection(c, timeoutMs).catch((err: unknown) => {
-        if (!(err instanceof RelayProbeError)) return
-        options.log?.(`dropping a dead connection to ${c.remotePeer} (${c.remoteAddr}) it reconnected past`)
-        c.abort(err)
-      })
+    const key = fresh.remotePeer.toString()
+    const running = rounds.get(key)
+    if (running !== undefined) {
+      running.again = true
+      return
     }
+    const state = { again: false }
+    rounds.set(key, state)
+    void run(key, fresh.remotePeer, state)
   }
   host.addEventListener('connection:open', onOpen)
-  return () => host.removeEventListener('connection:open', onOpen)
+  return () => {
+    host.removeEventListener('connection:open', onOpen)
+    stopped.abort(new Error('pruning stopped'))
+  }
 }
