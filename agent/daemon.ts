@@ -6,6 +6,7 @@
  *   <state>/identity.key     the machine's Ed25519 key (= its PeerId), 0600
  *   <state>/enrollment.json  pinned fleet root, machine name, tags, coordinator
  *   <state>/update.json      the update journal (agent/update-journal.ts)
+ *   <state>/manifests/       signed manifests of the newest updates: the replay mark without update.json
  *   <state>/outbox/          signed status reports not yet acknowledged
  *   <state>/profile/         generations and the `current` symlink (profile activator)
  *   <state>/nix/             NAR downloads, a GC root and generation names (nixos activator)
@@ -18,6 +19,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { DOMAINS, loadOrCreateIdentity, type PrivateKey, PublicKey } from '../keys/index.ts'
 import { acquireDirLock, type DirLock, ensureDir, errorMessage, raceSignal } from '../lib/index.ts'
 import {
+  checkAddresses,
   createHost,
   type FleetHost,
   holePunch,
@@ -27,6 +29,7 @@ import {
 } from '../net/index.ts'
 import { type StatusReport, sealEnvelope, statusReportSchema } from '../protocol/index.ts'
 import { coordinatorBlobFetcher, httpBlobFetcher, routeBlobFetcher } from './blob-fetcher.ts'
+import { agentDiagnosis } from './diagnosis.ts'
 import { type CoordinatorFinder, coordinatorFinder } from './discovery.ts'
 import {
   checkToken,
@@ -44,8 +47,11 @@ import { createUpdater, type ReportBody, type Updater } from './updater.ts'
 
 export interface AgentOptions {
   stateDir: string
-  /** Enrollment token text; needed on first start only. */
-  token?: string
+  /**
+   * The enrollment token, read only when the agent is not enrolled yet: a token
+   * file named in a config file may be deleted once the agent has enrolled.
+   */
+  token?: () => Promise<string>
   /** Overrides the coordinator addresses from the token/enrollment. */
   coordinatorAddrs?: string[]
   /**
@@ -79,6 +85,10 @@ export interface RunningAgent {
 }
 
 export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
+  // Before the state directory, the lock and the host: a bad address fails at once, naming its flag.
+  checkAddresses(options.listen ?? [], '--listen', 'listen')
+  checkAddresses(options.coordinatorAddrs ?? [], '--coordinator-addr')
+  checkAddresses(options.bootstrap ?? [], '--bootstrap', 'peer')
   // Two agents with one identity would take the coordinator link from each other forever.
   await ensureDir(options.stateDir)
   const lock = await acquireDirLock(options.stateDir, 'fleetmesh agent')
@@ -110,12 +120,12 @@ async function startLocked(options: AgentOptions, lock: DirLock): Promise<Runnin
     },
   })
   let linkState: LinkState = { connected: false }
-  const runtime = keepRuntimeFile(options.stateDir, () =>
+  const snapshot = () =>
     snapshotHost(host, 'agent', {
       coordinator: linkState,
       ...holePunchDetails(host, options.observers),
-    }),
-  )
+    })
+  const runtime = keepRuntimeFile(options.stateDir, snapshot)
   try {
     const finderFor = (peerId: string): CoordinatorFinder | undefined => {
       if (bootstrap.length === 0) return undefined
@@ -142,7 +152,8 @@ async function startLocked(options: AgentOptions, lock: DirLock): Promise<Runnin
       options.coordinatorAddrs && options.coordinatorAddrs.length > 0
         ? options.coordinatorAddrs
         : enrollment.coordinator.addrs
-    const outbox = await Outbox.open(options.stateDir)
+    // the key lets reports be renumbered when the coordinator's mark is above the counter (outbox.ts)
+    const outbox = await Outbox.open(options.stateDir, { signer: key })
     const trust = {
       fleetRoot: PublicKey.parse(enrollment.fleetRoot),
       fleetId: enrollment.fleetId,
@@ -193,6 +204,7 @@ async function startLocked(options: AgentOptions, lock: DirLock): Promise<Runnin
           await outbox.ack(seq)
           emit('acked', { seq })
         },
+        reconcile: (stored) => outbox.reconcile(stored),
       },
       onManifest: (envelope) => {
         emit('manifest', { bytes: envelope.byteLength })
@@ -205,6 +217,13 @@ async function startLocked(options: AgentOptions, lock: DirLock): Promise<Runnin
         ? { keepaliveMs: options.keepaliveMs, deadAfterMs: options.keepaliveMs * 3 }
         : {}),
       ...(discover ? { discover } : {}),
+      // `fleetmesh doctor <machine>`: what runtime.json would show, asked over the link
+      diagnose: () =>
+        agentDiagnosis({
+          machine: enrollment.machine,
+          snapshot: snapshot(),
+          coordinator: { peerId: enrollment.coordinator.peerId, addrs },
+        }),
       log: (msg) => emit('log', { msg }),
       onState: (state: LinkState) => {
         linkState = state
@@ -276,7 +295,9 @@ async function enrollIfNeeded(
       `not enrolled yet (no ${path}); start once with --token <token from "fleetmesh enroll">`,
     )
   }
-  const token = checkToken(options.token)
+  const token = checkToken(await options.token())
+  if (!options.coordinatorAddrs?.length)
+    checkAddresses(token.coordinator.addrs, "the token's coordinator address")
   let enrollment: EnrollmentFile
   try {
     enrollment = await enrollWithCoordinator(host, token, path, options.coordinatorAddrs)

@@ -35,7 +35,7 @@ import { ManifestRefusedError } from '../protocol/index.ts'
 import type { Activator, GenerationInfo } from './activator.ts'
 import { UpdateJournal, updateError } from './update-journal.ts'
 import { trustNow, UpdateSteps } from './update-steps.ts'
-import { type TrustContext, type VerifiedManifest, verifyManifest } from './verify.ts'
+import { attemptedManifest, type TrustContext, type VerifiedManifest, verifyManifest } from './verify.ts'
 
 /** A status report as the updater produces it; the network side adds v, seq, machine and timestamp, and signs it. */
 export type ReportBody = Omit<StatusReport, 'v' | 'seq' | 'machine' | 'timestamp'>
@@ -113,7 +113,10 @@ export class UpdaterClosedError extends Error {
 // ---------------------------------------------------------------- the updater
 
 export async function createUpdater(init: UpdaterInit): Promise<Updater> {
-  const journal = await UpdateJournal.open(init.stateDir)
+  // The kept manifests are checked against the trust as it is now: the fleet root does not change.
+  const journal = await UpdateJournal.open(init.stateDir, (envelope) =>
+    attemptedManifest(envelope, trustNow(init.trust)),
+  )
   const active = await init.activator.current()
   return new QueuedUpdater(init, journal, active)
 }

@@ -4,11 +4,21 @@
  * enroll, control, admin, blob and Nix cache protocols; collects the Nix cache
  * hourly (nix-retention.ts).
  */
+import { unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { identifyPush } from '@libp2p/identify'
 import { loadIdentity, PublicKey } from '../keys/index.ts'
-import { acquireDirLock, type DirLock, PersistError, readJson } from '../lib/index.ts'
 import {
+  acquireDirLock,
+  CodedError,
+  type DirLock,
+  fileSize,
+  fsyncDir,
+  PersistError,
+  readJson,
+} from '../lib/index.ts'
+import {
+  checkAddresses,
   createHost,
   type FleetHost,
   holePunch,
@@ -33,6 +43,7 @@ import {
   IDENTITY_FILE,
   MAX_ENVELOPE_BYTES,
   MAX_NIX_FRAME_BYTES,
+  NEW_FLEET_FILE,
   PROTOCOLS,
 } from '../protocol/index.ts'
 import { AdminRpc } from './admin-rpc.ts'
@@ -42,16 +53,29 @@ import { BlobStore } from './blobs.ts'
 import { ControlService } from './control.ts'
 import { enrollmentHandler } from './enrollment.ts'
 import { FleetEvents } from './events.ts'
+import { startHousekeeping } from './housekeeping.ts'
 import { listenFromConfig } from './listen-addrs.ts'
 import { NixCache } from './nix-cache.ts'
 import { nixCacheHandler } from './nix-cache-rpc.ts'
 import { COLLECT_INTERVAL_MS, NixRetention } from './nix-retention.ts'
-import { openSqliteStore } from './sqlite-store.ts'
+import { storeFileError } from './sqlite-schema.ts'
+import { openSqliteStore, StoreFileError, type StoreFileErrorCode } from './sqlite-store.ts'
 import type { FleetStore } from './store.ts'
+import type { UploadLimits } from './upload-quota.ts'
 
 /** The state directory has no usable coordinator.json; the message says how to create one. */
 export class ConfigError extends Error {
   override name = 'ConfigError'
+}
+
+/**
+ * The state directory holds an identity but its database is missing, empty,
+ * unusable or another fleet's: damage to restore from a backup, never a reason
+ * to start an empty fleet (that would lock every machine out and make used
+ * enrollment tokens work again). The message says how to restore.
+ */
+export class DamagedStateError extends CodedError<StoreFileErrorCode | 'no-fleet' | 'fleet-mismatch'> {
+  override name = 'DamagedStateError'
 }
 
 export interface CoordinatorOptions {
@@ -80,6 +104,8 @@ export interface CoordinatorOptions {
   nixKeepManifests?: number
   /** Nix cache paths pushed or asked about within this long are never collected (default 24 h). */
   nixCacheGraceMs?: number
+  /** Bounds on admin blob uploads (timeouts, pending-upload caps); defaults in upload-quota.ts. */
+  uploads?: Partial<UploadLimits>
   log?: (msg: string) => void
 }
 
@@ -104,6 +130,11 @@ export interface RunningCoordinator {
 }
 
 export async function startCoordinator(options: CoordinatorOptions): Promise<RunningCoordinator> {
+  // Before the lock and the host: a bad address fails at once, naming its flag.
+  checkAddresses(options.listen ?? [], '--listen', 'listen')
+  checkAddresses(options.announce ?? [], '--announce')
+  checkAddresses(options.bootstrap ?? [], '--bootstrap', 'peer')
+  checkAddresses(options.reserveOn ?? [], '--reserve-on', 'peer')
   const config = await loadConfig(options.stateDir)
   const lock = await acquireDirLock(options.stateDir, 'fleetmesh coordinator')
   try {
@@ -123,15 +154,25 @@ async function startLocked(
   const key = await loadIdentity(join(options.stateDir, IDENTITY_FILE))
   const fleetRoot = PublicKey.parse(config.fleetRoot)
   // --listen wins; else where init said agents would dial (old state directories: the host's default)
-  const plan = options.listen ? { listen: options.listen, notes: [] } : listenFromConfig(config.listen ?? [])
+  const recorded = (i: number) => `${join(options.stateDir, COORDINATOR_CONFIG_FILE)} listen[${i}]`
+  const plan = options.listen
+    ? { listen: options.listen, notes: [] }
+    : listenFromConfig(checkAddresses(config.listen ?? [], recorded))
 
-  const store = await openSqliteStore(join(options.stateDir, 'fleet.db'))
-  await store.initFleet(config.fleetId, config.fleetRoot)
-  const blobs = new BlobStore(join(options.stateDir, 'blobs'))
+  const store = await openFleetStore(options.stateDir, config)
+  const blobs = new BlobStore(join(options.stateDir, 'blobs'), {
+    ...(options.uploads ? { uploads: options.uploads } : {}),
+  })
   await blobs.init()
   const events = new FleetEvents()
   const counters = new FrameErrorCounters()
-  const control = new ControlService({ store, events, idleTimeoutMs: options.idleTimeoutMs ?? 45_000, log })
+  const control = new ControlService({
+    store,
+    events,
+    idleTimeoutMs: options.idleTimeoutMs ?? 45_000,
+    log,
+    fleet: { fleetRoot, fleetId: config.fleetId },
+  })
   const nixCache = new NixCache(store, blobs)
   const nixRetention = new NixRetention({
     store,
@@ -233,6 +274,7 @@ async function startLocked(
     maxFrameBytes: MAX_NIX_FRAME_BYTES,
   })
   const collection = nixRetention.every(COLLECT_INTERVAL_MS)
+  const housekeeping = startHousekeeping({ store, log })
   reservations?.start()
   const observer =
     options.observerPorts && options.observerPorts.length > 0
@@ -265,6 +307,8 @@ async function startLocked(
       unrepair()
       await control.recordLastSeen()
       await collection.stop()
+      await housekeeping.stop()
+      blobs.close()
       await runtime.stop()
       await observer?.close()
       await reservations?.stop()
@@ -290,4 +334,74 @@ async function loadConfig(stateDir: string): Promise<CoordinatorConfig> {
       { cause: err },
     )
   }
+}
+
+/** The store's file in the state directory. */
+export const FLEET_DB_FILE = 'fleet.db'
+
+/**
+ * Opens the fleet's database. Only a state directory `fleetmesh init` marked as
+ * new (NEW_FLEET_FILE) may get a fresh one; the marker goes once the database
+ * holds the fleet. Anything else that is not this fleet's database is a
+ * DamagedStateError, and the file is left as it was found.
+ */
+async function openFleetStore(stateDir: string, config: CoordinatorConfig): Promise<FleetStore> {
+  const path = join(stateDir, FLEET_DB_FILE)
+  const marker = join(stateDir, NEW_FLEET_FILE)
+  const isNew = (await fileSize(marker)) !== undefined
+  let store: FleetStore
+  try {
+    store = await openSqliteStore(path, { create: isNew })
+  } catch (err) {
+    if (!(err instanceof StoreFileError) || err.code === 'unusable') throw err
+    throw damaged(err.code, stateDir, err.message, err)
+  }
+  try {
+    const stored = await store.getFleet()
+    if (stored === undefined) {
+      if (!isNew) throw damaged('no-fleet', stateDir, `${path} holds no fleet`)
+      await store.initFleet(config.fleetId, config.fleetRoot)
+    } else if (stored.fleetId !== config.fleetId || stored.fleetRoot !== config.fleetRoot) {
+      const configPath = join(stateDir, COORDINATOR_CONFIG_FILE)
+      throw damaged(
+        'fleet-mismatch',
+        stateDir,
+        `${path} belongs to fleet "${stored.fleetId}" (root ${stored.fleetRoot}), but ${configPath} is for ` +
+          `fleet "${config.fleetId}" (root ${config.fleetRoot}); one of them comes from another fleet`,
+      )
+    }
+  } catch (err) {
+    await store.close()
+    if (err instanceof DamagedStateError) throw err
+    // the first reads of the fleet's rows can still meet a damaged page
+    const named = storeFileError(path, err)
+    throw named instanceof StoreFileError && named.code !== 'unusable'
+      ? damaged(named.code, stateDir, named.message, named)
+      : named
+  }
+  if (isNew) {
+    await unlink(marker).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT') throw err
+    })
+    await fsyncDir(stateDir)
+  }
+  return store
+}
+
+function damaged(
+  code: DamagedStateError['code'],
+  stateDir: string,
+  what: string,
+  cause?: unknown,
+): DamagedStateError {
+  const path = join(stateDir, FLEET_DB_FILE)
+  return new DamagedStateError(
+    code,
+    `${what}. ${stateDir} holds this coordinator's identity (${IDENTITY_FILE}) and is not a new fleet, so the ` +
+      'coordinator will not start on an empty fleet in its place, which would lock out every enrolled machine ' +
+      `and accept used enrollment tokens again. Restore ${FLEET_DB_FILE} from a backup of this directory: stop anything using it, ` +
+      `remove ${path}-wal and ${path}-shm if present, and copy the backup's ${FLEET_DB_FILE} to ${path}. ` +
+      '"fleetmesh init" only creates a new fleet; it cannot repair this one.',
+    cause === undefined ? undefined : { cause },
+  )
 }

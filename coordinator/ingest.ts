@@ -5,14 +5,18 @@
  * commit is in flight (or in the same event-loop turn) are written together in
  * the next transaction, so the fsync cost is shared and no report waits longer
  * than one commit plus its own.
+ *
+ * A report under a seq already stored is a duplicate only if it is the same
+ * report; one with other content means the agent's numbering went back. It is
+ * 'reused': not stored, counted, and left to the caller to log.
  */
-import type { FleetStore, StatusRecord, StoreConflictError } from './store.ts'
+import { type FleetStore, type StatusRecord, StoreConflictError } from './store.ts'
 
-type Outcome = 'stored' | 'duplicate'
+export type IngestOutcome = 'stored' | 'duplicate' | 'reused'
 
 interface Pending {
   record: StatusRecord
-  resolve: (outcome: Outcome) => void
+  resolve: (outcome: IngestOutcome) => void
   reject: (err: Error) => void
 }
 
@@ -24,14 +28,16 @@ export class StatusIngest {
   /** Commits done and reports written, for metrics and the benchmark. */
   commits = 0
   reports = 0
+  /** Reports that reused a stored seq with other content (so were not stored). */
+  reused = 0
 
   constructor(store: FleetStore, maxBatch = 1024) {
     this.#store = store
     this.#maxBatch = maxBatch
   }
 
-  /** Resolves once the report is durably stored (or found to be a duplicate). */
-  record(record: StatusRecord): Promise<Outcome> {
+  /** Resolves once the report is durably stored (or found to be a duplicate, or a reused seq). */
+  record(record: StatusRecord): Promise<IngestOutcome> {
     return new Promise((resolve, reject) => {
       this.#queue.push({ record, resolve, reject })
       if (!this.#scheduled) {
@@ -44,7 +50,7 @@ export class StatusIngest {
   async #drain(): Promise<void> {
     while (this.#queue.length > 0) {
       const batch = this.#queue.splice(0, this.#maxBatch)
-      let outcomes: (Outcome | StoreConflictError)[]
+      let outcomes: (IngestOutcome | StoreConflictError)[]
       try {
         outcomes = await this.#store.recordStatuses(batch.map((p) => p.record))
       } catch (err) {
@@ -55,7 +61,10 @@ export class StatusIngest {
       this.reports += batch.length
       batch.forEach((p, i) => {
         const o = outcomes[i]
-        if (o instanceof Error || o === undefined) p.reject(o ?? new Error('missing outcome'))
+        if (o instanceof StoreConflictError && o.code === 'seq-reused') {
+          this.reused++
+          p.resolve('reused')
+        } else if (o instanceof Error || o === undefined) p.reject(o ?? new Error('missing outcome'))
         else p.resolve(o)
       })
       // Let frames that arrived during the commit be read before the next batch.

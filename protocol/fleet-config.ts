@@ -7,6 +7,13 @@ import { z } from 'zod'
 
 export const COORDINATOR_CONFIG_FILE = 'coordinator.json'
 export const IDENTITY_FILE = 'identity.key'
+/**
+ * Written by `fleetmesh init` beside the identity: the coordinator may create its
+ * database on the first start only while this exists, and removes it once the
+ * database holds the fleet. Without it, a state directory with an identity but no
+ * usable database is damage to restore from a backup, not a new fleet.
+ */
+export const NEW_FLEET_FILE = 'new-fleet'
 
 export const coordinatorConfigSchema = z.strictObject({
   fleetId: z.string().min(1).max(128),

@@ -53,7 +53,7 @@ describe('update.json from before update logs', () => {
         join(dir, 'update.json'),
         JSON.stringify({ v: 1, lastSequence: 2, recentIds: [update.manifestId], update }),
       )
-      const journal = await UpdateJournal.open(dir)
+      const journal = await UpdateJournal.open(dir, () => undefined)
       expect(journal.update?.previous).toEqual(generation)
       expect(journal.update?.log).toBeUndefined()
     } finally {

@@ -228,11 +228,12 @@ describe('status reports', () => {
     for (const name of ['edge-1', 'edge-2']) await store.enrollMachine(enrollInput(name))
   })
 
-  it('stores a report once; a repeat is a duplicate and changes nothing', async () => {
+  it('stores a report once; a repeat is a duplicate, another report under its seq a conflict', async () => {
     const first = status('edge-1', 1)
     expect(await store.recordStatus(first)).toBe('stored')
-    const repeat = status('edge-1', 1, { state: 'failed' })
-    expect(await store.recordStatus(repeat)).toBe('duplicate')
+    expect(await store.recordStatus({ ...first, receivedAt: 9999 })).toBe('duplicate')
+    const other = status('edge-1', 1, { state: 'failed' })
+    expect((await conflict(store.recordStatus(other))).code).toBe('seq-reused')
     expect(await store.latestStatus('edge-1')).toEqual(first)
     expect(await store.statusHistory('edge-1', 10)).toEqual([first])
   })
@@ -263,9 +264,10 @@ describe('status reports', () => {
   })
 
   it('group commit: a batch stores each report with its own outcome; a bad one does not sink the rest', async () => {
-    await store.recordStatus(status('edge-1', 1))
+    const first = status('edge-1', 1)
+    await store.recordStatus(first)
     const outcomes = await store.recordStatuses([
-      status('edge-1', 1),
+      first,
       status('ghost', 1),
       status('edge-1', 2),
       status('edge-2', 1),
