@@ -8,6 +8,7 @@ import {
   connectionPathSchema,
   errorInfo,
   idHex,
+  MAX_AUDIT_READS,
   MAX_REPORT_LOG,
   storePath,
   UPDATE_STATES,
@@ -89,7 +90,32 @@ export const auditRecordSchema = z.strictObject({
   hash: bytes(32),
   sig: bytes(64),
 })
+/** A page of the audit log: as many records as fit one frame, at most the `limit` asked for; empty past the end. */
 export const auditResult = z.array(auditRecordSchema).max(10_000)
+
+/**
+ * Successful reads (requests that need only the read capability) are not in the
+ * hash-chained log: each admin's reads of one op within one window are counted
+ * in one summary, kept in a bounded table (see coordinator/audit-trail.ts).
+ */
+export const auditReadSchema = z.strictObject({
+  /** base64url admin public key. */
+  actor: z.string().max(64),
+  /** The peer of the latest of these reads. */
+  peerId: z.string().max(128),
+  action: z.string().max(64),
+  /** Start of the window these reads fall in (ms since the epoch). */
+  windowStart: count,
+  firstAt: count,
+  lastAt: count,
+  count: count,
+  /** The latest read's detail (a rollout id, a machine name), shortened. */
+  detail: z.string().max(256),
+})
+export type AuditRead = z.infer<typeof auditReadSchema>
+
+/** The newest read summaries first. */
+export const auditReadsResult = z.array(auditReadSchema).max(MAX_AUDIT_READS)
 
 export const revokeResult = z.strictObject({ revoked: z.string() })
 

@@ -6,8 +6,10 @@
  * admin did something must carry that admin's signed request.
  *
  * What the chain cannot show on its own is a truncated tail: a log cut after
- * record n is a valid log of n records. Detecting that needs a remembered head
- * (index and hash) from an earlier look, passed back as `previous`.
+ * record n is a valid log of n records. Detecting that needs a head (index and
+ * hash) remembered outside the coordinator from an earlier verification, passed
+ * back as `remembered`: a log that no longer extends it fails, naming what is
+ * missing or changed. The admin CLI keeps one per admin home.
  *
  * @example
  *
@@ -79,13 +81,26 @@ export function auditHash(fields: AuditHashFields): Uint8Array {
   return new Uint8Array(createHash('sha256').update(encoded).digest())
 }
 
+/** The newest record of a log verified earlier, as remembered outside the coordinator. */
+export interface AuditHead {
+  index: number
+  hash: Uint8Array
+  /** When it was verified (ms since the epoch), for messages. */
+  verifiedAt?: number
+}
+
 export interface VerifyAuditOptions {
   coordinator: PublicKey
   /**
-   * The record just before records[0], from an earlier verified page or a
-   * remembered head. Without it records[0] must be record 1.
+   * The record just before records[0], from an earlier verified page.
+   * Without it records[0] must be record 1.
    */
   previous?: AuditRecord
+  /**
+   * A head verified earlier: the log must still hold that record, unchanged,
+   * so records removed or replaced since then are detected.
+   */
+  remembered?: AuditHead
 }
 
 export type AuditVerification = { ok: true; count: number } | { ok: false; index: number; problem: string }
@@ -138,7 +153,56 @@ export function verifyAuditLog(records: readonly AuditRecord[], opts: VerifyAudi
     expectedIndex = record.index + 1
     expectedPrev = record.hash
   }
+  if (opts.remembered !== undefined) {
+    const problem = checkRemembered(records, opts.remembered, expectedIndex - 1)
+    if (problem !== undefined) return problem
+  }
   return { ok: true, count: records.length }
+}
+
+/**
+ * Whether the verified chain, ending at `lastIndex`, still holds the remembered
+ * head. Its records come before the ones checked only when the caller verified
+ * from a later `previous`, and then the head is not checked against them.
+ */
+function checkRemembered(
+  records: readonly AuditRecord[],
+  head: AuditHead,
+  lastIndex: number,
+): AuditVerification | undefined {
+  const when = head.verifiedAt === undefined ? 'earlier' : `on ${new Date(head.verifiedAt).toISOString()}`
+  if (lastIndex < head.index) {
+    const missing =
+      lastIndex + 1 === head.index ? `record ${head.index} is` : `records ${lastIndex + 1}–${head.index} are`
+    return {
+      ok: false,
+      index: lastIndex + 1,
+      problem:
+        `${missing} missing: the log ends at record ${lastIndex}, but record ${head.index} ` +
+        `(hash ${toHex(head.hash)}) was verified ${when}; the end of the log was deleted`,
+    }
+  }
+  const record = records.find((r) => r.index === head.index)
+  if (record !== undefined && !bytesEqual(record.hash, head.hash)) {
+    return {
+      ok: false,
+      index: head.index,
+      problem:
+        `record ${head.index} is not the one verified ${when}: its hash is now ${toHex(record.hash)}, ` +
+        `was ${toHex(head.hash)}; the log was cut back to before record ${head.index} and written again`,
+    }
+  }
+  return undefined
+}
+
+/**
+ * The bytes one record takes in an audit page (canonical CBOR, as the admin
+ * protocol sends it), so pages can be cut to fit a frame.
+ */
+export function auditRecordBytes(record: AuditRecord): number {
+  const { index, at, peerId, actor, action, outcome, detail, request, prevHash, hash, sig } = record
+  return encodeCanonical({ index, at, peerId, actor, action, outcome, detail, request, prevHash, hash, sig })
+    .byteLength
 }
 
 function checkSealed(record: AuditRecord, coordinator: PublicKey): string | undefined {

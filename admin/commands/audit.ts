@@ -1,36 +1,59 @@
-/** `fleetmesh audit`: the audit log, and with --verify its hash chain and signatures checked. */
+/**
+ * `fleetmesh audit`: the audit log of changes and refusals; with --verify its
+ * hash chain and signatures checked and its newest record remembered in the
+ * admin's home (audit-head.ts), with --reads the read summaries kept apart.
+ */
 import { peerIdFromString } from '@libp2p/peer-id'
 import { DOMAINS, decodeCertificate, PublicKey } from '../../keys/index.ts'
 import { type CommandSpec, flag, output, parseCommand, str, table, UsageError } from '../../lib/index.ts'
 import {
+  type AuditHead,
+  type AuditRead,
   type AuditRecord,
   type AuditVerification,
   adminRequestSchema,
+  MAX_AUDIT_READS,
   openEnvelope,
   verifyAuditLog,
 } from '../../protocol/index.ts'
+import { readAuditHead, rememberAuditHead } from '../audit-head.ts'
 import type { AdminClient } from '../client.ts'
 import { truncateAtWord } from '../format.ts'
 import { REMOTE_OPTIONS, withClient } from '../session.ts'
 
 export const AUDIT_COMMAND: CommandSpec = {
   name: 'audit',
-  summary: 'List the audit log and verify its hash chain and signatures.',
-  usage: 'fleetmesh audit [--verify] [--limit N] [--coordinator <multiaddr>]... [--json]',
+  summary: 'List the audit log of changes and refusals, and verify its hash chain and signatures.',
+  usage: 'fleetmesh audit [--verify] [--reads] [--limit N] [--coordinator <multiaddr>]... [--json]',
   options: {
     ...REMOTE_OPTIONS,
     limit: {
       type: 'string',
       value: 'N',
-      description: 'how many of the newest records to list',
+      description: 'how many of the newest records (and read summaries) to list',
       default: '50',
     },
     verify: {
       type: 'boolean',
-      description: 'check the hash chain and every signature of the whole log (always done with --json)',
+      description:
+        'check the hash chain and every signature of the whole log, and that it still holds the newest record verified from this home (always done with --json)',
+    },
+    reads: {
+      type: 'boolean',
+      description: `also list successful reads, counted per admin, op and hour (the newest ${MAX_AUDIT_READS} summaries at most)`,
     },
   },
-  examples: ['fleetmesh audit --verify --limit 20'],
+  notes: [
+    'The hash-chained log, signed by the coordinator, holds every change (deploy, upload, nix push, revoke,',
+    'enrollment) and every refusal or failure. Refused requests are described (op, size, SHA-256, reason), not',
+    'stored; refusals of requests without a valid certificate are rate-limited per peer and overall, those past',
+    'the limit only counted (the record that reaches the limit says so, a later one how many were left out).',
+    'Successful reads (machines, watch, audit, log, ping, doctor) are not chained: they are counted apart, one',
+    'summary per admin, op and hour, in a bounded table (the oldest summaries are dropped). --reads shows them.',
+    `--verify remembers the newest verified record in <home>/audit-head.json; a later log that no longer holds`,
+    'it unchanged (records deleted or replaced) fails verification, naming the missing records.',
+  ],
+  examples: ['fleetmesh audit --verify --limit 20', 'fleetmesh audit --reads'],
 }
 
 const PAGE = 1000
@@ -39,14 +62,19 @@ const DETAIL_WIDTH = 80
 /** The narrowest DETAIL column fitted to a terminal. */
 const MIN_DETAIL_WIDTH = 30
 
-/** The whole log, page by page: verification needs every link of the chain. */
+/**
+ * The whole log, page by page: verification needs every link of the chain.
+ * Pages are cut to fit a frame, so only an empty one ends the log.
+ */
 async function auditLog(client: AdminClient): Promise<AuditRecord[]> {
   const records: AuditRecord[] = []
   for (let after = 0; ; ) {
     const page = await client.audit(after, PAGE)
+    const last = page.at(-1)
     records.push(...page)
-    if (page.length < PAGE) return records
-    after = (page[page.length - 1] as AuditRecord).index
+    // A page that does not move forward ends the listing; verification reports what is wrong with it.
+    if (last === undefined || last.index <= after) return records
+    after = last.index
   }
 }
 
@@ -79,11 +107,30 @@ function actorText(r: AuditRecord, names: ReadonlyMap<string, string>): string {
   return names.get(r.actor) ?? `key ${r.actor.slice(0, 12)}…`
 }
 
-function verdictText(verdict: AuditVerification | null): string {
+function verdictText(verdict: AuditVerification | null, remembered: AuditHead | undefined): string {
   if (verdict === null) return 'not verified: add --verify to check the hash chain and every signature'
-  return verdict.ok
-    ? `audit log verified: ${verdict.count} records, hash chain intact, every signature valid`
-    : `AUDIT LOG INVALID at record ${verdict.index}: ${verdict.problem}`
+  if (!verdict.ok) return `AUDIT LOG INVALID at record ${verdict.index}: ${verdict.problem}`
+  const extends_ =
+    remembered === undefined
+      ? ''
+      : `, still holds record ${remembered.index} verified ${remembered.verifiedAt === undefined ? 'earlier' : new Date(remembered.verifiedAt).toISOString()}`
+  return `audit log verified: ${verdict.count} records, hash chain intact, every signature valid${extends_}`
+}
+
+/** Verifies the whole log against the head remembered in `dir`, and remembers the new head if it holds. */
+async function verifyAndRemember(
+  dir: string,
+  coordinatorPeerId: string,
+  records: readonly AuditRecord[],
+): Promise<{ verdict: AuditVerification; remembered: AuditHead | undefined }> {
+  const coordinator = PublicKey.fromPeerId(peerIdFromString(coordinatorPeerId))
+  const remembered = await readAuditHead(dir, coordinatorPeerId)
+  const verdict = verifyAuditLog(records, {
+    coordinator,
+    ...(remembered === undefined ? {} : { remembered }),
+  })
+  if (verdict.ok) await rememberAuditHead(dir, coordinatorPeerId, records)
+  return { verdict, remembered }
 }
 
 export async function audit(argv: string[], home: string): Promise<number> {
@@ -95,14 +142,18 @@ export async function audit(argv: string[], home: string): Promise<number> {
   const verify = flag(p, 'verify') || json
   return withClient(home, p, async (c) => {
     const records = await auditLog(c)
-    const coordinatorKey = PublicKey.fromPeerId(peerIdFromString(c.home.fleet.coordinator.peerId))
-    const verdict = verify ? verifyAuditLog(records, { coordinator: coordinatorKey }) : null
+    const checked = verify
+      ? await verifyAndRemember(c.home.dir, c.home.fleet.coordinator.peerId, records)
+      : null
+    const verdict = checked?.verdict ?? null
+    const reads = flag(p, 'reads') ? await c.auditReads(Math.min(limit, MAX_AUDIT_READS)) : undefined
     const names = actorNames(records)
     const shown = records.slice(-limit)
     output(
       json,
       {
         verified: verdict,
+        ...(reads === undefined ? {} : { reads }),
         // bytes do not survive JSON: the request shows as its size, the hash as hex
         records: shown.map(({ prevHash: _prev, sig: _sig, request, hash, ...rest }) => ({
           ...rest,
@@ -122,13 +173,31 @@ export async function audit(argv: string[], home: string): Promise<number> {
         ])
         return [
           auditTable(rows, process.stdout.isTTY ? process.stdout.columns : undefined),
+          ...(reads === undefined ? [] : ['', readsText(reads, names)]),
           '',
-          verdictText(verdict),
+          verdictText(verdict, checked?.remembered),
         ].join('\n')
       },
     )
     return verdict === null || verdict.ok ? 0 : 1
   })
+}
+
+/** Read summaries, newest first; they are not part of the hash chain and not verified. */
+export function readsText(reads: readonly AuditRead[], names: ReadonlyMap<string, string>): string {
+  if (reads.length === 0) return 'reads: none counted'
+  const rows = reads.map((r) => [
+    new Date(r.windowStart).toISOString().replace(/:\d\d\.\d+Z$/, 'Z'),
+    new Date(r.lastAt).toISOString(),
+    r.action,
+    names.get(r.actor) ?? `key ${r.actor.slice(0, 12)}…`,
+    String(r.count),
+    r.detail,
+  ])
+  return [
+    'reads (counted per admin, op and hour; not hash-chained):',
+    table(['HOUR', 'LAST', 'ACTION', 'ACTOR', 'COUNT', 'DETAIL'], rows),
+  ].join('\n')
 }
 
 /**
