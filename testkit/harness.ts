@@ -46,9 +46,10 @@ export class Proc {
   readonly exited: Promise<number | null>
   readonly #waiters = new Set<() => void>()
 
-  constructor(name: string, args: string[], env: NodeJS.ProcessEnv = {}) {
+  /** `bin`: an installed `fleetmesh` to run instead of bin/fleetmesh.js on the pinned Node. */
+  constructor(name: string, args: string[], env: NodeJS.ProcessEnv = {}, bin?: string) {
     this.name = name
-    this.child = spawn(process.execPath, fleetmeshArgv(args), {
+    this.child = spawn(bin ?? process.execPath, bin === undefined ? fleetmeshArgv(args) : args, {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, ...env },
     })
