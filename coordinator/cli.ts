@@ -35,7 +35,8 @@ import { DEFAULT_GRACE_MS, DEFAULT_KEEP_MANIFESTS } from './nix-retention.ts'
 const USAGE =
   'fleetmesh coordinator --state <dir> [--listen <multiaddr>]... [--announce <multiaddr>]... [--bootstrap <multiaddr>]... ' +
   `[--reserve-on <relay multiaddr>]... [--reserve-keepalive 10s] [--observers ip:port,...] [--observer-ports p1,p2] ${RELAY_LIMIT_USAGE} ` +
-  '[--idle-timeout 45s] [--nix-keep-manifests 20] [--nix-cache-grace 24h] [--json]'
+  '[--idle-timeout 45s] [--nix-keep-manifests 20] [--nix-cache-grace 24h] ' +
+  '[--upload-idle-timeout 60s] [--upload-min-rate-kb 64] [--upload-quota-per-admin-mb 16384] [--upload-quota-total-mb 32768] [--upload-resume-grace 10m] [--json]'
 
 export const COORDINATOR_COMMAND: CommandSpec = configurable({
   name: 'coordinator',
@@ -89,6 +90,37 @@ export const COORDINATOR_COMMAND: CommandSpec = configurable({
       description: 'how long an unreferenced Nix cache entry survives before it is collected',
       default: '24h',
     },
+    'upload-idle-timeout': {
+      type: 'string',
+      value: '<duration>',
+      description: 'abort a blob upload (or a stalled download) that moves no data for this long',
+      default: '60s',
+    },
+    'upload-min-rate-kb': {
+      type: 'string',
+      value: 'N',
+      description: 'KiB/s a blob upload must average, after a 60 s allowance, or it is aborted',
+      default: '64',
+    },
+    'upload-quota-per-admin-mb': {
+      type: 'string',
+      value: 'N',
+      description: 'MiB of pending blob uploads one admin key may announce at once',
+      default: '16384',
+    },
+    'upload-quota-total-mb': {
+      type: 'string',
+      value: 'N',
+      description: 'MiB of pending blob uploads all admins together may announce at once',
+      default: '32768',
+    },
+    'upload-resume-grace': {
+      type: 'string',
+      value: '<duration>',
+      description:
+        'how long an interrupted upload stays resumable before its partial file is deleted (0: at once)',
+      default: '10m',
+    },
   },
   examples: [
     'fleetmesh coordinator --state /var/lib/fleetmesh-coordinator --announce /ip4/203.0.113.7/tcp/4001',
@@ -116,6 +148,13 @@ export async function coordinatorCommand(argv: string[]): Promise<number> {
     // The Nix cache keeps the closures of every desired manifest and of this many newest ones.
     nixKeepManifests: int(p, 'nix-keep-manifests', DEFAULT_KEEP_MANIFESTS, 0, 100_000),
     nixCacheGraceMs: duration(p, 'nix-cache-grace', DEFAULT_GRACE_MS),
+    uploads: {
+      idleTimeoutMs: duration(p, 'upload-idle-timeout', 60_000),
+      minBytesPerSecond: int(p, 'upload-min-rate-kb', 64, 1, 1_000_000) * 1024,
+      perAdminBytes: int(p, 'upload-quota-per-admin-mb', 16_384, 1, 2 ** 30) * 2 ** 20,
+      totalBytes: int(p, 'upload-quota-total-mb', 32_768, 1, 2 ** 30) * 2 ** 20,
+      resumeGraceMs: duration(p, 'upload-resume-grace', 600_000),
+    },
     log: (msg) => say('log', { msg }, msg),
   })
   const addrs = running.host.getMultiaddrs().map((a) => a.toString())

@@ -254,13 +254,17 @@ export function int(p: Parsed, name: string, fallback: number, min: number, max:
 export function duration(p: Parsed, name: string, fallbackMs: number): number {
   const v = str(p, name)
   if (v === undefined) return fallbackMs
+  if (v === '0') return 0
   const m = /^(\d+)(ms|s|m|h|d)$/.exec(v)
   if (!m)
     throw new UsageError(`${optionLabel(p, name)} must be a duration like 90s, 15m, 12h or 30d, got "${v}"`)
   const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[
     m[2] as 'ms' | 's' | 'm' | 'h' | 'd'
   ]
-  return Number(m[1]) * unit
+  const ms = Number(m[1]) * unit
+  // Node's timers take at most 2^31-1 ms; callers bound their own ranges, this only keeps the number exact
+  if (!Number.isSafeInteger(ms)) throw new UsageError(`${optionLabel(p, name)} is too long: "${v}"`)
+  return ms
 }
 
 /** Prints a value as JSON (for scripts) or via the human formatter. */

@@ -147,9 +147,9 @@ export interface HostInit {
   /**
    * Multiaddrs to listen on.
    *
-   * Defaults: coordinator and relay `/ip4/0.0.0.0/tcp/4001`; agent
-   * `/ip4/0.0.0.0/tcp/0` (a listener the later hole-punching transport can
-   * use); admin none (dial only).
+   * Defaults: coordinator and relay `/ip4/0.0.0.0/tcp/4001`; agent and admin
+   * none: they only dial out (relayed links ride their own outbound
+   * connection, and hole punching opens its own sockets).
    */
   listen?: string[]
 
@@ -250,7 +250,7 @@ const CLIENT_PROFILE: Omit<RoleProfile, 'listen'> = {
 const ROLE_PROFILES: Record<HostRole, RoleProfile> = {
   coordinator: PUBLIC_PROFILE,
   relay: PUBLIC_PROFILE,
-  agent: { ...CLIENT_PROFILE, listen: ['/ip4/0.0.0.0/tcp/0'] },
+  agent: { ...CLIENT_PROFILE, listen: [] },
   // dial only
   admin: { ...CLIENT_PROFILE, listen: [] },
 }

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest'
 import {
   type CommandSpec,
   closest,
+  duration,
   editDistance,
   parseCommand,
   suggestion,
@@ -50,5 +51,22 @@ describe('option values that start with a dash', () => {
   })
   it('still reads a known option after a string option as an option', () => {
     expect(() => parseCommand(['--subject', '--all'], spec)).toThrow(UsageError)
+  })
+})
+
+describe('durations', () => {
+  const spec: CommandSpec = {
+    name: 'coordinator',
+    summary: '',
+    usage: 'fleetmesh coordinator [--grace <duration>]',
+    options: { grace: { type: 'string', description: 'grace' } },
+    examples: [],
+  }
+  const grace = (v: string) => duration(parseCommand(['--grace', v], spec), 'grace', 5)
+  it('reads units, a bare 0, and refuses what is not a duration or too long to be exact', () => {
+    expect(grace('90s')).toBe(90_000)
+    expect(grace('0')).toBe(0)
+    expect(() => grace('10')).toThrow(/--grace must be a duration/)
+    expect(() => grace('99999999999999999d')).toThrow(/--grace is too long/)
   })
 })
