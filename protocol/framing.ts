@@ -117,6 +117,25 @@ export interface HandleFramedInit extends FramedStreamInit {
    * @default true
    */
   runOnLimitedConnection?: boolean
+  /** See {@link hangUp}. @default 5000 */
+  hangUpGraceMs?: number
+}
+
+/** How long a peer may keep its side of a stream open after the handler is done with it. */
+export const DEFAULT_HANG_UP_GRACE_MS = 5_000
+
+/**
+ * Closes our side, then waits up to `graceMs` for the peer to close theirs
+ * (discarding anything it still sends) and resets the stream if it does not:
+ * a peer that never closes would otherwise hold the stream, and with it the
+ * connection, open for good (an idle connection has no streams).
+ */
+export async function hangUp(fs: FramedStream, graceMs: number): Promise<void> {
+  await fs.close()
+  const signal = AbortSignal.timeout(graceMs)
+  while ((await fs.read({ signal }).catch(() => undefined)) !== undefined) {}
+  if (signal.aborted)
+    fs.abort(new Error(`peer kept its side of the stream open ${graceMs} ms after the answer`))
 }
 
 export type FramedHandler = (fs: FramedStream, connection: Connection) => Promise<void>
@@ -146,7 +165,7 @@ export async function handleFramed(
       const fs = new FramedStream(stream, { maxFrameBytes, counters })
       try {
         await handler(fs, connection)
-        await fs.close()
+        await hangUp(fs, init.hangUpGraceMs ?? DEFAULT_HANG_UP_GRACE_MS)
       } catch (thrown) {
         const err = thrown instanceof Error ? thrown : new Error(`non-Error thrown: ${String(thrown)}`)
         const kind = counters?.record(err) ?? FrameErrorCounters.classify(err)
