@@ -23,7 +23,14 @@ function interfaceLines(interfaces: readonly { name: string; address: string }[]
 
 /** Addresses, connections and their paths, and the role's details (link state, hole punching). */
 function snapshotLines(s: SnapshotView): string[] {
-  const out = ['', `peer id: ${s.peerId}`, 'listening on:', ...s.listen.map((a) => `  ${a}`)]
+  const out = [
+    '',
+    `peer id: ${s.peerId}`,
+    // agents listen nowhere by default: they only dial out
+    ...(s.listen.length > 0
+      ? ['listening on:', ...s.listen.map((a) => `  ${a}`)]
+      : ['listening on: none (dials out only)']),
+  ]
   const relayed = s.advertised.filter((a) => a.includes('/p2p-circuit'))
   out.push(
     'reachable through relays:',

@@ -104,9 +104,13 @@ export function coordinatorArgs(state: string, listen: string, extra: readonly s
   return ['coordinator', '--state', state, '--listen', listen, '--json', ...extra]
 }
 
-/** An agent daemon printing JSON events, pinging every second so a lost link shows within seconds. */
-export function agentArgs(state: string, listen: string, extra: readonly string[] = []): string[] {
-  return ['agent', '--state', state, '--json', '--keepalive', '1s', '--listen', listen, ...extra]
+/**
+ * An agent daemon printing JSON events, pinging every second so a lost link
+ * shows within seconds. No --listen: agents run as they do by default, with no
+ * listening socket (nothing in a fleet dials them).
+ */
+export function agentArgs(state: string, extra: readonly string[] = []): string[] {
+  return ['agent', '--state', state, '--json', '--keepalive', '1s', ...extra]
 }
 
 /** `deploy <archive> --to <target> --generation <generation>`; put `--home <dir>` before it. */

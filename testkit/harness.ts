@@ -215,7 +215,7 @@ export class TestFleet extends FleetDirectory {
   startAgent(machine: string, args: string[] = [], env: NodeJS.ProcessEnv = {}): Proc {
     const p = new Proc(
       `agent ${machine}`,
-      agentArgs(this.agentState(machine), '/ip4/127.0.0.1/tcp/0', ['--pass-env', 'FM_TEST_LOG', ...args]),
+      agentArgs(this.agentState(machine), ['--pass-env', 'FM_TEST_LOG', ...args]),
       env,
     )
     this.procs.push(p)

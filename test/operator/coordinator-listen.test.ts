@@ -40,10 +40,7 @@ describe('coordinator listen addresses from init', () => {
     const enroll = await runCli(['--home', fleet.home, 'enroll', 'web-1', '--json'])
     expect(enroll.code, enroll.stderr).toBe(0)
     const { token } = JSON.parse(enroll.stdout) as { token: string }
-    const agent = new Proc(
-      'agent web-1',
-      agentArgs(fleet.agentState('web-1'), '/ip4/127.0.0.1/tcp/0', ['--token', token]),
-    )
+    const agent = new Proc('agent web-1', agentArgs(fleet.agentState('web-1'), ['--token', token]))
     procs.push(agent)
     await agent.waitFor((e) => e.event === 'connected', 30_000, 'web-1 connected')
   }, 120_000)

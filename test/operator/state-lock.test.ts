@@ -25,7 +25,7 @@ describe('state directory lock', () => {
     )
 
     const agent = await fleet.enrollAgent('web-1')
-    const twin = await runCli(agentArgs(fleet.agentState('web-1'), '/ip4/127.0.0.1/tcp/0'), {}, 60_000)
+    const twin = await runCli(agentArgs(fleet.agentState('web-1')), {}, 60_000)
     expect(twin.code).toBe(1)
     expect(twin.stderr).toContain(
       `${fleet.agentState('web-1')} is in use by fleetmesh agent (pid ${agent.child.pid}); stop it first`,

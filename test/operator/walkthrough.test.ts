@@ -124,10 +124,7 @@ describe('a new operator, from the installed release', () => {
       const enroll = await cli(['enroll', machine, '--tag', tag, '--json'])
       expect(enroll.code, enroll.stderr).toBe(0)
       const { token } = JSON.parse(enroll.stdout) as { token: string }
-      const agent = start(
-        `agent ${machine}`,
-        agentArgs(fleet.agentState(machine), '/ip4/127.0.0.1/tcp/0', ['--token', token]),
-      )
+      const agent = start(`agent ${machine}`, agentArgs(fleet.agentState(machine), ['--token', token]))
       agents.push(agent)
       await agent.waitFor((e) => e.event === 'connected', 60_000, `${machine} connected`)
     }

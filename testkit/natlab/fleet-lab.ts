@@ -192,12 +192,7 @@ export class LabFleet extends FleetDirectory {
   }
 
   startAgent(host: LabHost, machine: string, extra: string[] = []): LabProcess {
-    return spawnFleetmesh(
-      this.lab,
-      host,
-      `agent ${machine}`,
-      agentArgs(this.agentState(machine), `/ip4/${host.ip}/tcp/0`, extra),
-    )
+    return spawnFleetmesh(this.lab, host, `agent ${machine}`, agentArgs(this.agentState(machine), extra))
   }
 
   /** Builds an archive and deploys it to `target`, watching until it settles. */
