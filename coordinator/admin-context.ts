@@ -15,7 +15,12 @@ export class AdminDenied extends CodedError<string> {
   override name = 'AdminDenied'
 }
 
-/** The capability each request needs; the scope check is the handler's (or the chain check's for fleet-wide ops). */
+/**
+ * The capability each request needs; the scope check is the handler's (or the
+ * chain check's for fleet-wide ops): reads are cut to the machines the caller
+ * covers, a manifest's targets must all be covered, a blob upload needs deploy
+ * on some machine or tag, and a watch checks the chain again while it runs.
+ */
 export const CAPABILITY: Record<AdminOp['op'], Capability> = {
   'fleet-info': 'read',
   machines: 'read',

@@ -73,8 +73,7 @@ export async function streamWatch(
     if (e.type === 'revoked') {
       revocations++
       checkedAt = 0
-    }
-    else if (rolloutId !== null && e.type === 'status' && e.status.report.rolloutId !== rolloutId) return
+    } else if (rolloutId !== null && e.type === 'status' && e.status.report.rolloutId !== rolloutId) return
     else if (queue.length >= WATCH_BUFFER_LIMIT) overflow = true
     else queue.push(e)
     pause.wake()

@@ -3,6 +3,9 @@
  * token an admin issued. The token must verify against this fleet's root, be
  * addressed to this coordinator, be unexpired and unused; the machine is then
  * bound to the connecting peer's key (Noise has proven the peer holds it).
+ * Anyone who can connect can present a bad token, so refusals reach the audit
+ * log (and the journal) at a bounded rate per peer and overall, as refusals of
+ * unauthenticated admin requests do (audit-limiter.ts); the rest are counted.
  */
 import type { Connection } from '@libp2p/interface'
 import { PublicKey, parseToken, TokenError, verifyToken } from '../keys/index.ts'
@@ -15,6 +18,7 @@ import {
   enrollResponseSchema,
 } from '../protocol/index.ts'
 import type { signAuditHash } from './audit.ts'
+import { RefusalLimiter, type RefusalLimits } from './audit-limiter.ts'
 import type { FleetEvents } from './events.ts'
 import { type FleetStore, StoreConflictError } from './store.ts'
 
@@ -26,9 +30,12 @@ export interface EnrollmentInit {
   coordinatorPeerId: string
   sign: ReturnType<typeof signAuditHash>
   log: (msg: string) => void
+  /** Default: DEFAULT_REFUSAL_LIMITS. */
+  refusalLimits?: Partial<RefusalLimits>
 }
 
 export function enrollmentHandler(init: EnrollmentInit) {
+  const limiter = new RefusalLimiter(init.refusalLimits)
   return async (fs: FramedStream, connection: Connection): Promise<void> => {
     const frame = await fs.readOne({ timeoutMs: 30_000 })
     const request = decodeMessage(enrollRequestSchema, frame, 'enroll request', 64 * 1024)
@@ -72,19 +79,23 @@ export function enrollmentHandler(init: EnrollmentInit) {
     } catch (err) {
       if (!(err instanceof TokenError || err instanceof StoreConflictError)) throw err
       response = { ok: false, error: { code: err.code, message: err.message } }
-      await init.store.appendAudit(
-        {
-          at: Date.now(),
-          peerId,
-          actor,
-          action: 'enroll',
-          outcome: 'denied',
-          detail: `${err.code}: ${err.message}`.slice(0, 2000),
-          request: null,
-        },
-        init.sign,
-      )
-      init.log(`enrollment from ${peerId} refused: ${err.message}`)
+      const at = Date.now()
+      const verdict = limiter.admit(peerId, at)
+      if (verdict.record) {
+        await init.store.appendAudit(
+          {
+            at,
+            peerId,
+            actor,
+            action: 'enroll',
+            outcome: 'denied',
+            detail: `${err.code}: ${err.message}`.slice(0, 2000) + verdict.note,
+            request: null,
+          },
+          init.sign,
+        )
+        init.log(`enrollment from ${peerId} refused: ${err.message}`)
+      }
     }
     await fs.send(encodeMessage(enrollResponseSchema, response))
   }

@@ -1,7 +1,8 @@
 /**
- * In-process fleet events: what `watch` streams to admins and what a dashboard
- * would show. Listeners are called synchronously; slow consumers (admin watch
- * streams) buffer on their own side with a bound.
+ * In-process fleet events: what `watch` streams to admins (each cut to the
+ * admin's scope) and what a dashboard would show. Listeners are called
+ * synchronously; slow consumers (admin watch streams) buffer on their own side
+ * with a bound.
  */
 import type { ConnectionPath } from '../protocol/index.ts'
 import type { MachineRecord, ManifestRecord, StatusRecord } from './store.ts'
@@ -12,6 +13,8 @@ export type FleetEvent =
   | { type: 'offline'; machine: string }
   | { type: 'manifest'; manifest: ManifestRecord }
   | { type: 'enrolled'; machine: MachineRecord }
+  /** A certificate serial was revoked: long-lived admin streams check their authority again at once. */
+  | { type: 'revoked'; serial: string }
 
 export type FleetListener = (event: FleetEvent) => void
 
