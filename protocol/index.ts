@@ -7,7 +7,8 @@
  * framing with a hard size limit, the hash-chained audit log format, and the
  * manifest: how one is built and the one admission rule set that both the
  * coordinator (before it stores one) and the agent (before it applies one)
- * enforce. Nothing here opens a socket; `net/` carries these bytes.
+ * enforce, and the fleet's signed revocation list with the rules every holder
+ * of it checks. Nothing here opens a socket; `net/` carries these bytes.
  *
  * @example
  *
@@ -23,6 +24,8 @@
 export * from './admin-results.ts'
 export * from './audit-log.ts'
 export * from './codec.ts'
+export * from './control-frame.ts'
+export * from './diagnostics.ts'
 export * from './envelope.ts'
 export * from './errors.ts'
 export * from './fleet-config.ts'
@@ -34,3 +37,4 @@ export * from './manifest.ts'
 export * from './messages.ts'
 export * from './narinfo.ts'
 export * from './nix-cache.ts'
+export * from './revocation.ts'

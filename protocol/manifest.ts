@@ -36,8 +36,10 @@ import {
   type Manifest,
   manifestSchema,
   type Payload,
+  type RevocationHead,
   type Targets,
 } from './messages.ts'
+import type { RevocationView } from './revocation.ts'
 
 // ---------------------------------------------------------------- building
 
@@ -66,6 +68,8 @@ export interface ManifestOptions {
   id?: string
   /** Default: 16 random bytes, hex. */
   rolloutId?: string
+  /** The head of the revocation list the signer verified; left out of the manifest when the list is empty. */
+  revocations?: RevocationHead
 }
 
 const randomId = () => randomBytes(16).toString('hex')
@@ -88,6 +92,10 @@ export function buildManifest(options: ManifestOptions): Manifest {
     issuedAt: now,
     notBefore: now - (options.clockSkewMs ?? 60_000),
     expiresAt: now + (options.validForMs ?? 7 * DAY),
+    // An empty list needs no reference, and agents older than the field refuse manifests that carry it.
+    ...(options.revocations !== undefined && options.revocations.seq > 0
+      ? { revocations: options.revocations }
+      : {}),
   }
 }
 
@@ -112,6 +120,12 @@ export type ManifestRefusalCode =
   | 'bad-envelope'
   /** The signer's certificate chain does not allow deploying to the target in this fleet. */
   | 'unauthorised'
+  /** A certificate in the signer's chain is on the revocation list (or the coordinator's own list). */
+  | 'revoked'
+  /** The receiver's revocation list is shorter than the one the signer saw: it must not act yet. */
+  | 'revocations-missing'
+  /** The receiver's revocation list holds another entry where the signer's ended: the lists forked. */
+  | 'revocations-mismatch'
   | 'wrong-fleet'
   /** (Agent) the manifest targets neither this machine's name nor any of its tags. */
   | 'not-targeted'
@@ -139,12 +153,20 @@ export class ManifestRefusedError extends CodedError<ManifestRefusalCode> {
 export interface AdmissionPolicy {
   fleetRoot: PublicKey
   fleetId: string
+  /** Serials to refuse; default: those of `revocations`. */
   revokedSerials?: ReadonlySet<string>
+  /**
+   * The receiver's signed revocation list: the manifest's signer must not be on it,
+   * and it must reach the head the signer saw (rules "revocations-missing" and
+   * "revocations-mismatch"). Left out, a manifest's head is not checked.
+   */
+  revocations?: RevocationView
   now?: number
   /**
-   * The agent: the machine about to apply it. The signer must be allowed to deploy
-   * to it and the manifest must target it. The coordinator leaves it out: the signer
-   * must then be allowed to deploy to every machine and tag the manifest names.
+   * The agent: the machine about to apply it; the manifest must target it. The
+   * coordinator leaves it out. Either way the signer must be allowed to deploy to
+   * every machine and tag the manifest names (deployScope): the scope rule has no
+   * input that only one side has, so the two sides cannot disagree.
    */
   machine?: { name: string; tags: readonly string[] }
   /**
@@ -180,13 +202,24 @@ export function openManifest(envelope: Uint8Array): Opened<Manifest> {
   }
 }
 
-/** Rule "unauthorised": the signer's chain, from the fleet root, grants deploy on the target. Returns the signer's name. */
+/**
+ * The one deploy-scope rule, for the coordinator and the agent alike: a chain may
+ * deploy a manifest when every link's scope covers its targets as written, each
+ * machine name by name and each tag by tag (keys/certificate.ts, `selector`). A
+ * tag-scoped admin may target its tags, and a machine by name only if its scope
+ * names that machine. Judged from the machine's side instead ("this machine has a
+ * tag in scope"), the verdict would depend on tags a machine has now, which change
+ * and which the coordinator and each agent may see differently, and the admin's
+ * name target would reach machines by a tag the admin never named.
+ */
+export function deployScope(targets: Targets): ScopeTarget {
+  return { kind: 'selector', machines: targets.machines, tags: targets.tags }
+}
+
+/** Rule "unauthorised": the signer's chain, from the fleet root, grants deploy on the manifest's targets (deployScope). Returns the signer's name. */
 export function checkSigner(opened: Opened<Manifest>, policy: AdmissionPolicy): string {
   const m = opened.value
-  const target: ScopeTarget =
-    policy.machine === undefined
-      ? { kind: 'selector', machines: m.targets.machines, tags: m.targets.tags }
-      : { kind: 'machine', name: policy.machine.name, tags: policy.machine.tags }
+  const target = deployScope(m.targets)
   try {
     return verifyChain(opened.chain, {
       root: policy.fleetRoot,
@@ -194,14 +227,18 @@ export function checkSigner(opened: Opened<Manifest>, policy: AdmissionPolicy): 
       capability: 'deploy',
       target,
       now: policy.now ?? Date.now(),
-      revokedSerials: policy.revokedSerials,
+      revokedSerials: policy.revokedSerials ?? policy.revocations?.revoked,
     }).leaf.name
   } catch (err) {
     if (!(err instanceof CertificateError)) throw err
-    const whom =
-      policy.machine === undefined
-        ? `machines ${bracketed(m.targets.machines)} and tags ${bracketed(m.targets.tags)}`
-        : `machine "${policy.machine.name}"`
+    if (err.code === 'revoked')
+      throw new ManifestRefusedError(
+        'revoked',
+        `${label(m)} is signed by ${opened.signer}, whose certificate chain has been revoked: ${err.message}`,
+        m,
+        { cause: err },
+      )
+    const whom = `machines ${bracketed(m.targets.machines)} and tags ${bracketed(m.targets.tags)}`
     throw new ManifestRefusedError(
       'unauthorised',
       `${label(m)} is signed by ${opened.signer}, who may not deploy to ${whom} in this fleet: ${err.message}`,
@@ -220,6 +257,38 @@ export function checkFleet(manifest: Manifest, policy: AdmissionPolicy): void {
       manifest,
     )
   }
+}
+
+/**
+ * Rules "revocations-missing" and "revocations-mismatch" (only with
+ * `policy.revocations`): the receiver holds the revocation list at least up to the
+ * head the signer saw, and the same entry there. So whoever carries the manifest
+ * cannot also hold back a revocation the signer knew of. A manifest without a
+ * head (an empty list, or an older admin CLI) is as one naming entry 0.
+ */
+export function checkRevocations(manifest: Manifest, policy: AdmissionPolicy): void {
+  const held = policy.revocations
+  const seen = manifest.revocations
+  if (held === undefined || seen === undefined || seen.seq === 0) return
+  if (held.head.seq < seen.seq)
+    throw new ManifestRefusedError(
+      'revocations-missing',
+      `${label(manifest)} was signed knowing the revocation list up to entry ${seen.seq}, but ${receiver(policy)} ` +
+        `holds it only up to entry ${held.head.seq}` +
+        (policy.machine === undefined
+          ? ''
+          : ': the coordinator has not delivered the rest (lost in a restore, or withheld). Nothing was done; ' +
+            'offered again once the entries are here, it is taken'),
+      manifest,
+    )
+  const hash = held.hashAt(seen.seq)
+  if (hash !== seen.hash)
+    throw new ManifestRefusedError(
+      'revocations-mismatch',
+      `${label(manifest)} was signed knowing revocation list entry ${seen.seq} with hash ${seen.hash.slice(0, 12)}…, ` +
+        `but ${receiver(policy)} holds another entry there (hash ${hash?.slice(0, 12)}…): the lists forked, so it is refused`,
+      manifest,
+    )
 }
 
 /** Rule "not-targeted" (only with `policy.machine`). */
@@ -266,8 +335,9 @@ export function checkSequence(manifest: Manifest, policy: AdmissionPolicy): void
 }
 
 /**
- * Every admission rule, in order: envelope, signer, fleet, target, validity window,
- * sequence. Throws ManifestRefusedError naming the first rule broken.
+ * Every admission rule, in order: envelope, signer (revoked or not), fleet,
+ * revocation list, target, validity window, sequence. Throws ManifestRefusedError
+ * naming the first rule broken.
  */
 export function admitManifest(envelope: Uint8Array, policy: AdmissionPolicy): AdmittedManifest {
   const at = { ...policy, now: policy.now ?? Date.now() }
@@ -275,6 +345,7 @@ export function admitManifest(envelope: Uint8Array, policy: AdmissionPolicy): Ad
   const manifest = opened.value
   const adminName = checkSigner(opened, at)
   checkFleet(manifest, at)
+  checkRevocations(manifest, at)
   checkTargeted(manifest, at)
   checkValidity(manifest, at)
   checkSequence(manifest, at)

@@ -9,8 +9,15 @@ import { isStorePath, MAX_NARINFO_BYTES } from './narinfo.ts'
 
 export const MAX_ENVELOPE_BYTES = 256 * 1024
 export const MAX_ERROR_MESSAGE = 2048
+/**
+ * Read summaries one `audit-reads` answer holds: each is under 1 KiB (its detail
+ * is cut to 200 characters), so they fit one 256 KiB frame.
+ */
+export const MAX_AUDIT_READS = 200
 /** The update log a status report carries (its tail). */
 export const MAX_REPORT_LOG = 16 * 1024
+/** Probes one `ping` request may ask for; each waits at most a few seconds, so the request stays short. */
+export const MAX_PING_COUNT = 10
 
 const hex = (length: number) =>
   z.string().regex(new RegExp(`^[0-9a-f]{${length}}$`), `${length} lowercase hex digits`)
@@ -38,6 +45,24 @@ function okOrError<T extends z.ZodRawShape>(fields: T) {
     z.strictObject({ ok: z.literal(false), error: errorInfo }),
   ])
 }
+
+// ---------------------------------------------------------------- revocation list (protocol/revocation.ts)
+
+/** Entries the fleet's signed revocation list may hold; the coordinator refuses more. */
+export const MAX_REVOCATIONS = 10_000
+/** The largest signed revocation entry: the entry and its signer's certificate chain. */
+export const MAX_REVOCATION_BYTES = 128 * 1024
+/** Entries one `revocations` frame or answer carries at most (and about 128 KiB of them, see revocation.ts). */
+export const MAX_REVOCATIONS_PER_FRAME = 256
+
+/** A position in the revocation list: entry `seq` and its hash (seq 0: the empty list, hash all zeros). */
+export const revocationHeadSchema = z.strictObject({ seq: seq.max(MAX_REVOCATIONS), hash: sha256Hex })
+export type RevocationHead = z.infer<typeof revocationHeadSchema>
+
+/** A signed revocation entry (an envelope), carried as opaque bytes. */
+export const revocationBytes = bytes().refine((b) => b.byteLength <= MAX_REVOCATION_BYTES, {
+  message: 'revocation entry too large',
+})
 
 // ---------------------------------------------------------------- update manifest
 
@@ -128,6 +153,12 @@ export const manifestSchema = z
     issuedAt: timestampMs,
     notBefore: timestampMs,
     expiresAt: timestampMs,
+    /**
+     * The revocation list as the signing admin saw it: an agent acts on the manifest
+     * only once it holds the list up to here, so the coordinator cannot withhold an
+     * older revocation. Absent: nothing revoked yet (or an older admin CLI).
+     */
+    revocations: revocationHeadSchema.optional(),
   })
   .refine((m) => m.expiresAt > m.notBefore, {
     message: 'expiresAt must be later than notBefore',
@@ -200,8 +231,17 @@ export const helloSchema = z.strictObject({
   software: shortText,
   capabilities: z.array(z.string().max(64)).max(32),
   machine: machineName.optional(),
-  /** Agent: the highest status seq the coordinator acknowledged; coordinator: what it has stored. */
+  /**
+   * Coordinator: the highest status seq it has stored for the machine. The agent
+   * drops what that covers, or, if its own numbering went back (a lost counter),
+   * renumbers its queued reports above it: numbering always continues above.
+   */
   lastAckedSeq: seq.optional(),
+  /**
+   * Agent: the head of the revocation list it holds. Coordinator, only to an agent
+   * that sent its own: the head of the coordinator's list, whose missing entries follow.
+   */
+  revocations: revocationHeadSchema.optional(),
 })
 export type Hello = z.infer<typeof helloSchema>
 
@@ -209,6 +249,58 @@ export type Hello = z.infer<typeof helloSchema>
 const envelopeBytes = bytes().refine((b) => b.byteLength <= MAX_ENVELOPE_BYTES, {
   message: 'envelope too large',
 })
+
+// ---------------------------------------------------------------- diagnosis (`fleetmesh doctor <machine>`)
+
+/** The largest encoded diagnosis an agent sends; it leaves connections and details out to fit. */
+export const MAX_DIAGNOSIS_BYTES = 64 * 1024
+/** The capability an agent's hello names when it answers `diagnose` frames. */
+export const DIAGNOSE_CAPABILITY = 'diagnose'
+
+const addrText = z.string().max(1024)
+const peerIdText = z.string().max(128)
+
+/** A runtime snapshot as sent over the wire: net/runtime.ts's RuntimeSnapshot, bounded. */
+export const runtimeViewSchema = z.strictObject({
+  role: z.enum(['coordinator', 'agent', 'relay']),
+  pid: z.number().int().nonnegative(),
+  peerId: peerIdText,
+  at: timestampMs,
+  listen: z.array(addrText).max(64),
+  advertised: z.array(addrText).max(64),
+  connections: z
+    .array(
+      z.strictObject({
+        peer: peerIdText,
+        remoteAddr: addrText,
+        direction: z.enum(['inbound', 'outbound']),
+        relayed: z.boolean(),
+      }),
+    )
+    .max(256),
+  /** Role-specific state (the link to the coordinator, hole punching), as plain JSON. */
+  details: z.record(z.string().max(64), z.json()).refine((d) => Object.keys(d).length <= 16, {
+    message: 'at most 16 detail entries',
+  }),
+})
+export type RuntimeView = z.infer<typeof runtimeViewSchema>
+
+/**
+ * What an agent answers a `diagnose` frame with: its runtime snapshot (what
+ * `doctor --state` reads from runtime.json), its interfaces and the coordinator
+ * addresses it dials. Nothing secret: no keys, tokens or environment.
+ */
+export const agentDiagnosisSchema = z.strictObject({
+  machine: machineName,
+  software: shortText,
+  snapshot: runtimeViewSchema,
+  /** The device's non-loopback interfaces, "address/netmask". */
+  interfaces: z.array(z.strictObject({ name: z.string().max(64), address: z.string().max(128) })).max(64),
+  coordinator: z.strictObject({ peerId: peerIdText, addrs: z.array(addrText).max(16) }),
+  /** Connections or details were left out to fit MAX_DIAGNOSIS_BYTES. */
+  truncated: z.boolean(),
+})
+export type AgentDiagnosis = z.infer<typeof agentDiagnosisSchema>
 
 export const controlFrameSchema = z.discriminatedUnion('t', [
   helloSchema,
@@ -218,6 +310,18 @@ export const controlFrameSchema = z.discriminatedUnion('t', [
   z.strictObject({ t: z.literal('ping'), nonce: seq }),
   z.strictObject({ t: z.literal('pong'), nonce: seq }),
   z.strictObject({ t: z.literal('error'), error: errorInfo }),
+  /** Coordinator → agent (only to agents whose hello names DIAGNOSE_CAPABILITY); answered by `diagnosis`. */
+  z.strictObject({ t: z.literal('diagnose'), nonce: seq }),
+  z.strictObject({ t: z.literal('diagnosis'), nonce: seq, report: agentDiagnosisSchema }),
+  /**
+   * Consecutive entries of the revocation list. Coordinator → agent: the ones it lacks,
+   * after hello and before any manifest, and each new one. Agent → coordinator: the
+   * ones a coordinator restored from a backup lost.
+   */
+  z.strictObject({
+    t: z.literal('revocations'),
+    entries: z.array(revocationBytes).min(1).max(MAX_REVOCATIONS_PER_FRAME),
+  }),
 ])
 export type ControlFrame = z.infer<typeof controlFrameSchema>
 
@@ -248,8 +352,23 @@ export const adminOpSchema = z.discriminatedUnion('op', [
   z.strictObject({ op: z.literal('machines') }),
   z.strictObject({ op: z.literal('submit-manifest'), envelope: envelopeBytes }),
   z.strictObject({ op: z.literal('watch'), rolloutId: idHex.nullable() }),
+  /** Hash-chained records after index `after`: at most `limit`, and no more than fit one response frame. */
   z.strictObject({ op: z.literal('audit'), after: seq, limit: z.number().int().min(1).max(10_000) }),
-  z.strictObject({ op: z.literal('revoke'), serial: hex(32), reason: shortText }),
+  /** The newest summaries of successful reads, which are counted apart from the hash-chained log. */
+  z.strictObject({ op: z.literal('audit-reads'), limit: z.number().int().min(1).max(MAX_AUDIT_READS) }),
+  /** With `entry` (the signed next entry of the revocation list, for this serial and reason) agents learn it too. */
+  z.strictObject({
+    op: z.literal('revoke'),
+    serial: hex(32),
+    reason: shortText,
+    entry: revocationBytes.optional(),
+  }),
+  /** The head of the revocation list and its entries after `after`: at most `limit`, and no more than fit a frame. */
+  z.strictObject({
+    op: z.literal('revocations'),
+    after: seq,
+    limit: z.number().int().min(1).max(MAX_REVOCATIONS_PER_FRAME),
+  }),
   /** Upload of a content-addressed blob follows this request on the same stream. */
   /** Which of these store paths the coordinator's binary cache lacks (narinfo or NAR). */
   z.strictObject({ op: z.literal('nix-missing'), storePaths: z.array(storePath).min(1).max(2000) }),
@@ -262,6 +381,14 @@ export const adminOpSchema = z.discriminatedUnion('op', [
   z.strictObject({ op: z.literal('nix-closure'), storePath }),
   /** The last update log a machine reported. */
   z.strictObject({ op: z.literal('machine-log'), machine: machineName }),
+  /** Round trips from the coordinator to a machine over its control stream. */
+  z.strictObject({
+    op: z.literal('ping'),
+    machine: machineName,
+    count: z.number().int().min(1).max(MAX_PING_COUNT),
+  }),
+  /** A machine's own diagnosis of its network, asked over its control stream. */
+  z.strictObject({ op: z.literal('doctor'), machine: machineName }),
   z.strictObject({
     op: z.literal('upload-blob'),
     sha256: sha256Hex,

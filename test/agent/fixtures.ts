@@ -38,7 +38,8 @@ export function makeFleet(options: { scope?: Scope; machine?: string; tags?: str
       subject: admin.publicKey,
       name: 'alice',
       capabilities: ['deploy'],
-      scope: options.scope ?? { machines: [], tags: ['lab'] },
+      // Names the machine too: its manifests target it by name, which a tag alone does not cover.
+      scope: options.scope ?? { machines: [machine], tags: ['lab'] },
       notAfter: Date.now() + 24 * HOUR,
     }),
   ]

@@ -108,7 +108,7 @@ describe('verifyManifest', () => {
       ...ctx,
       revokedSerials: new Set([serial]),
     })
-    expect(revoked.code).toBe('unauthorised')
+    expect(revoked.code).toBe('revoked')
     expect(revoked.message).toMatch(/revoked/)
   })
 
@@ -120,7 +120,15 @@ describe('verifyManifest', () => {
 
   it('refuses a manifest that does not target this machine (not-targeted)', () => {
     const m = fleet.manifest({ sequence: 5, targets: { machines: ['edge-2'], tags: ['other'] } })
-    expect(refusal(fleet.sign(m)).code).toBe('not-targeted')
+    // A signer allowed to deploy anywhere, so the target is what is refused.
+    const everywhere = issueCertificate(fleet.root, {
+      subject: fleet.admin.publicKey,
+      name: 'alice',
+      capabilities: ['deploy'],
+      scope: { all: true },
+      notAfter: Date.now() + HOUR,
+    })
+    expect(refusal(fleet.sign(m, { chain: [everywhere] })).code).toBe('not-targeted')
   })
 
   it('refuses a manifest outside its validity window (not-yet-valid, expired)', () => {

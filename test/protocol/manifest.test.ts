@@ -136,7 +136,7 @@ describe('admission rules', () => {
     expect(wrongDomain.manifest).toBeNull()
   })
 
-  it('unauthorised: the signer may not deploy to the target (coordinator: every target; agent: this machine)', () => {
+  it('unauthorised: the signer may not deploy to every target (the same rule on both sides)', () => {
     const inScope = seal(buildManifest(options({ targets: { machines: [], tags: ['lab'] } })))
     expect(admitManifest(inScope, coordinator).adminName).toBe('alice')
     // The coordinator checks the whole selector: one tag outside the scope is enough to refuse.
@@ -144,8 +144,8 @@ describe('admission rules', () => {
     const err = expectRefused(wider, coordinator, 'unauthorised')
     expect(err.message).toMatch(/does not cover/)
     expect(err.manifest?.targets.tags).toEqual(['lab', 'prod'])
-    // The agent only needs its own machine covered.
-    expect(admitManifest(wider, agent).adminName).toBe('alice')
+    // The agent judges the same selector, not just its own machine (test/protocol/scope-agreement.test.ts).
+    expectRefused(wider, agent, 'unauthorised')
     expectRefused(wider, { ...agent, machine: { name: 'edge-1', tags: ['prod'] } }, 'unauthorised')
     // A stranger's key, and a revoked certificate.
     expectRefused(
@@ -156,11 +156,7 @@ describe('admission rules', () => {
     const serial = hex(16)
     const revocable = seal(buildManifest(options()), chainFor({ all: true }, serial))
     expect(admitManifest(revocable, { ...agent, revokedSerials: new Set([hex(16)]) }).adminName).toBe('alice')
-    const revoked = expectRefused(
-      revocable,
-      { ...coordinator, revokedSerials: new Set([serial]) },
-      'unauthorised',
-    )
+    const revoked = expectRefused(revocable, { ...coordinator, revokedSerials: new Set([serial]) }, 'revoked')
     expect(revoked.message).toMatch(/revoked/)
   })
 
