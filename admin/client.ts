@@ -7,22 +7,26 @@
 
 import { randomBytes } from 'node:crypto'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { multiaddr } from '@multiformats/multiaddr'
 import type { z } from 'zod'
 import { DOMAINS } from '../keys/index.ts'
 import { CodedError, describeIssues } from '../lib/index.ts'
-import { createHost, type FleetHost, openStream } from '../net/index.ts'
+import { createHost, type FleetHost, openStream, parseAddress } from '../net/index.ts'
 import {
   type AdminOp,
   type AdminResponse,
+  type AuditRead,
   type AuditRecord,
   adminRequestSchema,
   adminResponseSchema,
+  auditReadsResult,
   auditResult,
+  type DoctorResult,
   decodeMessage,
+  doctorResult,
   type FleetInfo,
   FramedStream,
   fleetInfoResult,
+  MAX_REVOCATIONS_PER_FRAME,
   type MachineLog,
   type MachineView,
   machineLogResult,
@@ -32,15 +36,22 @@ import {
   nixClosureResult,
   nixMissingResult,
   nixPutResult,
+  type PingResult,
   PROTOCOLS,
+  pingResult,
+  RevocationChain,
+  RevocationError,
+  type RevocationsPage,
+  revocationsResult,
   revokeResult,
+  revokeSignedResult,
   type SubmitResult,
   sealEnvelope,
   submitResult,
   type WatchEvent,
   watchEvent,
 } from '../protocol/index.ts'
-import type { AdminHome } from './home.ts'
+import { type AdminHome, fleetAddrSource } from './home.ts'
 
 /** Largest frame either way: a machines list or audit page can be big; upload chunks are far smaller. */
 const MAX_FRAME_BYTES = 64 * 1024 * 1024
@@ -94,12 +105,21 @@ export class AdminClient {
     this.#coordinator = peerIdFromString(home.fleet.coordinator.peerId)
   }
 
+  /** Parses every address before the host starts, and stops the host if anything after its start fails. */
   static async connect(home: AdminHome, addrsOverride: string[] = []): Promise<AdminClient> {
+    const multiaddrs =
+      addrsOverride.length > 0
+        ? addrsOverride.map((a) => parseAddress(a, '--coordinator'))
+        : home.fleet.coordinator.addrs.map((a, i) => parseAddress(a, fleetAddrSource(home.dir, i)))
     const host = await createHost({ role: 'admin', privateKey: home.key.toLibp2p(), listen: [] })
-    const client = new AdminClient(host, home)
-    const addrs = addrsOverride.length > 0 ? addrsOverride : home.fleet.coordinator.addrs
-    await host.peerStore.merge(client.#coordinator, { multiaddrs: addrs.map((a) => multiaddr(a)) })
-    return client
+    try {
+      const client = new AdminClient(host, home)
+      await host.peerStore.merge(client.#coordinator, { multiaddrs })
+      return client
+    } catch (err) {
+      await host.stop()
+      throw err
+    }
   }
 
   async close(): Promise<void> {
@@ -122,13 +142,77 @@ export class AdminClient {
     return this.#request({ op: 'submit-manifest', envelope }, submitResult)
   }
 
-  /** One page of the audit log: up to `limit` records after index `after`. */
+  /**
+   * One page of the audit log: records after index `after`, at most `limit` and
+   * no more than fit one frame, so a short page does not mean the end: an empty one does.
+   */
   audit(after: number, limit: number): Promise<AuditRecord[]> {
     return this.#request({ op: 'audit', after, limit }, auditResult)
   }
 
+  /** The newest summaries of successful reads, which are counted apart from the chained log. */
+  auditReads(limit: number): Promise<AuditRead[]> {
+    return this.#request({ op: 'audit-reads', limit }, auditReadsResult)
+  }
+
   revoke(serial: string, reason: string): Promise<{ revoked: string }> {
     return this.#request({ op: 'revoke', serial, reason }, revokeResult)
+  }
+
+  /** Appends a signed entry to the revocation list; refused with "revocation-conflict" when another came first. */
+  revokeSigned(
+    serial: string,
+    reason: string,
+    entry: Uint8Array,
+  ): Promise<z.output<typeof revokeSignedResult>> {
+    return this.#request({ op: 'revoke', serial, reason, entry }, revokeSignedResult)
+  }
+
+  /** One page of the signed revocation list: its head, and entries after `after`. */
+  revocationsPage(after: number, limit = MAX_REVOCATIONS_PER_FRAME): Promise<RevocationsPage> {
+    return this.#request({ op: 'revocations', after, limit }, revocationsResult)
+  }
+
+  /**
+   * The coordinator's signed revocation list, every entry checked from the fleet
+   * root as agents check it. A coordinator older than the list has none
+   * (`supported` false): it refuses the request as a payload it does not know.
+   */
+  async revocationList(): Promise<{ list: RevocationChain; supported: boolean }> {
+    const list = new RevocationChain({ fleetRoot: this.home.fleetRoot, fleetId: this.home.fleet.fleetId })
+    // An entry appended between pages shows as a head past the last page: ask again, a few times.
+    for (let emptyPages = 0; emptyPages < 3; ) {
+      let page: RevocationsPage
+      try {
+        page = await this.revocationsPage(list.head.seq)
+      } catch (err) {
+        if (err instanceof AdminRequestError && err.code === 'bad-payload' && list.head.seq === 0)
+          return { list, supported: false }
+        throw err
+      }
+      try {
+        for (const entry of page.entries) list.append(entry)
+      } catch (err) {
+        if (!(err instanceof RevocationError)) throw err
+        throw new AdminRequestError(
+          'bad-revocations',
+          `the coordinator's revocation list does not verify (${err.code}): ${err.message}`,
+        )
+      }
+      if (page.entries.length > 0) continue
+      const relation = list.relation(page.head)
+      if (relation === 'same' || relation === 'behind') return { list, supported: true }
+      if (relation === 'fork')
+        throw new AdminRequestError(
+          'bad-revocations',
+          "the coordinator's revocation list head is not the list it sent",
+        )
+      emptyPages++
+    }
+    throw new AdminRequestError(
+      'bad-revocations',
+      'the coordinator names a revocation list head it does not send',
+    )
   }
 
   /** The store paths the coordinator's Nix cache lacks (narinfo or NAR), asked in batches. */
@@ -162,7 +246,29 @@ export class AdminClient {
     return this.#request({ op: 'machine-log', machine }, machineLogResult)
   }
 
-  /** Follows one rollout, or every machine when `rolloutId` is null; starts with a snapshot. */
+  /** Round trips from the coordinator to a machine over its control stream, and the path it sees. */
+  ping(machine: string, count: number): Promise<PingResult> {
+    return this.#request({ op: 'ping', machine, count }, pingResult)
+  }
+
+  /** A machine's own diagnosis of its network, asked over its control stream. */
+  doctor(machine: string): Promise<DoctorResult> {
+    return this.#request({ op: 'doctor', machine }, doctorResult)
+  }
+
+  /** This admin's own round trip to the coordinator (libp2p ping), ms; null when it gets no answer. */
+  async coordinatorRtt(timeoutMs = 5000): Promise<number | null> {
+    try {
+      return await this.host.services.ping.ping(this.#coordinator, { signal: AbortSignal.timeout(timeoutMs) })
+    } catch {
+      return null
+    }
+  }
+
+  /**
+   * Follows one rollout, or every machine when `rolloutId` is null; starts with a
+   * snapshot, which for a rollout follows one `manifest` event per manifest of it.
+   */
   async watch(rolloutId: string | null): Promise<AdminWatch> {
     const fs = await this.open({ op: 'watch', rolloutId })
     return {

@@ -7,6 +7,7 @@
  *   <state>/enrollment.json  pinned fleet root, machine name, tags, coordinator
  *   <state>/update.json      the update journal (agent/update-journal.ts)
  *   <state>/manifests/       signed manifests of the newest updates: the replay mark without update.json
+ *   <state>/revocations.json the fleet's signed revocation list, as far as this agent has it
  *   <state>/outbox/          signed status reports not yet acknowledged
  *   <state>/profile/         generations and the `current` symlink (profile activator)
  *   <state>/nix/             NAR downloads, a GC root and generation names (nixos activator)
@@ -43,6 +44,7 @@ import { meshNixCache } from './nix-cache-client.ts'
 import { nixosActivator, nixosEnv } from './nixos-activator.ts'
 import { Outbox, reportKind } from './outbox.ts'
 import { profileActivator } from './profile-activator.ts'
+import { AgentRevocations } from './revocations.ts'
 import { createUpdater, type ReportBody, type Updater } from './updater.ts'
 
 export interface AgentOptions {
@@ -154,13 +156,23 @@ async function startLocked(options: AgentOptions, lock: DirLock): Promise<Runnin
         : enrollment.coordinator.addrs
     // the key lets reports be renumbered when the coordinator's mark is above the counter (outbox.ts)
     const outbox = await Outbox.open(options.stateDir, { signer: key })
-    const trust = {
-      fleetRoot: PublicKey.parse(enrollment.fleetRoot),
-      fleetId: enrollment.fleetId,
+    const fleet = { fleetRoot: PublicKey.parse(enrollment.fleetRoot), fleetId: enrollment.fleetId }
+    let link: CoordinatorLink | undefined
+    let updater: Updater | undefined
+    const revocations = await AgentRevocations.open(options.stateDir, fleet, {
+      onProblem: (error) => {
+        emit('revocation-alarm', { ...error })
+        void updater?.reportProblem(error)
+      },
+      onChange: () => updater?.revocationsChanged(),
+    })
+    // A function: every check sees the revocation list as it is at that moment.
+    const trust = () => ({
+      ...fleet,
       machine: enrollment.machine,
       tags: enrollment.tags,
-    }
-    let link: CoordinatorLink | undefined
+      revocations: revocations.view,
+    })
     const report = makeReporter(key, enrollment.machine, outbox, () => link?.flush(), emit)
     const activatorKind = await chooseActivator(options.activator ?? 'auto')
     const activator =
@@ -179,9 +191,15 @@ async function startLocked(options: AgentOptions, lock: DirLock): Promise<Runnin
             }),
             ...(options.hookEnv ? { env: options.hookEnv } : {}),
           })
-    const updater = await createUpdater({
+    updater = await createUpdater({
       stateDir: options.stateDir,
       trust,
+      revocationsSynced: (signal) => {
+        // A resumed update gets here during recover(), before the link would start: it needs
+        // the coordinator's revocation list now, and its confirmation later.
+        link?.start()
+        return revocations.whenSynced(signal)
+      },
       activator,
       ...(activatorKind === 'nixos' ? { keepGenerations: options.nixKeepGenerations ?? 5 } : {}),
       confirm: (signal) => {
@@ -218,6 +236,7 @@ async function startLocked(options: AgentOptions, lock: DirLock): Promise<Runnin
         : {}),
       ...(discover ? { discover } : {}),
       // `fleetmesh doctor <machine>`: what runtime.json would show, asked over the link
+      revocations,
       diagnose: () =>
         agentDiagnosis({
           machine: enrollment.machine,

@@ -6,13 +6,20 @@
  *
  * On every (re)connect it sends hello, drops queued reports the coordinator says
  * it already stored, and sends the rest in order. Manifests pushed by the
- * coordinator are handed to `onManifest`.
+ * coordinator are handed to `onManifest`. With `revocations`, the hello names the
+ * head of the agent's revocation list and the coordinator's answer names its own;
+ * the entries the coordinator sends (before any manifest) are stored before the
+ * next frame is read, so a manifest is never checked against an older list.
  *
  * The connection may be direct or relayed (a coordinator behind NAT is reached
  * as `<relay>/p2p-circuit/p2p/<coordinator>`); relayed connections are
  * "limited" in libp2p terms, so the control stream opts in with
  * `runOnLimitedConnection`. When no known address works, `discover` (a DHT
  * lookup, see discovery.ts) supplies fresh ones.
+ *
+ * It answers the coordinator's pings and, given `diagnose`, its diagnose
+ * requests (`fleetmesh doctor <machine>`) at once. Frames of a type this version
+ * does not know (a newer coordinator's) are skipped, never a reason to drop the link.
  */
 import type { Connection, PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
@@ -20,14 +27,18 @@ import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import { backoffDelay, errorMessage, FLEETMESH_VERSION, WakeableSleep } from '../lib/index.ts'
 import { connectionPath, type FleetHost, openConnectionTo } from '../net/index.ts'
 import {
+  type AgentDiagnosis,
   type ConnectionPath,
   type ControlFrame,
   controlFrameSchema,
-  decodeMessage,
+  DIAGNOSE_CAPABILITY,
+  decodeControlFrame,
   encodeMessage,
   FramedStream,
+  isUnknownFrame,
   MAX_ENVELOPE_BYTES,
   PROTOCOLS,
+  type RevocationHead,
   WIRE_VERSION,
 } from '../protocol/index.ts'
 
@@ -36,6 +47,21 @@ export const SOFTWARE = `fleetmesh-agent/${FLEETMESH_VERSION}`
 export interface ReportQueue {
   pending(): Promise<{ seq: number; envelope: Uint8Array }[]>
   ack(seq: number): Promise<void>
+  /**
+   * On connect, given the highest report seq the coordinator stored: drops what
+   * it has, or renumbers the queue above it when the agent's numbering went back
+   * (Outbox.reconcile). Without it, the reports up to that seq are acknowledged.
+   */
+  reconcile?(stored: number): Promise<{ acked: number; renumbered: number }>
+}
+
+/** The agent's revocation list as the link needs it (agent/revocations.ts). */
+export interface RevocationLink {
+  head(): RevocationHead
+  /** The coordinator's head (undefined: it keeps no signed list); resolves with entries to send it, in frames. */
+  hello(theirs: RevocationHead | undefined): Promise<Uint8Array[][]>
+  /** Entries from the coordinator; resolves once they are stored. */
+  receive(entries: Uint8Array[]): Promise<void>
 }
 
 export interface LinkInit {
@@ -58,6 +84,12 @@ export interface LinkInit {
    * with the addresses found (already in the peer store) or rejects.
    */
   discover?: (signal: AbortSignal) => Promise<Multiaddr[]>
+  /**
+   * This agent's diagnosis of its network, for the coordinator's `diagnose`
+   * requests; without it the hello does not offer the capability.
+   */
+  diagnose?: () => AgentDiagnosis
+  revocations?: RevocationLink
   log?: (msg: string) => void
   onState?: (state: LinkState) => void
 }
@@ -82,8 +114,8 @@ interface Active {
 }
 
 export class CoordinatorLink {
-  readonly #init: Required<Omit<LinkInit, 'log' | 'onState' | 'discover'>> &
-    Pick<LinkInit, 'log' | 'onState' | 'discover'>
+  readonly #init: Required<Omit<LinkInit, 'log' | 'onState' | 'discover' | 'diagnose' | 'revocations'>> &
+    Pick<LinkInit, 'log' | 'onState' | 'discover' | 'diagnose' | 'revocations'>
   #active: Active | undefined
   #stopped = false
   #loop: Promise<void> | undefined
@@ -228,8 +260,9 @@ export class CoordinatorLink {
         wire: WIRE_VERSION,
         role: 'agent',
         software: SOFTWARE,
-        capabilities: ['profile'],
+        capabilities: ['profile', ...(this.#init.diagnose ? [DIAGNOSE_CAPABILITY] : [])],
         machine: this.#init.machine,
+        ...(this.#init.revocations ? { revocations: this.#init.revocations.head() } : {}),
       })
       const hello = await this.#read(a)
       if (hello === undefined) throw new LinkClosedError('coordinator closed the control stream')
@@ -237,8 +270,9 @@ export class CoordinatorLink {
         throw new LinkClosedError(`coordinator refused: ${hello.error.code}: ${hello.error.message}`)
       if (hello.t !== 'hello')
         throw new LinkClosedError(`expected hello from the coordinator, got ${hello.t}`)
-      if (hello.lastAckedSeq !== undefined && hello.lastAckedSeq > 0)
-        await this.#init.queue.ack(hello.lastAckedSeq)
+      if (hello.lastAckedSeq !== undefined) await this.#agreeOnNumbering(hello.lastAckedSeq)
+      for (const entries of (await this.#init.revocations?.hello(hello.revocations)) ?? [])
+        await this.#send(a, { t: 'revocations', entries })
       this.#active = a
       onHello()
       this.#setState({ connected: true, path, addr: conn.remoteAddr.toString() })
@@ -251,6 +285,9 @@ export class CoordinatorLink {
           case 'manifest':
             this.#init.onManifest(frame.envelope)
             break
+          case 'revocations':
+            await this.#init.revocations?.receive(frame.entries)
+            break
           case 'ack':
             await this.#init.queue.ack(frame.seq)
             break
@@ -259,6 +296,9 @@ export class CoordinatorLink {
             break
           case 'ping':
             await this.#send(a, { t: 'pong', nonce: frame.nonce })
+            break
+          case 'diagnose':
+            await this.#answerDiagnose(a, frame.nonce)
             break
           case 'error':
             throw new LinkClosedError(`coordinator error: ${frame.error.code}: ${frame.error.message}`)
@@ -334,15 +374,53 @@ export class CoordinatorLink {
     }
   }
 
+  /** The coordinator's hello says the highest report seq it stored; numbering continues above it. */
+  async #agreeOnNumbering(stored: number): Promise<void> {
+    const { queue } = this.#init
+    if (queue.reconcile === undefined) {
+      if (stored > 0) await queue.ack(stored)
+      return
+    }
+    const { renumbered } = await queue.reconcile(stored)
+    if (renumbered > 0)
+      this.#log(
+        `the coordinator has reports up to seq ${stored} but this agent's numbering was behind (outbox/next-seq.json lost?); ` +
+          `${renumbered} queued reports renumbered above it`,
+      )
+  }
+
   async #send(a: Active, frame: ControlFrame): Promise<void> {
     await a.fs.send(encodeMessage(controlFrameSchema, frame))
   }
 
+  /**
+   * Sends this agent's diagnosis. A diagnosis that cannot be sent is logged, not
+   * fatal: the coordinator's request times out, and the link stays up.
+   */
+  async #answerDiagnose(a: Active, nonce: number): Promise<void> {
+    if (this.#init.diagnose === undefined) return
+    let frame: Uint8Array
+    try {
+      frame = encodeMessage(controlFrameSchema, { t: 'diagnosis', nonce, report: this.#init.diagnose() })
+    } catch (err) {
+      this.#log(`cannot answer the coordinator's diagnose request: ${errorMessage(err)}`)
+      return
+    }
+    await a.fs.send(frame)
+  }
+
+  /** The next frame of a type this version knows; a newer coordinator's other frames are skipped. */
   async #read(a: Active): Promise<ControlFrame | undefined> {
-    const bytes = await a.fs.read()
-    if (bytes === undefined) return undefined
-    a.lastFrameAt = Date.now()
-    return decodeMessage(controlFrameSchema, bytes, 'control frame', MAX_ENVELOPE_BYTES + 4096)
+    while (true) {
+      const bytes = await a.fs.read()
+      if (bytes === undefined) return undefined
+      a.lastFrameAt = Date.now()
+      const frame = decodeControlFrame(bytes, MAX_ENVELOPE_BYTES + 4096)
+      if (!isUnknownFrame(frame)) return frame
+      this.#log(
+        `ignoring a "${frame.unknown}" frame from the coordinator: a newer version's, unknown to this agent`,
+      )
+    }
   }
 
   #setState(state: LinkState): void {

@@ -3,6 +3,12 @@
  * machine drawn in updater.ts). Each step is recorded in the journal before it
  * starts, then reported; from activation on, any failure or interruption rolls
  * back to the previous generation, so an unconfirmed generation never survives.
+ *
+ * Right before activation the manifest is verified once more, against the
+ * revocation list as it is then (and only once the agent has heard the
+ * coordinator's list since it started): a signer revoked during the download
+ * is refused as `revoked` with nothing switched. A revocation that arrives
+ * during the download stops it at once (`recheck`).
  */
 import { stat } from 'node:fs/promises'
 import { commandEnv, errorMessage, fromBase64, raceSignal, toBase64 } from '../lib/index.ts'
@@ -29,6 +35,8 @@ export class UpdateSteps {
   /** Aborts a download in flight; its reason is what the update then fails with. */
   readonly #signal: AbortSignal
   readonly #now: () => number
+  /** Stops the update running now when its manifest is refused midway (recheck). */
+  #stop: AbortController | null = null
 
   constructor(init: UpdaterInit, journal: UpdateJournal, active: GenerationInfo | null, signal: AbortSignal) {
     this.#init = init
@@ -139,7 +147,61 @@ export class UpdateSteps {
     }
   }
 
+  /**
+   * Verifies the update in flight again (the revocation list changed): if it is
+   * refused now, its download stops and it ends refused. Steps past the download
+   * are checked right before activation anyway.
+   */
+  recheck(): void {
+    const rec = this.#journal.update
+    const stop = this.#stop
+    if (rec === null || stop === null || rec.step !== 'downloading') return
+    const refusal = this.#verifyAgain(rec)
+    if (refusal !== undefined) stop.abort(refusal)
+  }
+
+  /** The update's manifest verified as of now; the refusal, if it is refused. */
+  #verifyAgain(rec: UpdateRecord): ManifestRefusedError | undefined {
+    try {
+      verifyManifest(fromBase64(rec.envelope), {
+        ...trustNow(this.#init.trust),
+        lastSequence: rec.sequence - 1,
+        now: this.#now(),
+      })
+      return undefined
+    } catch (err) {
+      if (!(err instanceof ManifestRefusedError)) throw err
+      return err
+    }
+  }
+
+  /** Right before activation: waits until the revocation list was heard since the start, then verifies again. */
+  async #admitAgain(rec: UpdateRecord): Promise<OfferOutcome | undefined> {
+    const synced = this.#init.revocationsSynced
+    if (synced !== undefined) await raceSignal(synced(this.#signal), this.#signal)
+    const refusal = this.#verifyAgain(rec)
+    return refusal === undefined ? undefined : this.#refuse(refusal)
+  }
+
+  /** Ends the update refused (a failed update that never switched): its manifest is not acceptable any more. */
+  async #refuse(err: ManifestRefusedError): Promise<OfferOutcome> {
+    const rec = this.#journal.record()
+    rec.error = updateError(err.code, `refused before activation, nothing was switched: ${err.message}`)
+    await this.#enter('failed')
+    return { outcome: 'refused', manifestId: rec.manifestId, error: rec.error }
+  }
+
   async #run(m: Manifest): Promise<OfferOutcome> {
+    const stop = new AbortController()
+    this.#stop = stop
+    try {
+      return await this.#steps(m, stop.signal)
+    } finally {
+      this.#stop = null
+    }
+  }
+
+  async #steps(m: Manifest, stopped: AbortSignal): Promise<OfferOutcome> {
     const rec = this.#journal.record()
     const activator = this.#init.activator
     for (;;) {
@@ -147,11 +209,13 @@ export class UpdateSteps {
         case 'downloading': {
           let artifact: string
           try {
-            artifact = await activator.fetch(m, this.reports.progress(rec), this.#signal, (line) => {
+            const signal = AbortSignal.any([this.#signal, stopped])
+            artifact = await activator.fetch(m, this.reports.progress(rec), signal, (line) => {
               rec.log = appendLog(rec.log, line)
             })
           } catch (err) {
             if (this.#signal.aborted) throw this.#signal.reason
+            if (stopped.aborted) return this.#refuse(stopped.reason as ManifestRefusedError)
             return this.#fail(activatorError(err, 'download-failed'))
           }
           rec.artifact = artifact
@@ -166,6 +230,8 @@ export class UpdateSteps {
             return this.#fail(activatorError(err, 'prepare-failed'))
           }
           rec.target = gen
+          const refused = await this.#admitAgain(rec)
+          if (refused !== undefined) return refused
           await this.#enter('activating')
           break
         }

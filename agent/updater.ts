@@ -52,6 +52,11 @@ export interface UpdaterInit {
   confirm: (signal: AbortSignal) => Promise<void>
   /** Delivers a report (the network side signs and queues it). Failures are passed to onError, never fatal. */
   report: (status: ReportBody) => Promise<void>
+  /**
+   * Resolves once the agent has heard the coordinator's revocation list since it
+   * started (agent/revocations.ts); nothing is activated before. Must honour the signal.
+   */
+  revocationsSynced?: (signal: AbortSignal) => Promise<void>
   now?: () => number
   /** Minimum time between download progress reports. Default 1000 ms. */
   progressIntervalMs?: number
@@ -102,6 +107,13 @@ export interface Updater {
    * or idle when no update was ever started.
    */
   reportCurrent(): Promise<void>
+  /**
+   * The revocation list changed: the update in flight is verified again, and one
+   * whose signer is now revoked stops and ends refused.
+   */
+  revocationsChanged(): void
+  /** Reports where the updater stands with this error: a problem outside any update (the revocation list). */
+  reportProblem(error: ErrorInfo): Promise<void>
   /** Stops an in-flight download (it resumes on the next start) and waits for the updater to settle. */
   close(): Promise<void>
 }
@@ -162,6 +174,17 @@ class QueuedUpdater implements Updater {
     const rec = this.#journal.update
     if (rec === null) return this.#steps.reports.send('idle', null, {})
     return this.#steps.reports.step(rec)
+  }
+
+  revocationsChanged(): void {
+    this.#steps.recheck()
+  }
+
+  reportProblem(error: ErrorInfo): Promise<void> {
+    const rec = this.#journal.update
+    if (rec === null) return this.#steps.reports.send('idle', null, { error })
+    const { manifestId: id, sequence, rolloutId, generation } = rec
+    return this.#steps.reports.send(rec.step, { id, sequence, rolloutId, generation }, { error })
   }
 
   offer(envelope: Uint8Array): Promise<OfferOutcome> {

@@ -2,8 +2,8 @@
  * End-to-end manifest verification on the agent. The agent trusts only the fleet
  * root key it pinned at enrollment: the coordinator merely carries manifests, so
  * the admission rules (protocol/manifest.ts, the same the coordinator applied on
- * submit) run again here against that root, this machine and the last sequence it
- * attempted.
+ * submit) run again here against that root, this machine, the last sequence it
+ * attempted and its own copy of the signed revocation list (agent/revocations.ts).
  *
  * @example
  *
@@ -15,7 +15,15 @@
  */
 
 import type { PublicKey } from '../keys/index.ts'
-import { type AdmittedManifest, admitManifest } from '../protocol/index.ts'
+import {
+  type AdmittedManifest,
+  admitManifest,
+  checkFleet,
+  checkSigner,
+  type Manifest,
+  openManifest,
+  type RevocationView,
+} from '../protocol/index.ts'
 
 // The updater catches refusals by this class; it is the protocol's one refusal error.
 
@@ -25,6 +33,9 @@ export interface TrustContext {
   fleetId: string
   machine: string
   tags: readonly string[]
+  /** The agent's signed revocation list: its serials are refused, and it must reach the head a manifest names. */
+  revocations?: RevocationView
+  /** Serials to refuse instead of the list's. */
   revokedSerials?: ReadonlySet<string>
 }
 
@@ -42,7 +53,34 @@ export function verifyManifest(envelope: Uint8Array, ctx: VerifyContext): Verifi
     fleetId: ctx.fleetId,
     machine: { name: ctx.machine, tags: ctx.tags },
     lastSequence: ctx.lastSequence,
+    revocations: ctx.revocations,
     revokedSerials: ctx.revokedSerials,
     now: ctx.now,
   })
+}
+
+/**
+ * A manifest this machine attempted before, read back from its own disk to
+ * rebuild the replay high-water mark: it must open (signature, schema), be for
+ * this fleet, and its signer must have been allowed to deploy here when it was
+ * issued. Expiry and later revocations do not matter: it was attempted. A file
+ * that fails (damaged, or not one the agent wrote) is undefined, so damage can
+ * never raise the mark, and so never lock the machine out of updates.
+ */
+export function attemptedManifest(envelope: Uint8Array, trust: TrustContext): Manifest | undefined {
+  try {
+    const opened = openManifest(envelope)
+    const manifest = opened.value
+    const policy = {
+      fleetRoot: trust.fleetRoot,
+      fleetId: trust.fleetId,
+      machine: { name: trust.machine, tags: trust.tags },
+      now: manifest.issuedAt,
+    }
+    checkFleet(manifest, policy)
+    checkSigner(opened, policy)
+    return manifest
+  } catch {
+    return undefined
+  }
 }

@@ -2,25 +2,27 @@
  * The coordinator's side of `/fleetmesh/admin/1`. One stream per request: the
  * admin sends a signed AdminRequest envelope; the coordinator checks signature,
  * freshness, certificate chain, capability and scope, and nonce (no replays),
- * which yields the request context every handler gets; it records the attempt in
- * the audit log whatever the outcome, then answers. `watch` keeps the stream open
- * and streams events; `upload-blob` is followed by data frames. Submitted
+ * which yields the request context every handler gets; it audits the attempt
+ * whatever the outcome (audit-trail.ts: changes and refusals in the hash-chained
+ * log, reads counted apart, strangers' refusals rate-limited), then answers. `watch` keeps the stream open
+ * and streams events (admin-watch.ts); `upload-blob` is followed by data frames. Submitted
  * manifests pass the same admission rules as on the agents (protocol/manifest.ts).
- * The `nix-*` ops reach the Nix binary cache (nix-cache.ts).
+ * The `nix-*` ops reach the Nix binary cache (nix-cache.ts); `ping` and `doctor`
+ * reach one agent over its control stream (admin-diagnose.ts). Who is asking and
+ * what each op needs is in admin-context.ts.
  */
 import type { Connection } from '@libp2p/interface'
 import {
   type Authority,
   authorityCovers,
-  type Capability,
-  CertificateError,
+  authorityCoversSomeSelector,
   DOMAINS,
   type PrivateKey,
   type PublicKey,
   type ScopeTarget,
   verifyChain,
 } from '../keys/index.ts'
-import { CodedError } from '../lib/index.ts'
+import type { CodedError } from '../lib/index.ts'
 import {
   type AdminOp,
   type AdminRequest,
@@ -28,37 +30,34 @@ import {
   adminRequestSchema,
   adminResponseSchema,
   admitManifest,
-  EnvelopeError,
   encodeMessage,
   type FramedStream,
   MAX_ENVELOPE_BYTES,
   type MachineLog,
   type MachineView,
-  ManifestRefusedError,
   type Opened,
   openEnvelope,
   type SubmitResult,
   targetsMachine,
-  type WatchEvent,
 } from '../protocol/index.ts'
+import { AdminDenied, type AdminRequestContext, CAPABILITY, type Caller, REFUSALS } from './admin-context.ts'
+import { runDiagnoseOp } from './admin-diagnose.ts'
 import { runNixOp } from './admin-nix.ts'
-import { signAuditHash } from './audit.ts'
+import { revocationsPage, runRevokeOp } from './admin-revoke.ts'
+import { streamWatch } from './admin-watch.ts'
+import { AdminAudit } from './audit-trail.ts'
+import { BlobAccess } from './blob-access.ts'
 import { BlobError, type BlobStore } from './blobs.ts'
 import type { ControlService } from './control.ts'
-import type { FleetEvent, FleetEvents } from './events.ts'
-import { type NixCache, NixCacheError } from './nix-cache.ts'
-import {
-  type FleetStore,
-  MAX_AUDIT_REQUEST_BYTES,
-  type MachineRecord,
-  type ManifestRecord,
-  StoreConflictError,
-} from './store.ts'
+import type { FleetEvents } from './events.ts'
+import type { NixCache } from './nix-cache.ts'
+import { type FleetStore, type MachineRecord, type ManifestRecord, StoreConflictError } from './store.ts'
 import { machineLogView, machineView } from './views.ts'
 
 /** Requests older or newer than this are refused, which bounds how long nonces must be remembered. */
 export const REQUEST_WINDOW_MS = 5 * 60_000
-const WATCH_BUFFER_LIMIT = 10_000
+/** Room in an audit page's frame for the response around the records. */
+const AUDIT_PAGE_SLACK = 1024
 
 export interface AdminRpcInit {
   store: FleetStore
@@ -72,78 +71,42 @@ export interface AdminRpcInit {
   log: (msg: string) => void
 }
 
-export class AdminDenied extends CodedError<string> {
-  override name = 'AdminDenied'
-}
-
-const CAPABILITY: Record<AdminOp['op'], Capability> = {
-  'fleet-info': 'read',
-  machines: 'read',
-  watch: 'read',
-  audit: 'read',
-  'submit-manifest': 'deploy',
-  'upload-blob': 'deploy',
-  'nix-missing': 'deploy',
-  'nix-put': 'deploy',
-  'nix-closure': 'deploy',
-  'machine-log': 'read',
-  revoke: 'admin',
-}
-
-/** What the audit log records about whoever sent a request, also one refused before its signature was checked. */
-interface Caller {
-  peerId: string
-  /** The signer's public key once the envelope opened, else null. */
-  actor: string | null
-  /** The request exactly as received. */
-  request: Uint8Array
-}
-
-/**
- * Who is asking, established before any handler runs: the request's signature,
- * freshness, nonce and certificate chain have all been checked.
- */
-export interface AdminRequestContext extends Caller {
-  actor: string
-  signer: PublicKey
-  /** The signer's verified certificate chain: who they are, their capabilities and scope. */
-  authority: Authority
-  op: AdminOp['op']
-  /** The request's nonce, unique per request: its id. */
-  nonce: string
-  issuedAt: number
-  receivedAt: number
-  connection: Connection
-  stream: FramedStream
-}
-
-/** Refusals the admin is told about as such; anything else is an internal error. */
-const REFUSALS = [AdminDenied, CertificateError, EnvelopeError, ManifestRefusedError, NixCacheError] as const
-
 export class AdminRpc {
   readonly #init: AdminRpcInit
-  readonly #sign: (hash: Uint8Array) => Uint8Array
+  readonly #audit: AdminAudit
+  readonly #blobAccess = new BlobAccess()
 
   constructor(init: AdminRpcInit) {
     this.#init = init
-    this.#sign = signAuditHash(init.key)
+    this.#audit = new AdminAudit({ store: init.store, key: init.key })
   }
 
   readonly handle = async (fs: FramedStream, connection: Connection): Promise<void> => {
     const request = await fs.readOne({ timeoutMs: 30_000 })
     const caller: Caller = { peerId: connection.remotePeer.toString(), actor: null, request }
     let action = 'unknown'
+    let authenticated = false
     try {
       const opened = openEnvelope(adminRequestSchema, DOMAINS.adminRequest, request, MAX_ENVELOPE_BYTES)
       action = opened.value.body.op
       const ctx = await this.#authenticate(opened, caller, connection, fs)
+      authenticated = true
       await this.#dispatch(ctx, opened.value.body)
     } catch (err) {
       const denied = REFUSALS.some((kind) => err instanceof kind)
       const code = denied ? (err as CodedError).code : 'internal'
       const message = (err as Error).message
-      await this.#audit(caller, action, denied ? 'denied' : 'error', `${code}: ${message}`)
-      this.#init.log(`admin: ${action} from ${caller.peerId} ${denied ? 'denied' : 'failed'}: ${message}`)
+      const outcome = denied ? 'denied' : 'error'
+      const audited = await this.#audit.record({
+        caller,
+        action,
+        outcome,
+        detail: `${code}: ${message}`,
+        authenticated,
+      })
+      // Rate-limited refusals are not logged either: a flood must not fill the journal instead.
+      if (audited !== 'counted')
+        this.#init.log(`admin: ${action} from ${caller.peerId} ${denied ? 'denied' : 'failed'}: ${message}`)
       await this.#respond(fs, { ok: false, error: { code, message: message.slice(0, 2000) } }).catch(() => {})
     }
   }
@@ -173,7 +136,7 @@ export class AdminRpc {
       revokedSerials: await this.#init.store.revokedSerials(),
       now,
       // Revocation and the audit log concern the whole fleet, not a slice of it.
-      ...(body.op === 'revoke' || body.op === 'audit'
+      ...(body.op === 'revoke' || body.op === 'audit' || body.op === 'audit-reads'
         ? { target: { kind: 'fleet' } satisfies ScopeTarget }
         : {}),
     })
@@ -202,14 +165,17 @@ export class AdminRpc {
     const { store } = this.#init
     switch (body.op) {
       case 'fleet-info': {
-        const machines = await store.listMachines()
+        // Counts of the machines the caller covers, as `machines` lists them: a scoped admin
+        // learns nothing of the size of the rest of the fleet. maxSequence stays fleet-wide:
+        // every deployer numbers its manifest above it.
+        const machines = await this.#coveredMachines(ctx.authority)
         await this.#ok(ctx, {
           fleetId: this.#init.fleetId,
           fleetRoot: this.#init.fleetRoot.toString(),
           coordinator: this.#init.key.publicKey.toString(),
           maxSequence: await store.maxSequence(),
           machines: machines.length,
-          online: this.#init.control.online.size,
+          online: machines.filter((m) => this.#init.control.online.has(m.name)).length,
           memory: { rss: process.memoryUsage.rss(), heapUsed: process.memoryUsage().heapUsed },
         })
         return
@@ -217,12 +183,25 @@ export class AdminRpc {
       case 'machines':
         await this.#ok(ctx, await this.#visibleMachines(ctx.authority))
         return
-      case 'audit':
-        await this.#ok(ctx, await store.listAudit(body.after, body.limit))
+      case 'audit': {
+        // Cut by bytes too: a page of large records must still fit one frame.
+        const maxBytes = ctx.stream.maxFrameBytes - AUDIT_PAGE_SLACK
+        await this.#ok(ctx, await store.listAudit(body.after, body.limit, maxBytes))
         return
-      case 'revoke':
-        await store.revoke(body.serial, body.reason, Date.now())
-        await this.#ok(ctx, { revoked: body.serial }, `serial ${body.serial}: ${body.reason}`)
+      }
+      case 'audit-reads':
+        await this.#ok(ctx, await store.listReads(body.limit))
+        return
+      case 'revoke': {
+        const { result, detail } = await runRevokeOp(this.#init, ctx.signer, body)
+        // Open watches check their admin's chain again at once.
+        this.#init.events.emit({ type: 'revoked', serial: result.revoked })
+        await this.#ok(ctx, result, detail)
+        this.#init.control.pushRevocations()
+        return
+      }
+      case 'revocations':
+        await this.#ok(ctx, await revocationsPage(this.#init, body))
         return
       case 'submit-manifest': {
         const result = await this.#submit(ctx, body.envelope)
@@ -238,8 +217,8 @@ export class AdminRpc {
         await this.#upload(ctx, body.sha256, body.size)
         return
       case 'watch':
-        await this.#audit(ctx, ctx.op, 'ok', body.rolloutId ?? 'all')
-        await this.#watch(ctx, body.rolloutId)
+        await this.#audited(ctx, body.rolloutId ?? 'all')
+        await streamWatch(this.#init, ctx.stream, ctx.authority, body.rolloutId)
         return
       case 'nix-missing':
       case 'nix-put':
@@ -252,6 +231,12 @@ export class AdminRpc {
       case 'machine-log':
         await this.#ok(ctx, await this.#machineLog(ctx.authority, body.machine), body.machine)
         return
+      case 'ping':
+      case 'doctor': {
+        const { result, detail } = await runDiagnoseOp(this.#init, ctx.authority, body)
+        await this.#ok(ctx, result, detail)
+        return
+      }
     }
   }
 
@@ -269,11 +254,15 @@ export class AdminRpc {
     const { store, control } = this.#init
     const latest = await store.latestStatuses()
     const out: MachineView[] = []
-    for (const m of await store.listMachines()) {
-      if (!authorityCovers(authority, { kind: 'machine', name: m.name, tags: m.tags })) continue
+    for (const m of await this.#coveredMachines(authority))
       out.push(machineView(m, latest.get(m.name), await store.getDesired(m.name), control.online.has(m.name)))
-    }
     return out
+  }
+
+  /** The enrolled machines the caller's certificate covers. */
+  async #coveredMachines(authority: Authority): Promise<MachineRecord[]> {
+    const all = await this.#init.store.listMachines()
+    return all.filter((m) => authorityCovers(authority, { kind: 'machine', name: m.name, tags: m.tags }))
   }
 
   /** The machine, if it is enrolled and the caller's certificate covers it. */
@@ -282,18 +271,6 @@ export class AdminRpc {
     return m !== undefined && authorityCovers(authority, { kind: 'machine', name: m.name, tags: m.tags })
       ? m
       : undefined
-  }
-
-  async #machineView(name: string, authority: Authority): Promise<MachineView | undefined> {
-    const { store, control } = this.#init
-    const m = await this.#coveredMachine(name, authority)
-    if (m === undefined) return undefined
-    return machineView(
-      m,
-      await store.latestStatus(name),
-      await store.getDesired(name),
-      control.online.has(name),
-    )
   }
 
   async #submit(ctx: AdminRequestContext, envelope: Uint8Array): Promise<SubmitResult> {
@@ -305,10 +282,14 @@ export class AdminRpc {
       fleetRoot: this.#init.fleetRoot,
       fleetId: this.#init.fleetId,
       revokedSerials: await store.revokedSerials(),
+      revocations: await store.revocationLog.state(),
       now,
     })
     if (m.payload.kind === 'archive' && m.payload.sources.some((s) => s.kind === 'coordinator')) {
-      const size = await this.#init.blobs.size(m.payload.sha256)
+      const { sha256 } = m.payload
+      // A blob the caller may not know of is "not on the coordinator" to it (blob-access.ts).
+      const known = this.#blobAccess.mayKnow(ctx.authority, ctx.actor, sha256)
+      const size = known ? await this.#init.blobs.size(sha256) : undefined
       if (size === undefined)
         throw new AdminDenied(
           'blob-missing',
@@ -346,18 +327,37 @@ export class AdminRpc {
     return { manifestId: m.id, rolloutId: m.rolloutId, sequence: m.sequence, machines, unknown }
   }
 
+  /**
+   * `upload-blob`. A blob has no target, so the chain check asked only for
+   * "deploy"; it must also cover some machine or tag, or the blob could never be
+   * deployed by this admin. "Already stored" is said only to an admin who may
+   * know it (blob-access.ts); any other sends the bytes, and learns nothing.
+   */
   async #upload(ctx: AdminRequestContext, sha256: string, size: number): Promise<void> {
     const { blobs } = this.#init
-    const existing = await blobs.size(sha256)
-    if (existing !== undefined) {
+    if (!authorityCoversSomeSelector(ctx.authority)) {
+      const { serial, name } = ctx.authority.leaf
+      throw new AdminDenied(
+        'out-of-scope',
+        `certificate ${serial} ("${name}") grants "deploy" on no machine or tag (its chain's scopes do not overlap), ` +
+          'so it may not upload blobs; ask for a certificate whose scope names machines or tags',
+      )
+    }
+    if (
+      this.#blobAccess.mayKnow(ctx.authority, ctx.actor, sha256) &&
+      (await blobs.size(sha256)) !== undefined
+    ) {
       await this.#ok(ctx, { offset: size, complete: true }, `${sha256} already stored`)
       return
     }
-    const offset = await blobs.partialSize(sha256)
-    await this.#respond(ctx.stream, { ok: true, result: { offset, complete: false } })
     try {
-      const outcome = await blobs.receive(sha256, size, offset, ctx.stream.frames())
-      await this.#audit(ctx, ctx.op, 'ok', `${sha256} ${outcome} (${size} bytes)`)
+      // Bounded by the upload caps and timeouts (blobs.ts); the admin resumes from `offset`.
+      const outcome = await blobs.upload(ctx.actor, sha256, size, {
+        started: (offset) => this.#respond(ctx.stream, { ok: true, result: { offset, complete: false } }),
+        read: (options) => ctx.stream.read(options),
+      })
+      if (outcome === 'complete') this.#blobAccess.proven(ctx.actor, sha256)
+      await this.#audited(ctx, `${sha256} ${outcome} (${size} bytes)`)
       await this.#respond(ctx.stream, { ok: true, result: { complete: outcome === 'complete' } })
     } catch (err) {
       if (err instanceof BlobError) throw new AdminDenied(err.code, err.message)
@@ -365,85 +365,17 @@ export class AdminRpc {
     }
   }
 
-  async #watch(ctx: AdminRequestContext, rolloutId: string | null): Promise<void> {
-    const { stream: fs, authority } = ctx
-    const queue: FleetEvent[] = []
-    let wake: (() => void) | undefined
-    let overflow = false
-    const off = this.#init.events.on((e) => {
-      if (rolloutId !== null && e.type === 'status' && e.status.report.rolloutId !== rolloutId) return
-      if (queue.length >= WATCH_BUFFER_LIMIT) overflow = true
-      else queue.push(e)
-      wake?.()
-    })
-    const closed = new Promise<void>((resolve) =>
-      fs.stream.addEventListener('close', () => resolve(), { once: true }),
-    )
-    try {
-      await this.#respond(fs, {
-        ok: true,
-        result: { type: 'snapshot', machines: await this.#visibleMachines(authority) },
-      })
-      while (fs.stream.status === 'open') {
-        if (overflow)
-          throw new AdminDenied(
-            'watch-overflow',
-            'watcher fell too far behind; reconnect to get a fresh snapshot',
-          )
-        const e = queue.shift()
-        if (e === undefined) {
-          await Promise.race([new Promise<void>((r) => (wake = r)), closed])
-          wake = undefined
-          continue
-        }
-        const view = await this.#eventView(e, authority)
-        if (view !== undefined) await this.#respond(fs, { ok: true, result: view })
-      }
-    } finally {
-      off()
-    }
-  }
-
-  async #eventView(e: FleetEvent, authority: Authority): Promise<WatchEvent | undefined> {
-    if (e.type === 'manifest') {
-      return {
-        type: 'manifest',
-        manifestId: e.manifest.id,
-        rolloutId: e.manifest.rolloutId,
-        machines: e.manifest.machines,
-      }
-    }
-    const view = await this.#machineView(e.type === 'enrolled' ? e.machine.name : e.machine, authority)
-    return view === undefined ? undefined : { type: e.type, machine: view }
-  }
-
   async #ok(ctx: AdminRequestContext, result: unknown, detail = ''): Promise<void> {
-    await this.#audit(ctx, ctx.op, 'ok', detail)
+    await this.#audited(ctx, detail)
     await this.#respond(ctx.stream, { ok: true, result })
+  }
+
+  /** Audits the request as done. */
+  async #audited(ctx: AdminRequestContext, detail: string): Promise<void> {
+    await this.#audit.record({ caller: ctx, action: ctx.op, outcome: 'ok', detail, authenticated: true })
   }
 
   async #respond(fs: FramedStream, response: AdminResponse): Promise<void> {
     await fs.send(encodeMessage(adminResponseSchema, response))
-  }
-
-  async #audit(
-    caller: Caller,
-    action: string,
-    outcome: 'ok' | 'denied' | 'error',
-    detail: string,
-  ): Promise<void> {
-    const { peerId, actor, request } = caller
-    await this.#init.store.appendAudit(
-      {
-        at: Date.now(),
-        peerId,
-        actor,
-        action,
-        outcome,
-        detail: detail.slice(0, 2000),
-        request: request.byteLength <= MAX_AUDIT_REQUEST_BYTES ? request : null,
-      },
-      this.#sign,
-    )
   }
 }

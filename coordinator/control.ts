@@ -6,21 +6,29 @@
  *   coordinator → manifest {envelope}            on connect and whenever desired state changes
  *   agent → status {envelope}                    coordinator → ack {seq} once durably stored
  *   agent → ping {nonce}                         coordinator → pong {nonce}
+ *   coordinator → ping {nonce}                   agent → pong {nonce}          (`fleetmesh ping`)
+ *   coordinator → diagnose {nonce}               agent → diagnosis {nonce, report}  (`fleetmesh doctor`)
+ *   coordinator → revocations {entries}          after hello, before any manifest, and on every revoke
+ *   agent → revocations {entries}                entries the coordinator's hello showed it lost
  *
  * Unknown peers get an error frame and the stream closes. A status report must be
  * signed by the machine's own key (the one that enrolled) and name that machine.
+ * Frames of a type this version does not know (a newer agent's) are skipped.
  */
 import type { Connection } from '@libp2p/interface'
 import { DOMAINS, PublicKey } from '../keys/index.ts'
-import { FLEETMESH_VERSION } from '../lib/index.ts'
+import { CodedError, errorMessage, FLEETMESH_VERSION, raceSignal } from '../lib/index.ts'
 import { connectionPath } from '../net/index.ts'
 import type { ConnectionPath, FramedStream } from '../protocol/index.ts'
 import {
+  type AgentDiagnosis,
   type ControlFrame,
   controlFrameSchema,
-  decodeMessage,
+  DIAGNOSE_CAPABILITY,
+  decodeControlFrame,
   encodeMessage,
   type Hello,
+  isUnknownFrame,
   MAX_ENVELOPE_BYTES,
   openEnvelope,
   statusReportSchema,
@@ -28,6 +36,7 @@ import {
 } from '../protocol/index.ts'
 import type { FleetEvents } from './events.ts'
 import { StatusIngest } from './ingest.ts'
+import { sendRevocationsAfter, takeBackRevocations } from './revocations.ts'
 import type { FleetStore, MachineRecord } from './store.ts'
 
 /** What the coordinator's hello reports as its software. */
@@ -48,24 +57,106 @@ export interface ControlInit {
   /** An agent silent for this long is considered gone and its stream is reset. */
   idleTimeoutMs: number
   log: (msg: string) => void
+  /** What revocation entries agents give back are checked against; without it they are not taken. */
+  fleet?: { fleetRoot: PublicKey; fleetId: string }
+}
+
+/** How long a refused peer may keep its side of the stream open before it is reset. */
+const REFUSED_GRACE_MS = 5_000
+
+/** Closes our side after a refusal and resets the stream if the peer keeps its side open. */
+async function hangUp(fs: FramedStream): Promise<void> {
+  await fs.close()
+  const signal = AbortSignal.timeout(REFUSED_GRACE_MS)
+  while ((await fs.read({ signal }).catch(() => undefined)) !== undefined) {}
+  if (fs.stream.status === 'open') fs.abort(new ProtocolViolation('refused peer kept its stream open'))
 }
 
 export class ProtocolViolation extends Error {
   override name = 'ProtocolViolation'
 }
 
+/** Why a request to an agent over its control stream got no answer. */
+export class AgentRequestError extends CodedError<'offline' | 'timeout' | 'unsupported' | 'closed'> {
+  override name = 'AgentRequestError'
+}
+
+/** How a connected machine's control stream reaches the coordinator, and what its agent said it runs. */
+export interface SessionInfo {
+  path: ConnectionPath
+  /** The agent's address as the coordinator's end of the connection sees it. */
+  remoteAddr: string
+  software: string
+  capabilities: readonly string[]
+}
+
+type Reply = Extract<ControlFrame, { t: 'pong' | 'diagnosis' }>
+
 class Session {
   readonly machine: string
   readonly fs: FramedStream
-  readonly path: ConnectionPath
+  readonly info: SessionInfo
   /** When the store last recorded this machine as seen. */
   seenAt = Date.now()
   #lastPushedManifest: string | undefined
+  /** The agent's revocation list head seq as far as known; undefined: an agent without the list. */
+  revocationSeq: number | undefined
+  /** Sends of revocation entries, one after another. */
+  revocationSync: Promise<void> = Promise.resolve()
+  /** Requests sent to the agent, by nonce, awaiting the agent's reply. */
+  readonly #awaiting = new Map<number, { resolve: (reply: Reply) => void; reject: (err: Error) => void }>()
 
-  constructor(machine: string, fs: FramedStream, path: ConnectionPath) {
+  constructor(machine: string, fs: FramedStream, info: SessionInfo) {
     this.machine = machine
     this.fs = fs
-    this.path = path
+    this.info = info
+  }
+
+  get path(): ConnectionPath {
+    return this.info.path
+  }
+
+  /** Sends a request frame and resolves with the agent's reply carrying the same nonce. */
+  async request(frame: ControlFrame & { nonce: number }, timeoutMs: number, what: string): Promise<Reply> {
+    const reply = new Promise<Reply>((resolve, reject) =>
+      this.#awaiting.set(frame.nonce, { resolve, reject }),
+    )
+    // The stream may close while the send is still pending: that rejection is seen below, or by nobody.
+    reply.catch(() => {})
+    try {
+      await this.send(frame).catch((err: unknown) => {
+        throw new AgentRequestError(
+          'closed',
+          `cannot send ${what} to ${this.machine}: ${errorMessage(err)}`,
+          {
+            cause: err,
+          },
+        )
+      })
+      return await raceSignal(reply, AbortSignal.timeout(timeoutMs)).catch((err: unknown) => {
+        if (err instanceof AgentRequestError) throw err
+        throw new AgentRequestError(
+          'timeout',
+          `the agent of ${this.machine} did not answer ${what} within ${timeoutMs / 1000} s`,
+        )
+      })
+    } finally {
+      this.#awaiting.delete(frame.nonce)
+    }
+  }
+
+  /** A reply from the agent; one nobody waits for (any more) is dropped. */
+  settle(reply: Reply): void {
+    this.#awaiting.get(reply.nonce)?.resolve(reply)
+  }
+
+  /** Fails every request still waiting: the stream is gone. */
+  close(): void {
+    for (const { reject } of this.#awaiting.values())
+      reject(
+        new AgentRequestError('closed', `the control stream of ${this.machine} closed before it answered`),
+      )
+    this.#awaiting.clear()
   }
 
   async send(frame: ControlFrame): Promise<void> {
@@ -83,6 +174,8 @@ export class ControlService {
   readonly #init: ControlInit
   readonly #sessions = new Map<string, Session>()
   readonly ingest: StatusIngest
+  /** Nonces of the coordinator's own requests to agents (pings, diagnose). */
+  #nonce = 0
 
   constructor(init: ControlInit) {
     this.#init = init
@@ -113,6 +206,70 @@ export class ControlService {
     void this.#init.store.touchMachine(session.machine, { lastSeen: now, path: session.path }).catch(() => {})
   }
 
+  /** How a machine is connected, while it is. */
+  sessionInfo(machine: string): SessionInfo | undefined {
+    return this.#sessions.get(machine)?.info
+  }
+
+  /**
+   * One round trip to a connected machine over its control stream (ping →
+   * pong, which every agent version answers at once), in milliseconds.
+   */
+  async probe(machine: string, timeoutMs: number): Promise<number> {
+    const session = this.#live(machine)
+    const started = performance.now()
+    await session.request({ t: 'ping', nonce: ++this.#nonce }, timeoutMs, 'a probe')
+    return performance.now() - started
+  }
+
+  /** A connected machine's diagnosis of its own network, asked over its control stream. */
+  async diagnose(machine: string, timeoutMs: number): Promise<AgentDiagnosis> {
+    const session = this.#live(machine)
+    // An agent older than this capability would not answer, and before it learned to skip
+    // unknown frames it would even drop its link over one.
+    if (!session.info.capabilities.includes(DIAGNOSE_CAPABILITY))
+      throw new AgentRequestError(
+        'unsupported',
+        `${machine} runs ${session.info.software}, which cannot diagnose itself remotely; upgrade its agent, or run "fleetmesh doctor --state <dir>" on the device`,
+      )
+    const reply = await session.request(
+      { t: 'diagnose', nonce: ++this.#nonce },
+      timeoutMs,
+      'the diagnose request',
+    )
+    if (reply.t !== 'diagnosis') throw new ProtocolViolation(`${machine} answered diagnose with ${reply.t}`)
+    return reply.report
+  }
+
+  #live(machine: string): Session {
+    const session = this.#sessions.get(machine)
+    if (session === undefined) throw new AgentRequestError('offline', `${machine} is not connected`)
+    return session
+  }
+
+  /** Sends every connected agent that holds the revocation list the entries it lacks. */
+  pushRevocations(): void {
+    for (const session of this.#sessions.values()) void this.#sendRevocations(session).catch(() => {})
+  }
+
+  #sendRevocations(session: Session): Promise<void> {
+    if (session.revocationSeq === undefined) return Promise.resolve()
+    const send = (entries: Uint8Array[]) => session.send({ t: 'revocations', entries })
+    const sync = async () => {
+      session.revocationSeq = await sendRevocationsAfter(this.#init.store, session.revocationSeq ?? 0, send)
+    }
+    session.revocationSync = session.revocationSync.catch(() => {}).then(sync)
+    return session.revocationSync
+  }
+
+  /** Entries an agent holds that this store lacks (restored from an older backup): checked, kept, passed on. */
+  async #takeBack(session: Session, entries: Uint8Array[]): Promise<void> {
+    const { fleet, store, log } = this.#init
+    if (fleet === undefined) return
+    session.revocationSeq = await takeBackRevocations({ store, ...fleet }, session.machine, entries, log)
+    this.pushRevocations()
+  }
+
   /** Pushes the machine's desired manifest if it has a live session. */
   async pushDesired(machine: string): Promise<void> {
     const session = this.#sessions.get(machine)
@@ -124,15 +281,17 @@ export class ControlService {
   readonly handle = async (fs: FramedStream, connection: Connection): Promise<void> => {
     const { store, events } = this.#init
     const record = await store.getMachineByPeer(connection.remotePeer.toString())
-    const first = await this.#read(fs)
+    // Refused before reading anything: an unknown peer gets no idle timeout to hold the stream for.
     if (record === undefined) {
       await this.#refuse(
         fs,
         'not-enrolled',
         `peer ${connection.remotePeer} is not an enrolled machine; enroll it with a token first`,
       )
+      await hangUp(fs)
       return
     }
+    const first = await this.#read(fs)
     if (first === undefined || first.t !== 'hello' || first.role !== 'agent') {
       throw new ProtocolViolation('the first control frame must be an agent hello')
     }
@@ -153,7 +312,12 @@ export class ControlService {
       return
     }
     const path = connectionPath(connection)
-    const session = new Session(record.name, fs, path)
+    const session = new Session(record.name, fs, {
+      path,
+      remoteAddr: connection.remoteAddr.toString(),
+      software: first.software,
+      capabilities: first.capabilities,
+    })
     const previous = this.#sessions.get(record.name)
     this.#sessions.set(record.name, session)
     // A reconnecting agent may still have a half-dead old stream; the new one wins.
@@ -168,11 +332,16 @@ export class ControlService {
         software: SOFTWARE,
         capabilities: [],
         lastAckedSeq: await store.lastStatusSeq(record.name),
+        ...(first.revocations !== undefined ? { revocations: await store.revocationLog.head() } : {}),
       }
       await session.send(hello)
+      // Before any manifest: an agent acts on one only once it holds the revocations its signer saw.
+      session.revocationSeq = first.revocations?.seq
+      await this.#sendRevocations(session)
       await this.pushDesired(record.name)
       await this.#serve(session, record)
     } finally {
+      session.close()
       if (this.#sessions.get(record.name) === session) {
         this.#sessions.delete(record.name)
         await store.touchMachine(record.name, { lastSeen: Date.now(), path }).catch(() => {})
@@ -218,6 +387,12 @@ export class ControlService {
           break
         }
         case 'pong':
+        case 'diagnosis':
+          session.settle(frame)
+          break
+        case 'revocations':
+          await this.#takeBack(session, frame.entries)
+          break
         case 'error':
           break
         default:
@@ -242,13 +417,24 @@ export class ControlService {
     }
     const outcome = await this.ingest.record(status)
     if (outcome === 'stored') this.#init.events.emit({ type: 'status', machine: record.name, status })
+    // Acknowledged all the same (acks are cumulative), but never passed off as a duplicate.
+    if (outcome === 'reused')
+      this.#init.log(
+        `control: ${record.name} sent report seq ${status.seq} (${status.report.state}) with other content than ` +
+          `the report stored under it; its report numbering went back, so this one was not stored ` +
+          `(${this.ingest.reused} such reports since start)`,
+      )
     return opened.value.seq
   }
 
+  /** The next frame of a type this version knows; a newer agent's other frames are skipped. */
   async #read(fs: FramedStream): Promise<ControlFrame | undefined> {
-    const bytes = await fs.read({ timeoutMs: this.#init.idleTimeoutMs })
-    if (bytes === undefined) return undefined
-    return decodeMessage(controlFrameSchema, bytes, 'control frame', MAX_CONTROL_FRAME)
+    while (true) {
+      const bytes = await fs.read({ timeoutMs: this.#init.idleTimeoutMs })
+      if (bytes === undefined) return undefined
+      const frame = decodeControlFrame(bytes, MAX_CONTROL_FRAME)
+      if (!isUnknownFrame(frame)) return frame
+    }
   }
 
   async #refuse(fs: FramedStream, code: string, message: string): Promise<void> {

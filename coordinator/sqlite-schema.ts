@@ -2,13 +2,49 @@
  * The embedded store's file and schema: the SQLite file's permissions, the
  * connection settings that make a commit durable, and the append-only list of
  * migrations that brings any older database up to {@link SCHEMA_VERSION}.
- * Used by sqlite-store.ts when it opens a database.
+ * Used by sqlite-store.ts when it opens a database. A file that cannot be used
+ * (missing where one must exist, empty, not SQLite, damaged, someone else's
+ * tables) is a {@link StoreFileError} naming it, never a bare SQLite error.
  */
 import { chmod, mkdir, open } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { DatabaseSync } from 'node:sqlite'
+import { CodedError, errorMessage, fileSize } from '../lib/index.ts'
 import { integer } from './sqlite-rows.ts'
 import { StoreSchemaError } from './store.ts'
+
+export type StoreFileErrorCode =
+  /** No file where an existing database was expected. */
+  | 'missing'
+  /** A 0-byte file (and no write-ahead log) where an existing database was expected. */
+  | 'empty'
+  /** Not a SQLite file at all (SQLITE_NOTADB). */
+  | 'not-a-database'
+  /** A SQLite file whose pages are damaged (SQLITE_CORRUPT). */
+  | 'damaged'
+  /** A SQLite file without fleetmesh's schema: none at all, or tables missing from it. */
+  | 'no-schema'
+  /** Any other failure to open or first read it (permissions, I/O, a lock held too long). */
+  | 'unusable'
+
+/** The database file cannot be used as it is; the message names the file and says what is wrong with it. */
+export class StoreFileError extends CodedError<StoreFileErrorCode> {
+  override name = 'StoreFileError'
+  readonly path: string
+  constructor(code: StoreFileErrorCode, path: string, message: string, options?: ErrorOptions) {
+    super(code, message, options)
+    this.path = path
+  }
+}
+
+export interface OpenOptions {
+  /**
+   * Make a new database when the file is missing or empty (default). Without it,
+   * a missing or empty file, or one without the schema, is a StoreFileError:
+   * the caller expected an existing store there.
+   */
+  create?: boolean
+}
 
 /** A file lock held by another process (another coordinator, a backup) is waited for this long. */
 const BUSY_TIMEOUT_MS = 5000
@@ -126,25 +162,129 @@ const MIGRATIONS: readonly string[] = [
   CREATE INDEX nix_narinfos_nar ON nix_narinfos (nar_sha256);
   CREATE INDEX nix_narinfos_touched ON nix_narinfos (touched_at);
   `,
+  `
+  -- Successful reads, counted apart from the hash-chained audit log so that polling
+  -- cannot drown the changes: one row per admin, op and window. Not chained, and
+  -- bounded (the least recently updated rows are dropped).
+  CREATE TABLE audit_reads (
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    window_start INTEGER NOT NULL,
+    peer_id TEXT NOT NULL,
+    first_at INTEGER NOT NULL,
+    last_at INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    detail TEXT NOT NULL,
+    PRIMARY KEY (actor, action, window_start)
+  ) STRICT;
+  CREATE INDEX audit_reads_last ON audit_reads (last_at);
+  `,
+  `
+  -- The signed revocation list (protocol/revocation.ts): entry seq as the admin signed it.
+  -- Rows of revocations without an entry here (from before this table) are enforced by
+  -- the coordinator only; "fleetmesh admin revoke" issues them again as signed entries.
+  CREATE TABLE revocation_log (
+    seq INTEGER PRIMARY KEY,
+    hash TEXT NOT NULL,
+    serial TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    envelope BLOB NOT NULL
+  ) STRICT;
+  CREATE TRIGGER revocation_log_no_update BEFORE UPDATE ON revocation_log
+    BEGIN SELECT RAISE(ABORT, 'the revocation list is append-only'); END;
+  CREATE TRIGGER revocation_log_no_delete BEFORE DELETE ON revocation_log
+    BEGIN SELECT RAISE(ABORT, 'the revocation list is append-only'); END;
+  `,
 ]
 
 export const SCHEMA_VERSION = MIGRATIONS.length
 
 /**
- * Opens (creating if needed) the database at `path` with durable settings and
- * the current schema; ":memory:" gives a private in-memory database.
+ * Opens the database at `path` with durable settings and the current schema,
+ * creating it if needed unless `create` is false; ":memory:" gives a private
+ * in-memory database.
  */
-export async function openDatabase(path: string): Promise<DatabaseSync> {
-  if (path !== ':memory:') await prepareFile(path)
-  const db = new DatabaseSync(path, { enableForeignKeyConstraints: true })
+export async function openDatabase(path: string, options: OpenOptions = {}): Promise<DatabaseSync> {
+  const create = options.create ?? true
+  if (path !== ':memory:') {
+    if (!create && (await fileSize(path)) === undefined)
+      throw new StoreFileError('missing', path, `${path} is missing`)
+    await prepareFile(path)
+  }
+  let db: DatabaseSync
   try {
+    db = new DatabaseSync(path, { enableForeignKeyConstraints: true })
+  } catch (err) {
+    throw storeFileError(path, err)
+  }
+  try {
+    // Looked at before anything is written, so a refused file is left exactly as it was.
+    if (userVersion(db) === 0) await checkUnused(db, path, create)
     configure(db)
     migrate(db, path)
     return db
   } catch (err) {
     db.close()
-    throw err
+    throw storeFileError(path, err)
   }
+}
+
+/**
+ * A file with no fleetmesh schema yet (user_version 0) is a new database only
+ * where one may be created, and only if it holds nothing else.
+ */
+async function checkUnused(db: DatabaseSync, path: string, create: boolean): Promise<void> {
+  const objects = integer(db.prepare('SELECT count(*) AS n FROM sqlite_schema').get() ?? {}, 'n')
+  if (objects > 0) {
+    throw new StoreFileError(
+      'no-schema',
+      path,
+      `${path} is a SQLite database, but not a fleetmesh store: it has no fleetmesh schema version and holds ${objects} other tables or indexes`,
+    )
+  }
+  if (create) return
+  const empty = ((await fileSize(path)) ?? 0) === 0
+  throw new StoreFileError(
+    empty ? 'empty' : 'no-schema',
+    path,
+    empty ? `${path} is empty (0 bytes)` : `${path} is a SQLite database without the fleetmesh schema`,
+  )
+}
+
+/** What went wrong opening or first reading `path`, as a StoreFileError naming it (typed errors pass through). */
+export function storeFileError(path: string, err: unknown): Error {
+  if (err instanceof StoreFileError || err instanceof StoreSchemaError) return err
+  const sqlite = sqliteCode(err)
+  const detail = errorMessage(err)
+  if (sqlite === SQLITE_NOTADB)
+    return new StoreFileError('not-a-database', path, `${path} is not a SQLite database (${detail})`, {
+      cause: err,
+    })
+  if (sqlite === SQLITE_CORRUPT)
+    return new StoreFileError('damaged', path, `${path} is damaged (${detail})`, { cause: err })
+  if (/no such (table|column)/.test(detail))
+    return new StoreFileError(
+      'no-schema',
+      path,
+      `${path} is missing part of the fleetmesh schema (${detail})`,
+      {
+        cause: err,
+      },
+    )
+  return new StoreFileError('unusable', path, `cannot open ${path}: ${detail}`, { cause: err })
+}
+
+const SQLITE_CORRUPT = 11
+const SQLITE_NOTADB = 26
+
+/** The primary SQLite result code of a node:sqlite error (extended codes carry it in the low byte). */
+function sqliteCode(err: unknown): number | undefined {
+  if (!(err instanceof Error) || !('errcode' in err) || typeof err.errcode !== 'number') return undefined
+  return err.errcode & 0xff
+}
+
+function userVersion(db: DatabaseSync): number {
+  return integer(db.prepare('PRAGMA user_version').get() ?? {}, 'user_version')
 }
 
 /**
@@ -172,7 +312,7 @@ function configure(db: DatabaseSync): void {
 }
 
 function migrate(db: DatabaseSync, path: string): void {
-  const version = integer(db.prepare('PRAGMA user_version').get() ?? {}, 'user_version')
+  const version = userVersion(db)
   if (version > MIGRATIONS.length) {
     throw new StoreSchemaError(
       `${path} has schema version ${version}, but this fleetmesh knows versions up to ${MIGRATIONS.length}; ` +

@@ -17,7 +17,10 @@ import { type AdminClient, AdminRequestError } from '../client.ts'
 import type { DeploySettings } from './deploy-options.ts'
 import { linkLost, linkReason, watchRollout } from './watch.ts'
 
-export type ManifestFields = Omit<ManifestOptions, 'fleetId' | 'sequence' | 'id' | 'rolloutId' | 'now'>
+export type ManifestFields = Omit<
+  ManifestOptions,
+  'fleetId' | 'sequence' | 'id' | 'rolloutId' | 'now' | 'revocations'
+>
 
 export const randomId = () => randomBytes(16).toString('hex')
 
@@ -65,13 +68,16 @@ export function generationName(stem: string): string {
  * `rolloutId` form one rollout (one per machine of a --nix-map). A coordinator
  * unreachable before the manifest went out is a CoordinatorLostError('not-deployed');
  * a link lost after it went out is thrown as it is: the manifest may be stored.
+ * The manifest names the head of the revocation list, checked here from the fleet
+ * root: agents act on it only once they hold the list that far.
  */
 export async function submitNext(
   client: AdminClient,
   fields: ManifestFields,
   rolloutId: string = randomId(),
 ): Promise<SubmitResult> {
-  const fixed = { ...fields, now: Date.now(), id: randomId(), rolloutId }
+  const { list } = await beforeSubmit(() => client.revocationList())
+  const fixed = { ...fields, now: Date.now(), id: randomId(), rolloutId, revocations: list.head }
   for (let attempt = 0; ; attempt++) {
     const { maxSequence } = await beforeSubmit(() => client.fleetInfo())
     const manifest = buildManifest({

@@ -71,10 +71,11 @@ describe('control protocol', () => {
 
   it('resets a stream that sends garbage or an oversized frame, counts it, and keeps serving', async () => {
     const h = await peer()
-    const garbage = await open(h, PROTOCOLS.control)
+    // not control: that refuses an unenrolled peer before reading anything; blob decodes its first frame
+    const garbage = await open(h, PROTOCOLS.blob)
     await garbage.send(new Uint8Array(randomBytes(200)))
     await expect(garbage.read({ timeoutMs: 10_000 })).rejects.toThrow()
-    const big = await h.dialProtocol(coordinator.host.peerId, PROTOCOLS.control)
+    const big = await h.dialProtocol(coordinator.host.peerId, PROTOCOLS.blob)
     big.send(new Uint8Array([0x7f, 0xff, 0xff, 0xff, 1, 2, 3]))
     const bigFs = new FramedStream(big)
     await expect(bigFs.read({ timeoutMs: 10_000 })).rejects.toThrow()
@@ -123,8 +124,11 @@ describe('admin protocol', () => {
       ok: false,
       error: { code: 'stale-request' },
     })
+    // The refusals are chained; the accepted read is counted apart from the chained log.
     const audit = await coordinator.store.listAudit(0, 100)
-    expect(audit.map((r) => r.outcome)).toEqual(['ok', 'denied', 'denied'])
+    expect(audit.map((r) => r.outcome)).toEqual(['denied', 'denied'])
+    const reads = await coordinator.store.listReads(10)
+    expect(reads.map((r) => [r.action, r.count])).toEqual([['fleet-info', 1]])
   })
 
   it('denies an unsigned or garbage request and records the attempt', async () => {
