@@ -11,39 +11,39 @@
  * @example
  *
  * ```ts
- * const store = await openSqliteStore(join(stateDir, 'coordinator.db'))
- * // tests: await openSqliteStore(':memory:')
+ * const store = await openSqliteStore(join(stateDir, 'fleet.db'), { create: false }) // tests: ':memory:'
  * ```
  *
  * The schema and its migrations are in sqlite-schema.ts, the decoding of rows
- * into records in sqlite-rows.ts, the Nix cache's narinfos in sqlite-narinfos.ts.
+ * into records in sqlite-rows.ts, the Nix cache's narinfos in sqlite-narinfos.ts, the
+ * audit log and its read summaries in sqlite-audit.ts, the signed revocation list in
+ * sqlite-revocations.ts.
  */
 import type { DatabaseSync, StatementSync } from 'node:sqlite'
-import { auditHash, GENESIS_PREV_HASH } from '../protocol/index.ts'
+import { type AuditRead, targetsMachine } from '../protocol/index.ts'
+import { SqliteAudit } from './sqlite-audit.ts'
 import { SqliteNarInfos } from './sqlite-narinfos.ts'
+import { SqliteRevocations } from './sqlite-revocations.ts'
 import {
-  blob,
   checkLimit,
-  describeValue,
   integer,
   mapRow,
   prepareStatements,
   required,
   text,
-  toAudit,
   toMachine,
   toManifest,
   toStatus,
 } from './sqlite-rows.ts'
-import { openDatabase } from './sqlite-schema.ts'
+import { type OpenOptions, openDatabase, storeFileError } from './sqlite-schema.ts'
 import {
   type AuditEntry,
+  type AuditReadEntry,
   type AuditRecord,
   type AuditSigner,
   type EnrollMachineInput,
   type FleetInfo,
   type FleetStore,
-  MAX_AUDIT_REQUEST_BYTES,
   type MachineRecord,
   type ManifestRecord,
   type NarInfoClosure,
@@ -53,24 +53,28 @@ import {
   type NewNarInfo,
   type StatusRecord,
   StoreConflictError,
-  StoreLimitError,
   type TouchInput,
 } from './store.ts'
 
-export { SCHEMA_VERSION } from './sqlite-schema.ts'
+export { SCHEMA_VERSION, StoreFileError, type StoreFileErrorCode } from './sqlite-schema.ts'
 
-const SIGNATURE_BYTES = 64
-/** How many of a machine's newest reports machine-log looks through for one with a log. */
+/** How many of a machine's newest reports machine-log (and a rollout's watch) look through. */
 const LOG_REPORT_LOOKBACK = 1000
 
-/** Opens (creating if needed) the store at `path`; ":memory:" gives a private in-memory store. */
-export async function openSqliteStore(path: string): Promise<FleetStore> {
-  const db = await openDatabase(path)
+/**
+ * How many of the newest unexpired manifests a machine enrolling without a
+ * desired state looks through for one that targets it (see enrollMachine).
+ */
+const INHERIT_LOOKBACK = 1000
+
+/** Opens the store at `path` (see openDatabase for `create`); a file it cannot use is a StoreFileError. */
+export async function openSqliteStore(path: string, options: OpenOptions = {}): Promise<FleetStore> {
+  const db = await openDatabase(path, options)
   try {
-    return new SqliteStore(db)
+    return new SqliteStore(db) // preparing every statement shows a missing table or a damaged page
   } catch (err) {
     db.close()
-    throw err
+    throw storeFileError(path, err)
   }
 }
 
@@ -102,11 +106,15 @@ const statementSql = {
   getManifest: 'SELECT * FROM manifests WHERE id = ?',
   getDesired: 'SELECT m.* FROM desired d JOIN manifests m ON m.id = d.manifest_id WHERE d.machine = ?',
   listManifests: 'SELECT * FROM manifests ORDER BY sequence DESC LIMIT ?',
+  rolloutManifests: 'SELECT * FROM manifests WHERE rollout_id = ? ORDER BY sequence',
+  liveManifests: `SELECT * FROM manifests WHERE expires_at > ? ORDER BY sequence DESC LIMIT ${INHERIT_LOOKBACK}`,
+  setRolloutMachines: 'UPDATE manifests SET machines = ? WHERE id = ?',
 
   insertStatus: `INSERT INTO statuses (machine, seq, report, envelope, received_at) VALUES (?, ?, ?, ?, ?)
     ON CONFLICT (machine, seq) DO NOTHING`,
   advanceLatest: `INSERT INTO latest_status (machine, seq) VALUES (?, ?)
     ON CONFLICT (machine) DO UPDATE SET seq = excluded.seq WHERE excluded.seq > latest_status.seq`,
+  sameStatus: 'SELECT envelope = ? AS same FROM statuses WHERE machine = ? AND seq = ?',
   lastStatusSeq: 'SELECT seq FROM latest_status WHERE machine = ?',
   latestStatus: `SELECT s.* FROM latest_status l JOIN statuses s ON s.machine = l.machine AND s.seq = l.seq
     WHERE l.machine = ?`,
@@ -119,11 +127,8 @@ const statementSql = {
     WHERE json_extract(report, '$.manifestId') IS ?
       AND (json_type(report, '$.log') IS NOT NULL OR json_type(report, '$.rebootRequired') IS NOT NULL)
     ORDER BY seq DESC LIMIT 1`,
-
-  lastAudit: 'SELECT idx, hash FROM audit ORDER BY idx DESC LIMIT 1',
-  insertAudit: `INSERT INTO audit (idx, at, peer_id, actor, action, outcome, detail, request, prev_hash, hash, sig)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-  listAudit: 'SELECT * FROM audit WHERE idx > ? ORDER BY idx LIMIT ?',
+  latestRolloutReport: `SELECT * FROM (SELECT * FROM statuses WHERE machine = ? ORDER BY seq DESC LIMIT ${LOG_REPORT_LOOKBACK})
+    WHERE json_extract(report, '$.rolloutId') = ? ORDER BY seq DESC LIMIT 1`,
 
   revoke:
     'INSERT INTO revocations (serial, reason, revoked_at) VALUES (?, ?, ?) ON CONFLICT (serial) DO NOTHING',
@@ -139,11 +144,15 @@ class SqliteStore implements FleetStore {
   readonly #db: DatabaseSync
   readonly #s: Statements
   readonly #nix: SqliteNarInfos
+  readonly #audit: SqliteAudit
+  readonly revocationLog: SqliteRevocations
 
   constructor(db: DatabaseSync) {
     this.#db = db
     this.#s = prepareStatements(db, statementSql)
     this.#nix = new SqliteNarInfos(db, (fn) => this.#write(fn))
+    this.#audit = new SqliteAudit(db, (fn) => this.#write(fn))
+    this.revocationLog = new SqliteRevocations(db, (fn) => this.#write(fn))
   }
 
   /** Runs fn inside BEGIN IMMEDIATE … COMMIT; any throw rolls everything back. */
@@ -216,8 +225,28 @@ class SqliteStore implements FleetStore {
         this.#s.reenrollMachine.run(tags, facts, input.at, input.name)
       }
       this.#s.useToken.run(input.nonce, input.name, input.at)
+      if (this.#s.getDesired.get(input.name) === undefined)
+        this.#inheritDesired(input.name, input.tags, input.at)
       return toMachine(required(this.#s.machineByName.get(input.name), 'machines'))
     })
+  }
+
+  /**
+   * A rollout to a tag (or to a name, signed ahead with --allow-future-machines)
+   * also reaches a machine that enrolls later with it: the newest unexpired
+   * manifest that targets the machine becomes its desired state, and the machine
+   * joins that rollout. The agent checks the signed targets itself, so this grants
+   * nothing the admin did not sign. Runs inside enrollMachine's transaction.
+   */
+  #inheritDesired(name: string, tags: readonly string[], at: number): void {
+    const manifest = this.#s.liveManifests
+      .all(at)
+      .map(toManifest)
+      .find((m) => targetsMachine(m.targets, name, tags))
+    if (manifest === undefined) return
+    this.#s.setDesired.run(name, manifest.id)
+    const machines = [...new Set([...manifest.machines, name])].sort()
+    this.#s.setRolloutMachines.run(JSON.stringify(machines), manifest.id)
   }
 
   async getMachine(name: string): Promise<MachineRecord | undefined> {
@@ -284,6 +313,10 @@ class SqliteStore implements FleetStore {
     return this.#s.listManifests.all(checkLimit(limit)).map(toManifest)
   }
 
+  async rolloutManifests(rolloutId: string): Promise<ManifestRecord[]> {
+    return this.#s.rolloutManifests.all(rolloutId).map(toManifest)
+  }
+
   async recordStatus(record: StatusRecord): Promise<'stored' | 'duplicate'> {
     const [outcome] = await this.recordStatuses([record])
     if (outcome instanceof Error) throw outcome
@@ -303,7 +336,10 @@ class SqliteStore implements FleetStore {
           record.envelope,
           record.receivedAt,
         )
-        if (Number(inserted.changes) === 0) return 'duplicate'
+        if (Number(inserted.changes) === 0) {
+          const same = this.#s.sameStatus.get(record.envelope, record.machine, record.seq)?.same
+          return same === 1 ? 'duplicate' : seqReused(record)
+        }
         this.#s.advanceLatest.run(record.machine, record.seq)
         return 'stored'
       }),
@@ -332,6 +368,10 @@ class SqliteStore implements FleetStore {
     return this.#s.statusHistory.all(machine, checkLimit(limit)).map(toStatus)
   }
 
+  async latestRolloutReport(machine: string, rolloutId: string): Promise<StatusRecord | undefined> {
+    return mapRow(this.#s.latestRolloutReport.get(machine, rolloutId), toStatus)
+  }
+
   async latestLogReport(machine: string): Promise<StatusRecord | undefined> {
     const latest = await this.latestStatus(machine)
     if (latest === undefined) return undefined
@@ -339,51 +379,19 @@ class SqliteStore implements FleetStore {
   }
 
   async appendAudit(entry: AuditEntry, sign: AuditSigner): Promise<AuditRecord> {
-    if (entry.request !== null && entry.request.byteLength > MAX_AUDIT_REQUEST_BYTES) {
-      throw new StoreLimitError(
-        `audit request is ${entry.request.byteLength} bytes, more than the ${MAX_AUDIT_REQUEST_BYTES}-byte limit`,
-      )
-    }
-    return this.#write(() => {
-      const last = this.#s.lastAudit.get()
-      const fields = {
-        index: last === undefined ? 1 : integer(last, 'idx') + 1,
-        at: entry.at,
-        peerId: entry.peerId,
-        actor: entry.actor,
-        action: entry.action,
-        outcome: entry.outcome,
-        detail: entry.detail,
-        request: entry.request === null ? null : Uint8Array.from(entry.request),
-        prevHash: last === undefined ? GENESIS_PREV_HASH : blob(last, 'hash'),
-      }
-      const hash = auditHash(fields)
-      const sig = sign(hash)
-      if (!(sig instanceof Uint8Array) || sig.byteLength !== SIGNATURE_BYTES) {
-        throw new TypeError(
-          `the audit signer returned ${describeValue(sig)}, expected a ${SIGNATURE_BYTES}-byte signature`,
-        )
-      }
-      const record: AuditRecord = { ...fields, prevHash: Uint8Array.from(fields.prevHash), hash, sig }
-      this.#s.insertAudit.run(
-        record.index,
-        record.at,
-        record.peerId,
-        record.actor,
-        record.action,
-        record.outcome,
-        record.detail,
-        record.request,
-        record.prevHash,
-        record.hash,
-        record.sig,
-      )
-      return record
-    })
+    return this.#audit.append(entry, sign)
   }
 
-  async listAudit(afterIndex: number, limit: number): Promise<AuditRecord[]> {
-    return this.#s.listAudit.all(afterIndex, checkLimit(limit)).map(toAudit)
+  async listAudit(afterIndex: number, limit: number, maxBytes?: number): Promise<AuditRecord[]> {
+    return this.#audit.list(afterIndex, limit, maxBytes)
+  }
+
+  async recordRead(entry: AuditReadEntry): Promise<void> {
+    this.#audit.recordRead(entry)
+  }
+
+  async listReads(limit: number): Promise<AuditRead[]> {
+    return this.#audit.listReads(limit)
   }
 
   async revoke(serial: string, reason: string, at: number): Promise<void> {
@@ -425,6 +433,10 @@ class SqliteStore implements FleetStore {
   async close(): Promise<void> {
     if (this.#db.isOpen) this.#db.close()
   }
+}
+
+function seqReused({ machine, seq }: StatusRecord): StoreConflictError {
+  return new StoreConflictError('seq-reused', `${machine} reused report seq ${seq} for a different report`)
 }
 
 function unknownMachine(name: string): StoreConflictError {

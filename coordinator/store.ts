@@ -27,7 +27,17 @@
  * ```
  */
 import { CodedError } from '../lib/index.ts'
-import type { AuditEntry, AuditRecord, ConnectionPath, StatusReport, Targets } from '../protocol/index.ts'
+import type {
+  AuditEntry,
+  AuditRead,
+  AuditRecord,
+  ConnectionPath,
+  ListState,
+  RevocationHead,
+  RevocationView,
+  StatusReport,
+  Targets,
+} from '../protocol/index.ts'
 
 export interface MachineRecord {
   name: string
@@ -72,7 +82,21 @@ export interface StatusRecord {
   receivedAt: number
 }
 
-export type { AuditEntry, AuditOutcome, AuditRecord } from '../protocol/index.ts'
+export type { AuditEntry, AuditOutcome, AuditRead, AuditRecord } from '../protocol/index.ts'
+
+/** One successful read, counted into the summary of its actor, action and window. */
+export interface AuditReadEntry {
+  actor: string
+  peerId: string
+  action: string
+  detail: string
+  at: number
+  /** The start of the window `at` falls in; the caller picks the window length. */
+  windowStart: number
+}
+
+/** Read summaries kept; beyond this the least recently updated are dropped. */
+export const MAX_AUDIT_READ_ROWS = 20_000
 
 /** One store path the coordinator's Nix binary cache holds; its NAR is the blob named `narSha256`. */
 export interface NarInfoRecord {
@@ -138,6 +162,46 @@ export interface TouchInput {
   path: ConnectionPath | null
 }
 
+/** One entry of the signed revocation list, as stored. */
+export interface StoredRevocation {
+  seq: number
+  /** Hash of the signed entry (protocol/revocation.ts). */
+  hash: string
+  serial: string
+  at: number
+  /** The signed envelope exactly as the admin sent it. */
+  envelope: Uint8Array
+}
+
+export interface NewRevocation extends StoredRevocation {
+  /** The hash of the entry it follows (ZERO_HASH for the first). */
+  prev: string
+  reason: string
+}
+
+/**
+ * The signed revocation list. Entries are checked (protocol/revocation.ts) before
+ * they are appended; the store keeps them in order and never changes one.
+ */
+export interface RevocationLog {
+  /**
+   * In one transaction: appends the entry if it extends the stored head (its seq
+   * follows the head's and `prev` is the head's hash), else throws
+   * StoreConflictError('revocation-conflict'); and revokes its serial in the
+   * coordinator's own list (revokedSerials).
+   */
+  append(entry: NewRevocation): Promise<void>
+  /** The newest entry's seq and hash (seq 0 and ZERO_HASH for the empty list). */
+  head(): Promise<RevocationHead>
+  /**
+   * Entries with seq > after, ascending: at most `limit`, and past the first only
+   * while their envelopes add up to no more than `maxBytes`.
+   */
+  list(after: number, limit: number, maxBytes?: number): Promise<StoredRevocation[]>
+  /** The list's head, the time of its newest entry, its serials and every entry's hash (no envelopes). */
+  state(): Promise<RevocationView & ListState>
+}
+
 export interface FleetInfo {
   fleetId: string
   /** base64url fleet root public key. */
@@ -151,6 +215,10 @@ export type StoreConflictCode =
   | 'stale-sequence'
   | 'unknown-machine'
   | 'fleet-mismatch'
+  /** A status report under a (machine, seq) already stored with other content: the agent's numbering went back. */
+  | 'seq-reused'
+  /** A revocation entry that does not extend the stored list's head (another was added first). */
+  | 'revocation-conflict'
 
 /** A write refused because it contradicts what is stored; nothing was changed. */
 export class StoreConflictError extends CodedError<StoreConflictCode> {
@@ -176,7 +244,9 @@ export interface FleetStore {
    * Atomically: the token nonce must be unused ('token-used'), the name free or
    * already held by this peer ('name-taken'), the peer not enrolled under another
    * name ('peer-taken'). Re-enrolling the same peer under its name with a fresh
-   * token replaces tags and facts. Marks the nonce used.
+   * token replaces tags and facts. Marks the nonce used. A machine without a
+   * desired state gets the newest unexpired manifest that targets its name or a
+   * tag, and joins that rollout: a rollout to a tag reaches later members.
    */
   enrollMachine(input: EnrollMachineInput): Promise<MachineRecord>
   getMachine(name: string): Promise<MachineRecord | undefined>
@@ -198,6 +268,8 @@ export interface FleetStore {
   getDesired(machine: string): Promise<ManifestRecord | undefined>
   /** Newest (highest sequence) first. */
   listManifests(limit: number): Promise<ManifestRecord[]>
+  /** The manifests of one rollout (one, or one per machine of a --nix-map), oldest first. */
+  rolloutManifests(rolloutId: string): Promise<ManifestRecord[]>
 
   /**
    * Resolves only once the report is durably committed, so the caller may
@@ -208,7 +280,8 @@ export interface FleetStore {
   recordStatus(record: StatusRecord): Promise<'stored' | 'duplicate'>
   /**
    * Group commit: records many reports in one durable transaction (one fsync),
-   * each with its own outcome; a report for an unknown machine gets a
+   * each with its own outcome; a report for an unknown machine, or one reusing a
+   * stored seq with other content ('seq-reused', not a duplicate), gets a
    * StoreConflictError in its slot instead of failing the others.
    */
   recordStatuses(records: readonly StatusRecord[]): Promise<('stored' | 'duplicate' | StoreConflictError)[]>
@@ -218,6 +291,12 @@ export interface FleetStore {
   latestStatuses(): Promise<Map<string, StatusRecord>>
   /** Newest (highest seq) first. */
   statusHistory(machine: string, limit: number): Promise<StatusRecord[]>
+  /**
+   * The machine's newest report about the rollout, among its most recent reports:
+   * what the rollout did there even when later reports are about something else
+   * (an agent's first report after a restart repeats its own last update).
+   */
+  latestRolloutReport(machine: string, rolloutId: string): Promise<StatusRecord | undefined>
 
   /**
    * The report an admin wants to read a machine's update log from: the newest
@@ -229,12 +308,26 @@ export interface FleetStore {
 
   /** Chains and signs the entry in one transaction; see audit.ts for the hash. */
   appendAudit(entry: AuditEntry, sign: AuditSigner): Promise<AuditRecord>
-  /** Records with index > afterIndex, ascending. */
-  listAudit(afterIndex: number, limit: number): Promise<AuditRecord[]>
+  /**
+   * Records with index > afterIndex, ascending: at most `limit`, and past the
+   * first only while their auditRecordBytes add up to no more than `maxBytes`,
+   * so a page fits one frame however large single records are.
+   */
+  listAudit(afterIndex: number, limit: number, maxBytes?: number): Promise<AuditRecord[]>
+  /**
+   * Counts a successful read into its summary (one per actor, action and
+   * window), outside the hash chain; keeps at most MAX_AUDIT_READ_ROWS summaries.
+   */
+  recordRead(entry: AuditReadEntry): Promise<void>
+  /** Read summaries, most recently updated first. */
+  listReads(limit: number): Promise<AuditRead[]>
 
   /** Idempotent: a serial revoked twice keeps its first reason and time. */
   revoke(serial: string, reason: string, at: number): Promise<void>
+  /** Every serial the coordinator refuses: those revoked by the signed list and the older unsigned ones. */
   revokedSerials(): Promise<Set<string>>
+  /** The signed revocation list (protocol/revocation.ts), which agents hold too. */
+  readonly revocationLog: RevocationLog
 
   /** false if the nonce was seen before (a replay). */
   rememberNonce(nonce: string, expiresAt: number): Promise<boolean>
