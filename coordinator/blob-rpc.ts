@@ -2,7 +2,8 @@
  * The coordinator's side of `/fleetmesh/blob/1` for downloads: an enrolled agent
  * asks for a blob by sha256 from an offset (so an interrupted download resumes),
  * gets its size, then the bytes as frames until the stream closes. Only the
- * archive of the machine's desired manifest is served. A download
+ * blobs of the machine's desired manifest are served (its archive, or the NARs
+ * of its NixOS closure). A download
  * whose reader stalls is reset after the upload idle timeout (upload-quota.ts).
  */
 import type { Connection } from '@libp2p/interface'
@@ -14,20 +15,47 @@ import {
   blobResponseSchema,
   decodeMessage,
   encodeMessage,
+  MAX_CLOSURE_PATHS,
   openManifest,
+  type Payload,
 } from '../protocol/index.ts'
 import type { BlobStore } from './blobs.ts'
 import type { FleetStore } from './store.ts'
 
-/** The sha256 of the archive in `machine`'s desired manifest, if that is an archive. */
-async function desiredArchive(store: FleetStore, machine: string): Promise<string | undefined> {
-  const desired = await store.getDesired(machine)
-  if (desired === undefined) return undefined
-  const { payload } = openManifest(desired.envelope).value
-  return payload.kind === 'archive' ? payload.sha256 : undefined
+/**
+ * The blobs a machine's desired manifest needs: its archive, or the NARs of its
+ * NixOS closure as the cache holds it. Cached per manifest, since a closure's
+ * NARs are fetched one request at a time and the walk is the same each time.
+ */
+class DesiredBlobs {
+  static readonly #KEEP = 64
+  readonly #byManifest = new Map<string, ReadonlySet<string>>()
+  readonly store: FleetStore
+  constructor(store: FleetStore) {
+    this.store = store
+  }
+
+  async allows(machine: string, sha256: string): Promise<boolean> {
+    const desired = await this.store.getDesired(machine)
+    if (desired === undefined) return false
+    let allowed = this.#byManifest.get(desired.id)
+    if (allowed === undefined) {
+      allowed = await this.#blobsOf(openManifest(desired.envelope).value.payload)
+      if (this.#byManifest.size >= DesiredBlobs.#KEEP) this.#byManifest.clear()
+      this.#byManifest.set(desired.id, allowed)
+    }
+    return allowed.has(sha256)
+  }
+
+  async #blobsOf(payload: Payload): Promise<ReadonlySet<string>> {
+    if (payload.kind === 'archive') return new Set([payload.sha256])
+    const closure = await this.store.narInfoClosure(payload.storePath, MAX_CLOSURE_PATHS)
+    return new Set(closure.held.map((n) => n.narSha256))
+  }
 }
 
 export function blobHandler(store: FleetStore, blobs: BlobStore) {
+  const desired = new DesiredBlobs(store)
   return async (fs: FramedStream, connection: Connection): Promise<void> => {
     const request = decodeMessage(
       blobRequestSchema,
@@ -47,10 +75,9 @@ export function blobHandler(store: FleetStore, blobs: BlobStore) {
     // A machine gets the archive it is to install, nothing else: a compromised lab
     // device must not fetch the archives signed for other machines by their hash.
     // Refused exactly like an unknown hash, so the answer says nothing about the store.
-    const size =
-      (await desiredArchive(store, machine.name)) === request.sha256
-        ? await blobs.size(request.sha256)
-        : undefined
+    const size = (await desired.allows(machine.name, request.sha256))
+      ? await blobs.size(request.sha256)
+      : undefined
     if (size === undefined) {
       await respond({
         ok: false,
