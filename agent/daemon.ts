@@ -12,6 +12,8 @@
  *   <state>/profile/         generations and the `current` symlink (profile activator)
  *   <state>/nix/             NAR downloads, a GC root and generation names (nixos activator)
  */
+
+import { existsSync } from 'node:fs'
 import { stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { identifyPush } from '@libp2p/identify'
@@ -102,10 +104,28 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   }
 }
 
+/**
+ * The agent's key. A new one is made only before enrollment: an enrolled
+ * machine is known to the coordinator by its key, so a silently new key would
+ * be refused as not enrolled while the machine's name stays bound to the lost
+ * one. That is damage to report, not a state to reset.
+ */
+async function agentIdentity(keyPath: string, enrollmentPath: string): Promise<PrivateKey> {
+  if (!existsSync(keyPath) && existsSync(enrollmentPath)) {
+    throw new EnrollmentError(
+      'identity-missing',
+      `${enrollmentPath} says this device is enrolled, but its key ${keyPath} is missing. ` +
+        'Restore identity.key from a backup of this state directory; if it is lost for good, ' +
+        'move enrollment.json aside and enroll again with a new token (an admin must free the old name first).',
+    )
+  }
+  return loadOrCreateIdentity(keyPath)
+}
+
 async function startLocked(options: AgentOptions, lock: DirLock): Promise<RunningAgent> {
   const emit = options.emit ?? (() => {})
-  const key = await loadOrCreateIdentity(join(options.stateDir, 'identity.key'))
   const enrollmentPath = join(options.stateDir, 'enrollment.json')
+  const key = await agentIdentity(join(options.stateDir, 'identity.key'), enrollmentPath)
   const bootstrap = options.bootstrap ?? []
   const host = await createHost({
     role: 'agent',

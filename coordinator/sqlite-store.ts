@@ -21,6 +21,7 @@
  */
 import type { DatabaseSync, StatementSync } from 'node:sqlite'
 import { type AuditRead, targetsMachine } from '../protocol/index.ts'
+import { checkNextSequence } from './sequence-rule.ts'
 import { SqliteAudit } from './sqlite-audit.ts'
 import { SqliteNarInfos } from './sqlite-narinfos.ts'
 import { SqliteRevocations } from './sqlite-revocations.ts'
@@ -274,13 +275,7 @@ class SqliteStore implements FleetStore {
     const targets = [...new Set(machines)].sort()
     return this.#write(() => {
       const max = integer(required(this.#s.maxSequence.get(), 'manifests'), 'max')
-      if (record.sequence <= max) {
-        throw new StoreConflictError(
-          'stale-sequence',
-          `manifest sequence ${record.sequence} is not above the highest stored sequence ${max}; ` +
-            `sign the manifest again with sequence ${max + 1} or higher`,
-        )
-      }
+      checkNextSequence(record.sequence, max)
       for (const machine of targets) {
         if (this.#s.machineExists.get(machine) === undefined) throw unknownMachine(machine)
       }

@@ -213,6 +213,7 @@ export type StoreConflictCode =
   | 'name-taken'
   | 'peer-taken'
   | 'stale-sequence'
+  | 'sequence-jump'
   | 'unknown-machine'
   | 'fleet-mismatch'
   /** A status report under a (machine, seq) already stored with other content: the agent's numbering went back. */

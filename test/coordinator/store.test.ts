@@ -6,6 +6,7 @@ import { join } from 'node:path'
 import { DatabaseSync } from 'node:sqlite'
 import { fileURLToPath } from 'node:url'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { MAX_SEQUENCE_STEP } from '../../coordinator/sequence-rule.ts'
 import { openSqliteStore, SCHEMA_VERSION } from '../../coordinator/sqlite-store.ts'
 import {
   type EnrollMachineInput,
@@ -211,6 +212,18 @@ describe('manifests and desired state', () => {
     }
     expect(await store.getDesired('edge-2')).toBeUndefined()
     expect(await store.maxSequence()).toBe(3)
+  })
+
+  it('refuses a sequence far above the highest stored, which would freeze the fleet', async () => {
+    await store.addManifest(newManifest(3), ['edge-1'])
+    // any deployer could otherwise take 2^53-1 and leave no sequence for anyone after it
+    const jump = newManifest(Number.MAX_SAFE_INTEGER, ['edge-2'])
+    const err = await conflict(store.addManifest(jump, ['edge-2']))
+    expect(err.code).toBe('sequence-jump')
+    expect(err.message).toContain('sequence 4')
+    expect(await store.maxSequence()).toBe(3)
+    await store.addManifest(newManifest(3 + MAX_SEQUENCE_STEP, ['edge-2']), ['edge-2'])
+    expect(await store.maxSequence()).toBe(3 + MAX_SEQUENCE_STEP)
   })
 
   it('refuses unknown target machines without storing the manifest', async () => {
