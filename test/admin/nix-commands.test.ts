@@ -24,7 +24,7 @@ beforeEach(async () => {
   await writeFleetFile(home, {
     fleetId: 'acme',
     fleetRoot: PrivateKey.generate().publicKey.toString(),
-    coordinator: { peerId: '12D3KooWPlaceholder', addrs: ['/ip4/127.0.0.1/tcp/1'] },
+    coordinator: { peerId: PrivateKey.generate().toPeerId().toString(), addrs: ['/ip4/127.0.0.1/tcp/1'] },
   })
   stdout = []
   vi.spyOn(process.stdout, 'write').mockImplementation((chunk) => {
