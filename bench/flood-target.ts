@@ -1,7 +1,9 @@
 /**
- * The coordinator side of `bench/flood.ts`: a real coordinator in a child
- * process run with --expose-gc, which answers the parent's IPC questions with a
- * forced-GC snapshot of its memory and of what it holds per peer.
+ * The coordinator side of `bench/flood.ts` and `bench/fuzz.ts` (started by
+ * coordinator-child.ts): a real coordinator in a child process run with
+ * --expose-gc, which answers the parent's IPC questions with a forced-GC
+ * snapshot of its memory and of what it holds per peer, or with its framed-stream
+ * error counters.
  */
 import { startCoordinator } from '../coordinator/daemon.ts'
 
@@ -32,6 +34,7 @@ async function snapshot() {
 
 process.on('message', (msg: string) => {
   if (msg === 'snapshot') void snapshot().then((s) => process.send?.({ snapshot: s }))
+  if (msg === 'frameErrors') process.send?.({ frameErrors: running.counters.snapshot() })
   if (msg === 'stop') void running.stop().then(() => process.exit(0))
 })
 process.send?.({ ready: running.host.peerId.toString() })

@@ -9,12 +9,12 @@
  * stream (refused: not enrolled) and an admin stream with a garbage request,
  * then leaves. Targets only 127.0.0.1; bounded in count.
  */
-import { fork } from 'node:child_process'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createHost } from '../net/index.ts'
 import { FramedStream, PROTOCOLS } from '../protocol/index.ts'
 import { TestFleet } from '../testkit/harness.ts'
+import { CoordinatorChild, type Snapshot } from './coordinator-child.ts'
 
 const arg = (flag: string, fallback: number) => {
   const i = process.argv.indexOf(flag)
@@ -24,27 +24,11 @@ const PEERS = Math.min(arg('--peers', 400), 5_000)
 const CONNS = Math.min(arg('--conns', 4), 50)
 const PARALLEL = Math.min(arg('--parallel', 20), 100)
 
-type Snapshot = Record<string, number | undefined>
-
 const fleet = await TestFleet.create()
 const addr = `/ip4/127.0.0.1/tcp/${fleet.port}`
-const child = fork(new URL('./flood-target.ts', import.meta.url).pathname, [fleet.coordState, addr], {
-  execArgv: ['--expose-gc'],
-  stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-})
-const peerId = await new Promise<string>((resolve) =>
-  child.on('message', (m: { ready?: string }) => m.ready && resolve(m.ready)),
-)
-const snapshot = () =>
-  new Promise<Snapshot>((resolve) => {
-    const on = (m: { snapshot?: Snapshot }) => {
-      if (m.snapshot === undefined) return
-      child.off('message', on)
-      resolve(m.snapshot)
-    }
-    child.on('message', on)
-    child.send('snapshot')
-  })
+const coordinator = await CoordinatorChild.start(fleet.coordState, addr)
+const { peerId } = coordinator
+const snapshot = () => coordinator.snapshot()
 
 async function attacker(): Promise<void> {
   const h = await createHost({ role: 'admin', privateKey: await generateKeyPair('Ed25519'), listen: [] })
@@ -89,6 +73,5 @@ const keys = Object.keys(rows[0]![1])
 console.log(['', ...keys].join('\t'))
 for (const [name, s] of rows) console.log([name, ...keys.map((k) => String(s[k]))].join('\t'))
 
-child.send('stop')
-await new Promise((r) => child.once('exit', r))
+await coordinator.stop()
 await fleet.stop()
