@@ -35,10 +35,11 @@ export interface ConnectionGuardInit {
   idleMs: number
   /**
    * Delete a peer's peer-store record when its last connection closes, unless
-   * it is tagged (e.g. holds a relay reservation) or speaks one of these
-   * protocols (e.g. the DHT, whose routing needs the addresses). Undefined: keep all.
+   * it is tagged: a relay reservation, or the DHT's routing table (kad-dht tags
+   * the peers in its bounded buckets). Having merely spoken a protocol does not
+   * count: any stranger can open a DHT stream, and its record would stay.
    */
-  forgetPeersExcept?: readonly string[]
+  forgetUntaggedPeers?: boolean
 }
 
 export class PeerLimitError extends Error {
@@ -89,8 +90,7 @@ export class ConnectionGuard {
     host.addEventListener('stop', () => this.detach(), { once: true })
     host.addEventListener('connection:open', this.#onOpen)
     host.addEventListener('connection:close', this.#onClose)
-    if (this.#init.forgetPeersExcept !== undefined)
-      host.addEventListener('peer:disconnect', this.#onDisconnect)
+    if (this.#init.forgetUntaggedPeers === true) host.addEventListener('peer:disconnect', this.#onDisconnect)
     if (this.#init.idleMs > 0) {
       this.#timer = setInterval(() => this.sweep(), Math.max(10, this.#init.idleMs / SWEEPS_PER_TIMEOUT))
       this.#timer.unref()
@@ -156,10 +156,9 @@ export class ConnectionGuard {
 
   async #forget(peer: PeerId): Promise<void> {
     const host = this.#host
-    const keep = this.#init.forgetPeersExcept
-    if (host === undefined || keep === undefined) return
+    if (host === undefined || this.#init.forgetUntaggedPeers !== true) return
     const record = await host.peerStore.get(peer)
-    if (record.tags.size > 0 || record.protocols.some((p) => keep.includes(p))) return
+    if (record.tags.size > 0) return
     // it may have reconnected while the record was read
     if (host.getConnections(peer).length === 0) await host.peerStore.delete(peer)
   }

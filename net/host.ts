@@ -328,8 +328,8 @@ export async function createHost(init: HostInit): Promise<FleetHost> {
   const guard = new ConnectionGuard({
     maxPerPeer: init.maxConnectionsPerPeer ?? profile.maxConnectionsPerPeer,
     idleMs: init.idleConnectionTimeoutMs ?? profile.idleConnectionTimeoutMs,
-    // agents and admins never dial back to: only DHT peers' (and tagged peers') addresses matter
-    ...(profile.dhtServer ? { forgetPeersExcept: [FLEETMESH_DHT_PROTOCOL] } : {}),
+    // strangers' records would pile up; the DHT's routing table and reservations are tagged
+    ...(profile.dhtServer ? { forgetUntaggedPeers: true } : {}),
   })
 
   const options: Libp2pOptions<FleetServices> = {

@@ -9,7 +9,7 @@ import type { Connection, Stream } from '@libp2p/interface'
 import { multiaddr } from '@multiformats/multiaddr'
 import { afterEach, describe, expect, it } from 'vitest'
 import { startCoordinator } from '../../coordinator/daemon.ts'
-import { createHost, type FleetHost, type HostInit } from '../../net/host.ts'
+import { createHost, FLEETMESH_DHT_PROTOCOL, type FleetHost, type HostInit } from '../../net/host.ts'
 import { pruneSupersededConnections } from '../../net/relay-probe.ts'
 import { TestFleet } from '../../testkit/harness.ts'
 import { waitFor } from '../agent/fixtures.ts'
@@ -122,6 +122,32 @@ describe('peers that disconnect', () => {
     }
     for (const peer of peers) await peer.stop()
     await waitFor(async () => (await running.host.peerStore.all()).length === 0, 'the records to go')
+  })
+
+  it('leave no record after speaking the DHT protocol to it, as the routing table did not take them', async () => {
+    const fleet = await TestFleet.create()
+    cleanup.push(() => fleet.stop())
+    const running = await startCoordinator({
+      stateDir: fleet.coordState,
+      listen: [`/ip4/127.0.0.1/tcp/${fleet.port}`],
+    })
+    cleanup.push(() => running.stop())
+    const addr = multiaddr(`/ip4/127.0.0.1/tcp/${fleet.port}/p2p/${running.host.peerId}`)
+    // a stranger with a fresh key: the DHT stream makes the coordinator note that it speaks kad
+    const peer = await createHost({ role: 'admin', privateKey: await generateKeyPair('Ed25519'), listen: [] })
+    const stream = await peer.dialProtocol(addr, FLEETMESH_DHT_PROTOCOL)
+    await waitFor(
+      async () =>
+        ((await running.host.peerStore.get(peer.peerId).catch(() => undefined))?.protocols ?? []).includes(
+          FLEETMESH_DHT_PROTOCOL,
+        ),
+      'the coordinator to record the DHT protocol',
+    )
+    stream.abort(new Error('done'))
+    // a DHT client is not a routing-table peer, so nothing tags it
+    expect((await running.host.peerStore.get(peer.peerId)).tags.size).toBe(0)
+    await peer.stop()
+    await waitFor(async () => !(await running.host.peerStore.has(peer.peerId)), 'the record to go')
   })
 })
 
