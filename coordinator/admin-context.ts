@@ -38,6 +38,12 @@ export const CAPABILITY: Record<AdminOp['op'], Capability> = {
   revoke: 'admin',
   // deploying needs the list too: a manifest names the revocation head its signer saw
   revocations: 'read',
+  // rollouts in waves (admin-rollouts.ts): reads, and changes needing deploy on all their machines
+  'submit-waves': 'deploy',
+  'rollout-control': 'deploy',
+  'rollout-list': 'read',
+  'rollout-show': 'read',
+  'desired-manifests': 'read',
 }
 
 /** What the audit log records about whoever sent a request, also one refused before its signature was checked. */

@@ -44,6 +44,7 @@ import { AdminDenied, type AdminRequestContext, CAPABILITY, type Caller, REFUSAL
 import { runDiagnoseOp } from './admin-diagnose.ts'
 import { runNixOp } from './admin-nix.ts'
 import { revocationsPage, runRevokeOp } from './admin-revoke.ts'
+import { runRolloutOp } from './admin-rollouts.ts'
 import { streamWatch } from './admin-watch.ts'
 import { AdminAudit } from './audit-trail.ts'
 import { BlobAccess } from './blob-access.ts'
@@ -51,6 +52,7 @@ import { BlobError, type BlobStore } from './blobs.ts'
 import type { ControlService } from './control.ts'
 import type { FleetEvents } from './events.ts'
 import type { NixCache } from './nix-cache.ts'
+import type { RolloutEngine } from './rollout-engine.ts'
 import { type FleetStore, type MachineRecord, type ManifestRecord, StoreConflictError } from './store.ts'
 import { machineLogView, machineView } from './views.ts'
 
@@ -65,6 +67,7 @@ export interface AdminRpcInit {
   control: ControlService
   blobs: BlobStore
   nixCache: NixCache
+  rollouts: RolloutEngine
   key: PrivateKey
   fleetId: string
   fleetRoot: PublicKey
@@ -216,6 +219,16 @@ export class AdminRpc {
       case 'upload-blob':
         await this.#upload(ctx, body.sha256, body.size)
         return
+      case 'submit-waves':
+      case 'rollout-list':
+      case 'rollout-show':
+      case 'rollout-control':
+      case 'desired-manifests': {
+        const admit = (envelope: Uint8Array) => this.#admit(ctx, envelope)
+        const { result, detail } = await runRolloutOp(this.#init, ctx.authority, ctx.actor, body, admit)
+        await this.#ok(ctx, result, detail)
+        return
+      }
       case 'watch':
         await this.#audited(ctx, body.rolloutId ?? 'all')
         await streamWatch(this.#init, ctx.stream, ctx.authority, body.rolloutId)
@@ -274,6 +287,22 @@ export class AdminRpc {
   }
 
   async #submit(ctx: AdminRequestContext, envelope: Uint8Array): Promise<SubmitResult> {
+    const record = await this.#admit(ctx, envelope)
+    try {
+      // The store orders manifests: a sequence not above every stored one is 'stale-sequence'.
+      await this.#init.store.addManifest(record, record.machines)
+    } catch (err) {
+      if (err instanceof StoreConflictError) throw new AdminDenied(err.code, err.message)
+      throw err
+    }
+    this.#init.events.emit({ type: 'manifest', manifest: record })
+    const unknown = record.targets.machines.filter((n) => !record.machines.includes(n))
+    const { id: manifestId, rolloutId, sequence, machines } = record
+    return { manifestId, rolloutId, sequence, machines, unknown }
+  }
+
+  /** Admission (as the agents check it) and the blob check of a manifest, with its targets resolved. */
+  async #admit(ctx: AdminRequestContext, envelope: Uint8Array): Promise<ManifestRecord> {
     const { store } = this.#init
     const now = Date.now()
     // The agents apply the same rules before they act on it; applying them here too means
@@ -303,8 +332,7 @@ export class AdminRpc {
     }
     const all = await store.listMachines()
     const machines = all.filter((x) => targetsMachine(m.targets, x.name, x.tags)).map((x) => x.name)
-    const unknown = m.targets.machines.filter((n) => !all.some((x) => x.name === n))
-    const record: ManifestRecord = {
+    return {
       id: m.id,
       sequence: m.sequence,
       rolloutId: m.rolloutId,
@@ -316,15 +344,6 @@ export class AdminRpc {
       expiresAt: m.expiresAt,
       machines,
     }
-    try {
-      // The store orders manifests: a sequence not above every stored one is 'stale-sequence'.
-      await store.addManifest(record, machines)
-    } catch (err) {
-      if (err instanceof StoreConflictError) throw new AdminDenied(err.code, err.message)
-      throw err
-    }
-    this.#init.events.emit({ type: 'manifest', manifest: record })
-    return { manifestId: m.id, rolloutId: m.rolloutId, sequence: m.sequence, machines, unknown }
   }
 
   /**

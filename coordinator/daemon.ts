@@ -58,6 +58,7 @@ import { listenFromConfig } from './listen-addrs.ts'
 import { NixCache } from './nix-cache.ts'
 import { nixCacheHandler } from './nix-cache-rpc.ts'
 import { COLLECT_INTERVAL_MS, NixRetention } from './nix-retention.ts'
+import { RolloutEngine } from './rollout-engine.ts'
 import { storeFileError } from './sqlite-schema.ts'
 import { openSqliteStore, StoreFileError, type StoreFileErrorCode } from './sqlite-store.ts'
 import type { FleetStore } from './store.ts'
@@ -181,12 +182,27 @@ async function startLocked(
     ...(options.nixCacheGraceMs !== undefined ? { graceMs: options.nixCacheGraceMs } : {}),
     log,
   })
+  const rollouts = new RolloutEngine({
+    store,
+    events,
+    push: async (machines) => {
+      for (const m of machines) await control.pushDesired(m)
+    },
+    online: (machine) => control.online.has(machine),
+    audit: async (action, detail) => {
+      const actor = key.publicKey.toString()
+      const entry = { at: Date.now(), peerId: host.peerId.toString(), actor, action, outcome: 'ok' as const }
+      await store.appendAudit({ ...entry, detail, request: null }, signAuditHash(key))
+    },
+    log,
+  })
   const admin = new AdminRpc({
     store,
     events,
     control,
     blobs,
     nixCache,
+    rollouts,
     key,
     fleetId: config.fleetId,
     fleetRoot,
@@ -275,6 +291,8 @@ async function startLocked(
   })
   const collection = nixRetention.every(COLLECT_INTERVAL_MS)
   const housekeeping = startHousekeeping({ store, log })
+  // Resumes stored rollouts in waves where they were (also after a kill -9).
+  await rollouts.start()
   reservations?.start()
   const observer =
     options.observerPorts && options.observerPorts.length > 0
@@ -308,6 +326,7 @@ async function startLocked(
       await control.recordLastSeen()
       await collection.stop()
       await housekeeping.stop()
+      await rollouts.stop()
       blobs.close()
       await runtime.stop()
       await observer?.close()

@@ -195,6 +195,29 @@ const MIGRATIONS: readonly string[] = [
   CREATE TRIGGER revocation_log_no_delete BEFORE DELETE ON revocation_log
     BEGIN SELECT RAISE(ABORT, 'the revocation list is append-only'); END;
   `,
+  `
+  -- Rollouts in waves (coordinator/rollout-engine.ts): the signed release and its held
+  -- rollback manifests are rows of manifests; here are the policy, the wave plan (JSON
+  -- array of waves of machine names), each machine's desired manifest before the
+  -- rollout (to withhold the release again on a halt) and where the rollout stands.
+  CREATE TABLE rollouts (
+    id TEXT PRIMARY KEY,
+    manifest_id TEXT NOT NULL REFERENCES manifests (id),
+    policy TEXT NOT NULL,
+    plan TEXT NOT NULL,
+    previous TEXT NOT NULL,
+    rollbacks TEXT NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT,
+    wave INTEGER NOT NULL,
+    wave_started_at INTEGER NOT NULL,
+    soak_started_at INTEGER,
+    rolled_back INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+  ) STRICT;
+  CREATE INDEX rollouts_state ON rollouts (state);
+  `,
 ]
 
 export const SCHEMA_VERSION = MIGRATIONS.length

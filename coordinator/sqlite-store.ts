@@ -17,7 +17,7 @@
  * The schema and its migrations are in sqlite-schema.ts, the decoding of rows
  * into records in sqlite-rows.ts, the Nix cache's narinfos in sqlite-narinfos.ts, the
  * audit log and its read summaries in sqlite-audit.ts, the signed revocation list in
- * sqlite-revocations.ts.
+ * sqlite-revocations.ts, rollouts in waves in sqlite-rollouts.ts.
  */
 import type { DatabaseSync, StatementSync } from 'node:sqlite'
 import { type AuditRead, targetsMachine } from '../protocol/index.ts'
@@ -25,6 +25,7 @@ import { checkNextSequence } from './sequence-rule.ts'
 import { SqliteAudit } from './sqlite-audit.ts'
 import { SqliteNarInfos } from './sqlite-narinfos.ts'
 import { SqliteRevocations } from './sqlite-revocations.ts'
+import { SqliteRollouts } from './sqlite-rollouts.ts'
 import {
   checkLimit,
   integer,
@@ -108,7 +109,10 @@ const statementSql = {
   getDesired: 'SELECT m.* FROM desired d JOIN manifests m ON m.id = d.manifest_id WHERE d.machine = ?',
   listManifests: 'SELECT * FROM manifests ORDER BY sequence DESC LIMIT ?',
   rolloutManifests: 'SELECT * FROM manifests WHERE rollout_id = ? ORDER BY sequence',
-  liveManifests: `SELECT * FROM manifests WHERE expires_at > ? ORDER BY sequence DESC LIMIT ${INHERIT_LOOKBACK}`,
+  // Not the release of a rollout in waves still under way or halted: a late member must not skip its waves.
+  liveManifests: `SELECT * FROM manifests WHERE expires_at > ?
+    AND id NOT IN (SELECT manifest_id FROM rollouts WHERE state != 'done')
+    ORDER BY sequence DESC LIMIT ${INHERIT_LOOKBACK}`,
   setRolloutMachines: 'UPDATE manifests SET machines = ? WHERE id = ?',
 
   insertStatus: `INSERT INTO statuses (machine, seq, report, envelope, received_at) VALUES (?, ?, ?, ?, ?)
@@ -147,6 +151,7 @@ class SqliteStore implements FleetStore {
   readonly #nix: SqliteNarInfos
   readonly #audit: SqliteAudit
   readonly revocationLog: SqliteRevocations
+  readonly rollouts: SqliteRollouts
 
   constructor(db: DatabaseSync) {
     this.#db = db
@@ -154,6 +159,7 @@ class SqliteStore implements FleetStore {
     this.#nix = new SqliteNarInfos(db, (fn) => this.#write(fn))
     this.#audit = new SqliteAudit(db, (fn) => this.#write(fn))
     this.revocationLog = new SqliteRevocations(db, (fn) => this.#write(fn))
+    this.rollouts = new SqliteRollouts(db, (fn) => this.#write(fn))
   }
 
   /** Runs fn inside BEGIN IMMEDIATE … COMMIT; any throw rolls everything back. */

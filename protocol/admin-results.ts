@@ -13,6 +13,7 @@ import {
   storePath,
   UPDATE_STATES,
 } from './messages.ts'
+import { ROLLOUT_STATES, wavePolicySchema } from './wave-policy.ts'
 
 const nullableText = z.string().max(256).nullable()
 const count = z.number().int().nonnegative()
@@ -146,3 +147,45 @@ export const machineLogResult = z.strictObject({
   reportedAt: count.nullable(),
 })
 export type MachineLog = z.infer<typeof machineLogResult>
+
+export const ROLLOUT_MACHINE_OUTCOMES = [
+  'waiting',
+  'pending',
+  'done',
+  'failed',
+  'skipped',
+  'withheld',
+] as const
+export type RolloutMachineOutcome = (typeof ROLLOUT_MACHINE_OUTCOMES)[number]
+
+/** Where a rollout in waves stands (coordinator/rollout-engine.ts). */
+export const rolloutViewSchema = z.strictObject({
+  rolloutId: idHex,
+  manifestId: idHex,
+  generation: z.string().max(256),
+  state: z.enum(ROLLOUT_STATES),
+  /** Why it halted, was aborted or paused: set by the engine or the admin who did it. */
+  reason: nullableText,
+  policy: wavePolicySchema,
+  /** Index (from 0) of the wave that started last. */
+  wave: count,
+  waves: count,
+  createdAt: count,
+  waveStartedAt: count,
+  /** When the current wave settled healthy (its soak started), else null. */
+  soakStartedAt: count.nullable(),
+  /** Whether rollback manifests were sent on halt. */
+  rolledBack: z.boolean(),
+  counts: z.record(z.enum(ROLLOUT_MACHINE_OUTCOMES), count),
+  machines: z
+    .array(z.strictObject({ name: machineName, wave: count, outcome: z.enum(ROLLOUT_MACHINE_OUTCOMES) }))
+    .max(100_000),
+})
+export type RolloutView = z.infer<typeof rolloutViewSchema>
+
+export const rolloutListResult = z.array(rolloutViewSchema).max(1000)
+
+/** Each machine's desired manifest envelope (as signed), for the machines the caller covers that have one. */
+export const desiredManifestsResult = z
+  .array(z.strictObject({ machine: machineName, envelope: bytes() }))
+  .max(100_000)

@@ -6,6 +6,7 @@
 import { z } from 'zod'
 import { bytes, machineName, NixPublicKey, publicKeyBytes, tagName, timestampMs } from '../keys/index.ts'
 import { isStorePath, MAX_NARINFO_BYTES } from './narinfo.ts'
+import { MAX_ROLLBACK_MANIFESTS, wavePolicySchema } from './wave-policy.ts'
 
 export const MAX_ENVELOPE_BYTES = 256 * 1024
 export const MAX_ERROR_MESSAGE = 2048
@@ -389,6 +390,27 @@ export const adminOpSchema = z.discriminatedUnion('op', [
   }),
   /** A machine's own diagnosis of its network, asked over its control stream. */
   z.strictObject({ op: z.literal('doctor'), machine: machineName }),
+  /**
+   * A manifest signed for all its targets, released wave by wave under `policy`;
+   * `rollbacks` are signed manifests of the targets' previous generations, held
+   * unused until a halt with onFailure 'rollback'.
+   */
+  z.strictObject({
+    op: z.literal('submit-waves'),
+    envelope: envelopeBytes,
+    policy: wavePolicySchema,
+    rollbacks: z.array(envelopeBytes).max(MAX_ROLLBACK_MANIFESTS),
+  }),
+  /** Rollouts in waves the caller's certificate covers, newest first. */
+  z.strictObject({ op: z.literal('rollout-list'), limit: z.number().int().min(1).max(1000) }),
+  z.strictObject({ op: z.literal('rollout-show'), rolloutId: idHex }),
+  /** The targets of one desired manifest per machine, for signing rollback manifests. */
+  z.strictObject({ op: z.literal('desired-manifests'), machines: z.array(machineName).max(100_000) }),
+  z.strictObject({
+    op: z.literal('rollout-control'),
+    rolloutId: idHex,
+    action: z.enum(['pause', 'resume', 'abort']),
+  }),
   z.strictObject({
     op: z.literal('upload-blob'),
     sha256: sha256Hex,
