@@ -22,6 +22,7 @@ import {
   auditResult,
   type DoctorResult,
   decodeMessage,
+  desiredManifestsResult,
   doctorResult,
   type FleetInfo,
   FramedStream,
@@ -42,13 +43,17 @@ import {
   RevocationChain,
   RevocationError,
   type RevocationsPage,
+  type RolloutView,
   revocationsResult,
   revokeResult,
   revokeSignedResult,
+  rolloutListResult,
+  rolloutViewSchema,
   type SubmitResult,
   sealEnvelope,
   submitResult,
   type WatchEvent,
+  type WavePolicy,
   watchEvent,
 } from '../protocol/index.ts'
 import { type AdminHome, fleetAddrSource } from './home.ts'
@@ -140,6 +145,28 @@ export class AdminClient {
   /** Submits a sealed manifest; refused with code "stale-sequence" when another has taken its sequence. */
   submitManifest(envelope: Uint8Array): Promise<SubmitResult> {
     return this.#request({ op: 'submit-manifest', envelope }, submitResult)
+  }
+
+  /** Submits a release to roll out in waves, with its held rollback manifests (coordinator/admin-rollouts.ts). */
+  submitWaves(envelope: Uint8Array, policy: WavePolicy, rollbacks: Uint8Array[]): Promise<SubmitResult> {
+    return this.#request({ op: 'submit-waves', envelope, policy, rollbacks }, submitResult)
+  }
+
+  rolloutList(limit = 100): Promise<RolloutView[]> {
+    return this.#request({ op: 'rollout-list', limit }, rolloutListResult)
+  }
+
+  rolloutShow(rolloutId: string): Promise<RolloutView> {
+    return this.#request({ op: 'rollout-show', rolloutId }, rolloutViewSchema)
+  }
+
+  rolloutControl(rolloutId: string, action: 'pause' | 'resume' | 'abort'): Promise<RolloutView> {
+    return this.#request({ op: 'rollout-control', rolloutId, action }, rolloutViewSchema)
+  }
+
+  /** The signed desired manifest of each of these machines that has one (and the caller covers). */
+  desiredManifests(machines: string[]): Promise<{ machine: string; envelope: Uint8Array }[]> {
+    return this.#request({ op: 'desired-manifests', machines }, desiredManifestsResult)
   }
 
   /**

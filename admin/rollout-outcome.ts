@@ -65,6 +65,7 @@ export const EXIT = {
   timedOut: 2,
   superseded: 3,
   noMachines: 4,
+  halted: 5,
 } as const
 
 export const WATCH_EXIT_NOTES = [
@@ -74,6 +75,7 @@ export const WATCH_EXIT_NOTES = [
   '  2  the --timeout passed first; the rollout goes on (2 is also what a usage error exits with)',
   '  3  none failed, but a newer rollout superseded it on some machines before they finished it',
   '  4  no machine you can see is part of the rollout (check the id; deploy: it was not stored)',
+  '  5  a rollout in waves (deploy --waves) halted or was aborted; the reason is printed',
 ]
 
 export function exitCode(s: RolloutSummary): number {

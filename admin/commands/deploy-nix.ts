@@ -18,14 +18,8 @@ import { withClient } from '../session.ts'
 import { DEPLOY_USAGE, type DeploySettings, deploySettings } from './deploy-options.ts'
 import { parseTargets, resolveTargets, type TargetRequest } from './deploy-targets.ts'
 import { pushReporter } from './nix.ts'
-import {
-  beforeSubmit,
-  followRollout,
-  generationName,
-  type ManifestFields,
-  randomId,
-  submitRollout,
-} from './rollout.ts'
+import { beforeSubmit, generationName, type ManifestFields, randomId } from './rollout.ts'
+import { rollOut } from './rollout-waves.ts'
 
 export type NixDeployErrorCode =
   /** A --nix-map names machines the coordinator does not know (or this admin may not see) */
@@ -229,11 +223,7 @@ export async function deployNix(p: Parsed, home: string): Promise<number> {
     })
     // One rollout: a --nix-map's per-machine manifests share its id.
     const rolloutId = randomId()
-    const submitted = await submitRollout(
-      client,
-      rolloutId,
-      manifests.map(([path, targets]) => fields(path, targets)),
-    )
-    return followRollout(client, submitted, settings)
+    const all = manifests.map(([path, targets]) => fields(path, targets))
+    return rollOut(client, rolloutId, all, settings)
   })
 }

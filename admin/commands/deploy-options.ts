@@ -11,9 +11,10 @@ import {
   str,
   UsageError,
 } from '../../lib/index.ts'
-import { blobSource, type HealthCheck } from '../../protocol/index.ts'
+import { blobSource, type HealthCheck, type WavePolicy } from '../../protocol/index.ts'
 import { WATCH_EXIT_NOTES } from '../rollout-outcome.ts'
 import { REMOTE_OPTIONS } from '../session.ts'
+import { WAVE_NOTES, WAVE_OPTIONS, wavePolicy } from './deploy-wave-options.ts'
 
 const COMMON_FLAGS =
   '[--generation <name>] [--health-check "<cmd> <args>"] [--health-timeout 30s] [--health-retries N] ' +
@@ -21,10 +22,12 @@ const COMMON_FLAGS =
 const NIX_FLAGS = '[--mode switch|boot|test] [--substituter <url>]... [--trusted-key <name:base64>]...'
 
 const TO = '--to <machine|tag:name|all>[,...] [--allow-future-machines]'
+const WAVES =
+  '[--waves 1,10%,100% [--max-failures N|P%] [--soak 10m] [--on-failure halt|rollback] [--canary-tag <tag>] [--offline-timeout 10m]]'
 
 export const DEPLOY_USAGE = [
-  `fleetmesh deploy <archive.tar.gz> ${TO} [--url <http url>]... ${COMMON_FLAGS}`,
-  `       fleetmesh deploy --nix <store path> ${TO} ${NIX_FLAGS} ${COMMON_FLAGS}`,
+  `fleetmesh deploy <archive.tar.gz> ${TO} [--url <http url>]... ${COMMON_FLAGS} ${WAVES}`,
+  `       fleetmesh deploy --nix <store path> ${TO} ${NIX_FLAGS} ${COMMON_FLAGS} ${WAVES}`,
   `       fleetmesh deploy --nix-map <machines.json> ${NIX_FLAGS} ${COMMON_FLAGS}`,
   '  --to all: every machine enrolled now; machines enrolled later do not receive it',
   '            (to reach future members too, target a tag they will carry: --to tag:<name>)',
@@ -128,6 +131,7 @@ export const DEPLOY_OPTIONS = {
     description: 'stop watching after this long (the rollout continues), from 1s to 30d',
     default: '15m',
   },
+  ...WAVE_OPTIONS,
 } as const satisfies Options
 
 export const DEPLOY_COMMAND: CommandSpec = {
@@ -139,9 +143,11 @@ export const DEPLOY_COMMAND: CommandSpec = {
   notes: [
     'exit codes (the same as watch --rollout; with --no-watch, 0 once the rollout is stored):',
     ...WATCH_EXIT_NOTES.slice(1),
+    ...WAVE_NOTES,
   ],
   examples: [
     'fleetmesh deploy app-1.4.tar.gz --to tag:web --health-check "curl -fsS http://localhost:8080/health"',
+    'fleetmesh deploy app-1.5.tar.gz --to tag:web --waves 1,10%,50%,100% --max-failures 5% --soak 10m --on-failure rollback',
   ],
 }
 
@@ -156,6 +162,8 @@ export interface DeploySettings {
   watch: boolean
   timeoutMs: number
   json: boolean
+  /** --waves and its options; undefined: every target at once */
+  waves: WavePolicy | undefined
   /** Human progress lines (stderr; silent with --json) */
   progress: (message: string) => void
 }
@@ -231,6 +239,7 @@ export function deploySettings(p: Parsed): DeploySettings {
     }),
     validForMs: boundedDuration(p, 'expires', 7 * DAY, { min: SECOND, max: 365 * DAY, text: '1s to 365d' }),
     watch: !flag(p, 'no-watch'),
+    waves: wavePolicy(p),
     timeoutMs: boundedDuration(p, 'timeout', 15 * 60 * SECOND, {
       min: SECOND,
       max: 30 * DAY,

@@ -12,14 +12,8 @@ import { fileSource, uploadBlob } from '../upload.ts'
 import { deployNix } from './deploy-nix.ts'
 import { DEPLOY_COMMAND, DEPLOY_USAGE, deploySettings, NIX_OPTIONS } from './deploy-options.ts'
 import { parseTargets, resolveTargets } from './deploy-targets.ts'
-import {
-  beforeSubmit,
-  followRollout,
-  generationName,
-  type ManifestFields,
-  randomId,
-  submitRollout,
-} from './rollout.ts'
+import { beforeSubmit, generationName, type ManifestFields, randomId } from './rollout.ts'
+import { rollOut } from './rollout-waves.ts'
 
 export async function deploy(argv: string[], home: string): Promise<number> {
   const p = parseCommand(argv, DEPLOY_COMMAND)
@@ -62,7 +56,7 @@ export async function deploy(argv: string[], home: string): Promise<number> {
       confirmTimeoutMs: settings.confirmTimeoutMs,
       validForMs: settings.validForMs,
     }
-    return followRollout(client, await submitRollout(client, rolloutId, [manifest]), settings)
+    return rollOut(client, rolloutId, [manifest], settings)
   })
 }
 

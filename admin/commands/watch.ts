@@ -34,6 +34,7 @@ import {
   WATCH_EXIT_NOTES,
 } from '../rollout-outcome.ts'
 import { REMOTE_OPTIONS, withClient } from '../session.ts'
+import { followWaves } from './rollout-follow.ts'
 
 export const WATCH_COMMAND: CommandSpec = {
   name: 'watch',
@@ -348,13 +349,15 @@ export async function watch(argv: string[], home: string): Promise<number> {
   const rollout = str(p, 'rollout') ?? null
   if (rollout !== null && !/^[0-9a-f]{32}$/.test(rollout))
     throw new UsageError(`--rollout must be a 32-digit hex rollout id, got "${rollout}"`)
-  return withClient(home, p, (c) =>
-    watchRollout(
-      c,
-      rollout,
-      [],
-      str(p, 'timeout') === undefined && rollout === null ? null : duration(p, 'timeout', 15 * 60_000),
-      flag(p, 'json'),
-    ),
-  )
+  return withClient(home, p, async (c) => {
+    const timeoutMs =
+      str(p, 'timeout') === undefined && rollout === null ? null : duration(p, 'timeout', 15 * 60_000)
+    // A rollout in waves is followed wave by wave (an older coordinator, or another rollout, says no).
+    const waves = rollout === null ? undefined : await c.rolloutShow(rollout).catch(() => undefined)
+    if (rollout !== null && waves !== undefined)
+      return followWaves(c, rollout, timeoutMs ?? 15 * 60_000, flag(p, 'json'), (line) => {
+        if (!flag(p, 'json')) process.stderr.write(`${line}\n`)
+      })
+    return watchRollout(c, rollout, [], timeoutMs, flag(p, 'json'))
+  })
 }

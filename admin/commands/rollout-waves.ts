@@ -1,0 +1,118 @@
+/**
+ * Deploying in waves: signing the release (for all targets) and, with
+ * --on-failure rollback, one rollback manifest per previous desired manifest of
+ * the targets, submitting them together (`submit-waves`), and following the
+ * rollout wave by wave until it is done, halted or aborted.
+ *
+ * The coordinator cannot sign, so a rollback needs the admin's signature now:
+ * each rollback manifest carries the previous manifest's payload, generation
+ * and activation, targets the machines that had it as desired state, and a
+ * sequence above the release's, so agents that took the release accept it
+ * after it. The coordinator holds them unused unless the rollout halts.
+ */
+import { output } from '../../lib/index.ts'
+import {
+  buildManifest,
+  type Manifest,
+  openManifest,
+  type SubmitResult,
+  sealManifest,
+  targetsMachine,
+  type WavePolicy,
+} from '../../protocol/index.ts'
+import { type AdminClient, AdminRequestError } from '../client.ts'
+import type { DeploySettings } from './deploy-options.ts'
+import { describePolicy } from './deploy-wave-options.ts'
+import { beforeSubmit, followRollout, type ManifestFields, randomId, submitRollout } from './rollout.ts'
+import { followWaves } from './rollout-follow.ts'
+
+/** Submits the manifests of one rollout, at once or (with settings.waves) in waves, and follows it. */
+export async function rollOut(
+  client: AdminClient,
+  rolloutId: string,
+  manifests: readonly ManifestFields[],
+  settings: DeploySettings,
+): Promise<number> {
+  const [release] = manifests
+  if (settings.waves === undefined || release === undefined || manifests.length !== 1)
+    return followRollout(client, await submitRollout(client, rolloutId, manifests), settings)
+  const result = await submitWaves(client, rolloutId, release, settings.waves, settings.progress)
+  settings.progress(
+    `rollout ${rolloutId} in waves (${describePolicy(settings.waves)}): manifest seq ${result.sequence} ` +
+      `for ${result.machines.length} machine(s)`,
+  )
+  if (!settings.watch) {
+    output(settings.json, result, () => `submitted rollout ${rolloutId} in waves`)
+    return 0
+  }
+  return followWaves(client, rolloutId, settings.timeoutMs, settings.json, settings.progress)
+}
+
+async function submitWaves(
+  client: AdminClient,
+  rolloutId: string,
+  fields: ManifestFields,
+  policy: WavePolicy,
+  progress: (msg: string) => void,
+): Promise<SubmitResult> {
+  const previous = await beforeSubmit(async () =>
+    policy.onFailure === 'rollback' ? previousManifests(client, fields, progress) : [],
+  )
+  const { list } = await beforeSubmit(() => client.revocationList())
+  const fixed = { now: Date.now(), revocations: list.head, fleetId: client.home.fleet.fleetId }
+  const releaseId = randomId()
+  const rollbackRollout = randomId()
+  const rollbackIds = previous.map(() => randomId())
+  for (let attempt = 0; ; attempt++) {
+    const { maxSequence } = await beforeSubmit(() => client.fleetInfo())
+    const release = buildManifest({
+      ...fields,
+      ...fixed,
+      id: releaseId,
+      rolloutId,
+      sequence: maxSequence + 1,
+    })
+    const rollbacks = previous.map(({ manifest: m, machines }, i) =>
+      buildManifest({
+        ...fixed,
+        id: rollbackIds[i],
+        rolloutId: rollbackRollout,
+        sequence: maxSequence + 2 + i,
+        generation: m.generation,
+        targets: { machines, tags: [] },
+        payload: m.payload,
+        activation: m.activation,
+        healthCheck: m.healthCheck,
+        confirmTimeoutMs: m.confirmTimeoutMs,
+        ...(fields.validForMs !== undefined ? { validForMs: fields.validForMs } : {}),
+      }),
+    )
+    const seal = (m: Manifest) => sealManifest(m, client.home.key, client.home.chain)
+    try {
+      return await client.submitWaves(seal(release), policy, rollbacks.map(seal))
+    } catch (err) {
+      if (!(err instanceof AdminRequestError && err.code === 'stale-sequence' && attempt < 3)) throw err
+    }
+  }
+}
+
+/** The targets' current desired manifests, each with the target machines that have it. */
+async function previousManifests(
+  client: AdminClient,
+  fields: ManifestFields,
+  progress: (msg: string) => void,
+): Promise<{ manifest: Manifest; machines: string[] }[]> {
+  const targets = (await client.machines()).filter((m) => targetsMachine(fields.targets, m.name, m.tags))
+  const desired = await client.desiredManifests(targets.map((m) => m.name))
+  const byId = new Map<string, { manifest: Manifest; machines: string[] }>()
+  for (const { machine, envelope } of desired) {
+    const manifest = openManifest(envelope).value
+    const entry = byId.get(manifest.id) ?? { manifest, machines: [] }
+    entry.machines.push(machine)
+    byId.set(manifest.id, entry)
+  }
+  const without = targets.filter((m) => !desired.some((d) => d.machine === m.name)).map((m) => m.name)
+  if (without.length > 0)
+    progress(`no previous generation to roll back to (left as they are on a halt): ${without.join(', ')}`)
+  return [...byId.values()]
+}
