@@ -19,17 +19,33 @@ import {
   adminInstall,
   adminKeygen,
 } from './commands/admin-keys.ts'
+import { APPLY_COMMAND, apply } from './commands/apply.ts'
 import { AUDIT_COMMAND, audit } from './commands/audit.ts'
 import { deploy } from './commands/deploy.ts'
 import { DEPLOY_COMMAND } from './commands/deploy-options.ts'
 import { DOCTOR_COMMAND, doctor } from './commands/doctor.ts'
 import { ENROLL_COMMAND, enroll } from './commands/enroll.ts'
+import { EXPLAIN_COMMAND, explain } from './commands/explain.ts'
 import { INIT_COMMAND, init } from './commands/init.ts'
+import { INVENTORY_COMMAND, inventory } from './commands/inventory.ts'
 import { LOG_COMMAND, log } from './commands/log.ts'
 import { MACHINES_COMMAND, machines } from './commands/machines.ts'
 import { NIX_KEYGEN_COMMAND, NIX_PUSH_COMMAND, nixKeygen, nixPush } from './commands/nix.ts'
 import { PING_COMMAND, ping } from './commands/ping.ts'
+import { PLAN_COMMAND, plan } from './commands/plan.ts'
 import { REVOKE_COMMAND, revoke } from './commands/revoke.ts'
+import {
+  ROLLOUT_ABORT_COMMAND,
+  ROLLOUT_LIST_COMMAND,
+  ROLLOUT_PAUSE_COMMAND,
+  ROLLOUT_RESUME_COMMAND,
+  ROLLOUT_SHOW_COMMAND,
+  rolloutAbort,
+  rolloutList,
+  rolloutPause,
+  rolloutResume,
+  rolloutShow,
+} from './commands/rollout-command.ts'
 import { WATCH_COMMAND, watch } from './commands/watch.ts'
 
 /** Resolves to an exit code, or to nothing for success. */
@@ -51,6 +67,10 @@ const COMMANDS: Record<string, Entry> = {
   ping: { run: ping, spec: PING_COMMAND },
   doctor: { run: doctor, spec: DOCTOR_COMMAND },
   audit: { run: audit, spec: AUDIT_COMMAND },
+  plan: { run: plan, spec: PLAN_COMMAND },
+  apply: { run: apply, spec: APPLY_COMMAND },
+  explain: { run: explain, spec: EXPLAIN_COMMAND },
+  inventory: { run: inventory, spec: INVENTORY_COMMAND },
 }
 
 /** `fleetmesh admin <subcommand>`. */
@@ -67,8 +87,21 @@ const NIX_SUBCOMMANDS: Record<string, Entry> = {
   push: { run: nixPush, spec: NIX_PUSH_COMMAND },
 }
 
+/** `fleetmesh rollout <subcommand>`: rollouts in waves. */
+const ROLLOUT_SUBCOMMANDS: Record<string, Entry> = {
+  list: { run: rolloutList, spec: ROLLOUT_LIST_COMMAND },
+  show: { run: rolloutShow, spec: ROLLOUT_SHOW_COMMAND },
+  pause: { run: rolloutPause, spec: ROLLOUT_PAUSE_COMMAND },
+  resume: { run: rolloutResume, spec: ROLLOUT_RESUME_COMMAND },
+  abort: { run: rolloutAbort, spec: ROLLOUT_ABORT_COMMAND },
+}
+
 /** Commands that are groups of subcommands: `fleetmesh <group> <subcommand>`. */
-const GROUPS: Record<string, Record<string, Entry>> = { admin: ADMIN_SUBCOMMANDS, nix: NIX_SUBCOMMANDS }
+const GROUPS: Record<string, Record<string, Entry>> = {
+  admin: ADMIN_SUBCOMMANDS,
+  nix: NIX_SUBCOMMANDS,
+  rollout: ROLLOUT_SUBCOMMANDS,
+}
 
 /** Every admin command's spec, groups' subcommands included. */
 export function adminSpecs(): CommandSpec[] {
