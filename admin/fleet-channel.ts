@@ -4,8 +4,8 @@
  * (deploy-options.ts, deploy-wave-options.ts), with a bad value named by its
  * place in the fleet file rather than by a flag.
  */
-import { type Parsed, sha256Hex, UsageError } from '../lib/index.ts'
-import type { Share, WavePolicy } from '../protocol/index.ts'
+import { type Parsed, UsageError } from '../lib/index.ts'
+import { planWaves, type WavePolicy } from '../protocol/index.ts'
 import { type DeploySettings, deploySettings } from './commands/deploy-options.ts'
 import { wavePolicy } from './commands/deploy-wave-options.ts'
 import type { ChannelEntry, FleetFile } from './fleet-file.ts'
@@ -84,43 +84,14 @@ export function channelPolicy(file: FleetFile, name: string, entry: ChannelEntry
   )
 }
 
-const resolveShare = (share: Share, total: number): number =>
-  'count' in share ? Math.min(share.count, total) : Math.min(total, Math.ceil((share.percent * total) / 100))
-
-/**
- * The wave (from 1) of each machine, as the coordinator's rollout engine cuts
- * them: canary-tagged machines first (all in the first wave), then by the
- * SHA-256 of the name; the last wave takes the rest; empty waves dropped.
- * This mirrors coordinator/waves.ts planWaves, which plan cannot import (roles
- * do not import each other); it belongs in protocol/ to be shared.
- */
+/** The wave (from 1) of each machine, as the coordinator's rollout engine cuts them (protocol planWaves). */
 export function predictWaves(
   machines: readonly { name: string; tags: readonly string[] }[],
   policy: WavePolicy,
 ): Map<string, number> {
-  const canary = (m: { tags: readonly string[] }) =>
-    policy.canaryTag !== null && m.tags.includes(policy.canaryTag)
-  const order = machines
-    .map((m) => ({ name: m.name, canary: canary(m), key: sha256Hex(m.name) }))
-    .sort(
-      (a, b) =>
-        Number(b.canary) - Number(a.canary) ||
-        (a.key < b.key ? -1 : a.key > b.key ? 1 : 0) ||
-        (a.name < b.name ? -1 : 1),
-    )
-  const canaries = order.filter((m) => m.canary).length
   const waves = new Map<string, number>()
-  let from = 0
-  let wave = 0
-  policy.waves.forEach((share, k) => {
-    let upTo = Math.max(from, resolveShare(share, order.length))
-    if (k === 0) upTo = Math.max(upTo, canaries)
-    if (k === policy.waves.length - 1) upTo = order.length
-    if (upTo > from) {
-      wave++
-      for (const m of order.slice(from, upTo)) waves.set(m.name, wave)
-    }
-    from = upTo
+  planWaves(machines, policy).forEach((wave, k) => {
+    for (const name of wave) waves.set(name, k + 1)
   })
   return waves
 }

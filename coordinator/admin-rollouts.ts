@@ -7,11 +7,10 @@
  * admin whose certificate covers every machine of it.
  */
 import { type Authority, authorityCovers } from '../keys/index.ts'
-import type { AdminOp, RolloutView, SubmitResult } from '../protocol/index.ts'
+import { type AdminOp, planWaves, type RolloutView, type SubmitResult } from '../protocol/index.ts'
 import { AdminDenied } from './admin-context.ts'
 import { RolloutControlError, type RolloutEngine } from './rollout-engine.ts'
 import { type FleetStore, type ManifestRecord, type RolloutRecord, StoreConflictError } from './store.ts'
-import { planWaves } from './waves.ts'
 
 export type RolloutOp = Extract<
   AdminOp,

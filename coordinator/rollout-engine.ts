@@ -19,10 +19,14 @@
  * resumes where it was on start-up.
  */
 import { CodedError } from '../lib/index.ts'
-import type { RolloutMachineOutcome, RolloutView, UpdateState } from '../protocol/index.ts'
+import {
+  failureLimit,
+  type RolloutMachineOutcome,
+  type RolloutView,
+  type UpdateState,
+} from '../protocol/index.ts'
 import type { FleetEvents } from './events.ts'
 import type { DesiredChange, FleetStore, NewRollout, RolloutChange, RolloutRecord } from './store.ts'
-import { failureLimit } from './waves.ts'
 
 export interface RolloutEngineInit {
   store: FleetStore

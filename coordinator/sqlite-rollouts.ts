@@ -10,7 +10,16 @@ import type { DatabaseSync, StatementSync } from 'node:sqlite'
 import { ROLLOUT_STATES, type RolloutState, wavePolicySchema } from '../protocol/index.ts'
 import { checkNextSequence } from './sequence-rule.ts'
 import type { WriteTransaction } from './sqlite-narinfos.ts'
-import { checkLimit, integer, mapRow, prepareStatements, type Row, required, text } from './sqlite-rows.ts'
+import {
+  checkLimit,
+  integer,
+  manifestRow,
+  mapRow,
+  prepareStatements,
+  type Row,
+  required,
+  text,
+} from './sqlite-rows.ts'
 import {
   type DesiredChange,
   type NewManifest,
@@ -84,18 +93,7 @@ export class SqliteRollouts implements RolloutStore {
   }
 
   #insertManifest(m: NewManifest, machines: string[]): void {
-    this.#s.insertManifest.run(
-      m.id,
-      m.sequence,
-      m.rolloutId,
-      m.generation,
-      JSON.stringify(m.targets),
-      m.envelope,
-      m.submittedBy,
-      m.submittedAt,
-      m.expiresAt,
-      JSON.stringify(machines),
-    )
+    this.#s.insertManifest.run(...manifestRow(m, machines))
   }
 
   async get(id: string): Promise<RolloutRecord | undefined> {

@@ -5,13 +5,14 @@
  * checking a query's limit. Used by sqlite-store.ts and sqlite-narinfos.ts (and
  * sqlite-schema.ts for the schema version).
  */
-import type { DatabaseSync, SQLOutputValue, StatementSync } from 'node:sqlite'
+import type { DatabaseSync, SQLInputValue, SQLOutputValue, StatementSync } from 'node:sqlite'
 import { AUDIT_HASH_BYTES, type StatusReport, type Targets } from '../protocol/index.ts'
 import {
   type AuditRecord,
   type MachineRecord,
   type ManifestRecord,
   type NarInfoRecord,
+  type NewManifest,
   type StatusRecord,
   StoreSchemaError,
 } from './store.ts'
@@ -107,6 +108,22 @@ export function toMachine(row: Row): MachineRecord {
     lastSeen: nullable(row, 'last_seen', integer),
     path,
   }
+}
+
+/** The values of the manifests table's INSERT (statementSql.insertManifest), in its column order. */
+export function manifestRow(m: NewManifest, machines: readonly string[]): SQLInputValue[] {
+  return [
+    m.id,
+    m.sequence,
+    m.rolloutId,
+    m.generation,
+    JSON.stringify(m.targets),
+    m.envelope,
+    m.submittedBy,
+    m.submittedAt,
+    m.expiresAt,
+    JSON.stringify(machines),
+  ]
 }
 
 export function toManifest(row: Row): ManifestRecord {

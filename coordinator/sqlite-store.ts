@@ -29,6 +29,7 @@ import { SqliteRollouts } from './sqlite-rollouts.ts'
 import {
   checkLimit,
   integer,
+  manifestRow,
   mapRow,
   prepareStatements,
   required,
@@ -285,18 +286,7 @@ class SqliteStore implements FleetStore {
       for (const machine of targets) {
         if (this.#s.machineExists.get(machine) === undefined) throw unknownMachine(machine)
       }
-      this.#s.insertManifest.run(
-        record.id,
-        record.sequence,
-        record.rolloutId,
-        record.generation,
-        JSON.stringify(record.targets),
-        record.envelope,
-        record.submittedBy,
-        record.submittedAt,
-        record.expiresAt,
-        JSON.stringify(targets),
-      )
+      this.#s.insertManifest.run(...manifestRow(record, targets))
       for (const machine of targets) this.#s.setDesired.run(machine, record.id)
       return toManifest(required(this.#s.getManifest.get(record.id), 'manifests'))
     })

@@ -11,9 +11,14 @@ import { FleetEvents } from '../coordinator/events.ts'
 import { RolloutEngine } from '../coordinator/rollout-engine.ts'
 import { openSqliteStore } from '../coordinator/sqlite-store.ts'
 import type { FleetStore, NewManifest, RolloutRecord } from '../coordinator/store.ts'
-import { planWaves } from '../coordinator/waves.ts'
 import { DOMAINS, PrivateKey } from '../keys/index.ts'
-import { manifestSchema, sealEnvelope, type UpdateState, type WavePolicy } from '../protocol/index.ts'
+import {
+  manifestSchema,
+  planWaves,
+  sealEnvelope,
+  type UpdateState,
+  type WavePolicy,
+} from '../protocol/index.ts'
 import { sampleManifest, sampleStatus } from './fixtures.ts'
 
 const admin = PrivateKey.generate()

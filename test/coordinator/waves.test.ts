@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { failureLimit, planWaves, resolveShare, rolloutOrder } from '../../coordinator/waves.ts'
 import { parseShare, type WavePolicy } from '../../protocol/index.ts'
+import { failureLimit, planWaves, resolveShare, rolloutOrder } from '../../protocol/waves.ts'
 
 const policy = (waves: string[], extra: Partial<WavePolicy> = {}): WavePolicy => ({
   waves: waves.map((w) => parseShare(w) ?? { count: 0 }),

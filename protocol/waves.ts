@@ -1,5 +1,6 @@
 /**
- * Deterministic wave planning for rollouts in waves (rollout-engine.ts): which
+ * Deterministic wave planning for rollouts in waves (the coordinator's rollout
+ * engine, and `fleetmesh plan` predicting the waves): which
  * machines go in which wave, and how many failures a wave may have. Pure, so
  * the same fleet and policy give the same plan on every run: machines are
  * ordered by the SHA-256 of their name (stable across reruns and unrelated to
@@ -13,7 +14,7 @@
  * ```
  */
 import { sha256Hex } from '../lib/index.ts'
-import type { Share, WavePolicy } from '../protocol/index.ts'
+import type { Share, WavePolicy } from './wave-policy.ts'
 
 export interface WaveCandidate {
   name: string
