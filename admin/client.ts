@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { z } from 'zod'
 import { DOMAINS } from '../keys/index.ts'
-import { CodedError, describeIssues } from '../lib/index.ts'
+import { batches, CodedError, describeIssues } from '../lib/index.ts'
 import { createHost, type FleetHost, openStream, parseAddress } from '../net/index.ts'
 import {
   type AdminOp,
@@ -69,24 +69,6 @@ export const NIX_MISSING_BATCH = { items: 2000, bytes: 128 * 1024 }
  * with the admin's certificate chain, so the texts stay well below it.
  */
 export const NIX_PUT_BATCH = { items: 512, bytes: 128 * 1024 }
-
-/** Splits `texts` into runs of at most `items` entries and `bytes` characters (a longer text goes alone). */
-export function batches(texts: readonly string[], limit: { items: number; bytes: number }): string[][] {
-  const out: string[][] = []
-  let current: string[] = []
-  let size = 0
-  for (const text of texts) {
-    if (current.length > 0 && (current.length >= limit.items || size + text.length > limit.bytes)) {
-      out.push(current)
-      current = []
-      size = 0
-    }
-    current.push(text)
-    size += text.length
-  }
-  if (current.length > 0) out.push(current)
-  return out
-}
 
 export class AdminRequestError extends CodedError<string> {
   override name = 'AdminRequestError'

@@ -61,17 +61,6 @@ export interface ControlInit {
   fleet?: { fleetRoot: PublicKey; fleetId: string }
 }
 
-/** How long a refused peer may keep its side of the stream open before it is reset. */
-const REFUSED_GRACE_MS = 5_000
-
-/** Closes our side after a refusal and resets the stream if the peer keeps its side open. */
-async function hangUp(fs: FramedStream): Promise<void> {
-  await fs.close()
-  const signal = AbortSignal.timeout(REFUSED_GRACE_MS)
-  while ((await fs.read({ signal }).catch(() => undefined)) !== undefined) {}
-  if (fs.stream.status === 'open') fs.abort(new ProtocolViolation('refused peer kept its stream open'))
-}
-
 export class ProtocolViolation extends Error {
   override name = 'ProtocolViolation'
 }
@@ -288,8 +277,7 @@ export class ControlService {
         'not-enrolled',
         `peer ${connection.remotePeer} is not an enrolled machine; enroll it with a token first`,
       )
-      await hangUp(fs)
-      return
+      return // handleFramed hangs up: a peer that keeps its side open is reset after a grace
     }
     const first = await this.#read(fs)
     if (first === undefined || first.t !== 'hello' || first.role !== 'agent') {

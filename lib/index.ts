@@ -22,6 +22,7 @@
  * ```
  */
 export * from './backoff.ts'
+export * from './batches.ts'
 export * from './bytes.ts'
 export * from './cli.ts'
 export {

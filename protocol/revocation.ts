@@ -36,7 +36,7 @@ import {
   timestampMs,
   verifyChain,
 } from '../keys/index.ts'
-import { CodedError, sha256Hex as hashBytes } from '../lib/index.ts'
+import { batches, CodedError, sha256Hex as hashBytes } from '../lib/index.ts'
 import { EnvelopeError, openEnvelope, sealEnvelope } from './envelope.ts'
 import {
   idHex,
@@ -316,20 +316,5 @@ export class RevocationChain implements RevocationView {
  * and REVOCATION_BATCH_BYTES bytes each (a larger single entry goes alone).
  */
 export function revocationBatches(envelopes: readonly Uint8Array[]): Uint8Array[][] {
-  const out: Uint8Array[][] = []
-  let current: Uint8Array[] = []
-  let size = 0
-  for (const envelope of envelopes) {
-    const full =
-      current.length >= MAX_REVOCATIONS_PER_FRAME || size + envelope.byteLength > REVOCATION_BATCH_BYTES
-    if (current.length > 0 && full) {
-      out.push(current)
-      current = []
-      size = 0
-    }
-    current.push(envelope)
-    size += envelope.byteLength
-  }
-  if (current.length > 0) out.push(current)
-  return out
+  return batches(envelopes, { items: MAX_REVOCATIONS_PER_FRAME, bytes: REVOCATION_BATCH_BYTES })
 }

@@ -8,7 +8,6 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { batches } from '../../admin/client.ts'
 import { parseNixMap } from '../../admin/nix-map.ts'
 import {
   buildNarInfo,
@@ -21,7 +20,7 @@ import {
 import { dumpNar, type LocalPathInfo, NixStoreError, pathInfos, storeClosure } from '../../admin/nix-store.ts'
 import type { UploadSource } from '../../admin/upload.ts'
 import { loadNixSigningKey, NixPublicKey, NixSigningKey } from '../../keys/index.ts'
-import { UsageError } from '../../lib/index.ts'
+import { batches, UsageError } from '../../lib/index.ts'
 import {
   checkNarInfoSignature,
   formatNarInfo,
