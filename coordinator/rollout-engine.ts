@@ -64,6 +64,11 @@ export class RolloutEngine {
   /** Resumes every stored running or paused rollout, and follows status reports from now on. */
   async start(): Promise<void> {
     this.#unsubscribe = this.#init.events.on((event) => {
+      if (event.type === 'offline') {
+        // a pending machine that drops out after the offline timeout now counts as skipped
+        for (const id of this.#active) this.#kick(id)
+        return
+      }
       if (event.type !== 'status') return
       const id = event.status.report.rolloutId
       if (id !== null && this.#active.has(id)) this.#kick(id)
@@ -220,8 +225,10 @@ export class RolloutEngine {
       return
     }
     if (wave.some((m) => outcomes.get(m) === 'pending')) {
-      // Wakes at the offline timeout, when offline machines count as skipped.
-      this.#wakeAt(id, r.waveStartedAt + r.policy.offlineTimeoutMs)
+      // Wakes at the offline timeout, when offline machines count as skipped. Past it, a
+      // machine still pending is online and busy: its reports (or its going offline) wake us.
+      const deadline = r.waveStartedAt + r.policy.offlineTimeoutMs
+      if (now < deadline) this.#wakeAt(id, deadline)
       return
     }
     if (r.soakStartedAt === null) {

@@ -66,6 +66,8 @@ describe('rollout engine', () => {
     const r = await sim.start(policy(['1', '100%']))
     await sim.engine.control(r.id, 'pause', 'test')
     await sim.report(r, r.plan[0] ?? [], 'committed')
+    // the reports queued an evaluation: wait for it, so a pause that did nothing shows here
+    await sim.engine.idle(r.id)
     expect((await sim.store.rollouts.get(r.id))?.wave).toBe(0)
     await sim.engine.stop()
     sim.restart()
