@@ -7,7 +7,13 @@
  * the caller can send however large single records are.
  */
 import type { DatabaseSync, StatementSync } from 'node:sqlite'
-import { type AuditRead, auditHash, auditRecordBytes, GENESIS_PREV_HASH } from '../protocol/index.ts'
+import {
+  type AuditRead,
+  auditHash,
+  auditRecordBytes,
+  GENESIS_PREV_HASH,
+  MAX_AUDIT_RECORD_DETAIL,
+} from '../protocol/index.ts'
 import type { WriteTransaction } from './sqlite-narinfos.ts'
 import {
   blob,
@@ -72,7 +78,10 @@ export class SqliteAudit {
         actor: entry.actor,
         action: entry.action,
         outcome: entry.outcome,
-        detail: entry.detail,
+        detail:
+          entry.detail.length > MAX_AUDIT_RECORD_DETAIL
+            ? `${entry.detail.slice(0, MAX_AUDIT_RECORD_DETAIL - 1)}…`
+            : entry.detail,
         request: entry.request === null ? null : Uint8Array.from(entry.request),
         prevHash: last === undefined ? GENESIS_PREV_HASH : blob(last, 'hash'),
       }

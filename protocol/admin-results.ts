@@ -78,6 +78,13 @@ export const watchEvent = z.discriminatedUnion('type', [
 ])
 export type WatchEvent = z.infer<typeof watchEvent>
 
+/**
+ * The longest detail an audit record carries. The store cuts longer ones as it
+ * appends them, whoever writes them: a record that fails this schema would make
+ * every audit page holding it unreadable, and a chained record cannot be edited.
+ */
+export const MAX_AUDIT_RECORD_DETAIL = 4096
+
 export const auditRecordSchema = z.strictObject({
   index: count,
   at: count,
@@ -85,7 +92,7 @@ export const auditRecordSchema = z.strictObject({
   actor: z.string().max(64).nullable(),
   action: z.string().max(64),
   outcome: z.enum(['ok', 'denied', 'error']),
-  detail: z.string().max(4096),
+  detail: z.string().max(MAX_AUDIT_RECORD_DETAIL),
   request: bytes().nullable(),
   prevHash: bytes(32),
   hash: bytes(32),

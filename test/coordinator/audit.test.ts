@@ -15,6 +15,7 @@ import {
 } from '../../coordinator/store.ts'
 import { DOMAINS } from '../../keys/domains.ts'
 import { PrivateKey } from '../../keys/identity.ts'
+import { auditRecordSchema, MAX_AUDIT_RECORD_DETAIL } from '../../protocol/admin-results.ts'
 import {
   AUDIT_HASH_BYTES,
   type AuditHashFields,
@@ -120,6 +121,16 @@ describe('appending', () => {
     }
     expect(await store.listAudit(0, 1000)).toEqual(records)
     expect(await verifyAll()).toEqual({ ok: true, count: 12 })
+  })
+
+  it('cuts a detail longer than a record may carry, whoever appends it, so every page stays readable', async () => {
+    // e.g. a rollout halt that lists every machine it rolled back
+    const [long] = await appendAll([{ ...okEntry(0), detail: 'edge-1, '.repeat(2000) }])
+    expect(long?.detail.length).toBe(MAX_AUDIT_RECORD_DETAIL)
+    expect(long?.detail.endsWith('…')).toBe(true)
+    const [listed] = await store.listAudit(0, 10)
+    expect(auditRecordSchema.safeParse(listed).success).toBe(true)
+    expect(await verifyAll()).toEqual({ ok: true, count: 1 })
   })
 
   it('pages, each page anchored on the last record of the one before', async () => {
