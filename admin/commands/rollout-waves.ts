@@ -20,10 +20,17 @@ import {
   targetsMachine,
   type WavePolicy,
 } from '../../protocol/index.ts'
-import { type AdminClient, AdminRequestError } from '../client.ts'
+import type { AdminClient } from '../client.ts'
 import type { DeploySettings } from './deploy-options.ts'
 import { describePolicy } from './deploy-wave-options.ts'
-import { beforeSubmit, followRollout, type ManifestFields, randomId, submitRollout } from './rollout.ts'
+import {
+  beforeSubmit,
+  followRollout,
+  type ManifestFields,
+  randomId,
+  submitRollout,
+  withNextSequence,
+} from './rollout.ts'
 import { followWaves } from './rollout-follow.ts'
 
 /** Submits the manifests of one rollout, at once or (with settings.waves) in waves, and follows it. */
@@ -63,8 +70,7 @@ async function submitWaves(
   const releaseId = randomId()
   const rollbackRollout = randomId()
   const rollbackIds = previous.map(() => randomId())
-  for (let attempt = 0; ; attempt++) {
-    const { maxSequence } = await beforeSubmit(() => client.fleetInfo())
+  return withNextSequence(client, (maxSequence) => {
     const release = buildManifest({
       ...fields,
       ...fixed,
@@ -88,12 +94,8 @@ async function submitWaves(
       }),
     )
     const seal = (m: Manifest) => sealManifest(m, client.home.key, client.home.chain)
-    try {
-      return await client.submitWaves(seal(release), policy, rollbacks.map(seal))
-    } catch (err) {
-      if (!(err instanceof AdminRequestError && err.code === 'stale-sequence' && attempt < 3)) throw err
-    }
-  }
+    return client.submitWaves(seal(release), policy, rollbacks.map(seal))
+  })
 }
 
 /** The targets' current desired manifests, each with the target machines that have it. */

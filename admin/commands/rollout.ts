@@ -78,15 +78,29 @@ export async function submitNext(
 ): Promise<SubmitResult> {
   const { list } = await beforeSubmit(() => client.revocationList())
   const fixed = { ...fields, now: Date.now(), id: randomId(), rolloutId, revocations: list.head }
-  for (let attempt = 0; ; attempt++) {
-    const { maxSequence } = await beforeSubmit(() => client.fleetInfo())
+  return withNextSequence(client, (maxSequence) => {
     const manifest = buildManifest({
       ...fixed,
       fleetId: client.home.fleet.fleetId,
       sequence: maxSequence + 1,
     })
+    return client.submitManifest(sealManifest(manifest, client.home.key, client.home.chain))
+  })
+}
+
+/**
+ * Submits what `submit` signs above the coordinator's highest sequence, signing
+ * again (at most 3 more times) when another admin took that sequence first. A
+ * coordinator unreachable at the submit means nothing was deployed.
+ */
+export async function withNextSequence<T>(
+  client: AdminClient,
+  submit: (maxSequence: number) => Promise<T>,
+): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    const { maxSequence } = await beforeSubmit(() => client.fleetInfo())
     try {
-      return await client.submitManifest(sealManifest(manifest, client.home.key, client.home.chain))
+      return await submit(maxSequence)
     } catch (err) {
       if (err instanceof AdminRequestError && err.code === 'unreachable') throw notDeployed(err)
       if (!(err instanceof AdminRequestError && err.code === 'stale-sequence' && attempt < 3)) throw err
