@@ -22,7 +22,14 @@
  */
 import { join } from 'node:path'
 import { z } from 'zod'
-import { fromBase64, PersistError, readJsonIfExists, toBase64, writeJsonAtomic } from '../lib/index.ts'
+import {
+  fromBase64,
+  PersistError,
+  raceSignal,
+  readJsonIfExists,
+  toBase64,
+  writeJsonAtomic,
+} from '../lib/index.ts'
 import {
   type ErrorInfo,
   MAX_REVOCATIONS,
@@ -103,10 +110,8 @@ export class AgentRevocations {
   /** Resolves once a coordinator has delivered its list (or shown it has none to add) since the start. */
   whenSynced(signal: AbortSignal): Promise<void> {
     if (this.#synced) return Promise.resolve()
-    return new Promise((resolve, reject) => {
-      this.#waiters.push(resolve)
-      signal.addEventListener('abort', () => reject(signal.reason), { once: true })
-    })
+    // raceSignal removes its abort listener once settled; the signal lives as long as the agent
+    return raceSignal(new Promise<void>((resolve) => this.#waiters.push(resolve)), signal)
   }
 
   /**
