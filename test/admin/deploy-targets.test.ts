@@ -45,10 +45,9 @@ describe('deploy --to', () => {
     await fleet.enrollAgent('edge-1', ['lab'])
     await fleet.enrollAgent('edge-2', ['shop'])
     const archive = await makeArchive(fleet.dir, { version: 'v1' })
-    const started = Date.now()
+    // returning at all shows it did not wait: a deploy watches for up to 15 min, the test allows 2
     const r = await fleet.deploy(archive, 'tag:nope', 'v1')
     expect(r.code).not.toBe(0)
-    expect(Date.now() - started).toBeLessThan(30_000)
     expect(r.stderr).toContain('matches no enrolled machine')
     expect(r.stderr).toContain('edge-1, edge-2')
     expect(r.stderr).toContain('tag:lab, tag:shop')
