@@ -10,7 +10,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import type { z } from 'zod'
 import { DOMAINS } from '../keys/index.ts'
 import { batches, CodedError, describeIssues } from '../lib/index.ts'
-import { createHost, type FleetHost, openStream, parseAddress } from '../net/index.ts'
+import { createHost, type FleetHost, openStream, parseAddress, stopHost } from '../net/index.ts'
 import {
   type AdminOp,
   type AdminResponse,
@@ -104,13 +104,13 @@ export class AdminClient {
       await host.peerStore.merge(client.#coordinator, { multiaddrs })
       return client
     } catch (err) {
-      await host.stop()
+      await stopHost(host)
       throw err
     }
   }
 
   async close(): Promise<void> {
-    await this.host.stop()
+    await stopHost(this.host)
   }
 
   // ---------------------------------------------------------------- requests

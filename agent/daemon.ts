@@ -29,6 +29,7 @@ import {
   holePunchDetails,
   keepRuntimeFile,
   snapshotHost,
+  stopHost,
 } from '../net/index.ts'
 import { type StatusReport, sealEnvelope, statusReportSchema } from '../protocol/index.ts'
 import { coordinatorBlobFetcher, httpBlobFetcher, routeBlobFetcher } from './blob-fetcher.ts'
@@ -292,14 +293,14 @@ async function startLocked(options: AgentOptions, lock: DirLock): Promise<Runnin
         await link?.stop()
         await updater.close()
         await runtime.stop()
-        await host.stop()
+        await stopHost(host)
         await lock.release()
       },
     }
     return running
   } catch (err) {
     await runtime.stop()
-    await host.stop()
+    await stopHost(host)
     throw err
   }
 }

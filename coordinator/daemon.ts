@@ -31,6 +31,7 @@ import {
   repairReservationExpiry,
   snapshotHost,
   startObserver,
+  stopHost,
   transportAccess,
 } from '../net/index.ts'
 import {
@@ -254,7 +255,7 @@ async function startLocked(
       })
     }
   } catch (err) {
-    await host.stop()
+    await stopHost(host)
     await store.close()
     throw err
   }
@@ -331,7 +332,7 @@ async function startLocked(
       await runtime.stop()
       await observer?.close()
       await reservations?.stop()
-      await host.stop()
+      await stopHost(host)
       await store.close()
       await lock.release()
     },

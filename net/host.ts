@@ -15,7 +15,7 @@
  *   bootstrap: ['/dns4/coord.example.net/tcp/4001/p2p/12D3Koo…'],
  * })
  * // …
- * await host.stop()
+ * await stopHost(host)
  * ```
  */
 

@@ -31,7 +31,7 @@
  * const runtime = keepRuntimeFile(stateDir, () => snapshotHost(host, 'agent', {}))
  * // …
  * await runtime.stop()
- * await host.stop()
+ * await stopHost(host)
  * ```
  */
 
@@ -61,6 +61,7 @@ export {
   openStream,
   type RelayLimits,
 } from './host.ts'
+export { HOST_STOP_HOLD_MS, stopHost } from './host-stop.ts'
 export { AddressError, type AddressUse, checkAddresses, parseAddress } from './multiaddr-arg.ts'
 export { pruneSupersededConnections, RelayProbeError } from './relay-probe.ts'
 export { repairReservationExpiry } from './reservation-expiry.ts'

@@ -36,6 +36,7 @@ import {
   repairReservationExpiry,
   snapshotHost,
   startObserver,
+  stopHost,
 } from '../net/index.ts'
 import { IDENTITY_FILE } from '../protocol/index.ts'
 
@@ -99,7 +100,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
       ? await startObserver({ host: '0.0.0.0', ports: options.observerPorts })
       : undefined
   } catch (err) {
-    await host.stop()
+    await stopHost(host)
     await lock.release()
     throw err
   }
@@ -116,7 +117,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
       unrepair()
       await runtime.stop()
       await observer?.close()
-      await host.stop()
+      await stopHost(host)
       await lock.release()
     },
   }
