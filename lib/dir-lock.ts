@@ -19,6 +19,7 @@ import { readFileSync, unlinkSync } from 'node:fs'
 import { open, readFile, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { CodedError } from './errors.ts'
+import { isProcessRunning } from './process.ts'
 
 export const LOCK_FILE = 'daemon.lock'
 
@@ -66,7 +67,7 @@ export async function acquireDirLock(dir: string, owner: string): Promise<DirLoc
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
     }
     const other = await readOwner(path)
-    if (other !== undefined && other.pid !== process.pid && isRunning(other.pid))
+    if (other !== undefined && other.pid !== process.pid && isProcessRunning(other.pid))
       throw new DirLockError(
         other.pid,
         `${dir} is in use by ${other.owner} (pid ${other.pid}); stop it first, or give this one another directory`,
@@ -127,11 +128,3 @@ function parseOwner(text: string): LockOwner | undefined {
 }
 
 /** Signal 0 tests for existence; EPERM means it runs under another user. */
-function isRunning(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
-  }
-}

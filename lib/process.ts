@@ -71,6 +71,19 @@ export function describeResult(argv: readonly string[], result: RunResult): stri
   return output.length > 0 ? `${what} ${how}; output: ${output}` : `${what} ${how}`
 }
 
+/**
+ * Whether process `pid` exists. EPERM means it does, owned by someone else: a
+ * root daemon seen by an operator's own account is running, not gone.
+ */
+export function isProcessRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
 function killGroup(pid: number | undefined): void {
   if (pid === undefined) return
   try {

@@ -13,7 +13,15 @@ import { join } from 'node:path'
 import { defaultLogger } from '@libp2p/logger'
 import { multiaddr } from '@multiformats/multiaddr'
 import { z } from 'zod'
-import { fileSize, type Options, output, PersistError, readJsonIfExists, UsageError } from '../lib/index.ts'
+import {
+  fileSize,
+  isProcessRunning,
+  type Options,
+  output,
+  PersistError,
+  readJsonIfExists,
+  UsageError,
+} from '../lib/index.ts'
 import { formatDoctorReport } from './doctor-format.ts'
 import { parseEndpoint } from './holepunch/nat.ts'
 import { type NatObservation, NatObserver } from './holepunch/observer-client.ts'
@@ -145,15 +153,7 @@ export async function diagnose(stateDir: string, extraObservers: string[]): Prom
   const runtime = await readStateFile(join(stateDir, RUNTIME_FILE), runtimeSnapshotSchema)
   const snapshot = runtime.value ?? null
   const ageMs = snapshot === null ? null : Date.now() - snapshot.at
-  let alive = false
-  if (snapshot !== null) {
-    try {
-      process.kill(snapshot.pid, 0)
-      alive = true
-    } catch {
-      alive = false
-    }
-  }
+  const alive = snapshot !== null && isProcessRunning(snapshot.pid)
   const running = snapshot !== null && alive && (ageMs ?? Infinity) < STALE_MS
   const enrollmentPath = join(stateDir, 'enrollment.json')
   const enrollment = (await readStateFile(enrollmentPath, enrollmentView)).value
