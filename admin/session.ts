@@ -3,7 +3,8 @@
  * override its address and ask for JSON, and a client connected for the length
  * of the command.
  */
-import { list, type Options, type Parsed } from '../lib/index.ts'
+import { machineName } from '../keys/index.ts'
+import { list, type Options, type Parsed, UsageError } from '../lib/index.ts'
 import { checkAddresses } from '../net/index.ts'
 import { AdminClient } from './client.ts'
 import { loadAdminHome } from './home.ts'
@@ -35,4 +36,18 @@ export async function withClient<T>(home: string, p: Parsed, fn: (c: AdminClient
   } finally {
     await client.close()
   }
+}
+
+/**
+ * The one machine a command is about (ping, doctor, log): at most one positional,
+ * a valid machine name. Undefined when none was given; the command decides
+ * whether that is an error.
+ */
+export function machineArgument(p: Parsed, command: string, usage: string): string | undefined {
+  const [machine, ...extra] = p.positionals
+  if (extra.length > 0)
+    throw new UsageError(`${command} takes one machine, got ${p.positionals.join(' ')}\nusage: ${usage}`)
+  if (machine !== undefined && !machineName.safeParse(machine).success)
+    throw new UsageError(`"${machine}" is not a valid machine name\nusage: ${usage}`)
+  return machine
 }

@@ -4,10 +4,9 @@
  * (a read the admin's certificate must cover); with `--state <dir>` it examines
  * a daemon on this machine (net/doctor.ts). Both print the same layout.
  */
-import { machineName } from '../../keys/index.ts'
 import { type CommandSpec, flag, list, output, parseCommand, str, UsageError } from '../../lib/index.ts'
 import { formatRemoteDoctor, LOCAL_DOCTOR_OPTIONS, localDoctor } from '../../net/index.ts'
-import { REMOTE_OPTIONS, withClient } from '../session.ts'
+import { machineArgument, REMOTE_OPTIONS, withClient } from '../session.ts'
 
 const DOCTOR_USAGE = [
   'fleetmesh doctor <machine> [--coordinator <multiaddr>]... [--json]',
@@ -45,10 +44,8 @@ export async function doctor(argv: string[], home: string): Promise<number> {
   const p = parseCommand(argv, DOCTOR_COMMAND)
   const json = flag(p, 'json')
   const stateDir = str(p, 'state')
-  const [machine, ...extra] = p.positionals
+  const machine = machineArgument(p, 'doctor', DOCTOR_USAGE)
   const usage = `usage: ${DOCTOR_USAGE}`
-  if (extra.length > 0)
-    throw new UsageError(`doctor takes one machine, got ${p.positionals.join(' ')}\n${usage}`)
   if (machine === undefined) {
     if (stateDir === undefined || stateDir === '')
       throw new UsageError(
@@ -63,8 +60,6 @@ export async function doctor(argv: string[], home: string): Promise<number> {
     throw new UsageError(
       `--observer is for --state: a remote doctor runs no NAT probe (its hole-punching details show the last one)\n${usage}`,
     )
-  if (!machineName.safeParse(machine).success)
-    throw new UsageError(`"${machine}" is not a valid machine name\n${usage}`)
   const result = await withClient(home, p, (c) => c.doctor(machine))
   output(json, result, () => formatRemoteDoctor(result))
   return 0

@@ -1,9 +1,8 @@
 /** `fleetmesh log <machine>`: the last update log a machine reported, with its outcome. */
-import { machineName } from '../../keys/index.ts'
 import { type CommandSpec, flag, output, parseCommand, UsageError } from '../../lib/index.ts'
 import type { MachineLog } from '../../protocol/index.ts'
 import { ago } from '../format.ts'
-import { REMOTE_OPTIONS, withClient } from '../session.ts'
+import { machineArgument, REMOTE_OPTIONS, withClient } from '../session.ts'
 
 const LOG_USAGE = 'fleetmesh log <machine> [--coordinator <multiaddr>]... [--json]'
 
@@ -32,10 +31,8 @@ export function describeMachineLog(l: MachineLog): string {
 
 export async function log(argv: string[], home: string): Promise<void> {
   const p = parseCommand(argv, LOG_COMMAND)
-  const machine = p.positionals[0]
+  const machine = machineArgument(p, 'log', LOG_USAGE)
   if (machine === undefined) throw new UsageError(`name the machine\nusage: ${LOG_USAGE}`)
-  if (!machineName.safeParse(machine).success)
-    throw new UsageError(`"${machine}" is not a valid machine name\nusage: ${LOG_USAGE}`)
   const result = await withClient(home, p, (c) => c.machineLog(machine))
   output(flag(p, 'json'), result, () => describeMachineLog(result))
 }

@@ -4,10 +4,9 @@
  * coordinator sees (direct or relayed, and the agent's address) and this
  * admin's own round trip to the coordinator.
  */
-import { machineName } from '../../keys/index.ts'
 import { type CommandSpec, flag, int, output, parseCommand, UsageError } from '../../lib/index.ts'
 import { MAX_PING_COUNT, type PingResult, PROBE_TIMEOUT_MS } from '../../protocol/index.ts'
-import { REMOTE_OPTIONS, withClient } from '../session.ts'
+import { machineArgument, REMOTE_OPTIONS, withClient } from '../session.ts'
 
 const PING_USAGE = 'fleetmesh ping <machine> [--count N] [--coordinator <multiaddr>]... [--json]'
 const DEFAULT_COUNT = 4
@@ -77,12 +76,8 @@ export function describePing(r: PingResult, summary: PingSummary, coordinatorRtt
 
 export async function ping(argv: string[], home: string): Promise<number> {
   const p = parseCommand(argv, PING_COMMAND)
-  const [machine, ...extra] = p.positionals
+  const machine = machineArgument(p, 'ping', PING_USAGE)
   if (machine === undefined) throw new UsageError(`name the machine to ping\nusage: ${PING_USAGE}`)
-  if (extra.length > 0)
-    throw new UsageError(`ping takes one machine, got ${p.positionals.join(' ')}\nusage: ${PING_USAGE}`)
-  if (!machineName.safeParse(machine).success)
-    throw new UsageError(`"${machine}" is not a valid machine name\nusage: ${PING_USAGE}`)
   const count = int(p, 'count', DEFAULT_COUNT, 1, MAX_PING_COUNT)
   const { result, coordinatorRttMs } = await withClient(home, p, async (c) => {
     const pinged = await c.ping(machine, count)
