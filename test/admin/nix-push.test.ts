@@ -170,14 +170,21 @@ class StandInCache implements NixCacheTarget {
   }
 }
 
-/** A cache whose uploads take a while, counting how many run at once; the `failAt`-th upload fails at once. */
+/**
+ * A cache whose first `workers` uploads wait for each other (a barrier), counting
+ * how many run at once; the `failAt`-th upload fails once they all have started.
+ * The closure must hold at least `workers` paths.
+ */
 class SlowCache extends StandInCache {
   running = 0
   maxRunning = 0
   started = 0
+  readonly #workers: number
   readonly #failAt: number | undefined
-  constructor(has: ReadonlySet<string>, failAt?: number) {
+  readonly #allStarted = Promise.withResolvers<void>()
+  constructor(has: ReadonlySet<string>, workers: number, failAt?: number) {
     super(has)
+    this.#workers = workers
     this.#failAt = failAt
   }
 
@@ -186,10 +193,10 @@ class SlowCache extends StandInCache {
     const nth = this.started
     this.running += 1
     this.maxRunning = Math.max(this.maxRunning, this.running)
+    if (nth === this.#workers) this.#allStarted.resolve()
     try {
+      if (nth <= this.#workers) await this.#allStarted.promise
       if (nth === this.#failAt) throw new Error('upload stream reset')
-      // Long enough for every worker to get its NAR dumped and its upload started.
-      await new Promise((resolve) => setTimeout(resolve, 200))
       return await super.uploadNar(source, onSent)
     } finally {
       this.running -= 1
@@ -324,7 +331,7 @@ describe.skipIf(skip !== undefined)('with real Nix', () => {
       kb: 16,
     })
     const paths = await closureOf(wide)
-    const cache = new SlowCache(new Set())
+    const cache = new SlowCache(new Set(), 3)
     const events: PushProgress[] = []
     const result = await pushClosures(cache, [wide], {
       env,
@@ -350,7 +357,7 @@ describe.skipIf(skip !== undefined)('with real Nix', () => {
       deps: 8,
       kb: 16,
     })
-    const cache = new SlowCache(new Set(), 2)
+    const cache = new SlowCache(new Set(), 3, 2)
     const err = await pushClosures(cache, [wide], {
       env,
       trustedKeys: [admin.publicKey],
