@@ -11,7 +11,8 @@
 // running under PID 1.
 import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { constants } from 'node:os'
+import { enableCompileCache } from 'node:module'
+import { constants, homedir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -62,6 +63,16 @@ if (major < 24) {
   if (Number.isInteger(launcher) && launcher > 0) {
     delete process.env.FLEETMESH_LAUNCHER_PID
     watchLauncher(launcher)
+  }
+  // V8's code cache for fleetmesh's and libp2p's modules: without it a command
+  // spends about half of its start-up CPU compiling them again (measured: 1.35 s
+  // user time down to 0.6 s for --version). Per user, not in the shared /tmp a
+  // root daemon would then trust; NODE_COMPILE_CACHE overrides, and
+  // NODE_DISABLE_COMPILE_CACHE=1 turns it off. A cache that cannot be written is
+  // skipped by Node, never an error.
+  if (process.env.NODE_COMPILE_CACHE === undefined) {
+    const cacheHome = process.env.XDG_CACHE_HOME || join(homedir(), '.cache')
+    enableCompileCache(join(cacheHome, 'fleetmesh', 'node-compile-cache'))
   }
   const { main } = await import('./main.ts')
   process.exitCode = await main(process.argv.slice(2))
