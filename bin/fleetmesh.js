@@ -11,7 +11,7 @@
 // running under PID 1.
 import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { enableCompileCache } from 'node:module'
+import * as nodeModule from 'node:module'
 import { constants, homedir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -72,7 +72,8 @@ if (major < 24) {
   // skipped by Node, never an error.
   if (process.env.NODE_COMPILE_CACHE === undefined) {
     const cacheHome = process.env.XDG_CACHE_HOME || join(homedir(), '.cache')
-    enableCompileCache(join(cacheHome, 'fleetmesh', 'node-compile-cache'))
+    // a namespace import: old Node, which must still parse this file, has no such export
+    nodeModule.enableCompileCache(join(cacheHome, 'fleetmesh', 'node-compile-cache'))
   }
   const { main } = await import('./main.ts')
   process.exitCode = await main(process.argv.slice(2))
