@@ -24,7 +24,10 @@ function script(useStopHost: boolean): string {
 }
 
 async function run(useStopHost: boolean) {
-  return runProcess([node, '--input-type=module', '-e', script(useStopHost)], { cwd: root, timeoutMs: 30_000 })
+  return runProcess([node, '--input-type=module', '-e', script(useStopHost)], {
+    cwd: root,
+    timeoutMs: 30_000,
+  })
 }
 
 describe('stopHost', () => {
