@@ -14,6 +14,7 @@ export const DOMAINS = {
   audit: 'fleetmesh/audit/v1',
   hello: 'fleetmesh/hello/v1',
   revocations: 'fleetmesh/revocations/v1',
+  machineTags: 'fleetmesh/machine-tags/v1',
 } as const
 
 export type DomainName = keyof typeof DOMAINS

@@ -66,6 +66,41 @@ export type SubmitResult = z.infer<typeof submitResult>
 
 export const uploadResult = z.strictObject({ offset: count.optional(), complete: z.boolean() })
 
+export const ROLLOUT_MACHINE_OUTCOMES = [
+  'waiting',
+  'pending',
+  'done',
+  'failed',
+  'skipped',
+  'withheld',
+] as const
+export type RolloutMachineOutcome = (typeof ROLLOUT_MACHINE_OUTCOMES)[number]
+
+/** Where a rollout in waves stands (coordinator/rollout-engine.ts). */
+export const rolloutViewSchema = z.strictObject({
+  rolloutId: idHex,
+  manifestId: idHex,
+  generation: z.string().max(256),
+  state: z.enum(ROLLOUT_STATES),
+  /** Why it halted, was aborted or paused: set by the engine or the admin who did it. */
+  reason: nullableText,
+  policy: wavePolicySchema,
+  /** Index (from 0) of the wave that started last. */
+  wave: count,
+  waves: count,
+  createdAt: count,
+  waveStartedAt: count,
+  /** When the current wave settled healthy (its soak started), else null. */
+  soakStartedAt: count.nullable(),
+  /** Whether rollback manifests were sent on halt. */
+  rolledBack: z.boolean(),
+  counts: z.record(z.enum(ROLLOUT_MACHINE_OUTCOMES), count),
+  machines: z
+    .array(z.strictObject({ name: machineName, wave: count, outcome: z.enum(ROLLOUT_MACHINE_OUTCOMES) }))
+    .max(100_000),
+})
+export type RolloutView = z.infer<typeof rolloutViewSchema>
+
 export const watchEvent = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('snapshot'), machines: machinesResult }),
   z.strictObject({ type: z.enum(['status', 'online', 'offline', 'enrolled']), machine: machineViewSchema }),
@@ -75,6 +110,13 @@ export const watchEvent = z.discriminatedUnion('type', [
     rolloutId: idHex,
     machines: z.array(machineName),
   }),
+  /**
+   * Where the watched rollout in waves stands: sent before the snapshot, then on
+   * each change (a wave starts or settles, its soak starts, it halts, pauses,
+   * resumes, ends, or a machine's outcome changes). Only on a watch of a rollout
+   * in waves whose every machine the admin's certificate covers.
+   */
+  z.strictObject({ type: z.literal('rollout'), rollout: rolloutViewSchema }),
 ])
 export type WatchEvent = z.infer<typeof watchEvent>
 
@@ -154,41 +196,6 @@ export const machineLogResult = z.strictObject({
   reportedAt: count.nullable(),
 })
 export type MachineLog = z.infer<typeof machineLogResult>
-
-export const ROLLOUT_MACHINE_OUTCOMES = [
-  'waiting',
-  'pending',
-  'done',
-  'failed',
-  'skipped',
-  'withheld',
-] as const
-export type RolloutMachineOutcome = (typeof ROLLOUT_MACHINE_OUTCOMES)[number]
-
-/** Where a rollout in waves stands (coordinator/rollout-engine.ts). */
-export const rolloutViewSchema = z.strictObject({
-  rolloutId: idHex,
-  manifestId: idHex,
-  generation: z.string().max(256),
-  state: z.enum(ROLLOUT_STATES),
-  /** Why it halted, was aborted or paused: set by the engine or the admin who did it. */
-  reason: nullableText,
-  policy: wavePolicySchema,
-  /** Index (from 0) of the wave that started last. */
-  wave: count,
-  waves: count,
-  createdAt: count,
-  waveStartedAt: count,
-  /** When the current wave settled healthy (its soak started), else null. */
-  soakStartedAt: count.nullable(),
-  /** Whether rollback manifests were sent on halt. */
-  rolledBack: z.boolean(),
-  counts: z.record(z.enum(ROLLOUT_MACHINE_OUTCOMES), count),
-  machines: z
-    .array(z.strictObject({ name: machineName, wave: count, outcome: z.enum(ROLLOUT_MACHINE_OUTCOMES) }))
-    .max(100_000),
-})
-export type RolloutView = z.infer<typeof rolloutViewSchema>
 
 export const rolloutListResult = z.array(rolloutViewSchema).max(1000)
 

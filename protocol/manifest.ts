@@ -30,6 +30,7 @@ import {
 } from '../keys/index.ts'
 import { CodedError } from '../lib/index.ts'
 import { EnvelopeError, type Opened, openEnvelope, sealEnvelope } from './envelope.ts'
+import type { MaintenanceWindow } from './maintenance-window.ts'
 import {
   type HealthCheck,
   MAX_ENVELOPE_BYTES,
@@ -70,6 +71,8 @@ export interface ManifestOptions {
   rolloutId?: string
   /** The head of the revocation list the signer verified; left out of the manifest when the list is empty. */
   revocations?: RevocationHead
+  /** When the machines may activate it; none (or empty): at once. */
+  windows?: MaintenanceWindow[]
 }
 
 const randomId = () => randomBytes(16).toString('hex')
@@ -96,6 +99,7 @@ export function buildManifest(options: ManifestOptions): Manifest {
     ...(options.revocations !== undefined && options.revocations.seq > 0
       ? { revocations: options.revocations }
       : {}),
+    ...(options.windows !== undefined && options.windows.length > 0 ? { windows: options.windows } : {}),
   }
 }
 

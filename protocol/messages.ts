@@ -5,7 +5,9 @@
  */
 import { z } from 'zod'
 import { bytes, machineName, NixPublicKey, publicKeyBytes, tagName, timestampMs } from '../keys/index.ts'
+import { maintenanceWindowsSchema } from './maintenance-window.ts'
 import { isStorePath, MAX_NARINFO_BYTES } from './narinfo.ts'
+import { UPDATE_STATES } from './update-states.ts'
 import { MAX_ROLLBACK_MANIFESTS, wavePolicySchema } from './wave-policy.ts'
 
 export const MAX_ENVELOPE_BYTES = 256 * 1024
@@ -160,6 +162,8 @@ export const manifestSchema = z
      * older revocation. Absent: nothing revoked yet (or an older admin CLI).
      */
     revocations: revocationHeadSchema.optional(),
+    /** When machines may activate it (maintenance-window.ts); absent: at once. Agents before it refuse it. */
+    windows: maintenanceWindowsSchema.optional(),
   })
   .refine((m) => m.expiresAt > m.notBefore, {
     message: 'expiresAt must be later than notBefore',
@@ -173,19 +177,7 @@ export type Manifest = z.infer<typeof manifestSchema>
 
 // ---------------------------------------------------------------- status report
 
-export const UPDATE_STATES = [
-  'idle',
-  'downloading',
-  'verified',
-  'activating',
-  'confirming',
-  'committed',
-  'rolling-back',
-  'rolled-back',
-  'failed',
-  'refused',
-] as const
-export type UpdateState = (typeof UPDATE_STATES)[number]
+export { UPDATE_STATES, type UpdateState } from './update-states.ts'
 
 export const statusReportSchema = z.strictObject({
   v: z.literal(1),
@@ -311,6 +303,7 @@ export const controlFrameSchema = z.discriminatedUnion('t', [
   z.strictObject({ t: z.literal('ping'), nonce: seq }),
   z.strictObject({ t: z.literal('pong'), nonce: seq }),
   z.strictObject({ t: z.literal('error'), error: errorInfo }),
+  z.strictObject({ t: z.literal('machine-tags'), envelope: envelopeBytes }),
   /** Coordinator → agent (only to agents whose hello names DIAGNOSE_CAPABILITY); answered by `diagnosis`. */
   z.strictObject({ t: z.literal('diagnose'), nonce: seq }),
   z.strictObject({ t: z.literal('diagnosis'), nonce: seq, report: agentDiagnosisSchema }),
@@ -411,6 +404,8 @@ export const adminOpSchema = z.discriminatedUnion('op', [
     rolloutId: idHex,
     action: z.enum(['pause', 'resume', 'abort']),
   }),
+  z.strictObject({ op: z.literal('set-tags'), records: z.array(envelopeBytes).min(1).max(1000) }),
+  z.strictObject({ op: z.literal('tag-versions'), machines: z.array(machineName).max(100_000) }),
   z.strictObject({
     op: z.literal('upload-blob'),
     sha256: sha256Hex,
