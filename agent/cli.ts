@@ -16,13 +16,14 @@ import {
   UsageError,
 } from '../lib/index.ts'
 import { checkAddresses } from '../net/index.ts'
+import { isTimeZone, systemTimeZone } from '../protocol/index.ts'
 import { startAgent } from './daemon.ts'
 
 const USAGE =
   'fleetmesh agent --state <dir> [--token <fmtok1…|@file>] [--coordinator-addr <multiaddr>]... [--bootstrap <relay multiaddr>]... [--observers ip:port,...] ' +
   '[--listen <multiaddr>]... ' +
   '[--keepalive 10s] [--pass-env NAME]... [--activator auto|profile|nixos] ' +
-  '[--nix-profile /nix/var/nix/profiles/system] [--nix-keep-generations 5] [--json]'
+  '[--nix-profile /nix/var/nix/profiles/system] [--nix-keep-generations 5] [--timezone <IANA zone>] [--json]'
 
 export const AGENT_COMMAND: CommandSpec = configurable({
   name: 'agent',
@@ -92,6 +93,13 @@ export const AGENT_COMMAND: CommandSpec = configurable({
       description: 'profile generations the nixos activator keeps',
       default: '5',
     },
+    timezone: {
+      type: 'string',
+      value: '<IANA zone>',
+      description:
+        "the device's time zone, in which maintenance windows (deploy --window) are read, e.g. Europe/Berlin",
+      default: "the system's (TZ, /etc/localtime)",
+    },
     json: { type: 'boolean', description: 'print events as JSON lines instead of text' },
   },
   examples: [
@@ -132,6 +140,12 @@ export async function agentCommand(argv: string[]): Promise<number> {
     throw new UsageError(`${optionLabel(p, 'activator')} must be auto, profile or nixos, not "${activator}"`)
   const nixProfile = str(p, 'nix-profile')
   const nixKeepGenerations = int(p, 'nix-keep-generations', 5, 1, 1000)
+  const timeZone = str(p, 'timezone') ?? systemTimeZone()
+  if (!isTimeZone(timeZone))
+    throw new UsageError(
+      `${optionLabel(p, 'timezone')}: "${timeZone}" is not a time zone this system knows; ` +
+        'give an IANA name such as UTC, Europe/Berlin or America/New_York',
+    )
   const agent = await startAgent({
     stateDir: resolve(required(p, 'state', AGENT_COMMAND.usage)),
     ...(tokenArg !== undefined ? { token: () => readTextArg(tokenArg) } : {}),
@@ -146,6 +160,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
     activator,
     ...(nixProfile !== undefined ? { nixProfile: resolve(nixProfile) } : {}),
     nixKeepGenerations,
+    timeZone,
     emit,
   })
   await new Promise<void>((resolveStop) => {

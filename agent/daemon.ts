@@ -31,12 +31,18 @@ import {
   snapshotHost,
   stopHost,
 } from '../net/index.ts'
-import { type StatusReport, sealEnvelope, statusReportSchema } from '../protocol/index.ts'
+import {
+  MachineTagsRefusedError,
+  type StatusReport,
+  sealEnvelope,
+  statusReportSchema,
+} from '../protocol/index.ts'
 import { coordinatorBlobFetcher, httpBlobFetcher, routeBlobFetcher } from './blob-fetcher.ts'
 import { agentDiagnosis } from './diagnosis.ts'
 import { type CoordinatorFinder, coordinatorFinder } from './discovery.ts'
 import {
   checkToken,
+  Enrollment,
   EnrollmentError,
   type EnrollmentFile,
   enrollWithCoordinator,
@@ -77,6 +83,8 @@ export interface AgentOptions {
   nixProfile?: string
   /** Profile generations the nixos activator keeps. Default 5. */
   nixKeepGenerations?: number
+  /** The IANA time zone maintenance windows are read in. Default: the system's. */
+  timeZone?: string
   /** Structured events for the CLI (JSON lines) and tests. */
   emit?: (event: string, fields: Record<string, unknown>) => void
 }
@@ -187,11 +195,13 @@ async function startLocked(options: AgentOptions, lock: DirLock): Promise<Runnin
       },
       onChange: () => updater?.revocationsChanged(),
     })
-    // A function: every check sees the revocation list as it is at that moment.
+    // Its tags change only by a signed tag record from an admin (Enrollment.takeTags).
+    const enrolled = new Enrollment(enrollmentPath, enrollment)
+    // A function: every check sees the revocation list and the tags as they are at that moment.
     const trust = () => ({
       ...fleet,
       machine: enrollment.machine,
-      tags: enrollment.tags,
+      tags: enrolled.current.tags,
       revocations: revocations.view,
     })
     const report = makeReporter(key, enrollment.machine, outbox, () => link?.flush(), emit)
@@ -229,6 +239,7 @@ async function startLocked(options: AgentOptions, lock: DirLock): Promise<Runnin
         return raceSignal(link.roundTrip(86_400_000), signal)
       },
       report,
+      ...(options.timeZone ? { timeZone: options.timeZone } : {}),
       ...(options.hookEnv ? { healthEnv: options.hookEnv } : {}),
       onError: (err, context) => emit('warning', { context, message: errorMessage(err) }),
     })
@@ -258,6 +269,20 @@ async function startLocked(options: AgentOptions, lock: DirLock): Promise<Runnin
       ...(discover ? { discover } : {}),
       // `fleetmesh doctor <machine>`: what runtime.json would show, asked over the link
       revocations,
+      onTags: async (envelope) => {
+        try {
+          const taken = await enrolled.takeTags(envelope, { ...fleet, revocations: revocations.view })
+          if (taken !== 'current') emit('tags', { tags: taken.record.tags, version: taken.record.version })
+        } catch (err) {
+          // never applied; the coordinator hears of it with the rule's code
+          const error = {
+            code: err instanceof MachineTagsRefusedError ? err.code : 'tags-not-saved',
+            message: errorMessage(err).slice(0, 2000),
+          }
+          emit('tags-refused', error)
+          void updater.reportProblem(error).catch(() => {})
+        }
+      },
       diagnose: () =>
         agentDiagnosis({
           machine: enrollment.machine,

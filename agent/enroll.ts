@@ -2,7 +2,8 @@
  * First contact: the agent presents its enrollment token to the coordinator named
  * in the token, over a connection authenticated as that coordinator's peer id,
  * and on success stores what it needs to operate: the pinned fleet root, its
- * machine name and tags, and where the coordinator is.
+ * machine name and tags, and where the coordinator is. The tags change later
+ * only by a tag record an admin signed (`Enrollment.takeTags`).
  */
 
 import { hostname } from 'node:os'
@@ -20,13 +21,16 @@ import {
 } from '../lib/index.ts'
 import { type FleetHost, openStream } from '../net/index.ts'
 import {
+  type AdmittedMachineTags,
   decodeMessage,
   encodeMessage,
   enrollRequestSchema,
   enrollResponseSchema,
   FramedStream,
+  openMachineTags,
   PROTOCOLS,
 } from '../protocol/index.ts'
+import { type TrustContext, verifyMachineTags } from './verify.ts'
 
 export class EnrollmentError extends CodedError<string> {
   override name = 'EnrollmentError'
@@ -37,6 +41,8 @@ export const enrollmentFileSchema = z.strictObject({
   fleetRoot: z.string().length(43),
   machine: machineName,
   tags: z.array(tagName),
+  /** The version of the signed tag record the tags come from; absent: the enrollment token's. */
+  tagsVersion: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER).optional(),
   coordinator: z.strictObject({ peerId: z.string().max(128), addrs: z.array(z.string().max(512)).max(16) }),
   enrolledAt: z.number().int(),
 })
@@ -123,5 +129,50 @@ export async function readEnrollmentFile(file: string): Promise<EnrollmentFile |
         ? 'if you move it aside, the agent has to enroll again with --token'
         : 'fix it, or move it aside and enroll again with --token'
     throw new EnrollmentError('corrupt', `${err.message}; ${advice}`, { cause: err })
+  }
+}
+
+/**
+ * The enrollment as it stands. Its tags decide which manifests this machine
+ * takes, so they change only by a signed tag record that passes the same rules
+ * the coordinator ran (verifyMachineTags), and the new tags and the record's
+ * version reach enrollment.json atomically before anything uses them.
+ */
+export class Enrollment {
+  readonly #file: string
+  #current: EnrollmentFile
+
+  constructor(file: string, current: EnrollmentFile) {
+    this.#file = file
+    this.#current = current
+  }
+
+  get current(): EnrollmentFile {
+    return this.#current
+  }
+
+  /**
+   * Takes a tag record: 'current' when it is the one already taken (the
+   * coordinator sends the latest on every connect). Throws
+   * MachineTagsRefusedError, leaving the tags as they were, when a rule fails.
+   */
+  async takeTags(
+    envelope: Uint8Array,
+    trust: Omit<TrustContext, 'machine' | 'tags'>,
+  ): Promise<AdmittedMachineTags | 'current'> {
+    const now = this.#current
+    const version = now.tagsVersion ?? 0
+    const { value } = openMachineTags(envelope)
+    if (value.version === version && value.tags.join() === now.tags.join()) return 'current'
+    const admitted = verifyMachineTags(envelope, {
+      ...trust,
+      machine: now.machine,
+      tags: now.tags,
+      tagsVersion: version,
+    })
+    const next: EnrollmentFile = { ...now, tags: admitted.record.tags, tagsVersion: admitted.record.version }
+    await writeJsonAtomic(this.#file, next, 0o600)
+    this.#current = next
+    return admitted
   }
 }

@@ -90,6 +90,8 @@ export interface LinkInit {
    */
   diagnose?: () => AgentDiagnosis
   revocations?: RevocationLink
+  /** A signed tag record from the coordinator; resolves once it is taken or refused, before the next frame is read. */
+  onTags?: (envelope: Uint8Array) => Promise<void>
   log?: (msg: string) => void
   onState?: (state: LinkState) => void
 }
@@ -114,8 +116,10 @@ interface Active {
 }
 
 export class CoordinatorLink {
-  readonly #init: Required<Omit<LinkInit, 'log' | 'onState' | 'discover' | 'diagnose' | 'revocations'>> &
-    Pick<LinkInit, 'log' | 'onState' | 'discover' | 'diagnose' | 'revocations'>
+  readonly #init: Required<
+    Omit<LinkInit, 'log' | 'onState' | 'discover' | 'diagnose' | 'revocations' | 'onTags'>
+  > &
+    Pick<LinkInit, 'log' | 'onState' | 'discover' | 'diagnose' | 'revocations' | 'onTags'>
   #active: Active | undefined
   #stopped = false
   #loop: Promise<void> | undefined
@@ -287,6 +291,10 @@ export class CoordinatorLink {
             break
           case 'revocations':
             await this.#init.revocations?.receive(frame.entries)
+            break
+          case 'machine-tags':
+            // awaited: a manifest after it is checked against the tags it gives
+            await this.#init.onTags?.(frame.envelope)
             break
           case 'ack':
             await this.#init.queue.ack(frame.seq)

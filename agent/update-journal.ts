@@ -36,6 +36,7 @@ import { generationInfoSchema } from './activator.ts'
 export const STEPS = [
   'downloading',
   'verified',
+  'waiting-for-window',
   'activating',
   'confirming',
   'committed',

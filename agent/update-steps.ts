@@ -9,6 +9,8 @@
  * coordinator's list since it started): a signer revoked during the download
  * is refused as `revoked` with nothing switched. A revocation that arrives
  * during the download stops it at once (`recheck`).
+ * Once prepared, an update whose maintenance windows are all closed records
+ * `waiting-for-window` (the log says when the next opens) and waits (update-window.ts).
  */
 import { stat } from 'node:fs/promises'
 import { commandEnv, errorMessage, fromBase64, raceSignal, toBase64 } from '../lib/index.ts'
@@ -18,6 +20,7 @@ import { ActivatorError, type GenerationInfo } from './activator.ts'
 import { runHealthCheck } from './health.ts'
 import { type Step, type UpdateJournal, type UpdateRecord, updateError } from './update-journal.ts'
 import { appendLog, UpdateReports } from './update-reports.ts'
+import { UpdateWindow } from './update-window.ts'
 import type { OfferOutcome, UpdaterInit } from './updater.ts'
 import { type TrustContext, type VerifiedManifest, verifyManifest } from './verify.ts'
 
@@ -37,6 +40,7 @@ export class UpdateSteps {
   readonly #now: () => number
   /** Stops the update running now when its manifest is refused midway (recheck). */
   #stop: AbortController | null = null
+  readonly #window: UpdateWindow
 
   constructor(init: UpdaterInit, journal: UpdateJournal, active: GenerationInfo | null, signal: AbortSignal) {
     this.#init = init
@@ -44,6 +48,13 @@ export class UpdateSteps {
     this.active = active
     this.#signal = signal
     this.#now = init.now ?? Date.now
+    this.#window = new UpdateWindow({
+      now: this.#now,
+      timeZone: init.timeZone,
+      sleep: init.sleep,
+      tags: () => trustNow(init.trust).tags,
+      signal,
+    })
     this.reports = new UpdateReports({
       deliver: init.report,
       onError: init.onError,
@@ -77,6 +88,23 @@ export class UpdateSteps {
     await this.#journal.begin(rec)
     await this.reports.step(rec)
     return this.#run(m)
+  }
+
+  /**
+   * Waits out the window of an update left in `waiting-for-window` (by recover(),
+   * or a wait cut by an offer that was then refused), then activates it.
+   */
+  async resume(): Promise<OfferOutcome | null> {
+    const rec = this.#journal.update
+    if (rec === null || rec.step !== 'waiting-for-window') return null
+    const manifest = this.#reverify(rec)
+    if (manifest instanceof ManifestRefusedError) return this.#refuse(manifest)
+    return this.#run(manifest)
+  }
+
+  /** A newer manifest verified: the update waiting for its window gives way to it (ends 'superseded'). */
+  supersedeWaiting(): void {
+    this.#window.supersede()
   }
 
   /**
@@ -120,6 +148,16 @@ export class UpdateSteps {
         await this.#enter(step, rec.attempt + 1)
         return this.#run(manifest)
       }
+      case 'waiting-for-window': {
+        // Nothing was switched. No attempt is counted (waiting cannot crash the agent), and the
+        // wait itself goes on in the background (resume), so the agent's start is not held up.
+        const manifest = this.#reverify(rec)
+        if (manifest instanceof ManifestRefusedError) {
+          return this.#fail(updateError(manifest.code, `on resuming the update: ${manifest.message}`))
+        }
+        await this.#enter((await this.#artifactUsable(rec)) ? 'waiting-for-window' : 'downloading')
+        return this.#run(manifest, true)
+      }
       case 'activating':
       case 'confirming': {
         const back = rec.previous === null ? 'no generation' : `generation "${rec.previous.name}"`
@@ -154,6 +192,7 @@ export class UpdateSteps {
    */
   recheck(): void {
     const rec = this.#journal.update
+    if (rec?.step === 'waiting-for-window') this.#window.wake()
     const stop = this.#stop
     if (rec === null || stop === null || rec.step !== 'downloading') return
     const refusal = this.#verifyAgain(rec)
@@ -162,13 +201,17 @@ export class UpdateSteps {
 
   /** The update's manifest verified as of now; the refusal, if it is refused. */
   #verifyAgain(rec: UpdateRecord): ManifestRefusedError | undefined {
+    const verified = this.#reverify(rec)
+    return verified instanceof ManifestRefusedError ? verified : undefined
+  }
+
+  #reverify(rec: UpdateRecord): Manifest | ManifestRefusedError {
     try {
-      verifyManifest(fromBase64(rec.envelope), {
+      return verifyManifest(fromBase64(rec.envelope), {
         ...trustNow(this.#init.trust),
         lastSequence: rec.sequence - 1,
         now: this.#now(),
-      })
-      return undefined
+      }).manifest
     } catch (err) {
       if (!(err instanceof ManifestRefusedError)) throw err
       return err
@@ -191,17 +234,19 @@ export class UpdateSteps {
     return { outcome: 'refused', manifestId: rec.manifestId, error: rec.error }
   }
 
-  async #run(m: Manifest): Promise<OfferOutcome> {
+  /** Runs the update's steps; `recovering`: stop at `waiting-for-window` (resume() waits). */
+  async #run(m: Manifest, recovering = false): Promise<OfferOutcome> {
     const stop = new AbortController()
     this.#stop = stop
+    this.#window.reset()
     try {
-      return await this.#steps(m, stop.signal)
+      return await this.#steps(m, stop.signal, recovering)
     } finally {
       this.#stop = null
     }
   }
 
-  async #steps(m: Manifest, stopped: AbortSignal): Promise<OfferOutcome> {
+  async #steps(m: Manifest, stopped: AbortSignal, recovering: boolean): Promise<OfferOutcome> {
     const rec = this.#journal.record()
     const activator = this.#init.activator
     for (;;) {
@@ -230,6 +275,26 @@ export class UpdateSteps {
             return this.#fail(activatorError(err, 'prepare-failed'))
           }
           rec.target = gen
+          const window = this.#window.state(m)
+          if (window.kind === 'closed') {
+            const opens = new Date(window.opensAt).toISOString()
+            rec.log = appendLog(
+              rec.log,
+              `waiting for a maintenance window: the next opens ${opens} (${this.#window.timeZone})`,
+            )
+            await this.#enter('waiting-for-window')
+            break
+          }
+          const refused = await this.#admitAgain(rec)
+          if (refused !== undefined) return refused
+          await this.#enter('activating')
+          break
+        }
+        case 'waiting-for-window': {
+          if (recovering) return { outcome: 'waiting-for-window', manifestId: rec.manifestId, error: null }
+          const ended = await this.#window.wait(m, () => this.#verifyAgain(rec))
+          if (ended.kind === 'superseded') return { outcome: 'superseded', manifestId: m.id, error: null }
+          if (ended.kind === 'refused') return this.#refuse(ended.refusal)
           const refused = await this.#admitAgain(rec)
           if (refused !== undefined) return refused
           await this.#enter('activating')

@@ -1,8 +1,8 @@
 /**
  * The crash-safe update state machine (design principle 5, "safe apply").
  *
- *   idle → downloading → verified → activating → confirming → committed
- *                                        └────────────┴──→ rolling-back → rolled-back
+ *   idle → downloading → verified → [waiting-for-window →] activating → confirming → committed
+ *                                                              └────────────┴──→ rolling-back → rolled-back
  *   failed:  could not download, verify or unpack; nothing was switched
  *   refused: the manifest did not verify; nothing was changed at all
  *
@@ -12,6 +12,12 @@
  * generation is still active and the step is redone; from activation on, the
  * agent cannot know how far the switch got, so it rolls back to the previous
  * generation (re-activating it) — an unconfirmed generation never survives a restart.
+ *
+ * A manifest with maintenance windows (protocol/maintenance-window.ts) for the
+ * machine's tags is downloaded and prepared at once, and waits in
+ * `waiting-for-window` until one opens; a newer manifest cuts the wait short,
+ * and after a restart the update waits again (in the background, so recovery
+ * does not hold up the agent's start).
  *
  * This file takes offers one at a time and screens them; the steps and recovery
  * are in update-steps.ts, update.json in update-journal.ts, the status reports in
@@ -58,6 +64,10 @@ export interface UpdaterInit {
    */
   revocationsSynced?: (signal: AbortSignal) => Promise<void>
   now?: () => number
+  /** The machine's IANA time zone, in which maintenance windows are read. Default: the system's. */
+  timeZone?: string
+  /** How the wait for a maintenance window sleeps; must reject when the signal aborts. Default: lib's sleep. */
+  sleep?: (ms: number, signal: AbortSignal) => Promise<void>
   /** Minimum time between download progress reports. Default 1000 ms. */
   progressIntervalMs?: number
   /** Generations to keep installed. Default 5. */
@@ -73,7 +83,15 @@ export interface UpdaterInit {
   onError?: (err: unknown, context: string) => void
 }
 
-export type OfferOutcomeKind = 'committed' | 'rolled-back' | 'failed' | 'refused' | 'ignored' | 'superseded'
+/** 'waiting-for-window' only comes from recover(): the update then waits on in the background. */
+export type OfferOutcomeKind =
+  | 'committed'
+  | 'rolled-back'
+  | 'failed'
+  | 'refused'
+  | 'ignored'
+  | 'superseded'
+  | 'waiting-for-window'
 
 export interface OfferOutcome {
   outcome: OfferOutcomeKind
@@ -191,20 +209,47 @@ class QueuedUpdater implements Updater {
     if (this.#closed) return Promise.reject(new UpdaterClosedError('the updater is closed'))
     return new Promise((resolve, reject) => {
       this.#queue.push({ envelope: Uint8Array.from(envelope), resolve, reject })
+      this.#cutWait(envelope)
       this.#kick()
     })
   }
 
   recover(): Promise<OfferOutcome | null> {
-    this.#recovery ??= this.#steps.recover()
+    this.#recovery ??= this.#steps.recover().then((outcome) => {
+      // The wait for a maintenance window goes on in the background, where offers can cut it short.
+      if (outcome?.outcome === 'waiting-for-window') this.#kick()
+      return outcome
+    })
     return this.#recovery
+  }
+
+  /**
+   * A newer manifest that verifies cuts the wait for a maintenance window short, so
+   * it is not queued behind an update that may wait for hours. The re-sent current
+   * one (every reconnect) and anything refused leave the wait alone.
+   */
+  #cutWait(envelope: Uint8Array): void {
+    const rec = this.#journal.update
+    if (rec?.step !== 'waiting-for-window' || bytesEqual(fromBase64(rec.envelope), envelope)) return
+    try {
+      verifyManifest(envelope, {
+        ...trustNow(this.#init.trust),
+        lastSequence: this.#journal.lastSequence,
+        now: this.#now(),
+      })
+    } catch {
+      return
+    }
+    this.#steps.supersedeWaiting()
   }
 
   async close(): Promise<void> {
     this.#closed = true
     // Only a download is aborted; the update then ends with this error and resumes on the next start.
     this.#abort.abort(
-      new UpdaterClosedError('the updater was closed during the download; it resumes on the next start'),
+      new UpdaterClosedError(
+        'the updater was closed during the download or the wait for a maintenance window; it resumes on the next start',
+      ),
     )
     await this.#draining?.catch(() => {})
     await this.#recovery?.catch(() => {})
@@ -226,6 +271,20 @@ class QueuedUpdater implements Updater {
       for (const item of this.#queue.splice(0)) item.reject(err)
       return
     }
+    for (;;) {
+      await this.#applyQueued()
+      // An update waiting for its window (after a restart, or whose wait an offer refused later cut) waits on.
+      if (this.#closed || this.#journal.update?.step !== 'waiting-for-window') return
+      try {
+        await this.#steps.resume()
+      } catch (err) {
+        if (!this.#closed) this.#init.onError?.(err, 'waiting for the maintenance window')
+        return
+      }
+    }
+  }
+
+  async #applyQueued(): Promise<void> {
     while (this.#queue.length > 0) {
       const batch = this.#queue.splice(0)
       const candidates: { item: QueuedOffer; verified: VerifiedManifest }[] = []

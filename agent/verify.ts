@@ -16,7 +16,9 @@
 
 import type { PublicKey } from '../keys/index.ts'
 import {
+  type AdmittedMachineTags,
   type AdmittedManifest,
+  admitMachineTags,
   admitManifest,
   checkFleet,
   checkSigner,
@@ -56,6 +58,25 @@ export function verifyManifest(envelope: Uint8Array, ctx: VerifyContext): Verifi
     revocations: ctx.revocations,
     revokedSerials: ctx.revokedSerials,
     now: ctx.now,
+  })
+}
+
+/**
+ * A signed tag record (protocol/machine-tags.ts), checked with the rules the
+ * coordinator ran on it, against this machine's own tags and the version of
+ * the last record it took (0: its tags are still those it enrolled with).
+ */
+export function verifyMachineTags(
+  envelope: Uint8Array,
+  ctx: TrustContext & { tagsVersion: number; now?: number },
+): AdmittedMachineTags {
+  return admitMachineTags(envelope, {
+    fleetRoot: ctx.fleetRoot,
+    fleetId: ctx.fleetId,
+    revocations: ctx.revocations,
+    revokedSerials: ctx.revokedSerials,
+    now: ctx.now,
+    machine: { name: ctx.machine, tags: ctx.tags, version: ctx.tagsVersion },
   })
 }
 
