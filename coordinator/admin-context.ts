@@ -7,7 +7,13 @@
 import type { Connection } from '@libp2p/interface'
 import { type Authority, type Capability, CertificateError, type PublicKey } from '../keys/index.ts'
 import { CodedError } from '../lib/index.ts'
-import { type AdminOp, EnvelopeError, type FramedStream, ManifestRefusedError } from '../protocol/index.ts'
+import {
+  type AdminOp,
+  EnvelopeError,
+  type FramedStream,
+  MachineTagsRefusedError,
+  ManifestRefusedError,
+} from '../protocol/index.ts'
 import { AgentRequestError } from './control.ts'
 import { NixCacheError } from './nix-cache.ts'
 
@@ -44,6 +50,9 @@ export const CAPABILITY: Record<AdminOp['op'], Capability> = {
   'rollout-list': 'read',
   'rollout-show': 'read',
   'desired-manifests': 'read',
+  // tags are what an enrollment token grants (admin-tags.ts); each record's rules check the scope
+  'set-tags': 'enroll',
+  'tag-versions': 'read',
 }
 
 /** What the audit log records about whoever sent a request, also one refused before its signature was checked. */
@@ -79,6 +88,7 @@ export const REFUSALS = [
   AgentRequestError,
   CertificateError,
   EnvelopeError,
+  MachineTagsRefusedError,
   ManifestRefusedError,
   NixCacheError,
 ] as const

@@ -129,11 +129,24 @@ async function coverage(store: FleetStore, authority: Authority): Promise<(name:
   }
 }
 
+/**
+ * The rollout in waves, if it exists and the caller covers every machine of it
+ * (what every rollout op and a rollout watch's wave view require); else undefined.
+ */
+export async function visibleRollout(
+  store: FleetStore,
+  authority: Authority,
+  id: string,
+): Promise<RolloutRecord | undefined> {
+  const r = await store.rollouts.get(id)
+  if (r === undefined) return undefined
+  return r.plan.flat().every(await coverage(store, authority)) ? r : undefined
+}
+
 /** The rollout, if it exists and the caller covers every machine of it; else refused as unknown. */
 async function covered(store: FleetStore, authority: Authority, id: string): Promise<RolloutRecord> {
-  const r = await store.rollouts.get(id)
-  const covers = await coverage(store, authority)
-  if (r === undefined || !r.plan.flat().every(covers))
+  const r = await visibleRollout(store, authority, id)
+  if (r === undefined)
     throw new AdminDenied(
       'unknown-rollout',
       `no rollout in waves ${id}, or your certificate does not cover all its machines; see "fleetmesh rollout list"`,

@@ -45,6 +45,7 @@ import { runDiagnoseOp } from './admin-diagnose.ts'
 import { runNixOp } from './admin-nix.ts'
 import { revocationsPage, runRevokeOp } from './admin-revoke.ts'
 import { runRolloutOp } from './admin-rollouts.ts'
+import { runTagsOp } from './admin-tags.ts'
 import { streamWatch } from './admin-watch.ts'
 import { AdminAudit } from './audit-trail.ts'
 import { BlobAccess } from './blob-access.ts'
@@ -244,6 +245,13 @@ export class AdminRpc {
       case 'machine-log':
         await this.#ok(ctx, await this.#machineLog(ctx.authority, body.machine), body.machine)
         return
+      case 'set-tags':
+      case 'tag-versions': {
+        const { result, detail, changed } = await runTagsOp(this.#init, ctx, body)
+        await this.#ok(ctx, result, detail)
+        for (const m of changed) await this.#init.control.pushTags(m)
+        return
+      }
       case 'ping':
       case 'doctor': {
         const { result, detail } = await runDiagnoseOp(this.#init, ctx.authority, body)

@@ -14,6 +14,15 @@
  * which is not the rollout when it refused it, and a newer rollout's reports
  * are not this one's outcome: a finished rollout stays finished either way.
  *
+ * A watch of a rollout in waves also streams where the rollout stands (a
+ * `rollout` event): once before the snapshot, then whenever that changes, as
+ * the rollout engine moves it on (wave started, soak, halted, paused, resumed,
+ * aborted, done) or a report or an agent coming or going changes a machine's
+ * outcome. A burst of reports is sent as one view, once the events queued
+ * before it are out; an engine transition at once. Only an admin who may see
+ * the rollout (its certificate covers every machine of it, as for rollout-show)
+ * gets these events.
+ *
  * Everything sent is cut to the admin's scope: machines it covers, and a
  * manifest only with the covered machines it went to (none covered: not sent,
  * unless the admin's scope covers the manifest's targets, so it could have
@@ -34,8 +43,10 @@ import {
   type WatchEvent,
 } from '../protocol/index.ts'
 import { AdminDenied } from './admin-context.ts'
+import { visibleRollout } from './admin-rollouts.ts'
 import type { ControlService } from './control.ts'
 import type { FleetEvent, FleetEvents } from './events.ts'
+import type { RolloutEngine } from './rollout-engine.ts'
 import type { FleetStore, MachineRecord, ManifestRecord, StatusRecord } from './store.ts'
 import { machineView } from './views.ts'
 
@@ -52,7 +63,11 @@ export interface WatchSource {
   store: FleetStore
   events: FleetEvents
   control: Pick<ControlService, 'online'>
+  rollouts: Pick<RolloutEngine, 'onChange' | 'view'>
 }
+
+/** What a watch queues: fleet events, and the watched rollout in waves having changed in the engine. */
+type WatchItem = FleetEvent | { type: 'rollout-changed' }
 
 /** Streams a watch on `fs` until the admin closes it; `rolloutId` null follows the whole fleet. */
 export async function streamWatch(
@@ -62,21 +77,28 @@ export async function streamWatch(
   rolloutId: string | null,
 ): Promise<void> {
   const views = new WatchViews(source, authority, rolloutId)
-  const queue: FleetEvent[] = []
+  const queue: WatchItem[] = []
   const pause = new WakeableSleep()
   let overflow = false
   /** When the chain was last found valid; 0: check before anything more is sent. */
   let checkedAt = 0
   let revocations = 0
+  const enqueue = (e: WatchItem) => {
+    if (queue.length >= WATCH_BUFFER_LIMIT) overflow = true
+    else queue.push(e)
+    pause.wake()
+  }
   // Subscribed before the snapshot is read, so nothing that happens meanwhile is missed.
   const off = source.events.on((e) => {
     if (e.type === 'revoked') {
       revocations++
       checkedAt = 0
-    } else if (rolloutId !== null && e.type === 'status' && e.status.report.rolloutId !== rolloutId) return
-    else if (queue.length >= WATCH_BUFFER_LIMIT) overflow = true
-    else queue.push(e)
-    pause.wake()
+      pause.wake()
+    } else if (rolloutId === null || e.type !== 'status' || e.status.report.rolloutId === rolloutId)
+      enqueue(e)
+  })
+  const offRollout = source.rollouts.onChange((r) => {
+    if (r.id === rolloutId) enqueue({ type: 'rollout-changed' })
   })
   const expiresAt = authorityExpiresAt(authority)
   const stillValid = async (): Promise<void> => {
@@ -94,7 +116,11 @@ export async function streamWatch(
   try {
     await stillValid()
     for (const manifest of await views.rolloutManifests()) await send(manifest)
+    const wave = await views.rollout()
+    if (wave !== undefined) await send(wave)
     await send({ type: 'snapshot', machines: await views.snapshot() })
+    /** Whether the rollout's view may have changed since it was last sent. */
+    let rolloutDirty = false
     while (fs.stream.status === 'open') {
       if (overflow)
         throw new AdminDenied(
@@ -109,11 +135,20 @@ export async function streamWatch(
         await Promise.race([pause.sleep(Math.max(0, due)), closed])
         continue
       }
-      const view = await views.event(e)
-      if (view !== undefined) await send(view)
+      if (e.type !== 'rollout-changed') {
+        const view = await views.event(e)
+        if (view !== undefined) await send(view)
+      }
+      if (rolloutId !== null && e.type !== 'manifest' && e.type !== 'enrolled') rolloutDirty = true
+      // Reports come in bursts: their view goes out once the queue is drained; the engine's changes at once.
+      if (!rolloutDirty || (e.type !== 'rollout-changed' && queue.length > 0)) continue
+      rolloutDirty = false
+      const changed = await views.rollout()
+      if (changed !== undefined) await send(changed)
     }
   } finally {
     off()
+    offRollout()
     pause.wake()
   }
 }
@@ -125,6 +160,8 @@ class WatchViews {
   readonly #rolloutId: string | null
   /** The machines the watched rollout targeted, as its manifests name them. */
   readonly #targeted = new Set<string>()
+  /** The rollout view last sent, to send only changes. */
+  #lastRollout = ''
 
   constructor(source: WatchSource, authority: Authority, rolloutId: string | null) {
     this.#source = source
@@ -142,6 +179,21 @@ class WatchViews {
       if (event !== undefined) out.push(event)
     }
     return out
+  }
+
+  /**
+   * Where the watched rollout in waves stands, when the admin may see it and it
+   * changed since last sent; undefined for a whole-fleet watch or a plain rollout.
+   */
+  async rollout(): Promise<WatchEvent | undefined> {
+    if (this.#rolloutId === null) return undefined
+    const r = await visibleRollout(this.#source.store, this.#authority, this.#rolloutId)
+    if (r === undefined) return undefined
+    const rollout = await this.#source.rollouts.view(r)
+    const text = JSON.stringify(rollout)
+    if (text === this.#lastRollout) return undefined
+    this.#lastRollout = text
+    return { type: 'rollout', rollout }
   }
 
   async snapshot(): Promise<MachineView[]> {

@@ -10,6 +10,7 @@
  *   coordinator → diagnose {nonce}               agent → diagnosis {nonce, report}  (`fleetmesh doctor`)
  *   coordinator → revocations {entries}          after hello, before any manifest, and on every revoke
  *   agent → revocations {entries}                entries the coordinator's hello showed it lost
+ *   coordinator → machine-tags {envelope}        the latest signed tag record: before any manifest, and on change
  *
  * Unknown peers get an error frame and the stream closes. A status report must be
  * signed by the machine's own key (the one that enrolled) and name that machine.
@@ -259,6 +260,14 @@ export class ControlService {
     this.pushRevocations()
   }
 
+  /** Sends the machine's latest signed tag record (protocol/machine-tags.ts) if it has one and a live session. */
+  async pushTags(machine: string): Promise<void> {
+    const session = this.#sessions.get(machine)
+    const record = session === undefined ? undefined : await this.#init.store.machineTags.get(machine)
+    if (record !== undefined)
+      await session?.send({ t: 'machine-tags', envelope: record.envelope }).catch(() => {})
+  }
+
   /** Pushes the machine's desired manifest if it has a live session. */
   async pushDesired(machine: string): Promise<void> {
     const session = this.#sessions.get(machine)
@@ -326,6 +335,8 @@ export class ControlService {
       // Before any manifest: an agent acts on one only once it holds the revocations its signer saw.
       session.revocationSeq = first.revocations?.seq
       await this.#sendRevocations(session)
+      // Before the manifest too: the agent checks whether one targets it against its tags.
+      await this.pushTags(record.name)
       await this.pushDesired(record.name)
       await this.#serve(session, record)
     } finally {

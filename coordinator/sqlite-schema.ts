@@ -218,6 +218,17 @@ const MIGRATIONS: readonly string[] = [
   ) STRICT;
   CREATE INDEX rollouts_state ON rollouts (state);
   `,
+  `
+  -- Signed tag records (protocol/machine-tags.ts, coordinator/sqlite-tags.ts): the latest
+  -- one accepted per machine, sent to its agent; machines.tags holds the tags it gave.
+  CREATE TABLE machine_tags (
+    machine TEXT PRIMARY KEY REFERENCES machines (name),
+    version INTEGER NOT NULL,
+    envelope BLOB NOT NULL,
+    signed_by TEXT NOT NULL,
+    at INTEGER NOT NULL
+  ) STRICT;
+  `,
 ]
 
 export const SCHEMA_VERSION = MIGRATIONS.length

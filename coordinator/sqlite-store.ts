@@ -39,6 +39,7 @@ import {
   toStatus,
 } from './sqlite-rows.ts'
 import { type OpenOptions, openDatabase, storeFileError } from './sqlite-schema.ts'
+import { SqliteMachineTags } from './sqlite-tags.ts'
 import {
   type AuditEntry,
   type AuditReadEntry,
@@ -153,6 +154,7 @@ class SqliteStore implements FleetStore {
   readonly #audit: SqliteAudit
   readonly revocationLog: SqliteRevocations
   readonly rollouts: SqliteRollouts
+  readonly machineTags: SqliteMachineTags
 
   constructor(db: DatabaseSync) {
     this.#db = db
@@ -161,6 +163,7 @@ class SqliteStore implements FleetStore {
     this.#audit = new SqliteAudit(db, (fn) => this.#write(fn))
     this.revocationLog = new SqliteRevocations(db, (fn) => this.#write(fn))
     this.rollouts = new SqliteRollouts(db, (fn) => this.#write(fn))
+    this.machineTags = new SqliteMachineTags(db, (fn) => this.#write(fn))
   }
 
   /** Runs fn inside BEGIN IMMEDIATE … COMMIT; any throw rolls everything back. */
@@ -231,6 +234,7 @@ class SqliteStore implements FleetStore {
         this.#s.insertMachine.run(input.name, input.peerId, input.publicKey, tags, facts, input.at)
       } else {
         this.#s.reenrollMachine.run(tags, facts, input.at, input.name)
+        this.machineTags.dropInTransaction(input.name) // the token's tags are the newer statement
       }
       this.#s.useToken.run(input.nonce, input.name, input.at)
       if (this.#s.getDesired.get(input.name) === undefined)

@@ -40,6 +40,7 @@ import type {
   Targets,
   WavePolicy,
 } from '../protocol/index.ts'
+import type { MachineTagStore } from './sqlite-tags.ts'
 
 export interface MachineRecord {
   name: string
@@ -407,6 +408,8 @@ export interface FleetStore {
   readonly revocationLog: RevocationLog
   /** Rollouts in waves. */
   readonly rollouts: RolloutStore
+  /** Signed tag records of enrolled machines. */
+  readonly machineTags: MachineTagStore
 
   /** false if the nonce was seen before (a replay). */
   rememberNonce(nonce: string, expiresAt: number): Promise<boolean>
