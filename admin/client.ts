@@ -49,9 +49,13 @@ import {
   revokeSignedResult,
   rolloutListResult,
   rolloutViewSchema,
+  type SetTagsResult,
   type SubmitResult,
   sealEnvelope,
+  setTagsResult,
   submitResult,
+  type TagVersions,
+  tagVersionsResult,
   type WatchEvent,
   type WavePolicy,
   watchEvent,
@@ -175,6 +179,19 @@ export class AdminClient {
     entry: Uint8Array,
   ): Promise<z.output<typeof revokeSignedResult>> {
     return this.#request({ op: 'revoke', serial, reason, entry }, revokeSignedResult)
+  }
+
+  /**
+   * Signed tag records (protocol/machine-tags.ts), stored all or none; refused with
+   * the rule's code (e.g. "stale-version" when another change came first).
+   */
+  setTags(records: Uint8Array[]): Promise<SetTagsResult> {
+    return this.#request({ op: 'set-tags', records }, setTagsResult)
+  }
+
+  /** The last accepted tag record version of each named machine this admin covers (0: none since enrollment). */
+  tagVersions(machines: string[]): Promise<TagVersions> {
+    return this.#request({ op: 'tag-versions', machines }, tagVersionsResult)
   }
 
   /** One page of the signed revocation list: its head, and entries after `after`. */

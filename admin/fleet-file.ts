@@ -13,7 +13,13 @@ import { dirname, resolve } from 'node:path'
 import { z } from 'zod'
 import { machineName, tagName } from '../keys/index.ts'
 import { formatJsonPath, JsonLocator, type JsonPath, MAX_CONFIG_BYTES, UsageError } from '../lib/index.ts'
-import { ON_FAILURE } from '../protocol/index.ts'
+import {
+  MAX_WINDOWS,
+  type MaintenanceWindow,
+  ON_FAILURE,
+  parseWindowSpec,
+  WindowSyntaxError,
+} from '../protocol/index.ts'
 import { ALL_MACHINES } from './commands/deploy-targets.ts'
 
 /** A bad fleet file: `file`, `line` and `path` say where, and the message says it all again. */
@@ -101,6 +107,10 @@ const fleetSchema = z.strictObject({
   groups: z.record(z.string(), groupSchema).optional(),
   channels: z.record(z.string(), channelSchema).optional(),
   machines: z.record(z.string(), machineSchema),
+  /** Maintenance windows by tag: "HH:MM-HH:MM[@days]", or a list of them (deploy --window) */
+  windows: z
+    .record(z.string(), z.union([z.string().max(64), z.array(z.string().max(64)).max(MAX_WINDOWS)]))
+    .optional(),
 })
 
 /** A fleet file, checked: its entries, and where each sits in the text for later errors. */
@@ -114,6 +124,8 @@ export interface FleetFile {
   groups: Record<string, GroupEntry>
   channels: Record<string, ChannelEntry>
   machines: Record<string, MachineEntry>
+  /** When machines may activate what apply deploys (signed into its manifests); empty: at once */
+  windows: MaintenanceWindow[]
   /** An error at `path` of this file */
   error(path: JsonPath, problem: string): FleetFileError
   /** "fleet.json:12:7", for pointing at a second entry inside a message */
@@ -128,7 +140,7 @@ function syntaxPosition(message: string, text: string): { line: number; column: 
   return { line: lines.length, column: (lines.at(-1) ?? '').length + 1 }
 }
 
-const NAMES = { groups: tagName, channels: tagName, machines: machineName } as const
+const NAMES = { groups: tagName, channels: tagName, machines: machineName, windows: tagName } as const
 
 /** Parses and checks `text` as the fleet file `path` (read from disk by loadFleetFile). */
 export function parseFleetFile(path: string, text: string): FleetFile {
@@ -183,7 +195,9 @@ export function parseFleetFile(path: string, text: string): FleetFile {
       issue.code === 'unrecognized_keys'
         ? `unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${k}"`).join(', ')}`
         : issue.code === 'invalid_union'
-          ? 'must be a list of tags, or an object with "tags", "channel", "meta" and "override"'
+          ? issue.path[0] === 'windows'
+            ? 'must be a window "HH:MM-HH:MM[@days]" or a list of them'
+            : 'must be a list of tags, or an object with "tags", "channel", "meta" and "override"'
           : issue.message
     const at = issue.code === 'unrecognized_keys' ? [...issue.path, issue.keys[0] ?? ''] : issue.path
     throw error(at as JsonPath, problem)
@@ -195,6 +209,14 @@ export function parseFleetFile(path: string, text: string): FleetFile {
   for (const [name, channel] of Object.entries(value.channels ?? {}))
     if ((channel.archive === undefined) === (channel.nixMap === undefined))
       throw error(['channels', name], 'a channel names exactly one payload: "archive" or "nixMap"')
+    else if (channel.nixMap !== undefined && channel.rollout !== undefined)
+      // a rollout in waves is one release manifest for all its machines (the coordinator's rollout engine)
+      throw error(
+        ['channels', name, 'rollout'],
+        'a "nixMap" channel cannot roll out in waves: waves carry one manifest for all their machines, ' +
+          'and a closure map signs one per machine; drop "rollout" (every machine at once), ' +
+          'or use an "archive" channel for waves',
+      )
   return {
     path,
     dir: dirname(resolve(path)),
@@ -203,9 +225,31 @@ export function parseFleetFile(path: string, text: string): FleetFile {
     groups,
     channels: value.channels ?? {},
     machines: value.machines,
+    windows: fleetWindows(value.windows ?? {}, error),
     error,
     where,
   }
+}
+
+/** The `windows` section as manifests carry it; a bad window is an error at its place in the file. */
+function fleetWindows(
+  section: Record<string, string | string[]>,
+  error: (path: JsonPath, problem: string) => FleetFileError,
+): MaintenanceWindow[] {
+  const windows: MaintenanceWindow[] = []
+  for (const [tag, specs] of Object.entries(section)) {
+    for (const [i, spec] of (Array.isArray(specs) ? specs : [specs]).entries()) {
+      const at: JsonPath = Array.isArray(specs) ? ['windows', tag, i] : ['windows', tag]
+      try {
+        windows.push(parseWindowSpec(tag, spec))
+      } catch (err) {
+        if (err instanceof WindowSyntaxError) throw error(at, err.message)
+        throw err
+      }
+      if (windows.length > MAX_WINDOWS) throw error(at, `at most ${MAX_WINDOWS} windows in all`)
+    }
+  }
+  return windows
 }
 
 /** Reads the fleet file at `path`; a missing or oversized file is a UsageError naming it. */

@@ -1,10 +1,15 @@
 /**
  * `fleetmesh apply <fleet.json>`: carry out what `plan` shows. Everything that
- * can fail is checked before anything changes: the file, the payloads, what
- * the coordinator knows, and this admin's certificate for every machine and
- * tag it touches. Then the archives are uploaded (content-addressed: an
- * upload alone changes no machine), the enrollment tokens written, and one
- * rollout submitted per channel. docs/fleet-file.md says what is atomic.
+ * can fail is checked before anything changes: the file, the payloads (each
+ * nixMap channel's map against its machines, and its closures: in the local
+ * store or complete in the coordinator's cache), what the coordinator knows,
+ * and this admin's certificate for every machine and tag it touches, and the
+ * signed tag records of enrolled machines whose tags change. Then the archives
+ * are uploaded and the closures pushed (content-addressed: alone they change no
+ * machine), the enrollment tokens written, the tag records sent in one request
+ * (stored all or none), and one rollout submitted per channel (a nixMap
+ * channel's: one manifest per machine, sharing the rollout id, as deploy --nix-map).
+ * docs/fleet-file.md says what is atomic.
  */
 import { mkdir } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
@@ -21,25 +26,43 @@ import {
   UsageError,
   writeFileAtomic,
 } from '../../lib/index.ts'
-import type { WavePolicy } from '../../protocol/index.ts'
-import type { AdminClient } from '../client.ts'
+import {
+  admitMachineTags,
+  MachineTagsRefusedError,
+  normaliseTags,
+  sealMachineTags,
+  type WavePolicy,
+} from '../../protocol/index.ts'
+import { type AdminClient, AdminRequestError } from '../client.ts'
 import { channelPolicy, channelSettings } from '../fleet-channel.ts'
 import { DEFAULT_FLEET_FILE, type LoadedFleet, loadFleet } from '../fleet-command.ts'
 import type { ChannelEntry, FleetFile } from '../fleet-file.ts'
 import { type FleetPlan, formatPlan, type MachinePlan, planFleet } from '../fleet-plan.ts'
 import type { AdminHome } from '../home.ts'
+import { channelNixMaps } from '../nix-map.ts'
 import { REMOTE_OPTIONS, withClient } from '../session.ts'
 import { fileSource, type UploadSource, uploadBlob } from '../upload.ts'
+import {
+  checkNixClosures,
+  NixDeployError,
+  type NixManifestCommon,
+  type NixRelease,
+  nixManifestFields,
+  nixRelease,
+  pushNixClosures,
+} from './deploy-nix.ts'
 import { DEPLOY_OPTIONS, deploySettings } from './deploy-options.ts'
-import { beforeSubmit, type ManifestFields, randomId } from './rollout.ts'
+import { beforeSubmit, CoordinatorLostError, type ManifestFields, randomId } from './rollout.ts'
 import { rollOut } from './rollout-waves.ts'
+import { linkLost, linkReason } from './watch.ts'
 
 const USAGE =
   'fleetmesh apply [<fleet.json>] [--tokens <dir>] [--ttl 24h] [--no-watch] [--timeout 15m] [--json]'
 
 export const APPLY_COMMAND: CommandSpec = {
   name: 'apply',
-  summary: 'Carry out a fleet file: enrollment tokens for new machines, then one rollout per channel.',
+  summary:
+    'Carry out a fleet file: enrollment tokens for new machines, tag changes, then one rollout per channel.',
   usage: USAGE,
   options: {
     ...REMOTE_OPTIONS,
@@ -61,8 +84,12 @@ export const APPLY_COMMAND: CommandSpec = {
     `The file defaults to ${DEFAULT_FLEET_FILE}. Tokens are written to --tokens, never printed.`,
     "A new machine gets its channel's generation as soon as it enrolls with its token.",
     'A channel with a "rollout" goes out in waves, as deploy --waves with the same options.',
-    "Refused, with nothing changed: tag changes on enrolled machines (not supported yet), anything outside this admin's certificate.",
-    "--json prints JSON lines: the rollouts' watch events, then a summary {plan, tokens, rollouts}.",
+    'A "nixMap" channel goes out as deploy --nix-map (mode switch): closures are pushed from the local Nix store ' +
+      'into the coordinator\'s cache, or must be complete there; it needs a Nix key ("fleetmesh nix keygen").',
+    'Tag changes of enrolled machines are records this admin signs (it needs "enroll" on the old and the new tags); ' +
+      'the coordinator stores them all or none, and each agent checks its own before using the new tags.',
+    "Refused, with nothing changed: anything outside this admin's certificate.",
+    "--json prints JSON lines: the rollouts' watch events, then a summary {plan, tokens, tags, rollouts}.",
     "exit codes: those of deploy (watching each channel's rollout in turn); 0 when there was nothing to do.",
   ],
   examples: ['fleetmesh apply fleet.json --tokens ./tokens', 'fleetmesh plan fleet.json && echo up to date'],
@@ -71,24 +98,43 @@ export const APPLY_COMMAND: CommandSpec = {
 const MINUTE = 60_000
 const HOUR = 3_600_000
 
+/** A channel's payload: one archive for all its machines, or a closure per machine (its nixMap). */
+type ChannelPayload =
+  | { kind: 'archive'; source: UploadSource }
+  | { kind: 'nix'; byMachine: [machine: string, storePath: string][] }
+
 /** What apply does for one channel: its payload, and the machines that get it. */
 interface ChannelWork {
   name: string
   entry: ChannelEntry
   machines: string[]
-  archive: UploadSource
-  fields: Omit<ManifestFields, 'payload'>
-  /** The channel's rollout policy; undefined: every machine at once */
+  payload: ChannelPayload
+  common: NixManifestCommon & { generation: string }
+  /** The channel's rollout policy; undefined: every machine at once (always for a nixMap channel) */
   waves: WavePolicy | undefined
 }
 
-/** The payload of a channel that deploys now: only archives so far. */
-async function channelArchive(file: FleetFile, name: string, entry: ChannelEntry): Promise<UploadSource> {
-  if (entry.archive === undefined)
-    throw new UsageError(
-      `${file.where(['channels', name, 'nixMap'])}: channels.${name}.nixMap: apply does not deploy NixOS closure maps yet; ` +
-        `run "fleetmesh deploy --nix-map ${entry.nixMap}" for this channel, then plan again`,
-    )
+/** The Nix side of an apply: how its closures go out, and those to push from the local store. */
+interface NixWork {
+  release: NixRelease
+  local: string[]
+}
+
+/**
+ * The payload of a channel that deploys to `machines` now. A closure map is
+ * narrowed to them (channelNixMaps checked it names exactly the channel's machines).
+ */
+async function channelPayload(
+  file: FleetFile,
+  name: string,
+  entry: ChannelEntry,
+  machines: string[],
+  maps: Map<string, Map<string, string>>,
+): Promise<ChannelPayload> {
+  if (entry.archive === undefined) {
+    const map = maps.get(name) ?? new Map<string, string>()
+    return { kind: 'nix', byMachine: machines.map((m) => [m, map.get(m) as string]) }
+  }
   const path = resolve(file.dir, entry.archive)
   try {
     await inspectTarArchive(path)
@@ -98,7 +144,37 @@ async function channelArchive(file: FleetFile, name: string, entry: ChannelEntry
       `${file.where(['channels', name, 'archive'])}: channels.${name}.archive: ${path}: ${why}; nothing was changed`,
     )
   }
-  return fileSource(path)
+  return { kind: 'archive', source: await fileSource(path) }
+}
+
+/**
+ * The nixMap channels' closures, checked before anything changes: the admin
+ * has a Nix key to sign or trust them with, and each is in the local store (to
+ * be pushed) or complete in the coordinator's cache.
+ */
+async function checkNix(
+  client: AdminClient,
+  home: string,
+  work: ChannelWork[],
+): Promise<NixWork | undefined> {
+  const nix = work.flatMap((w) =>
+    w.payload.kind === 'nix' ? [{ name: w.name, byMachine: w.payload.byMachine }] : [],
+  )
+  if (nix.length === 0) return undefined
+  const refused = (what: string, err: unknown): never => {
+    if (!(err instanceof NixDeployError)) throw err
+    throw new UsageError(`apply refused, nothing was changed: ${what}: ${err.message}`, { cause: err })
+  }
+  const release = await nixRelease(home).catch((err) => refused(`channel ${nix[0]?.name}`, err))
+  const local: string[] = []
+  for (const c of nix) {
+    const paths = c.byMachine.map(([, path]) => path)
+    const found = await beforeSubmit(() => checkNixClosures(client, paths, release, () => {})).catch((err) =>
+      refused(`channel ${c.name}`, err),
+    )
+    local.push(...found)
+  }
+  return { release, local: [...new Set(local)] }
 }
 
 /** Certificate refusals for what the plan touches: all of them, before anything is written or sent. */
@@ -129,26 +205,108 @@ function scopeRefusals(home: AdminHome, plan: FleetPlan): string[] {
   return refusals
 }
 
-/** What apply cannot do yet, said before anything changes. */
-function unsupported(plan: FleetPlan): string[] {
-  return plan.machines
-    .filter((m) => m.enrolled && m.tagsAdded.length + m.tagsRemoved.length > 0)
-    .map(
-      (m) =>
-        `${m.machine}: tags ${[...m.tagsAdded.map((t) => `+${t}`), ...m.tagsRemoved.map((t) => `-${t}`)].join(' ')}: ` +
-        "apply cannot change an enrolled machine's tags yet (they are signed into its enrollment); " +
-        'put its current tags back in the file, or re-enroll it with the new ones',
-    )
+// ---------------------------------------------------------------- tag changes
+
+/** An enrolled machine whose tags the plan changes, with its tag record signed and checked. */
+interface Retag {
+  machine: string
+  from: string[]
+  to: string[]
+  envelope: Uint8Array
+}
+
+const tagChange = (m: MachinePlan) =>
+  [...m.tagsAdded.map((t) => `+${t}`), ...m.tagsRemoved.map((t) => `-${t}`)].join(' ')
+
+/**
+ * One signed tag record per enrolled machine whose tags change, numbered above
+ * the version the coordinator last accepted, and checked here with the rules
+ * the coordinator and the agent run (protocol/machine-tags.ts): all before
+ * anything is sent. Refusals go to `problems`.
+ */
+async function signTags(client: AdminClient, plan: FleetPlan, problems: string[]): Promise<Retag[]> {
+  const machines = plan.machines.filter((m) => m.enrolled && m.tagsAdded.length + m.tagsRemoved.length > 0)
+  if (machines.length === 0) return []
+  const versions = await beforeSubmit(() => client.tagVersions(machines.map((m) => m.machine)))
+  const { home } = client
+  const { fleetId } = home.fleet
+  const now = Date.now()
+  const retags: Retag[] = []
+  for (const m of machines) {
+    const from = normaliseTags([...m.tags.filter((t) => !m.tagsAdded.includes(t)), ...m.tagsRemoved])
+    const version = versions[m.machine] ?? 0
+    const record = {
+      v: 1 as const,
+      fleetId,
+      machine: m.machine,
+      tags: normaliseTags(m.tags),
+      version: version + 1,
+    }
+    const envelope = sealMachineTags({ ...record, issuedAt: now }, home.key, home.chain)
+    try {
+      const policy = {
+        fleetRoot: home.fleetRoot,
+        fleetId,
+        now,
+        machine: { name: m.machine, tags: from, version },
+      }
+      admitMachineTags(envelope, policy)
+      retags.push({ machine: m.machine, from, to: record.tags, envelope })
+    } catch (err) {
+      if (!(err instanceof MachineTagsRefusedError)) throw err
+      problems.push(`${m.machine}: tags ${tagChange(m)}: ${err.code}: ${err.message}`)
+    }
+  }
+  return retags
+}
+
+/** Sends every tag record in one request, which the coordinator stores all or none. */
+async function sendTags(
+  client: AdminClient,
+  retags: Retag[],
+  progress: (line: string) => void,
+): Promise<void> {
+  if (retags.length === 0) return
+  try {
+    await client.setTags(retags.map((r) => r.envelope))
+  } catch (err) {
+    if (linkLost(err))
+      throw new CoordinatorLostError(
+        'unconfirmed',
+        `lost the coordinator while sending the tag changes (${linkReason(err)}): it stores them all or none, ` +
+          'and no rollout was submitted. Run plan to see whether they were stored, then apply again',
+        { cause: err },
+      )
+    if (err instanceof AdminRequestError)
+      throw new AdminRequestError(
+        err.code,
+        `the coordinator refused the tag changes, so no machine was changed: ${err.message}`,
+        { cause: err },
+      )
+    throw err
+  }
+  for (const r of retags) progress(`${r.machine}: tags [${r.from.join(', ')}] → [${r.to.join(', ')}]`)
+}
+
+interface Prepared {
+  plan: FleetPlan
+  work: ChannelWork[]
+  nix: NixWork | undefined
+  tokenDir: string | undefined
+  retags: Retag[]
 }
 
 async function prepare(
   client: AdminClient,
   fleet: LoadedFleet,
+  maps: Map<string, Map<string, string>>,
   p: Parsed,
-): Promise<{ plan: FleetPlan; work: ChannelWork[]; tokenDir: string | undefined }> {
+  home: string,
+): Promise<Prepared> {
   const { file } = fleet
   const plan = planFleet(file, fleet.machines, await beforeSubmit(() => client.machines()))
-  const problems = [...unsupported(plan), ...scopeRefusals(client.home, plan)]
+  const problems = scopeRefusals(client.home, plan)
+  const retags = await signTags(client, plan, problems)
   const tokenDir = str(p, 'tokens')
   if (plan.machines.some((m) => m.action === 'enroll') && tokenDir === undefined)
     problems.push(
@@ -173,17 +331,30 @@ async function prepare(
       name,
       entry,
       machines,
-      archive: await channelArchive(file, name, entry),
-      fields: {
+      payload: await channelPayload(file, name, entry, machines, maps),
+      common: {
         generation: entry.generation,
-        targets: { machines, tags: [] },
         healthCheck: settings.healthCheck,
         confirmTimeoutMs: settings.confirmTimeoutMs,
         validForMs: settings.validForMs,
+        windows: file.windows,
       },
     })
   }
-  return { plan, work, tokenDir }
+  return { plan, work, nix: await checkNix(client, home, work), tokenDir, retags }
+}
+
+/** One manifest for an archive channel's machines; one per machine of a nixMap channel, sharing its rollout. */
+function channelManifests(w: ChannelWork, nix: NixWork | undefined): ManifestFields[] {
+  const { payload, common } = w
+  if (payload.kind === 'nix' && nix !== undefined)
+    return payload.byMachine.map(([m, path]) =>
+      nixManifestFields(path, { machines: [m], tags: [] }, nix.release, common),
+    )
+  if (payload.kind === 'nix') throw new Error(`channel ${w.name}: its closures were not checked`)
+  const { sha256, size } = payload.source
+  const archive = { kind: 'archive' as const, sha256, size, sources: [{ kind: 'coordinator' as const }] }
+  return [{ ...common, targets: { machines: w.machines, tags: [] }, payload: archive }]
 }
 
 /** Tokens for the plan's new machines, in `dir` (created 0700); their paths, by machine. */
@@ -208,48 +379,52 @@ async function writeTokens(home: AdminHome, plan: MachinePlan[], dir: string, tt
 export async function apply(argv: string[], home: string): Promise<number> {
   const p = parseCommand(argv, APPLY_COMMAND)
   const fleet = await loadFleet(p.positionals[0] ?? DEFAULT_FLEET_FILE)
+  const maps = await channelNixMaps(fleet.file, fleet.machines)
   const ttlMs = duration(p, 'ttl', 24 * HOUR)
   if (ttlMs < MINUTE || ttlMs > 30 * 24 * HOUR)
     throw new UsageError(`--ttl must be from 1m to 30d, got "${str(p, 'ttl')}"`)
   const settings = deploySettings(p)
   return withClient(home, p, async (client) => {
-    const { plan, work, tokenDir } = await prepare(client, fleet, p)
+    const { plan, work, nix, tokenDir, retags } = await prepare(client, fleet, maps, p, home)
     if (plan.changes === 0) {
-      output(settings.json, { plan, tokens: {}, rollouts: [] }, () => formatPlan(plan))
+      output(settings.json, { plan, tokens: {}, tags: [], rollouts: [] }, () => formatPlan(plan))
       return 0
     }
     settings.progress(formatPlan(plan))
-    for (const w of work)
-      await beforeSubmit(async () => {
-        if ((await uploadBlob(client, w.archive, settings.progress)) === 'already-stored')
-          settings.progress(`channel ${w.name}: archive already on the coordinator`)
-      })
+    for (const w of work) {
+      const { payload } = w
+      if (payload.kind === 'archive')
+        await beforeSubmit(async () => {
+          if ((await uploadBlob(client, payload.source, settings.progress)) === 'already-stored')
+            settings.progress(`channel ${w.name}: archive already on the coordinator`)
+        })
+    }
+    // like the uploads, a push into the cache changes no machine
+    if (nix !== undefined) await beforeSubmit(() => pushNixClosures(client, nix.local, nix.release, settings))
     const newcomers = plan.machines.filter((m) => m.action === 'enroll')
     const tokens =
       tokenDir === undefined ? {} : await writeTokens(client.home, newcomers, resolve(tokenDir), ttlMs)
     for (const [machine, path] of Object.entries(tokens))
       settings.progress(`${machine}: enrollment token written to ${path}`)
+    // after everything that can fail on this side: the first change to machines
+    await sendTags(client, retags, settings.progress)
     let code = 0
     const rollouts: { channel: string; rolloutId: string; machines: string[] }[] = []
     for (const w of work) {
-      const payload = {
-        kind: 'archive' as const,
-        sha256: w.archive.sha256,
-        size: w.archive.size,
-        sources: [{ kind: 'coordinator' as const }],
-      }
+      const manifests = channelManifests(w, nix)
       const rolloutId = randomId()
       rollouts.push({ channel: w.name, rolloutId, machines: w.machines })
       settings.progress(`channel ${w.name}: rollout ${rolloutId} to ${w.machines.join(', ')}`)
       // in waves when the channel has a rollout policy, as deploy --waves
-      const followed = await rollOut(client, rolloutId, [{ ...w.fields, payload }], {
+      const followed = await rollOut(client, rolloutId, manifests, {
         ...settings,
         waves: w.waves,
       })
       if (followed !== 0 && code === 0) code = followed
     }
     // one line: with --json, stdout is JSON lines (the rollouts' watch events, then this)
-    const summary = { plan, tokens, rollouts }
+    const tags = retags.map(({ machine, from, to }) => ({ machine, from, to }))
+    const summary = { plan, tokens, tags, rollouts }
     process.stdout.write(
       settings.json ? `${JSON.stringify(summary)}\n` : `applied: ${plan.changes} machine(s) changed\n`,
     )

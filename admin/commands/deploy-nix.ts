@@ -6,7 +6,7 @@
  * refused (a malformed path, unknown machines, an unavailable closure) is
  * refused before anything is pushed or signed.
  */
-import { NixPublicKey } from '../../keys/index.ts'
+import { NixPublicKey, type NixSigningKey } from '../../keys/index.ts'
 import { CodedError, flag, list, type Parsed, str, UsageError } from '../../lib/index.ts'
 import { isStorePath, type Payload, STORE_DIR, type Targets } from '../../protocol/index.ts'
 import type { AdminClient } from '../client.ts'
@@ -15,7 +15,7 @@ import { readNixMap } from '../nix-map.ts'
 import { coordinatorCache, pushClosures } from '../nix-push.ts'
 import { invalidStorePaths, NixStoreError } from '../nix-store.ts'
 import { withClient } from '../session.ts'
-import { DEPLOY_USAGE, type DeploySettings, deploySettings } from './deploy-options.ts'
+import { DEPLOY_USAGE, type DeploySettings, deploySettings, warnIdleWindows } from './deploy-options.ts'
 import { parseTargets, resolveTargets, type TargetRequest } from './deploy-targets.ts'
 import { pushReporter } from './nix.ts'
 import { beforeSubmit, generationName, type ManifestFields, randomId } from './rollout.ts'
@@ -34,7 +34,7 @@ export class NixDeployError extends CodedError<NixDeployErrorCode> {
 }
 
 const MODES = ['switch', 'boot', 'test'] as const
-type NixMode = (typeof MODES)[number]
+export type NixMode = (typeof MODES)[number]
 /** The manifest's limits (protocol/messages.ts payloadSchema). */
 const MAX_SUBSTITUTERS = 16
 const MAX_TRUSTED_KEYS = 16
@@ -171,32 +171,100 @@ const pathCount = (n: number): string => `${n} path${n === 1 ? '' : 's'}`
 /** "nixos-system-edge-1-24.05": a store path's name, without its directory and hash. */
 const storeName = (path: string): string => path.slice(STORE_DIR.length + 34)
 
+/** How the devices get and activate the closures of one Nix deploy (deploy --nix/--nix-map, apply). */
+export interface NixRelease {
+  activation: NixMode
+  substituters: string[]
+  trusted: NixPublicKey[]
+  /** The admin's Nix key, which signs pushed paths no trusted key signed */
+  signingKey: NixSigningKey | undefined
+}
+
+/** The release with the admin's own key and `trustedKeyTexts` trusted; no-trusted-key when there is none. */
+export async function nixRelease(
+  home: string,
+  options: { activation?: NixMode; substituters?: string[]; trustedKeys?: string[] } = {},
+): Promise<NixRelease> {
+  const signingKey = await loadAdminNixKey(home)
+  return {
+    activation: options.activation ?? 'switch',
+    substituters: options.substituters ?? [],
+    trusted: trustedKeys(signingKey?.publicKey, options.trustedKeys ?? []),
+    signingKey,
+  }
+}
+
+/**
+ * Checks that every closure of `storePaths` can reach the devices, before
+ * anything is pushed or signed: each is in the local store (to be pushed), or
+ * complete in the coordinator's cache, or the devices may substitute. Returns
+ * the paths to push, for {@link pushNixClosures}.
+ */
+export async function checkNixClosures(
+  client: AdminClient,
+  storePaths: readonly string[],
+  release: NixRelease,
+  progress: (m: string) => void,
+): Promise<string[]> {
+  const unique = [...new Set(storePaths)].sort()
+  const local = await localPaths(unique, progress)
+  for (const path of unique)
+    if (!local.has(path)) await requireInCache(client, path, release.substituters, progress)
+  return [...local]
+}
+
+/** Pushes what the coordinator's cache lacks of the closures of `local` (from checkNixClosures). */
+export async function pushNixClosures(
+  client: AdminClient,
+  local: readonly string[],
+  release: NixRelease,
+  report: { json: boolean; progress: (m: string) => void },
+): Promise<void> {
+  if (local.length === 0) return
+  const reporter = pushReporter(report.json, report.progress)
+  reporter.done(
+    await pushClosures(coordinatorCache(client), local, {
+      trustedKeys: release.trusted,
+      signingKey: release.signingKey,
+      onProgress: reporter.onProgress,
+    }),
+  )
+}
+
+/** What a Nix manifest shares with an archive's: the generation (undefined: from the store path) and checks. */
+export type NixManifestCommon = Omit<ManifestFields, 'payload' | 'targets' | 'generation' | 'activation'> & {
+  generation: string | undefined
+}
+
+/** The manifest fields of one closure for `targets`. */
+export function nixManifestFields(
+  storePath: string,
+  targets: Targets,
+  release: NixRelease,
+  common: NixManifestCommon,
+): ManifestFields {
+  const payload: Payload = {
+    kind: 'nix',
+    storePath,
+    substituters: release.substituters,
+    trustedPublicKeys: release.trusted.map((k) => k.toString()),
+  }
+  return {
+    ...common,
+    generation: common.generation ?? generationName(storeName(storePath)),
+    targets,
+    payload,
+    activation: release.activation,
+  }
+}
+
 export async function deployNix(p: Parsed, home: string): Promise<number> {
   const plan = await readPlan(p)
   const activation = parseMode(str(p, 'mode'))
   const substituters = parseSubstituters(list(p, 'substituter'))
   const settings: DeploySettings = deploySettings(p)
-  const signingKey = await loadAdminNixKey(home)
-  const trusted = trustedKeys(signingKey?.publicKey, list(p, 'trusted-key'))
-  const storePaths = plan.kind === 'single' ? [plan.storePath] : [...new Set(plan.byMachine.values())].sort()
-
-  const fields = (storePath: string, targets: Targets): ManifestFields => {
-    const payload: Payload = {
-      kind: 'nix',
-      storePath,
-      substituters,
-      trustedPublicKeys: trusted.map((k) => k.toString()),
-    }
-    return {
-      generation: settings.generation ?? generationName(storeName(storePath)),
-      targets,
-      payload,
-      activation,
-      healthCheck: settings.healthCheck,
-      confirmTimeoutMs: settings.confirmTimeoutMs,
-      validForMs: settings.validForMs,
-    }
-  }
+  const release = await nixRelease(home, { activation, substituters, trustedKeys: list(p, 'trusted-key') })
+  const storePaths = plan.kind === 'single' ? [plan.storePath] : [...plan.byMachine.values()]
 
   return withClient(home, p, async (client) => {
     const manifests = await beforeSubmit(async () => {
@@ -206,24 +274,22 @@ export async function deployNix(p: Parsed, home: string): Promise<number> {
           ? [[plan.storePath, await resolveTargets(client, plan.targets)]]
           : [...plan.byMachine].map(([machine, path]) => [path, { machines: [machine], tags: [] }])
       if (plan.kind === 'map') await refuseUnknownMachines(client, [...plan.byMachine.keys()])
-      const local = await localPaths(storePaths, settings.progress)
-      for (const path of storePaths)
-        if (!local.has(path)) await requireInCache(client, path, substituters, settings.progress)
-      if (local.size > 0) {
-        const reporter = pushReporter(settings.json, settings.progress)
-        reporter.done(
-          await pushClosures(coordinatorCache(client), [...local], {
-            trustedKeys: trusted,
-            signingKey,
-            onProgress: reporter.onProgress,
-          }),
+      if (settings.windows.length > 0) {
+        const enrolled = await client.machines()
+        // a --nix-map's manifests together: a window tag none of its machines carries
+        const all = planned.reduce<Targets>(
+          (acc, [, t]) => ({ machines: [...acc.machines, ...t.machines], tags: [...acc.tags, ...t.tags] }),
+          { machines: [], tags: [] },
         )
+        warnIdleWindows(settings.windows, all, enrolled, settings.progress)
       }
+      const local = await checkNixClosures(client, storePaths, release, settings.progress)
+      await pushNixClosures(client, local, release, settings)
       return planned
     })
     // One rollout: a --nix-map's per-machine manifests share its id.
     const rolloutId = randomId()
-    const all = manifests.map(([path, targets]) => fields(path, targets))
+    const all = manifests.map(([path, targets]) => nixManifestFields(path, targets, release, settings))
     return rollOut(client, rolloutId, all, settings)
   })
 }

@@ -11,14 +11,25 @@ import {
   str,
   UsageError,
 } from '../../lib/index.ts'
-import { blobSource, type HealthCheck, type WavePolicy } from '../../protocol/index.ts'
+import {
+  blobSource,
+  type HealthCheck,
+  MAX_WINDOWS,
+  type MachineView,
+  type MaintenanceWindow,
+  parseWindowArg,
+  type Targets,
+  targetsMachine,
+  type WavePolicy,
+  WindowSyntaxError,
+} from '../../protocol/index.ts'
 import { WATCH_EXIT_NOTES } from '../rollout-outcome.ts'
 import { REMOTE_OPTIONS } from '../session.ts'
 import { WAVE_NOTES, WAVE_OPTIONS, wavePolicy } from './deploy-wave-options.ts'
 
 const COMMON_FLAGS =
   '[--generation <name>] [--health-check "<cmd> <args>"] [--health-timeout 30s] [--health-retries N] ' +
-  '[--confirm-timeout 2m] [--expires 7d] [--no-watch] [--timeout 15m] [--json]'
+  '[--confirm-timeout 2m] [--expires 7d] [--window <tag>=HH:MM-HH:MM[@days]]... [--no-watch] [--timeout 15m] [--json]'
 const NIX_FLAGS = '[--mode switch|boot|test] [--substituter <url>]... [--trusted-key <name:base64>]...'
 
 const TO = '--to <machine|tag:name|all>[,...] [--allow-future-machines]'
@@ -118,6 +129,14 @@ export const DEPLOY_OPTIONS = {
       'how long the signed manifest stays valid for machines that have not applied it, from 1s to 365d',
     default: '7d',
   },
+  window: {
+    type: 'string',
+    multiple: true,
+    value: '<tag>=HH:MM-HH:MM[@days]',
+    description:
+      "maintenance window: machines with <tag> download at once but activate only between the two times, in the device's time zone (agent --timezone), on the days named (mon,tue,… or mon-fri; every day if none); an end before the start spans midnight; a machine with windows for several tags activates in any of them; deploy watches until they activate, so use --no-watch (or a longer --timeout) for a window that opens later",
+    default: 'none: activate at once',
+  },
   url: {
     type: 'string',
     multiple: true,
@@ -148,6 +167,7 @@ export const DEPLOY_COMMAND: CommandSpec = {
   examples: [
     'fleetmesh deploy app-1.4.tar.gz --to tag:web --health-check "curl -fsS http://localhost:8080/health"',
     'fleetmesh deploy app-1.5.tar.gz --to tag:web --waves 1,10%,50%,100% --max-failures 5% --soak 10m --on-failure rollback',
+    'fleetmesh deploy app-1.6.tar.gz --to tag:web --window web=22:00-04:00@mon-fri --window web=02:00-06:00@sat,sun',
   ],
 }
 
@@ -164,6 +184,8 @@ export interface DeploySettings {
   json: boolean
   /** --waves and its options; undefined: every target at once */
   waves: WavePolicy | undefined
+  /** --window: when the machines may activate (empty: at once) */
+  windows: MaintenanceWindow[]
   /** Human progress lines (stderr; silent with --json) */
   progress: (message: string) => void
 }
@@ -240,6 +262,7 @@ export function deploySettings(p: Parsed): DeploySettings {
     validForMs: boundedDuration(p, 'expires', 7 * DAY, { min: SECOND, max: 365 * DAY, text: '1s to 365d' }),
     watch: !flag(p, 'no-watch'),
     waves: wavePolicy(p),
+    windows: parseWindows(list(p, 'window')),
     timeoutMs: boundedDuration(p, 'timeout', 15 * 60 * SECOND, {
       min: SECOND,
       max: 30 * DAY,
@@ -250,4 +273,39 @@ export function deploySettings(p: Parsed): DeploySettings {
       if (!json) process.stderr.write(`${msg}\n`)
     },
   }
+}
+
+/** --window, each checked as the manifest takes it. */
+function parseWindows(items: readonly string[]): MaintenanceWindow[] {
+  if (items.length > MAX_WINDOWS)
+    throw new UsageError(`give at most ${MAX_WINDOWS} --window, got ${items.length}`)
+  return items.map((item) => {
+    try {
+      return parseWindowArg(item)
+    } catch (err) {
+      if (err instanceof WindowSyntaxError) throw new UsageError(`--window: ${err.message}`)
+      throw err
+    }
+  })
+}
+
+/**
+ * Says which --window tags no enrolled target carries: such a window holds back
+ * no machine now (a typo?), but one that gets the tag later keeps to it.
+ */
+export function warnIdleWindows(
+  windows: readonly MaintenanceWindow[],
+  targets: Targets,
+  enrolled: readonly MachineView[],
+  progress: (message: string) => void,
+): void {
+  const carried = new Set(
+    enrolled.filter((m) => targetsMachine(targets, m.name, m.tags)).flatMap((m) => m.tags),
+  )
+  const idle = [...new Set(windows.map((w) => w.tag).filter((t) => !carried.has(t)))]
+  if (idle.length > 0)
+    progress(
+      `warning: no target machine carries ${idle.map((t) => `tag:${t}`).join(', ')}: ` +
+        'those --window entries hold back no machine now (the others activate at once)',
+    )
 }

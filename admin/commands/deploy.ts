@@ -10,7 +10,13 @@ import { flag, inspectTarArchive, list, parseCommand, TarArchiveError, UsageErro
 import { withClient } from '../session.ts'
 import { fileSource, uploadBlob } from '../upload.ts'
 import { deployNix } from './deploy-nix.ts'
-import { DEPLOY_COMMAND, DEPLOY_USAGE, deploySettings, NIX_OPTIONS } from './deploy-options.ts'
+import {
+  DEPLOY_COMMAND,
+  DEPLOY_USAGE,
+  deploySettings,
+  NIX_OPTIONS,
+  warnIdleWindows,
+} from './deploy-options.ts'
 import { parseTargets, resolveTargets } from './deploy-targets.ts'
 import { beforeSubmit, generationName, type ManifestFields, randomId } from './rollout.ts'
 import { rollOut } from './rollout-waves.ts'
@@ -38,6 +44,8 @@ export async function deploy(argv: string[], home: string): Promise<number> {
     const targets = await beforeSubmit(async () => {
       // Before the upload: a deploy that reaches no machine fails here, having changed nothing.
       const resolved = await resolveTargets(client, request)
+      if (settings.windows.length > 0)
+        warnIdleWindows(settings.windows, resolved, await client.machines(), progress)
       if ((await uploadBlob(client, archive, progress)) === 'already-stored')
         progress('archive already on the coordinator')
       return resolved
@@ -55,6 +63,7 @@ export async function deploy(argv: string[], home: string): Promise<number> {
       healthCheck: settings.healthCheck,
       confirmTimeoutMs: settings.confirmTimeoutMs,
       validForMs: settings.validForMs,
+      windows: settings.windows,
     }
     return rollOut(client, rolloutId, [manifest], settings)
   })

@@ -4,19 +4,35 @@
  * pause, resume and abort need the deploy capability on all the rollout's
  * machines and are audited.
  */
-import { type CommandSpec, flag, int, output, parseCommand, UsageError } from '../../lib/index.ts'
+import {
+  type CommandSpec,
+  duration,
+  flag,
+  int,
+  output,
+  parseCommand,
+  str,
+  UsageError,
+} from '../../lib/index.ts'
 import type { RolloutView } from '../../protocol/index.ts'
+import { EXIT } from '../rollout-outcome.ts'
 import { REMOTE_OPTIONS, withClient } from '../session.ts'
 import { followWaves, waveLine } from './rollout-follow.ts'
 
 const ID = '<rollout id>'
 
-const spec = (name: string, summary: string, usage: string, extra = {}): CommandSpec => ({
+const spec = (
+  name: string,
+  summary: string,
+  usage: string,
+  extra = {},
+  notes: string[] = [],
+): CommandSpec => ({
   name: `rollout ${name}`,
   summary,
   usage: `fleetmesh rollout ${usage} [--coordinator <multiaddr>]... [--json]`,
   options: { ...REMOTE_OPTIONS, ...extra },
-  notes: [],
+  notes,
   examples: [`fleetmesh rollout ${usage.replace(ID, '4f1c…')}`],
 })
 
@@ -31,13 +47,27 @@ export const ROLLOUT_LIST_COMMAND = spec(
 export const ROLLOUT_SHOW_COMMAND = spec(
   'show',
   'Show where a rollout in waves stands, machine by machine; --watch follows it until it ends.',
-  `show ${ID} [--watch]`,
+  `show ${ID} [--watch [--timeout <duration>]]`,
   {
     watch: {
       type: 'boolean',
-      description: 'follow the rollout wave by wave until it is done, halted or aborted',
+      description:
+        'follow the rollout wave by wave, as the coordinator reports each change, until it is done, halted or aborted',
+    },
+    timeout: {
+      type: 'string',
+      value: '<duration>',
+      description: 'with --watch: give up after this long (90s, 15m, 12h, 2d); the rollout goes on',
+      default: 'no limit',
     },
   },
+  [
+    'exit codes with --watch:',
+    `  ${EXIT.committed}  the rollout is done and every machine of it committed`,
+    `  ${EXIT.notCommitted}  it is done, but some machine failed (or the command failed)`,
+    `  ${EXIT.timedOut}  the --timeout passed first; the rollout goes on (${EXIT.timedOut} is also what a usage error exits with)`,
+    `  ${EXIT.halted}  it halted or was aborted; the reason is printed`,
+  ],
 )
 export const ROLLOUT_PAUSE_COMMAND = spec(
   'pause',
@@ -82,9 +112,14 @@ export async function rolloutShow(argv: string[], home: string): Promise<number>
   const p = parseCommand(argv, ROLLOUT_SHOW_COMMAND)
   const id = rolloutId(p, ROLLOUT_SHOW_COMMAND.usage)
   const json = flag(p, 'json')
+  const watch = flag(p, 'watch')
+  if (!watch && str(p, 'timeout') !== undefined)
+    throw new UsageError(`--timeout only applies with --watch\nusage: ${ROLLOUT_SHOW_COMMAND.usage}`)
+  // 0 or no --timeout: follow it until it ends, however long that takes.
+  const timeoutMs = duration(p, 'timeout', 0) || null
   return withClient(home, p, async (c) => {
-    if (flag(p, 'watch'))
-      return followWaves(c, id, 30 * 86_400_000, json, (line) => {
+    if (watch)
+      return followWaves(c, id, timeoutMs, json, (line) => {
         if (!json) process.stderr.write(`${line}\n`)
       })
     const view = await c.rolloutShow(id)

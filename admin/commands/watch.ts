@@ -34,7 +34,7 @@ import {
   WATCH_EXIT_NOTES,
 } from '../rollout-outcome.ts'
 import { REMOTE_OPTIONS, withClient } from '../session.ts'
-import { followWaves } from './rollout-follow.ts'
+import { followWaves, MAX_WAIT_MS, peekWaves, replayed } from './rollout-follow.ts'
 
 export const WATCH_COMMAND: CommandSpec = {
   name: 'watch',
@@ -59,12 +59,7 @@ export const WATCH_COMMAND: CommandSpec = {
   examples: ['fleetmesh watch --rollout 3f2a9c0e1b7d4e6f8a5b2c1d0e9f8a7b --timeout 30m'],
 }
 
-/**
- * The longest single wait for the next event. Node's timers overflow above
- * 2^31-1 ms (about 24.8 days) and throw ERR_OUT_OF_RANGE, so a longer --timeout
- * is waited out in slices of at most this.
- */
-export const MAX_WAIT_MS = 2 ** 31 - 1
+export { MAX_WAIT_MS }
 
 /** Retry pace after the watch stream is lost (a coordinator restart takes seconds). */
 const RECONNECT_BACKOFF = { initialMs: 500, maxMs: 10_000 }
@@ -266,6 +261,9 @@ export async function watchRollout(
         if (rolloutId === null) emit(event, `new rollout ${event.rolloutId} → ${event.machines.join(', ')}`)
         else if (event.rolloutId === rolloutId) for (const n of event.machines) targets.add(n)
         else supersede(event, rolloutId, targets, view, emit)
+      } else if (event.type === 'rollout') {
+        // A rollout in waves: `watch` follows those with followWaves; its machines' events still come.
+        continue
       } else {
         const before = view.get(event.machine.name)
         view.set(event.machine.name, event.machine)
@@ -350,14 +348,30 @@ export async function watch(argv: string[], home: string): Promise<number> {
   if (rollout !== null && !/^[0-9a-f]{32}$/.test(rollout))
     throw new UsageError(`--rollout must be a 32-digit hex rollout id, got "${rollout}"`)
   return withClient(home, p, async (c) => {
-    const timeoutMs =
-      str(p, 'timeout') === undefined && rollout === null ? null : duration(p, 'timeout', 15 * 60_000)
-    // A rollout in waves is followed wave by wave (an older coordinator, or another rollout, says no).
-    const waves = rollout === null ? undefined : await c.rolloutShow(rollout).catch(() => undefined)
-    if (rollout !== null && waves !== undefined)
-      return followWaves(c, rollout, timeoutMs ?? 15 * 60_000, flag(p, 'json'), (line) => {
-        if (!flag(p, 'json')) process.stderr.write(`${line}\n`)
-      })
-    return watchRollout(c, rollout, [], timeoutMs, flag(p, 'json'))
+    const json = flag(p, 'json')
+    if (rollout === null)
+      return watchRollout(
+        c,
+        null,
+        [],
+        str(p, 'timeout') === undefined ? null : duration(p, 'timeout', 0),
+        json,
+      )
+    const timeoutMs = duration(p, 'timeout', 15 * 60_000)
+    const started = Date.now()
+    // The coordinator says on the stream whether this is a rollout in waves (its view comes before the
+    // snapshot); one is followed wave by wave, any other machine by machine, on the same stream.
+    const opened = await peekWaves(c, rollout, timeoutMs)
+    if (opened.waves)
+      return followWaves(c, rollout, timeoutMs - (Date.now() - started), json, json ? () => {} : say, opened)
+    let first: AdminWatch | undefined = replayed(opened)
+    const again = {
+      watch: async (id: string | null) => {
+        const w = first ?? (await c.watch(id))
+        first = undefined
+        return w
+      },
+    }
+    return watchRollout(again, rollout, [], timeoutMs - (Date.now() - started), json)
   })
 }

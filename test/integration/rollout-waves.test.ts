@@ -90,6 +90,9 @@ describe('rollouts in waves', () => {
     const agents = await enroll(['edge-01', 'edge-02', 'edge-03'], ['edge-01', 'edge-02'])
     expect((await fleet.deploy(await app('v1'), 'all', 'v1')).code).toBe(0)
     const release = await app('v2', { failOn: ['edge-02'] })
+    // Its events from the v1 deploy include a v1 commit: only later ones tell it came back.
+    const canary = agents.get('edge-01') as Proc
+    const before = canary.events.length
     const r = await fleet.deploy(release, 'all', 'v2', [
       ...WAVES,
       '--health-retries',
@@ -100,7 +103,8 @@ describe('rollouts in waves', () => {
     expect(r.code, r.stderr).toBe(5)
     expect(r.stdout).toContain('halted')
     // edge-01 took part in the canary wave: whatever it made of v2, the held v1 manifest brings it back.
-    await agents.get('edge-01')?.waitFor(isStatus('committed', 'v1'), 60_000, 'edge-01 back on v1')
+    const back = (e: Event) => canary.events.indexOf(e) >= before && isStatus('committed', 'v1')(e)
+    await canary.waitFor(back, 60_000, 'edge-01 back on v1')
     expect((await activations('edge-01')).at(-1)).toBe('v1')
     expect(await activations('edge-03')).toEqual(['v1'])
     const rows = await fleet.json<{ name: string; currentGeneration: string | null }[]>(['machines'])
