@@ -5,37 +5,22 @@
  * then stops everything and removes the state. Built on the test harness
  * (testkit/harness.ts), so the demo runs exactly what the integration tests run.
  */
-import { spawn } from 'node:child_process'
-import { rm } from 'node:fs/promises'
 import { makeArchive } from '../testkit/archives.ts'
-import { deployArgs, fleetmeshArgv } from '../testkit/fleetmesh.ts'
-import { TestFleet } from '../testkit/harness.ts'
+import { deployArgs } from '../testkit/fleetmesh.ts'
+import { run, runDemo, say, step } from './demo-kit.ts'
 
-const step = (msg: string) => process.stdout.write(`\n\x1b[1m== ${msg}\x1b[0m\n`)
-
-function run(args: string[]): Promise<number | null> {
-  process.stdout.write(
-    `$ fleetmesh ${args.filter((a, i) => args[i - 1] !== '--home' && a !== '--home').join(' ')}\n`,
-  )
-  return new Promise((resolve) =>
-    spawn(process.execPath, fleetmeshArgv(args), { stdio: 'inherit' }).on('exit', resolve),
-  )
-}
-
-const fleet = await TestFleet.create()
-let code = 1
-try {
+await runDemo(async (fleet) => {
   step(`fleet "test" created in ${fleet.dir} (admin keys, fleet root, coordinator identity)`)
   const coordinator = await fleet.startCoordinator()
   const ready = coordinator.events.find((e) => e.event === 'ready')
-  process.stdout.write(`coordinator ${String(ready?.peerId)} listening on 127.0.0.1:${fleet.port}\n`)
+  say(`coordinator ${String(ready?.peerId)} listening on 127.0.0.1:${fleet.port}`)
 
   step('enrolling three agents (each a separate process with its own key and state)')
   for (const name of ['edge-1', 'edge-2', 'edge-3']) {
     const token = await fleet.token(name, ['demo'])
     const agent = fleet.startAgent(name, ['--token', token])
     await agent.waitFor((e) => e.event === 'connected', 30_000, `${name} connected`)
-    process.stdout.write(`${name}: enrolled and connected (token ${token.slice(0, 24)}…)\n`)
+    say(`${name}: enrolled and connected (token ${token.slice(0, 24)}…)`)
   }
   await run(['--home', fleet.home, 'machines'])
 
@@ -44,7 +29,7 @@ try {
     version: 'hello-1',
     activate: 'echo "activated $FLEETMESH_GENERATION"',
   })
-  code =
+  const code =
     (await run([
       '--home',
       fleet.home,
@@ -53,11 +38,5 @@ try {
 
   step('the audit log, verified (hash chain and every signature)')
   await run(['--home', fleet.home, 'audit', '--verify', '--limit', '8'])
-} catch (err) {
-  process.stderr.write(`demo failed: ${(err as Error).message}\n`)
-} finally {
-  step('stopping processes and removing temporary state')
-  await fleet.stop()
-  await rm(fleet.dir, { recursive: true, force: true })
-}
-process.exit(code)
+  return code
+})
