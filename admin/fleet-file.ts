@@ -206,17 +206,10 @@ export function parseFleetFile(path: string, text: string): FleetFile {
   const groups = Object.fromEntries(
     Object.entries(value.groups ?? {}).map(([name, g]) => [name, Array.isArray(g) ? { tags: g } : g]),
   )
+  // A "nixMap" channel may have a "rollout" too: in waves, its closures go out as one manifest with a closure map.
   for (const [name, channel] of Object.entries(value.channels ?? {}))
     if ((channel.archive === undefined) === (channel.nixMap === undefined))
       throw error(['channels', name], 'a channel names exactly one payload: "archive" or "nixMap"')
-    else if (channel.nixMap !== undefined && channel.rollout !== undefined)
-      // a rollout in waves is one release manifest for all its machines (the coordinator's rollout engine)
-      throw error(
-        ['channels', name, 'rollout'],
-        'a "nixMap" channel cannot roll out in waves: waves carry one manifest for all their machines, ' +
-          'and a closure map signs one per machine; drop "rollout" (every machine at once), ' +
-          'or use an "archive" channel for waves',
-      )
   return {
     path,
     dir: dirname(resolve(path)),

@@ -114,6 +114,8 @@ export type ActivatorErrorCode =
   | 'no-space'
   /** Nix could not substitute the closure. */
   | 'realise-failed'
+  /** A nix manifest's closure map has no closure for this machine. */
+  | 'not-in-closure-map'
 
 /**
  * A step of an activator (or a blob fetcher working for one) failed; the updater

@@ -211,6 +211,7 @@ async function startLocked(options: AgentOptions, lock: DirLock): Promise<Runnin
         ? nixosActivator({
             root: join(options.stateDir, 'nix'),
             cache: meshNixCache(host, coordinator),
+            machine: enrollment.machine,
             ...(options.nixProfile ? { profile: options.nixProfile } : {}),
             env: nixosEnv(options.hookEnv),
           })

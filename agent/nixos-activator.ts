@@ -1,7 +1,8 @@
 /**
  * The `nixos` activator installs NixOS system closures built elsewhere: no
  * evaluation and no builds on the device. For a manifest whose payload is
- * `{ kind: 'nix', storePath, substituters, trustedPublicKeys }` it
+ * `{ kind: 'nix', storePath, substituters, trustedPublicKeys }` (or, instead of
+ * `storePath`, `storePaths`: a closure per machine, of which it takes its own) it
  *
  *   fetch     asks the coordinator for the closure's narinfos, checks every
  *             signature itself against the manifest's keys (also where Nix
@@ -35,7 +36,7 @@
 import { readdir, readlink, rm, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { commandEnv, describeResult, runProcess } from '../lib/index.ts'
-import { type Manifest, STORE_DIR } from '../protocol/index.ts'
+import { type Manifest, nixStorePathFor, STORE_DIR } from '../protocol/index.ts'
 import {
   type ActivationMode,
   type ActivationResult,
@@ -48,7 +49,7 @@ import type { NixCacheSource } from './nix-cache-client.ts'
 import { GenerationNames } from './nix-generation-names.ts'
 import { NixStore, type ProfileGeneration } from './nix-store.ts'
 import { activatorError, MAX_QUOTED_OUTPUT, nixStep, tail } from './nixos-errors.ts'
-import { fetchClosure, invalidPaths, type NixosFetchInit, type NixPayload } from './nixos-fetch.ts'
+import { fetchClosure, invalidPaths, type NixosFetchInit, type OwnNixPayload } from './nixos-fetch.ts'
 
 export const DEFAULT_SYSTEM_PROFILE = '/nix/var/nix/profiles/system'
 /** switch-to-configuration output kept for the update log. */
@@ -59,6 +60,8 @@ export interface NixosActivatorInit {
   root: string
   /** The coordinator's cache, or a stand-in. */
   cache: NixCacheSource
+  /** This machine's name: which closure of a closure map is its own. Without it a map is refused. */
+  machine?: string
   /** The profile generations are added to. Default /nix/var/nix/profiles/system. */
   profile?: string
   /** Environment for Nix and switch-to-configuration. Default: {@link nixosEnv}(). */
@@ -94,9 +97,11 @@ class NixosActivator implements Activator {
   readonly #names: GenerationNames
   readonly #activateTimeoutMs: number
   readonly #fetching: NixosFetchInit
+  readonly #machine: string | undefined
 
   constructor(init: NixosActivatorInit) {
     this.#root = init.root
+    this.#machine = init.machine
     this.#profile = init.profile ?? DEFAULT_SYSTEM_PROFILE
     this.#env = init.env ?? nixosEnv()
     this.#nix = new NixStore({ env: this.#env })
@@ -130,14 +135,13 @@ class NixosActivator implements Activator {
     signal: AbortSignal,
     log: (line: string) => void = () => {},
   ): Promise<string> {
-    const payload = nixPayload(manifest)
+    const payload = ownPayload(manifest, this.#machine)
     await fetchClosure(this.#fetching, payload, onProgress, signal, log)
     return payload.storePath
   }
 
   async prepare(manifest: Manifest, _artifactPath: string): Promise<GenerationInfo> {
-    const payload = nixPayload(manifest)
-    const path = payload.storePath
+    const path = ownPayload(manifest, this.#machine).storePath
     if ((await this.#invalid([path])).length > 0) {
       throw new ActivatorError(
         'prepare-failed',
@@ -256,14 +260,31 @@ class NixosActivator implements Activator {
   }
 }
 
-function nixPayload(manifest: Manifest): NixPayload {
-  if (manifest.payload.kind !== 'nix') {
+/** The manifest's nix payload with this machine's closure picked out of it. */
+function ownPayload(manifest: Manifest, machine: string | undefined): OwnNixPayload {
+  const { payload } = manifest
+  if (payload.kind !== 'nix') {
     throw new ActivatorError(
       'unsupported-payload',
-      `the nixos activator installs nix payloads; manifest ${manifest.id} carries a ${manifest.payload.kind} payload`,
+      `the nixos activator installs nix payloads; manifest ${manifest.id} carries a ${payload.kind} payload`,
     )
   }
-  return manifest.payload
+  const storePath = machine === undefined ? payload.storePath : nixStorePathFor(payload, machine)
+  if (storePath === undefined) {
+    const mapped = Object.keys(payload.storePaths ?? {}).slice(0, 20)
+    throw new ActivatorError(
+      'not-in-closure-map',
+      `manifest ${manifest.id} carries one closure per machine, for [${mapped.join(', ')}${mapped.length === 20 ? ', …' : ''}], ` +
+        `but none for this machine ("${machine ?? 'unnamed: the agent did not pass its name'}"); nothing was fetched. ` +
+        'Deploy a map that names this machine',
+    )
+  }
+  return {
+    kind: 'nix',
+    storePath,
+    substituters: payload.substituters,
+    trustedPublicKeys: payload.trustedPublicKeys,
+  }
 }
 
 function activationMode(mode: ActivationMode | undefined): 'switch' | 'boot' | 'test' {

@@ -22,8 +22,8 @@ import { NixPublicKey } from '../keys/index.ts'
 import { ensureDir, fileSize } from '../lib/index.ts'
 import {
   checkNarInfoSignature,
-  type Manifest,
   type NarInfo,
+  type NixPayload,
   STORE_DIR,
   sha256HexOfNixHash,
 } from '../protocol/index.ts'
@@ -35,7 +35,8 @@ import { activatorError, MAX_QUOTED_OUTPUT, nixStep, tail } from './nixos-errors
 
 const MiB = 1024 * 1024
 
-export type NixPayload = Extract<Manifest['payload'], { kind: 'nix' }>
+/** A nix payload with the closure this machine installs picked out (its own, from a closure map). */
+export type OwnNixPayload = Omit<NixPayload, 'storePath' | 'storePaths'> & { storePath: string }
 
 export interface NixosFetchInit {
   /** The coordinator's cache, or a stand-in. */
@@ -69,7 +70,7 @@ interface FetchPlan {
 /** Makes `payload.storePath` and its closure valid in the local store, rooted at `pendingRoot`. */
 export async function fetchClosure(
   init: NixosFetchInit,
-  payload: NixPayload,
+  payload: OwnNixPayload,
   onProgress: (progress: FetchProgress) => void,
   signal: AbortSignal,
   log: (line: string) => void,
@@ -107,7 +108,7 @@ export function invalidPaths(nix: NixStore, paths: readonly string[]): Promise<s
  */
 async function planFetch(
   nix: NixStore,
-  payload: NixPayload,
+  payload: OwnNixPayload,
   narinfos: readonly NarInfo[],
   missing: readonly string[],
 ): Promise<FetchPlan> {
@@ -180,7 +181,7 @@ async function checkSpace(narDir: string, served: readonly NarInfo[]): Promise<v
 
 async function realise(
   init: NixosFetchInit,
-  payload: NixPayload,
+  payload: OwnNixPayload,
   plan: FetchPlan,
   onProgress: (progress: FetchProgress) => void,
   signal: AbortSignal,

@@ -3,7 +3,7 @@
  * asks for a blob by sha256 from an offset (so an interrupted download resumes),
  * gets its size, then the bytes as frames until the stream closes. Only the
  * blobs of the machine's desired manifest are served (its archive, or the NARs
- * of its NixOS closure). A download
+ * of its NixOS closure: with a closure map, of its own). A download
  * whose reader stalls is reset after the upload idle timeout (upload-quota.ts).
  */
 import type { Connection } from '@libp2p/interface'
@@ -16,6 +16,7 @@ import {
   decodeMessage,
   encodeMessage,
   MAX_CLOSURE_PATHS,
+  nixStorePathFor,
   openManifest,
   type Payload,
 } from '../protocol/index.ts'
@@ -24,8 +25,9 @@ import type { FleetStore } from './store.ts'
 
 /**
  * The blobs a machine's desired manifest needs: its archive, or the NARs of its
- * NixOS closure as the cache holds it. Cached per manifest, since a closure's
- * NARs are fetched one request at a time and the walk is the same each time.
+ * NixOS closure as the cache holds it (of a closure map, the machine's own
+ * closure only). Cached per manifest and machine, since a closure's NARs are
+ * fetched one request at a time and the walk is the same each time.
  */
 class DesiredBlobs {
   static readonly #KEEP = 64
@@ -38,18 +40,22 @@ class DesiredBlobs {
   async allows(machine: string, sha256: string): Promise<boolean> {
     const desired = await this.store.getDesired(machine)
     if (desired === undefined) return false
-    let allowed = this.#byManifest.get(desired.id)
+    const key = `${desired.id} ${machine}`
+    let allowed = this.#byManifest.get(key)
     if (allowed === undefined) {
-      allowed = await this.#blobsOf(openManifest(desired.envelope).value.payload)
+      allowed = await this.#blobsOf(openManifest(desired.envelope).value.payload, machine)
       if (this.#byManifest.size >= DesiredBlobs.#KEEP) this.#byManifest.clear()
-      this.#byManifest.set(desired.id, allowed)
+      this.#byManifest.set(key, allowed)
     }
     return allowed.has(sha256)
   }
 
-  async #blobsOf(payload: Payload): Promise<ReadonlySet<string>> {
+  async #blobsOf(payload: Payload, machine: string): Promise<ReadonlySet<string>> {
     if (payload.kind === 'archive') return new Set([payload.sha256])
-    const closure = await this.store.narInfoClosure(payload.storePath, MAX_CLOSURE_PATHS)
+    // A machine of a closure map fetches its own closure, not its neighbours'.
+    const own = nixStorePathFor(payload, machine)
+    if (own === undefined) return new Set()
+    const closure = await this.store.narInfoClosure(own, MAX_CLOSURE_PATHS)
     return new Set(closure.held.map((n) => n.narSha256))
   }
 }

@@ -21,7 +21,7 @@
  * ```
  */
 import { errorMessage } from '../lib/index.ts'
-import { openManifest, type Payload } from '../protocol/index.ts'
+import { nixStorePaths, openManifest, type Payload } from '../protocol/index.ts'
 import type { BlobStore } from './blobs.ts'
 import type { FleetStore, ManifestRecord } from './store.ts'
 
@@ -127,7 +127,7 @@ export class NixRetention {
     const roots = new Set<string>()
     for (const m of manifests.values()) {
       const payload = this.#payload(m)
-      if (payload.kind === 'nix') roots.add(payload.storePath)
+      if (payload.kind === 'nix') for (const path of nixStorePaths(payload)) roots.add(path)
     }
     return [...roots].sort()
   }

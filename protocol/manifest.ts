@@ -137,6 +137,8 @@ export type ManifestRefusalCode =
   | 'expired'
   /** (Agent) the sequence is not above the last one this machine attempted. */
   | 'replayed'
+  /** A closure map's machines are not exactly the manifest's targets (machines by name, no tags). */
+  | 'closure-map-mismatch'
 
 export class ManifestRefusedError extends CodedError<ManifestRefusalCode> {
   override name = 'ManifestRefusedError'
@@ -295,6 +297,33 @@ export function checkRevocations(manifest: Manifest, policy: AdmissionPolicy): v
     )
 }
 
+/**
+ * Rule "closure-map-mismatch": a payload with a closure map (nix-payload.ts)
+ * targets exactly the map's machines, by name. A tag would reach machines the map
+ * has no closure for, and a machine in the map but not in the targets would have
+ * its closure named without the signer's scope ever covering it.
+ */
+export function checkClosureMap(manifest: Manifest, policy: AdmissionPolicy): void {
+  const { payload, targets } = manifest
+  if (payload.kind !== 'nix' || payload.storePaths === undefined) return
+  const mapped = Object.keys(payload.storePaths)
+  const named = new Set(targets.machines)
+  const extra = mapped.filter((m) => !named.has(m))
+  const unmapped = [...named].filter((m) => !Object.hasOwn(payload.storePaths ?? {}, m))
+  if (targets.tags.length === 0 && extra.length === 0 && unmapped.length === 0) return
+  const why = [
+    targets.tags.length > 0 ? `it targets tags ${bracketed(targets.tags)}` : '',
+    unmapped.length > 0 ? `targets ${bracketed(unmapped)} have no closure in the map` : '',
+    extra.length > 0 ? `the map names ${bracketed(extra)}, which it does not target` : '',
+  ].filter((w) => w !== '')
+  throw new ManifestRefusedError(
+    'closure-map-mismatch',
+    `${label(manifest)} carries one closure per machine, so it must target exactly the map's machines by name, ` +
+      `but ${why.join('; ')}; ${receiver(policy)} refuses it. Sign it again with targets ${bracketed(mapped)}`,
+    manifest,
+  )
+}
+
 /** Rule "not-targeted" (only with `policy.machine`). */
 export function checkTargeted(manifest: Manifest, policy: AdmissionPolicy): void {
   const machine = policy.machine
@@ -340,7 +369,7 @@ export function checkSequence(manifest: Manifest, policy: AdmissionPolicy): void
 
 /**
  * Every admission rule, in order: envelope, signer (revoked or not), fleet,
- * revocation list, target, validity window, sequence. Throws ManifestRefusedError
+ * closure map, revocation list, target, validity window, sequence. Throws ManifestRefusedError
  * naming the first rule broken.
  */
 export function admitManifest(envelope: Uint8Array, policy: AdmissionPolicy): AdmittedManifest {
@@ -349,6 +378,7 @@ export function admitManifest(envelope: Uint8Array, policy: AdmissionPolicy): Ad
   const manifest = opened.value
   const adminName = checkSigner(opened, at)
   checkFleet(manifest, at)
+  checkClosureMap(manifest, at)
   checkRevocations(manifest, at)
   checkTargeted(manifest, at)
   checkValidity(manifest, at)

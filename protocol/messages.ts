@@ -4,11 +4,15 @@
  * list and map are bounded so a peer cannot make us hold large structures.
  */
 import { z } from 'zod'
-import { bytes, machineName, NixPublicKey, publicKeyBytes, tagName, timestampMs } from '../keys/index.ts'
+import { bytes, machineName, publicKeyBytes, tagName, timestampMs } from '../keys/index.ts'
 import { maintenanceWindowsSchema } from './maintenance-window.ts'
-import { isStorePath, MAX_NARINFO_BYTES } from './narinfo.ts'
+import { MAX_NARINFO_BYTES } from './narinfo.ts'
+import { nixPayloadSchema, storePath } from './nix-payload.ts'
 import { UPDATE_STATES } from './update-states.ts'
 import { MAX_ROLLBACK_MANIFESTS, wavePolicySchema } from './wave-policy.ts'
+
+// Defined with the nix payload; still here for the modules that import them from here.
+export { nixPublicKeyText, storePath } from './nix-payload.ts'
 
 export const MAX_ENVELOPE_BYTES = 256 * 1024
 export const MAX_ERROR_MESSAGE = 2048
@@ -79,28 +83,6 @@ export const targetsSchema = z
   })
 export type Targets = z.infer<typeof targetsSchema>
 
-/** A Nix store path: /nix/store/<32 base32 chars>-<name>. */
-export const storePath = z
-  .string()
-  .max(512)
-  .refine(isStorePath, 'a /nix/store/<32-character hash>-<name> path')
-
-/** A Nix binary cache public key, "<name>:<base64 of 32 bytes>", as in nix.conf. */
-export const nixPublicKeyText = z
-  .string()
-  .max(256)
-  .refine(
-    (text) => {
-      try {
-        NixPublicKey.parse(text)
-        return true
-      } catch {
-        return false
-      }
-    },
-    { message: 'a Nix public key "<name>:<base64 of 32 bytes>"' },
-  )
-
 export const blobSource = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('coordinator') }),
   z.strictObject({ kind: z.literal('http'), url: z.url({ protocol: /^https?$/ }).max(2048) }),
@@ -108,14 +90,7 @@ export const blobSource = z.discriminatedUnion('kind', [
 export type BlobSource = z.infer<typeof blobSource>
 
 export const payloadSchema = z.discriminatedUnion('kind', [
-  z.strictObject({
-    kind: z.literal('nix'),
-    storePath,
-    /** HTTP(S) binary caches the devices can reach themselves, tried after the coordinator's */
-    substituters: z.array(z.url({ protocol: /^https?$/ }).max(2048)).max(16),
-    /** Every path of the closure must carry a signature by one of these */
-    trustedPublicKeys: z.array(nixPublicKeyText).min(1).max(16),
-  }),
+  nixPayloadSchema,
   z.strictObject({
     kind: z.literal('archive'),
     sha256: sha256Hex,

@@ -8,7 +8,8 @@
  * are uploaded and the closures pushed (content-addressed: alone they change no
  * machine), the enrollment tokens written, the tag records sent in one request
  * (stored all or none), and one rollout submitted per channel (a nixMap
- * channel's: one manifest per machine, sharing the rollout id, as deploy --nix-map).
+ * channel's: one manifest per machine, sharing the rollout id, as deploy --nix-map;
+ * in waves one manifest carrying the closure map, as deploy --nix-map --waves).
  * docs/fleet-file.md says what is atomic.
  */
 import { mkdir } from 'node:fs/promises'
@@ -47,7 +48,7 @@ import {
   NixDeployError,
   type NixManifestCommon,
   type NixRelease,
-  nixManifestFields,
+  nixMapManifests,
   nixRelease,
   pushNixClosures,
 } from './deploy-nix.ts'
@@ -84,7 +85,8 @@ export const APPLY_COMMAND: CommandSpec = {
     `The file defaults to ${DEFAULT_FLEET_FILE}. Tokens are written to --tokens, never printed.`,
     "A new machine gets its channel's generation as soon as it enrolls with its token.",
     'A channel with a "rollout" goes out in waves, as deploy --waves with the same options.',
-    'A "nixMap" channel goes out as deploy --nix-map (mode switch): closures are pushed from the local Nix store ' +
+    'A "nixMap" channel goes out as deploy --nix-map (mode switch; with a "rollout", as deploy --nix-map --waves): ' +
+      'closures are pushed from the local Nix store ' +
       'into the coordinator\'s cache, or must be complete there; it needs a Nix key ("fleetmesh nix keygen").',
     'Tag changes of enrolled machines are records this admin signs (it needs "enroll" on the old and the new tags); ' +
       'the coordinator stores them all or none, and each agent checks its own before using the new tags.',
@@ -110,7 +112,7 @@ interface ChannelWork {
   machines: string[]
   payload: ChannelPayload
   common: NixManifestCommon & { generation: string }
-  /** The channel's rollout policy; undefined: every machine at once (always for a nixMap channel) */
+  /** The channel's rollout policy; undefined: every machine at once */
   waves: WavePolicy | undefined
 }
 
@@ -344,13 +346,14 @@ async function prepare(
   return { plan, work, nix: await checkNix(client, home, work), tokenDir, retags }
 }
 
-/** One manifest for an archive channel's machines; one per machine of a nixMap channel, sharing its rollout. */
+/**
+ * One manifest for an archive channel's machines; for a nixMap channel one per
+ * machine, sharing its rollout, or in waves one carrying the whole closure map.
+ */
 function channelManifests(w: ChannelWork, nix: NixWork | undefined): ManifestFields[] {
   const { payload, common } = w
   if (payload.kind === 'nix' && nix !== undefined)
-    return payload.byMachine.map(([m, path]) =>
-      nixManifestFields(path, { machines: [m], tags: [] }, nix.release, common),
-    )
+    return nixMapManifests(payload.byMachine, nix.release, common, w.waves !== undefined)
   if (payload.kind === 'nix') throw new Error(`channel ${w.name}: its closures were not checked`)
   const { sha256, size } = payload.source
   const archive = { kind: 'archive' as const, sha256, size, sources: [{ kind: 'coordinator' as const }] }

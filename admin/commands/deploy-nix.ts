@@ -8,7 +8,14 @@
  */
 import { NixPublicKey, type NixSigningKey } from '../../keys/index.ts'
 import { CodedError, flag, list, type Parsed, str, UsageError } from '../../lib/index.ts'
-import { isStorePath, type Payload, STORE_DIR, type Targets } from '../../protocol/index.ts'
+import {
+  isStorePath,
+  MAX_CLOSURE_MAP_MACHINES,
+  MAX_ENVELOPE_BYTES,
+  type Payload,
+  STORE_DIR,
+  type Targets,
+} from '../../protocol/index.ts'
 import type { AdminClient } from '../client.ts'
 import { loadAdminNixKey } from '../home.ts'
 import { readNixMap } from '../nix-map.ts'
@@ -35,6 +42,8 @@ export class NixDeployError extends CodedError<NixDeployErrorCode> {
 
 const MODES = ['switch', 'boot', 'test'] as const
 export type NixMode = (typeof MODES)[number]
+/** A closure map's share of the manifest envelope; the rest is for the certificate chain and other fields. */
+const MAX_CLOSURE_MAP_BYTES = MAX_ENVELOPE_BYTES - 64 * 1024
 /** The manifest's limits (protocol/messages.ts payloadSchema). */
 const MAX_SUBSTITUTERS = 16
 const MAX_TRUSTED_KEYS = 16
@@ -258,6 +267,55 @@ export function nixManifestFields(
   }
 }
 
+/**
+ * The manifests of a closure map: one per machine (every agent understands
+ * them), or, `inWaves`, one with the whole map (`storePaths`), since a rollout in
+ * waves is one manifest. Agents from before closure maps refuse that one.
+ */
+export function nixMapManifests(
+  byMachine: Iterable<[machine: string, storePath: string]>,
+  release: NixRelease,
+  common: NixManifestCommon,
+  inWaves: boolean,
+): ManifestFields[] {
+  if (!inWaves)
+    return [...byMachine].map(([m, path]) =>
+      nixManifestFields(path, { machines: [m], tags: [] }, release, common),
+    )
+  const entries = [...byMachine].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+  // Refused here, before anything is pushed, rather than when the manifest is sealed.
+  const bytes = entries.reduce((n, [m, path]) => n + 2 * m.length + path.length + 8, 0)
+  if (entries.length > MAX_CLOSURE_MAP_MACHINES || bytes > MAX_CLOSURE_MAP_BYTES)
+    throw new UsageError(
+      `a rollout in waves carries the closure map in one manifest, which holds at most ${MAX_CLOSURE_MAP_MACHINES} ` +
+        `machines and about ${MAX_CLOSURE_MAP_BYTES >> 10} KiB of names and paths; the map names ` +
+        `${entries.length} machines (about ${Math.ceil(bytes / 1024)} KiB). Split it, or deploy without --waves`,
+    )
+  const payload: Payload = {
+    kind: 'nix',
+    storePaths: Object.fromEntries(entries),
+    substituters: release.substituters,
+    trustedPublicKeys: release.trusted.map((k) => k.toString()),
+  }
+  return [
+    {
+      ...common,
+      // one generation name for every machine, derived once
+      generation: common.generation ?? generationName(sharedName(entries.map(([, path]) => storeName(path)))),
+      targets: { machines: entries.map(([m]) => m), tags: [] },
+      payload,
+      activation: release.activation,
+    },
+  ]
+}
+
+/** What the names of a map's closures start with ("nixos-system-edge" of "…-edge-1-24.05" and "…-edge-2-24.05"). */
+function sharedName(names: readonly string[]): string {
+  let prefix = names[0] ?? ''
+  for (const name of names) while (!name.startsWith(prefix)) prefix = prefix.slice(0, -1)
+  return prefix.replace(/[-._+]+$/, '') || 'nixos-system'
+}
+
 export async function deployNix(p: Parsed, home: string): Promise<number> {
   const plan = await readPlan(p)
   const activation = parseMode(str(p, 'mode'))
@@ -267,29 +325,35 @@ export async function deployNix(p: Parsed, home: string): Promise<number> {
   const storePaths = plan.kind === 'single' ? [plan.storePath] : [...plan.byMachine.values()]
 
   return withClient(home, p, async (client) => {
-    const manifests = await beforeSubmit(async () => {
+    const fields = await beforeSubmit(async () => {
       // Before anything is pushed or signed: a deploy that reaches no machine fails here.
       const planned: [storePath: string, targets: Targets][] =
         plan.kind === 'single'
           ? [[plan.storePath, await resolveTargets(client, plan.targets)]]
           : [...plan.byMachine].map(([machine, path]) => [path, { machines: [machine], tags: [] }])
       if (plan.kind === 'map') await refuseUnknownMachines(client, [...plan.byMachine.keys()])
+      // a --nix-map's: one per machine, or in waves one with the whole map (refused here if too large)
+      const all =
+        plan.kind === 'map'
+          ? nixMapManifests(plan.byMachine, release, settings, settings.waves !== undefined)
+          : planned.map(([path, targets]) => nixManifestFields(path, targets, release, settings))
       if (settings.windows.length > 0) {
         const enrolled = await client.machines()
         // a --nix-map's manifests together: a window tag none of its machines carries
-        const all = planned.reduce<Targets>(
-          (acc, [, t]) => ({ machines: [...acc.machines, ...t.machines], tags: [...acc.tags, ...t.tags] }),
+        const targets = all.reduce<Targets>(
+          (acc, { targets: t }) => ({
+            machines: [...acc.machines, ...t.machines],
+            tags: [...acc.tags, ...t.tags],
+          }),
           { machines: [], tags: [] },
         )
-        warnIdleWindows(settings.windows, all, enrolled, settings.progress)
+        warnIdleWindows(settings.windows, targets, enrolled, settings.progress)
       }
       const local = await checkNixClosures(client, storePaths, release, settings.progress)
       await pushNixClosures(client, local, release, settings)
-      return planned
+      return all
     })
     // One rollout: a --nix-map's per-machine manifests share its id.
-    const rolloutId = randomId()
-    const all = manifests.map(([path, targets]) => nixManifestFields(path, targets, release, settings))
-    return rollOut(client, rolloutId, all, settings)
+    return rollOut(client, randomId(), fields, settings)
   })
 }

@@ -57,7 +57,8 @@ export const WAVE_OPTIONS = {
 /** Lines for deploy --help: how waves, halts and rollbacks work. */
 export const WAVE_NOTES = [
   'rollouts in waves (--waves): you sign one manifest for all targets; the coordinator only decides when',
-  '  each machine gets it, wave by wave. More failures than --max-failures (in a wave or overall) halt the',
+  "  each machine gets it, wave by wave (with --nix-map: one manifest carrying every machine's closure, which",
+  '  agents from before closure maps refuse). More failures than --max-failures (in a wave or overall) halt the',
   '  rollout, with the reason audited; "fleetmesh rollout list|show|pause|resume|abort" manage it.',
   '  With --on-failure rollback, deploy also signs one manifest per previous desired generation of the',
   '  targets (sequences above the release, for the same payload: an archive must still be on the',
@@ -74,8 +75,6 @@ export function wavePolicy(p: Parsed): WavePolicy | undefined {
     if (stray !== undefined) throw new UsageError(`--${stray} goes with --waves`)
     return undefined
   }
-  if (p.values['nix-map'] !== undefined)
-    throw new UsageError('--waves rolls out one manifest for all targets; it does not go with --nix-map')
   const shares = waves.split(',').map((text) => share('--waves', text, false))
   if (shares.length > 20) throw new UsageError(`--waves takes at most 20 waves, got ${shares.length}`)
   const maxFailures = share('--max-failures', str(p, 'max-failures') ?? '0', true)

@@ -5,8 +5,9 @@
  * rollout wave by wave until it is done, halted or aborted.
  *
  * The coordinator cannot sign, so a rollback needs the admin's signature now:
- * each rollback manifest carries the previous manifest's payload, generation
- * and activation, targets the machines that had it as desired state, and a
+ * each rollback manifest carries the previous manifest's payload (a closure map
+ * narrowed to those machines), generation and activation, targets the machines
+ * that had it as desired state, and a
  * sequence above the release's, so agents that took the release accept it
  * after it. The coordinator holds them unused unless the rollout halts.
  */
@@ -14,6 +15,7 @@ import { output } from '../../lib/index.ts'
 import {
   buildManifest,
   type Manifest,
+  narrowClosureMap,
   openManifest,
   type SubmitResult,
   sealManifest,
@@ -86,7 +88,8 @@ async function submitWaves(
         sequence: maxSequence + 2 + i,
         generation: m.generation,
         targets: { machines, tags: [] },
-        payload: m.payload,
+        // a closure map must name exactly its targets (manifest admission, rule "closure-map-mismatch")
+        payload: m.payload.kind === 'nix' ? narrowClosureMap(m.payload, machines) : m.payload,
         activation: m.activation,
         healthCheck: m.healthCheck,
         confirmTimeoutMs: m.confirmTimeoutMs,

@@ -1,14 +1,15 @@
 /**
  * A fleet file's nixMap channels, refused offline before anything changes
  * (admin/nix-map.ts channelNixMaps, admin/fleet-file.ts): a closure map must
- * name exactly its channel's machines, and a nixMap channel cannot roll out in
- * waves (one release manifest for all machines, where a map signs one each).
- * plan and apply refuse both before they contact any coordinator.
+ * name exactly its channel's machines (plan and apply refuse it before they
+ * contact any coordinator). A nixMap channel may roll out in waves: its map then
+ * goes out as one manifest carrying every machine's closure.
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { channelPolicy } from '../../admin/fleet-channel.ts'
 import { FleetFileError, parseFleetFile } from '../../admin/fleet-file.ts'
 import { resolveFleet } from '../../admin/fleet-resolve.ts'
 import { channelNixMaps } from '../../admin/nix-map.ts'
@@ -86,21 +87,15 @@ describe('nixMap channels in a fleet file', () => {
     expect(err.message).toContain('closures.json names machine kiosk-1, which does not follow channel hosts')
   })
 
-  it('refuses a nixMap channel with a rollout in waves, at the rollout', () => {
-    let caught: unknown
-    try {
-      parseFleetFile('fleet.json', fleetText(true))
-    } catch (err) {
-      caught = err
-    }
-    expect(caught).toBeInstanceOf(FleetFileError)
-    const err = caught as FleetFileError
-    expect(err.field).toBe('channels.hosts.rollout')
-    expect(err.line).toBe(4)
-    expect(err.message).toMatch(/^fleet\.json:4:\d+: channels\.hosts\.rollout: .*cannot roll out in waves/)
+  it('takes a nixMap channel with a rollout in waves', () => {
+    const file = parseFleetFile('fleet.json', fleetText(true))
+    const hosts = file.channels.hosts
+    expect(hosts?.nixMap).toBe('closures.json')
+    const policy = hosts === undefined ? undefined : channelPolicy(file, 'hosts', hosts)
+    expect(policy?.waves).toEqual([{ count: 1 }, { percent: 100 }])
   })
 
-  it('plan and apply refuse both with exit 2 before contacting a coordinator', async () => {
+  it('plan and apply refuse a bad map with exit 2 before contacting a coordinator, in waves too', async () => {
     await map({ 'edge-1': PATH_1 })
     const home = join(dir, 'no-admin-home')
     const [plan, apply] = await Promise.all([
@@ -115,6 +110,6 @@ describe('nixMap channels in a fleet file', () => {
     await writeFile(waves, fleetText(true))
     const r = await runCli(['--home', home, 'apply', waves])
     expect(r.code, r.stderr).toBe(2)
-    expect(r.stderr).toMatch(/waves\.json:4:\d+: channels\.hosts\.rollout: .*cannot roll out in waves/)
+    expect(r.stderr).toContain('channels.hosts.nixMap: closures.json has no closure for machine edge-2')
   })
 })
