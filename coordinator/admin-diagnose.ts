@@ -6,8 +6,8 @@
  * it. admin-rpc.ts authenticates, audits and answers; control.ts talks to the
  * agent.
  */
-import { type Authority, authorityCovers } from '../keys/index.ts'
-import { sleep, suggestion } from '../lib/index.ts'
+import type { Authority } from '../keys/index.ts'
+import { sleep } from '../lib/index.ts'
 import {
   type AdminOp,
   DIAGNOSE_TIMEOUT_MS,
@@ -15,8 +15,8 @@ import {
   type PingResult,
   PROBE_TIMEOUT_MS,
 } from '../protocol/index.ts'
-import { AdminDenied } from './admin-context.ts'
 import { AgentRequestError, type ControlService, type SessionInfo } from './control.ts'
+import { requireCoveredMachine } from './machine-scope.ts'
 import type { FleetStore } from './store.ts'
 
 /** Between probes, so that they sample the path over a moment rather than one instant. */
@@ -61,22 +61,7 @@ async function connectedMachine(
   authority: Authority,
   name: string,
 ): Promise<Omit<SessionInfo, 'capabilities'>> {
-  const machine = await store.getMachine(name)
-  if (machine === undefined) {
-    // Suggest only names the caller may see.
-    const visible = (await store.listMachines())
-      .filter((m) => authorityCovers(authority, { kind: 'machine', name: m.name, tags: m.tags }))
-      .map((m) => m.name)
-    throw new AdminDenied(
-      'unknown-machine',
-      `no machine named "${name}" is enrolled${suggestion(name, visible)} ("fleetmesh machines" lists them)`,
-    )
-  }
-  if (!authorityCovers(authority, { kind: 'machine', name, tags: machine.tags }))
-    throw new AdminDenied(
-      'out-of-scope',
-      `your certificate does not cover machine "${name}"; ask for a grant that names it or one of its tags`,
-    )
+  const machine = await requireCoveredMachine(store, authority, name)
   const info = control.sessionInfo(name)
   if (info === undefined)
     throw new AgentRequestError(

@@ -6,9 +6,10 @@
  * rollback manifests from). A rollout is visible to, and controlled by, only an
  * admin whose certificate covers every machine of it.
  */
-import { type Authority, authorityCovers } from '../keys/index.ts'
+import type { Authority } from '../keys/index.ts'
 import { type AdminOp, planWaves, type RolloutView, type SubmitResult } from '../protocol/index.ts'
 import { AdminDenied } from './admin-context.ts'
+import { coversMachine } from './machine-scope.ts'
 import { RolloutControlError, type RolloutEngine } from './rollout-engine.ts'
 import { type FleetStore, type ManifestRecord, type RolloutRecord, StoreConflictError } from './store.ts'
 
@@ -125,7 +126,7 @@ async function coverage(store: FleetStore, authority: Authority): Promise<(name:
   const machines = new Map((await store.listMachines()).map((m) => [m.name, m]))
   return (name) => {
     const m = machines.get(name)
-    return m !== undefined && authorityCovers(authority, { kind: 'machine', name, tags: m.tags })
+    return m !== undefined && coversMachine(authority, m)
   }
 }
 

@@ -14,7 +14,6 @@
 import type { Connection } from '@libp2p/interface'
 import {
   type Authority,
-  authorityCovers,
   authorityCoversSomeSelector,
   DOMAINS,
   type PrivateKey,
@@ -52,6 +51,7 @@ import { BlobAccess } from './blob-access.ts'
 import { BlobError, type BlobStore } from './blobs.ts'
 import type { ControlService } from './control.ts'
 import type { FleetEvents } from './events.ts'
+import { coveredMachines, requireCoveredMachine } from './machine-scope.ts'
 import type { NixCache } from './nix-cache.ts'
 import type { RolloutEngine } from './rollout-engine.ts'
 import { type FleetStore, type MachineRecord, type ManifestRecord, StoreConflictError } from './store.ts'
@@ -263,11 +263,7 @@ export class AdminRpc {
 
   /** The update log of a machine the caller's certificate covers. */
   async #machineLog(authority: Authority, name: string): Promise<MachineLog> {
-    if ((await this.#coveredMachine(name, authority)) === undefined)
-      throw new AdminDenied(
-        'unknown-machine',
-        `no machine named "${name}" is enrolled, or your certificate does not cover it; see "fleetmesh machines"`,
-      )
+    await requireCoveredMachine(this.#init.store, authority, name)
     return machineLogView(name, await this.#init.store.latestLogReport(name))
   }
 
@@ -280,18 +276,8 @@ export class AdminRpc {
     return out
   }
 
-  /** The enrolled machines the caller's certificate covers. */
-  async #coveredMachines(authority: Authority): Promise<MachineRecord[]> {
-    const all = await this.#init.store.listMachines()
-    return all.filter((m) => authorityCovers(authority, { kind: 'machine', name: m.name, tags: m.tags }))
-  }
-
-  /** The machine, if it is enrolled and the caller's certificate covers it. */
-  async #coveredMachine(name: string, authority: Authority): Promise<MachineRecord | undefined> {
-    const m = await this.#init.store.getMachine(name)
-    return m !== undefined && authorityCovers(authority, { kind: 'machine', name: m.name, tags: m.tags })
-      ? m
-      : undefined
+  #coveredMachines(authority: Authority): Promise<MachineRecord[]> {
+    return coveredMachines(this.#init.store, authority)
   }
 
   async #submit(ctx: AdminRequestContext, envelope: Uint8Array): Promise<SubmitResult> {

@@ -7,7 +7,7 @@
  * signed. admin-rpc.ts authenticates, audits and answers, then pushes the
  * records to the machines' agents (control.ts).
  */
-import { type Authority, authorityCovers, type PublicKey } from '../keys/index.ts'
+import type { Authority, PublicKey } from '../keys/index.ts'
 import {
   type AdminOp,
   type AdmittedMachineTags,
@@ -17,6 +17,7 @@ import {
   type TagVersions,
 } from '../protocol/index.ts'
 import { AdminDenied } from './admin-context.ts'
+import { coveredMachine } from './machine-scope.ts'
 import type { FleetStore } from './store.ts'
 
 export interface TagsInit {
@@ -102,8 +103,7 @@ async function tagVersions(init: TagsInit, authority: Authority, names: string[]
   const versions = await init.store.machineTags.versions()
   const result: TagVersions = {}
   for (const name of new Set(names)) {
-    const m = await init.store.getMachine(name)
-    if (m !== undefined && authorityCovers(authority, { kind: 'machine', name, tags: m.tags }))
+    if ((await coveredMachine(init.store, authority, name)) !== undefined)
       result[name] = versions.get(name) ?? 0
   }
   return { result, detail: `${Object.keys(result).length} machines`, changed: [] }

@@ -46,6 +46,7 @@ import { AdminDenied } from './admin-context.ts'
 import { visibleRollout } from './admin-rollouts.ts'
 import type { ControlService } from './control.ts'
 import type { FleetEvent, FleetEvents } from './events.ts'
+import { coversMachine } from './machine-scope.ts'
 import type { RolloutEngine } from './rollout-engine.ts'
 import type { FleetStore, MachineRecord, ManifestRecord, StatusRecord } from './store.ts'
 import { machineView } from './views.ts'
@@ -238,7 +239,7 @@ class WatchViews {
   }
 
   #covers(m: MachineRecord): boolean {
-    return authorityCovers(this.#authority, { kind: 'machine', name: m.name, tags: m.tags })
+    return coversMachine(this.#authority, m)
   }
 
   /** Of `names`, the machines the admin's certificate covers. */
