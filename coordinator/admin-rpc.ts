@@ -214,7 +214,7 @@ export class AdminRpc {
           result,
           `manifest ${result.manifestId} seq ${result.sequence} → ${result.machines.join(', ')}`,
         )
-        for (const m of result.machines) await this.#init.control.pushDesired(m)
+        await this.#init.control.pushDesired(result.machines)
         return
       }
       case 'upload-blob':

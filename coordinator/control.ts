@@ -89,6 +89,8 @@ class Session {
   /** When the store last recorded this machine as seen. */
   seenAt = Date.now()
   #lastPushedManifest: string | undefined
+  /** Manifests go out once the agent holds its revocations and tags: set just before it reads its own. */
+  ready = false
   /** The agent's revocation list head seq as far as known; undefined: an agent without the list. */
   revocationSeq: number | undefined
   /** Sends of revocation entries, one after another. */
@@ -153,10 +155,10 @@ class Session {
     await this.fs.send(encodeMessage(controlFrameSchema, frame))
   }
 
-  async push(manifestId: string, envelope: Uint8Array): Promise<void> {
-    if (this.#lastPushedManifest === manifestId) return
+  async push(manifestId: string, frame: Uint8Array): Promise<void> {
+    if (!this.ready || this.#lastPushedManifest === manifestId) return
     this.#lastPushedManifest = manifestId
-    await this.send({ t: 'manifest', envelope })
+    await this.fs.send(frame)
   }
 }
 
@@ -268,12 +270,15 @@ export class ControlService {
       await session?.send({ t: 'machine-tags', envelope: record.envelope }).catch(() => {})
   }
 
-  /** Pushes the machine's desired manifest if it has a live session. */
-  async pushDesired(machine: string): Promise<void> {
-    const session = this.#sessions.get(machine)
-    if (session === undefined) return
-    const desired = await this.#init.store.getDesired(machine)
-    if (desired !== undefined) await session.push(desired.id, desired.envelope).catch(() => {})
+  /** Each machine's desired manifest to its session: one read, one encode per manifest, no send awaits another. */
+  async pushDesired(machines: readonly string[]): Promise<void> {
+    const frames = new Map<string, Uint8Array>()
+    for (const [machine, { id, envelope }] of await this.#init.store.getDesiredMany(machines)) {
+      const frame = frames.get(id) ?? encodeMessage(controlFrameSchema, { t: 'manifest', envelope })
+      frames.set(id, frame)
+      const session = this.#sessions.get(machine) // none: offline, it reads its desired state on connect
+      void session?.push(id, frame).catch(() => {})
+    }
   }
 
   readonly handle = async (fs: FramedStream, connection: Connection): Promise<void> => {
@@ -337,7 +342,8 @@ export class ControlService {
       await this.#sendRevocations(session)
       // Before the manifest too: the agent checks whether one targets it against its tags.
       await this.pushTags(record.name)
-      await this.pushDesired(record.name)
+      session.ready = true // before its own read: a manifest committed after the read is pushed to it
+      await this.pushDesired([record.name])
       await this.#serve(session, record)
     } finally {
       session.close()

@@ -186,9 +186,7 @@ async function startLocked(
   const rollouts = new RolloutEngine({
     store,
     events,
-    push: async (machines) => {
-      for (const m of machines) await control.pushDesired(m)
-    },
+    push: (machines) => control.pushDesired(machines),
     online: (machine) => control.online.has(machine),
     audit: async (action, detail) => {
       const actor = key.publicKey.toString()

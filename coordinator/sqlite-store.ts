@@ -17,12 +17,14 @@
  * The schema and its migrations are in sqlite-schema.ts, the decoding of rows
  * into records in sqlite-rows.ts, the Nix cache's narinfos in sqlite-narinfos.ts, the
  * audit log and its read summaries in sqlite-audit.ts, the signed revocation list in
- * sqlite-revocations.ts, rollouts in waves in sqlite-rollouts.ts.
+ * sqlite-revocations.ts, rollouts in waves in sqlite-rollouts.ts, the desired states of many
+ * machines at once (a fan-out's one read) in sqlite-desired.ts.
  */
 import type { DatabaseSync, StatementSync } from 'node:sqlite'
 import { type AuditRead, targetsMachine } from '../protocol/index.ts'
 import { checkNextSequence } from './sequence-rule.ts'
 import { SqliteAudit } from './sqlite-audit.ts'
+import { SqliteDesired } from './sqlite-desired.ts'
 import { SqliteNarInfos } from './sqlite-narinfos.ts'
 import { SqliteRevocations } from './sqlite-revocations.ts'
 import { SqliteRollouts } from './sqlite-rollouts.ts'
@@ -152,6 +154,7 @@ class SqliteStore implements FleetStore {
   readonly #s: Statements
   readonly #nix: SqliteNarInfos
   readonly #audit: SqliteAudit
+  readonly #desired: SqliteDesired
   readonly revocationLog: SqliteRevocations
   readonly rollouts: SqliteRollouts
   readonly machineTags: SqliteMachineTags
@@ -161,6 +164,7 @@ class SqliteStore implements FleetStore {
     this.#s = prepareStatements(db, statementSql)
     this.#nix = new SqliteNarInfos(db, (fn) => this.#write(fn))
     this.#audit = new SqliteAudit(db, (fn) => this.#write(fn))
+    this.#desired = new SqliteDesired(db)
     this.revocationLog = new SqliteRevocations(db, (fn) => this.#write(fn))
     this.rollouts = new SqliteRollouts(db, (fn) => this.#write(fn))
     this.machineTags = new SqliteMachineTags(db, (fn) => this.#write(fn))
@@ -302,6 +306,10 @@ class SqliteStore implements FleetStore {
 
   async getDesired(machine: string): Promise<ManifestRecord | undefined> {
     return mapRow(this.#s.getDesired.get(machine), toManifest)
+  }
+
+  async getDesiredMany(machines: readonly string[]): Promise<Map<string, ManifestRecord>> {
+    return this.#desired.many(machines)
   }
 
   async listManifests(limit: number): Promise<ManifestRecord[]> {

@@ -344,6 +344,8 @@ export interface FleetStore {
   addManifest(record: NewManifest, machines: readonly string[]): Promise<ManifestRecord>
   getManifest(id: string): Promise<ManifestRecord | undefined>
   getDesired(machine: string): Promise<ManifestRecord | undefined>
+  /** getDesired of many machines in one read (sqlite-desired.ts); those without one are absent. */
+  getDesiredMany(machines: readonly string[]): Promise<Map<string, ManifestRecord>>
   /** Newest (highest sequence) first. */
   listManifests(limit: number): Promise<ManifestRecord[]>
   /** The manifests of one rollout (one, or one per machine of a --nix-map), oldest first. */
