@@ -43,8 +43,11 @@ export async function rollOut(
   settings: DeploySettings,
 ): Promise<number> {
   const [release] = manifests
-  if (settings.waves === undefined || release === undefined || manifests.length !== 1)
+  if (settings.waves === undefined || release === undefined)
     return followRollout(client, await submitRollout(client, rolloutId, manifests), settings)
+  // a rollout in waves is one release manifest (a closure map is one too): never drop the waves silently
+  if (manifests.length !== 1)
+    throw new TypeError(`a rollout in waves takes one manifest, got ${manifests.length}`)
   const result = await submitWaves(client, rolloutId, release, settings.waves, settings.progress)
   settings.progress(
     `rollout ${rolloutId} in waves (${describePolicy(settings.waves)}): manifest seq ${result.sequence} ` +

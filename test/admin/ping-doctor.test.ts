@@ -56,7 +56,9 @@ describe('fleetmesh ping <machine>', () => {
     const r = await fleet.cli(['ping', 'edge-l'])
     expect(r.code).toBe(1)
     expect(r.stderr).toContain('[unknown-machine]')
-    expect(r.stderr).toContain(`no machine named "edge-l" that your certificate covers is enrolled; did you mean 'edge-1'?`)
+    expect(r.stderr).toContain(
+      `no machine named "edge-l" that your certificate covers is enrolled; did you mean 'edge-1'?`,
+    )
   })
 })
 
