@@ -14,6 +14,7 @@ import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { createInterface } from 'node:readline'
+import { type MachineView, machineViewSchema } from '../protocol/index.ts'
 import {
   agentArgs,
   CliError,
@@ -25,7 +26,6 @@ import {
   initArgs,
   runToCompletion,
 } from './fleetmesh.ts'
-
 import { nixEnv } from './nix/index.ts'
 
 export type { CliResult } from './fleetmesh.ts'
@@ -178,6 +178,11 @@ export class TestFleet extends FleetDirectory {
     const r = await this.cli([...args, '--json'])
     if (r.code !== 0) throw new CliError(`fleetmesh ${args.join(' ')} exited ${r.code}: ${r.stderr}`)
     return JSON.parse(r.stdout) as T
+  }
+
+  /** `fleetmesh machines --json`, checked against the protocol's schema for a machine view. */
+  async machines(): Promise<MachineView[]> {
+    return machineViewSchema.array().parse(await this.json<unknown>(['machines']))
   }
 
   /** `deploy <archive> --to <target> --generation <generation> [extra]` as this fleet's admin. */

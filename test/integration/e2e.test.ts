@@ -23,15 +23,6 @@ const isStatus = (state: string, generationPart?: string) => (e: Event) =>
 
 const activateHook = (version: string) => `echo "${version}" >> "$FM_TEST_LOG"`
 
-interface MachineRow {
-  name: string
-  state: string | null
-  currentGeneration: string | null
-  desiredGeneration: string | null
-  online: boolean
-  error: { code: string; message: string } | null
-}
-
 describe('end-to-end update over the mesh', () => {
   it('updates three agents, shows progress and the final table', async () => {
     await fleet.startCoordinator()
@@ -43,7 +34,7 @@ describe('end-to-end update over the mesh', () => {
     expect(r.stderr).toContain('uploaded')
     expect(r.code, r.stdout + r.stderr).toBe(0)
     expect(r.stdout).toContain('settled: 3 committed, 0 not')
-    const rows = await fleet.json<MachineRow[]>(['machines'])
+    const rows = await fleet.machines()
     expect(rows.map((m) => [m.name, m.state, m.currentGeneration, m.online])).toEqual([
       ['edge-1', 'committed', 'v1', true],
       ['edge-2', 'committed', 'v1', true],
@@ -80,7 +71,7 @@ describe('end-to-end update over the mesh', () => {
     expect(r.code, r.stderr).toBe(0)
     const again = fleet.startAgent('edge-2', [], fleet.activationEnv('edge-2'))
     await again.waitFor(isStatus('committed', 'v2'), 60_000, 'edge-2 committed v2 after reconnect')
-    const rows = await fleet.json<MachineRow[]>(['machines'])
+    const rows = await fleet.machines()
     expect(rows.find((m) => m.name === 'edge-2')?.currentGeneration).toBe('v2')
   })
 
@@ -99,7 +90,7 @@ describe('end-to-end update over the mesh', () => {
     expect(r.code).toBe(1)
     expect(r.stdout).toContain('health-check-failed')
     await agent.waitFor(isStatus('rolled-back'), 10_000)
-    const rows = await fleet.json<MachineRow[]>(['machines'])
+    const rows = await fleet.machines()
     expect(rows[0]?.state).toBe('rolled-back')
     expect(rows[0]?.currentGeneration).toBe('good')
     expect(rows[0]?.error?.code).toBe('health-check-failed')

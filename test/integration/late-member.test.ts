@@ -18,13 +18,6 @@ afterEach(async () => {
   await fleet.stop()
 })
 
-interface MachineRow {
-  name: string
-  state: string | null
-  currentGeneration: string | null
-  desiredGeneration: string | null
-}
-
 const committed = (generation: string) => (e: Event) =>
   e.event === 'status' && e.state === 'committed' && e.desiredGeneration === generation
 
@@ -43,7 +36,7 @@ describe('machines enrolled after a rollout', () => {
     await late.waitFor(committed('lab-v1'), 60_000, 'edge-3 committed lab-v1')
     const untagged = await fleet.enrollAgent('edge-4', ['db'], fleet.activationEnv('edge-4'))
 
-    const rows = await fleet.json<MachineRow[]>(['machines'])
+    const rows = await fleet.machines()
     const byName = new Map(rows.map((m) => [m.name, m]))
     expect(byName.get('edge-3')).toMatchObject({ currentGeneration: 'lab-v1', desiredGeneration: 'lab-v1' })
     // all-v2 named edge-1 and edge-2 only; edge-4 carries no tag any rollout targeted
@@ -65,7 +58,7 @@ describe('machines enrolled after a rollout', () => {
     // waiting for that moment is the condition under test, not a stand-in for an event
     await sleep(1_100)
     await fleet.enrollAgent('edge-1', ['lab'], fleet.activationEnv('edge-1'))
-    const rows = await fleet.json<MachineRow[]>(['machines'])
+    const rows = await fleet.machines()
     expect(rows.find((m) => m.name === 'edge-1')).toMatchObject({ desiredGeneration: null })
   }, 120_000)
 })

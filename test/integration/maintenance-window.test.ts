@@ -20,13 +20,6 @@ afterEach(async () => {
   await fleet.stop()
 })
 
-interface MachineRow {
-  name: string
-  state: string | null
-  currentGeneration: string | null
-  desiredGeneration: string | null
-}
-
 const HOUR = 3_600_000
 /** "HH:MM" in UTC, `offsetMs` from now. */
 const utc = (offsetMs: number) => new Date(Date.now() + offsetMs).toISOString().slice(11, 16)
@@ -53,7 +46,7 @@ describe('maintenance windows', () => {
     const r2 = await fleet.deploy(v2, 'tag:lab', 'app-v2', ['--window', closed, '--no-watch'])
     expect(r2.code, r2.stderr).toBe(0)
     await agent.waitFor(status('waiting-for-window', 'app-v2'), 60_000, 'edge-1 waiting for its window')
-    const rows = await fleet.json<MachineRow[]>(['machines'])
+    const rows = await fleet.machines()
     expect(rows.find((m) => m.name === 'edge-1')).toMatchObject({
       state: 'waiting-for-window',
       currentGeneration: 'app-v1',
@@ -66,7 +59,7 @@ describe('maintenance windows', () => {
     const open = `lab=${utc(-HOUR)}-${utc(HOUR)}`
     const r3 = await fleet.deploy(v3, 'tag:lab', 'app-v3', ['--window', open, '--timeout', '60s'])
     expect(r3.code, r3.stdout + r3.stderr).toBe(0)
-    const after = await fleet.json<MachineRow[]>(['machines'])
+    const after = await fleet.machines()
     expect(after.find((m) => m.name === 'edge-1')).toMatchObject({
       state: 'committed',
       currentGeneration: 'app-v3',

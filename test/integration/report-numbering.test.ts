@@ -21,12 +21,6 @@ import { openEnvelope, type StatusReport, sealEnvelope, statusReportSchema } fro
 import { makeArchive } from '../../testkit/archives.ts'
 import { type Event, TestFleet } from '../../testkit/harness.ts'
 
-interface MachineRow {
-  name: string
-  state: string | null
-  currentGeneration: string | null
-}
-
 describe('report numbering after the agent lost its counter', () => {
   let fleet: TestFleet | undefined
   afterEach(async () => {
@@ -74,7 +68,7 @@ describe('report numbering after the agent lost its counter', () => {
       'the committed report acknowledged',
     )
 
-    const rows = await f.json<MachineRow[]>(['machines'])
+    const rows = await f.machines()
     expect(rows.map((m) => [m.name, m.state, m.currentGeneration])).toEqual([['edge-1', 'committed', 'v2']])
     // every report the restarted agent made was stored, the one it queued before connecting too
     const reports = again.events.filter((e) => e.event === 'status').length

@@ -15,14 +15,6 @@ afterEach(async () => {
   await fleet.stop()
 })
 
-interface MachineRow {
-  name: string
-  state: string | null
-  currentGeneration: string | null
-  error: { code: string; message: string } | null
-  reportedAt: number | null
-}
-
 const isStatus = (state: string) => (e: Event) => e.event === 'status' && e.state === state
 
 it('keeps a rollback and its reason in `machines` after the agent restarts', async () => {
@@ -35,7 +27,7 @@ it('keeps a rollback and its reason in `machines` after the agent restarts', asy
   const r = await fleet.deploy(bad, 'edge-1', 'bad', ['--health-check', './health', '--health-retries', '0'])
   expect(r.code).toBe(1)
   await agent.waitFor(isStatus('rolled-back'), 10_000)
-  const before = await fleet.json<MachineRow[]>(['machines'])
+  const before = await fleet.machines()
   expect(before[0]?.error?.code).toBe('health-check-failed')
 
   await agent.kill('SIGTERM')
@@ -45,7 +37,7 @@ it('keeps a rollback and its reason in `machines` after the agent restarts', asy
   expect(first.error).toEqual(before[0]?.error)
   await again.waitFor((e) => e.event === 'acked' && e.seq === first.seq, 30_000, 'report acked')
 
-  const after = await fleet.json<MachineRow[]>(['machines'])
+  const after = await fleet.machines()
   expect(after[0]?.reportedAt).toBeGreaterThan(before[0]?.reportedAt ?? Number.POSITIVE_INFINITY)
   expect(after[0]?.state).toBe('rolled-back')
   expect(after[0]?.currentGeneration).toBe('good')

@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import { DatabaseSync } from 'node:sqlite'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { loadAdminHome } from '../../admin/home.ts'
-import { buildManifest, openManifest, sealManifest } from '../../protocol/index.ts'
+import { buildManifest, type MachineView, openManifest, sealManifest } from '../../protocol/index.ts'
 import { makeArchive } from '../../testkit/archives.ts'
 import { deployArgs } from '../../testkit/fleetmesh.ts'
 import { type Event, type Proc, runCli, TestFleet, waitForFile } from '../../testkit/harness.ts'
@@ -22,13 +22,6 @@ beforeEach(async () => {
 afterEach(async () => {
   await fleet.stop()
 })
-
-interface MachineRow {
-  name: string
-  state: string | null
-  currentGeneration: string | null
-  error: { code: string; message: string } | null
-}
 
 /** A second admin, "bob", who may deploy anywhere: its home directory and certificate serial. */
 async function grantBob(): Promise<{ home: string; serial: string }> {
@@ -70,8 +63,8 @@ async function refusal(agent: Proc): Promise<{ code: string; message: string }> 
   return offer.error as { code: string; message: string }
 }
 
-async function machine(name: string): Promise<MachineRow | undefined> {
-  return (await fleet.json<MachineRow[]>(['machines'])).find((m) => m.name === name)
+async function machine(name: string): Promise<MachineView | undefined> {
+  return (await fleet.machines()).find((m) => m.name === name)
 }
 
 describe('revocations reach the agents', () => {
