@@ -3,12 +3,12 @@
 // old follower asked rollout-show every second): a line per change, the exit
 // code it ends with, a clear refusal when no wave view comes, the --timeout
 // message, and `watch --rollout` choosing waves or machines from the stream.
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
-import type { AdminWatch } from '../../admin/client.ts'
+import { describe, expect, it } from 'vitest'
 import { followWaves, MAX_WAIT_MS } from '../../admin/commands/rollout-follow.ts'
 import { watchRollout } from '../../admin/commands/watch.ts'
 import { EXIT } from '../../admin/rollout-outcome.ts'
 import type { RolloutView, WatchEvent } from '../../protocol/index.ts'
+import { captureOutput, scriptedWatch } from '../../testkit/scripted-watch.ts'
 
 const X = 'a'.repeat(32)
 
@@ -39,40 +39,12 @@ const view = (over: Partial<RolloutView>): RolloutView => ({
 
 const rollout = (over: Partial<RolloutView>): WatchEvent => ({ type: 'rollout', rollout: view(over) })
 
-/** A coordinator that streams `events`, then stays silent; it records each wait asked of it. */
-function scripted(events: WatchEvent[], waits: number[] = []) {
-  const queue = [...events]
-  return {
-    watch: async (): Promise<AdminWatch> => ({
-      next: async (timeoutMs: number): Promise<WatchEvent> => {
-        waits.push(timeoutMs)
-        if (!(timeoutMs >= 1 && timeoutMs <= MAX_WAIT_MS)) throw new RangeError(`delay ${timeoutMs}`)
-        const e = queue.shift()
-        if (e !== undefined) return e
-        await new Promise((r) => setTimeout(r, Math.min(timeoutMs, 20)))
-        throw Object.assign(new Error('no event'), { name: 'TimeoutError' })
-      },
-      close: () => {},
-    }),
-  }
-}
-
-let out: string[]
-let err: string[]
-beforeEach(() => {
-  out = []
-  err = []
-  vi.spyOn(process.stdout, 'write').mockImplementation((s) => out.push(String(s)) > 0)
-  vi.spyOn(process.stderr, 'write').mockImplementation((s) => err.push(String(s)) > 0)
-})
-afterEach(() => {
-  vi.restoreAllMocks()
-})
+const { out } = captureOutput()
 
 describe('followWaves', () => {
   it('prints a line per pushed change and ends with the rollout', async () => {
     const lines: string[] = []
-    const client = scripted([
+    const client = scriptedWatch([
       rollout({}),
       { type: 'snapshot', machines: [] },
       rollout({ counts: { waiting: 2, pending: 0, done: 1, failed: 0, skipped: 0, withheld: 0 } }),
@@ -96,20 +68,20 @@ describe('followWaves', () => {
 
   it('exits 5 with the reason when the rollout halts', async () => {
     const reason = '1 of 1 machine(s) of wave 1 failed (at most 0 allowed)'
-    const client = scripted([rollout({ state: 'halted', reason })])
+    const client = scriptedWatch([rollout({ state: 'halted', reason })])
     expect(await followWaves(client, X, null, true, () => {})).toBe(EXIT.halted)
     expect(JSON.parse(out.join(''))).toMatchObject({ state: 'halted', reason })
   })
 
   it('refuses a rollout the coordinator sends no wave view for', async () => {
-    const client = scripted([{ type: 'snapshot', machines: [] }])
+    const client = scriptedWatch([{ type: 'snapshot', machines: [] }])
     await expect(followWaves(client, X, null, false, () => {})).rejects.toThrow(
       /no rollout in waves a{32}, or your certificate does not cover all its machines/,
     )
   })
 
   it('gives up after its timeout, saying where the rollout stood', async () => {
-    const client = scripted([rollout({})])
+    const client = scriptedWatch([rollout({})])
     expect(await followWaves(client, X, 100, false, () => {})).toBe(EXIT.timedOut)
     const text = out.join('')
     expect(text).toContain(`rollout ${X} running: wave 1 of 2`)
@@ -117,16 +89,15 @@ describe('followWaves', () => {
   })
 
   it('without a timeout waits in slices a timer accepts', async () => {
-    const waits: number[] = []
-    const client = scripted([rollout({}), rollout({ state: 'aborted', reason: 'abort by x' })], waits)
+    const client = scriptedWatch([rollout({}), rollout({ state: 'aborted', reason: 'abort by x' })])
     expect(await followWaves(client, X, null, false, () => {})).toBe(EXIT.halted)
-    expect(waits).toEqual([MAX_WAIT_MS, MAX_WAIT_MS])
+    expect(client.waits).toEqual([MAX_WAIT_MS, MAX_WAIT_MS])
   })
 })
 
 describe('watchRollout', () => {
   it('leaves rollout events to followWaves and follows the machines', async () => {
-    const client = scripted([rollout({}), { type: 'snapshot', machines: [] }])
+    const client = scriptedWatch([rollout({}), { type: 'snapshot', machines: [] }])
     expect(await watchRollout(client, X, [], 60_000, false)).toBe(EXIT.noMachines)
   })
 })

@@ -4,13 +4,14 @@
 // no machine has ends at once (exit 4); after a submit lost mid-way the watch
 // finds out whether the rollout was stored. And a coordinator lost before the
 // submit is reported as nothing deployed.
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
-import { AdminRequestError, type AdminWatch } from '../../admin/client.ts'
+import { describe, expect, it } from 'vitest'
+import { AdminRequestError } from '../../admin/client.ts'
 import { beforeSubmit, CoordinatorLostError } from '../../admin/commands/rollout.ts'
 import { watchRollout } from '../../admin/commands/watch.ts'
 import { EXIT } from '../../admin/rollout-outcome.ts'
-import type { MachineView, WatchEvent } from '../../protocol/index.ts'
+import type { MachineView } from '../../protocol/index.ts'
 import { sampleMachineView } from '../../testkit/fixtures.ts'
+import { captureOutput, scriptedWatch } from '../../testkit/scripted-watch.ts'
 
 const X = 'a'.repeat(32)
 const Y = 'b'.repeat(32)
@@ -19,44 +20,14 @@ class LinkClosed extends Error {
   override name = 'UnexpectedEndOfStreamError'
 }
 
-/** A coordinator that sends `script` (one list of events per stream), then waits until the watch times out. */
-function scripted(...streams: WatchEvent[][]) {
-  let opened = 0
-  return {
-    opened: () => opened,
-    watch: async (): Promise<AdminWatch> => {
-      const events = [...(streams[opened++] ?? [])]
-      return {
-        next: async (timeoutMs: number): Promise<WatchEvent> => {
-          const e = events.shift()
-          if (e !== undefined) return e
-          await new Promise((r) => setTimeout(r, Math.min(timeoutMs, 50)))
-          throw Object.assign(new Error('no event'), { name: 'TimeoutError' })
-        },
-        close: () => {},
-      }
-    },
-  }
-}
-
 const machine = (name: string, over: Partial<MachineView>): MachineView =>
   sampleMachineView({ name, rolloutId: X, desiredRolloutId: X, state: 'committed', ...over })
 
-let out: string[]
-let err: string[]
-beforeEach(() => {
-  out = []
-  err = []
-  vi.spyOn(process.stdout, 'write').mockImplementation((s) => out.push(String(s)) > 0)
-  vi.spyOn(process.stderr, 'write').mockImplementation((s) => err.push(String(s)) > 0)
-})
-afterEach(() => {
-  vi.restoreAllMocks()
-})
+const { out, err } = captureOutput()
 
 describe('watch --rollout', () => {
   it('of a finished rollout ends with the first snapshot', async () => {
-    const client = scripted([
+    const client = scriptedWatch([
       {
         type: 'snapshot',
         machines: [
@@ -72,7 +43,7 @@ describe('watch --rollout', () => {
 
   it('names the machines a newer rollout took over, before or after they finished', async () => {
     const pending = machine('edge-2', { rolloutId: null, state: 'idle' })
-    const client = scripted([
+    const client = scriptedWatch([
       { type: 'manifest', manifestId: 'c'.repeat(32), rolloutId: X, machines: ['edge-1', 'edge-2'] },
       { type: 'snapshot', machines: [machine('edge-1', {}), pending] },
       { type: 'manifest', manifestId: 'd'.repeat(32), rolloutId: Y, machines: ['edge-1', 'edge-2'] },
@@ -84,7 +55,7 @@ describe('watch --rollout', () => {
   })
 
   it('of a rollout every machine has moved on from ends at once, naming them', async () => {
-    const client = scripted([
+    const client = scriptedWatch([
       {
         type: 'manifest',
         manifestId: 'c'.repeat(32),
@@ -102,7 +73,7 @@ describe('watch --rollout', () => {
   })
 
   it('of a rollout no machine has ends at once', async () => {
-    const client = scripted([
+    const client = scriptedWatch([
       { type: 'snapshot', machines: [machine('edge-1', { rolloutId: Y, desiredRolloutId: Y })] },
     ])
     expect(await watchRollout(client, X, [], 60_000, false)).toBe(EXIT.noMachines)
@@ -110,7 +81,7 @@ describe('watch --rollout', () => {
   })
 
   it('that times out lists what is still pending, never an empty list', async () => {
-    const client = scripted([
+    const client = scriptedWatch([
       { type: 'snapshot', machines: [machine('edge-1', { rolloutId: null, state: null })] },
     ])
     expect(await watchRollout(client, X, [], 200, false)).toBe(EXIT.timedOut)
@@ -122,7 +93,7 @@ describe('deploy after losing the coordinator during the submit', () => {
   const lost = new LinkClosed('stream ended')
 
   it('says nothing was deployed when the coordinator, back, has no such rollout', async () => {
-    const client = scripted([
+    const client = scriptedWatch([
       { type: 'snapshot', machines: [machine('edge-1', { rolloutId: Y, desiredRolloutId: Y })] },
     ])
     const code = await watchRollout(client, X, [], 60_000, false, { standing: 'unconfirmed', lost })
@@ -134,7 +105,7 @@ describe('deploy after losing the coordinator during the submit', () => {
   })
 
   it('follows the rollout when the coordinator had stored it', async () => {
-    const client = scripted([
+    const client = scriptedWatch([
       { type: 'manifest', manifestId: 'c'.repeat(32), rolloutId: X, machines: ['edge-1'] },
       { type: 'snapshot', machines: [machine('edge-1', {})] },
     ])
