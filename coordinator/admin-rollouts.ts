@@ -9,7 +9,7 @@
 import type { Authority } from '../keys/index.ts'
 import { type AdminOp, planWaves, type RolloutView, type SubmitResult } from '../protocol/index.ts'
 import { AdminDenied } from './admin-context.ts'
-import { coversMachine } from './machine-scope.ts'
+import { coverage } from './machine-scope.ts'
 import { RolloutControlError, type RolloutEngine } from './rollout-engine.ts'
 import { type FleetStore, type ManifestRecord, type RolloutRecord, StoreConflictError } from './store.ts'
 
@@ -66,11 +66,8 @@ export async function runRolloutOp(
     }
     case 'desired-manifests': {
       const covers = await coverage(store, authority)
-      const result: { machine: string; envelope: Uint8Array }[] = []
-      for (const machine of new Set(body.machines)) {
-        const desired = covers(machine) ? await store.getDesired(machine) : undefined
-        if (desired !== undefined) result.push({ machine, envelope: desired.envelope })
-      }
+      const desired = await store.getDesiredMany([...new Set(body.machines)].filter(covers))
+      const result = [...desired].map(([machine, { envelope }]) => ({ machine, envelope }))
       return { result, detail: `${result.length} of ${body.machines.length} machine(s)` }
     }
   }
@@ -118,15 +115,6 @@ async function submitWaves(
     sequence: release.sequence,
     machines: plan.flat(),
     unknown,
-  }
-}
-
-/** Whether the caller's certificate covers a machine, by name (machines not enrolled are not covered). */
-async function coverage(store: FleetStore, authority: Authority): Promise<(name: string) => boolean> {
-  const machines = new Map((await store.listMachines()).map((m) => [m.name, m]))
-  return (name) => {
-    const m = machines.get(name)
-    return m !== undefined && coversMachine(authority, m)
   }
 }
 

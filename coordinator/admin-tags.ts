@@ -17,7 +17,7 @@ import {
   type TagVersions,
 } from '../protocol/index.ts'
 import { AdminDenied } from './admin-context.ts'
-import { coveredMachine } from './machine-scope.ts'
+import { coverage } from './machine-scope.ts'
 import type { FleetStore } from './store.ts'
 
 export interface TagsInit {
@@ -102,9 +102,7 @@ export async function runTagsOp(
 async function tagVersions(init: TagsInit, authority: Authority, names: string[]): Promise<TagsOutcome> {
   const versions = await init.store.machineTags.versions()
   const result: TagVersions = {}
-  for (const name of new Set(names)) {
-    if ((await coveredMachine(init.store, authority, name)) !== undefined)
-      result[name] = versions.get(name) ?? 0
-  }
+  const covers = await coverage(init.store, authority)
+  for (const name of names) if (covers(name)) result[name] = versions.get(name) ?? 0
   return { result, detail: `${Object.keys(result).length} machines`, changed: [] }
 }

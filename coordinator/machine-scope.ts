@@ -17,8 +17,14 @@ export async function coveredMachines(store: FleetStore, authority: Authority): 
   return (await store.listMachines()).filter((m) => coversMachine(authority, m))
 }
 
+/** Whether the caller's certificate covers a machine, by name, from one read (machines not enrolled are not). */
+export async function coverage(store: FleetStore, authority: Authority): Promise<(name: string) => boolean> {
+  const covered = new Set((await coveredMachines(store, authority)).map((m) => m.name))
+  return (name) => covered.has(name)
+}
+
 /** The machine, if it is enrolled and the caller's certificate covers it. */
-export async function coveredMachine(
+async function coveredMachine(
   store: FleetStore,
   authority: Authority,
   name: string,
