@@ -12,7 +12,14 @@ import { readFile } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
 import { z } from 'zod'
 import { machineName, tagName } from '../keys/index.ts'
-import { formatJsonPath, JsonLocator, type JsonPath, MAX_CONFIG_BYTES, UsageError } from '../lib/index.ts'
+import {
+  DURATION_PATTERN,
+  formatJsonPath,
+  JsonLocator,
+  type JsonPath,
+  MAX_CONFIG_BYTES,
+  UsageError,
+} from '../lib/index.ts'
 import {
   MAX_WINDOWS,
   type MaintenanceWindow,
@@ -38,8 +45,7 @@ export class FleetFileError extends UsageError {
   }
 }
 
-const DURATION = /^\d+(ms|s|m|h|d)$/
-const durationText = z.string().regex(DURATION, 'a duration like 90s, 15m, 12h or 30d')
+const durationText = z.string().regex(DURATION_PATTERN, 'a duration like 90s, 15m, 12h or 30d')
 /** A share of a channel's machines: a count ("1") or a percentage ("50%"). */
 const shareText = z.string().regex(/^(\d+|\d+(\.\d+)?%)$/, 'a count like "1" or a percentage like "50%"')
 const generationText = z

@@ -250,12 +250,15 @@ export function int(p: Parsed, name: string, fallback: number, min: number, max:
   return n
 }
 
+/** A duration as the CLI and the fleet file write it: 0, or a count and a unit (ms, s, m, h, d). */
+export const DURATION_PATTERN = /^(?:0|(\d+)(ms|s|m|h|d))$/
+
 /** Parses durations like 90s, 15m, 12h, 30d. */
 export function duration(p: Parsed, name: string, fallbackMs: number): number {
   const v = str(p, name)
   if (v === undefined) return fallbackMs
   if (v === '0') return 0
-  const m = /^(\d+)(ms|s|m|h|d)$/.exec(v)
+  const m = DURATION_PATTERN.exec(v)
   if (!m)
     throw new UsageError(`${optionLabel(p, name)} must be a duration like 90s, 15m, 12h or 30d, got "${v}"`)
   const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[

@@ -262,6 +262,11 @@ describe('waves in the plan', () => {
     expect(plan.changes).toBe(4)
   })
 
+  it('takes a soak of 0, as deploy --soak 0 does', () => {
+    const file = parseFleetFile('fleet.json', text('{"waves": ["1", "100%"], "soak": "0"}'))
+    expect(planFleet(file, resolveFleet(file), []).changes).toBe(4)
+  })
+
   it('checks the rollout as deploy --waves does, naming the field', () => {
     const file = parseFleetFile('fleet.json', text('{"waves": ["1", "100%"], "soak": "8d"}'))
     expect(() => planFleet(file, resolveFleet(file), [])).toThrow(
