@@ -126,5 +126,3 @@ function parseOwner(text: string): LockOwner | undefined {
   }
   return undefined
 }
-
-/** Signal 0 tests for existence; EPERM means it runs under another user. */

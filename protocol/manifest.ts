@@ -40,6 +40,7 @@ import {
   type RevocationHead,
   type Targets,
 } from './messages.ts'
+import { nixStorePathFor } from './nix-payload.ts'
 import type { RevocationView } from './revocation.ts'
 
 // ---------------------------------------------------------------- building
@@ -309,7 +310,7 @@ export function checkClosureMap(manifest: Manifest, policy: AdmissionPolicy): vo
   const mapped = Object.keys(payload.storePaths)
   const named = new Set(targets.machines)
   const extra = mapped.filter((m) => !named.has(m))
-  const unmapped = [...named].filter((m) => !Object.hasOwn(payload.storePaths ?? {}, m))
+  const unmapped = [...named].filter((m) => nixStorePathFor(payload, m) === undefined)
   if (targets.tags.length === 0 && extra.length === 0 && unmapped.length === 0) return
   const why = [
     targets.tags.length > 0 ? `it targets tags ${bracketed(targets.tags)}` : '',

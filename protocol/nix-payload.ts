@@ -90,7 +90,7 @@ export function narrowClosureMap(payload: NixPayload, machines: readonly string[
   const map = payload.storePaths
   if (map === undefined) return payload
   const kept = machines.flatMap((m) => {
-    const path = Object.hasOwn(map, m) ? map[m] : undefined
+    const path = nixStorePathFor(payload, m)
     return path === undefined ? [] : [[m, path] as const]
   })
   return { ...payload, storePaths: Object.fromEntries(kept) }

@@ -119,7 +119,8 @@ async function previousManifests(
     entry.machines.push(machine)
     byId.set(manifest.id, entry)
   }
-  const without = targets.filter((m) => !desired.some((d) => d.machine === m.name)).map((m) => m.name)
+  const have = new Set(desired.map((d) => d.machine))
+  const without = targets.filter((m) => !have.has(m.name)).map((m) => m.name)
   if (without.length > 0)
     progress(`no previous generation to roll back to (left as they are on a halt): ${without.join(', ')}`)
   return [...byId.values()]
