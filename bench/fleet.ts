@@ -29,6 +29,7 @@ import { enrolledHost } from '../testkit/enrolled-host.ts'
 import { sampleStatus } from '../testkit/fixtures.ts'
 import { TestFleet } from '../testkit/harness.ts'
 import { fmt, line, measureRate, percentile } from './measure.ts'
+import { benchNatsPeer, natsMissing } from './nats-peer.ts'
 
 interface BenchAgent {
   name: string
@@ -208,6 +209,38 @@ export async function benchFleet(
     line('ratio ingest / native verify', `${fmt((rate / nativeVerify) * 100, 1)} %`)
     out['ingest/s'] = rate
     out['ingest/native verify ratio'] = rate / nativeVerify
+
+    const nats = natsMissing()
+    if (nats !== undefined) console.log(`NATS peer: skipped, ${nats}`)
+    else {
+      const { sha256, size } = blob
+      const n = await benchNatsPeer({
+        home,
+        agents: agentCount,
+        rounds,
+        reportsPerAgent,
+        blob: { sha256, size },
+      })
+      console.log(
+        `NATS peer, the same work in the same run (nats-server; a coordinator hop process admitting, committing to ` +
+          `SQLite and publishing; ${agentCount} subscribers verifying; reports by request/reply into StatusIngest)`,
+      )
+      const ratio = (ours: number, theirs: number, lowerIsBetter: boolean) => {
+        const r = ours / theirs
+        const better = lowerIsBetter ? r <= 1 : r >= 1
+        return `${fmt(r, 2)} (${better ? 'fleetmesh ahead' : 'fleetmesh behind'})`
+      }
+      line('NATS fan-out per subscriber p50', `${fmt(n.fanoutP50, 1)} ms`)
+      line('NATS fan-out per subscriber p99', `${fmt(n.fanoutP99, 1)} ms`)
+      line('NATS every subscriber verified (median of rounds)', `${fmt(n.fanoutAll, 1)} ms`)
+      line('NATS reports ingested (durable, request/reply)', `${fmt(n.ingestPerSecond)} /s`)
+      line('ratio fleetmesh ÷ NATS fan-out p50', ratio(out['fanout p50 ms'] ?? 0, n.fanoutP50, true))
+      line('ratio fleetmesh ÷ NATS fan-out p99', ratio(out['fanout p99 ms'] ?? 0, n.fanoutP99, true))
+      line('ratio fleetmesh ÷ NATS ingest', ratio(rate, n.ingestPerSecond, false))
+      out['nats fanout p50 ms'] = n.fanoutP50
+      out['nats fanout p99 ms'] = n.fanoutP99
+      out['nats ingest/s'] = n.ingestPerSecond
+    }
 
     console.log('Coordinator memory')
     line(

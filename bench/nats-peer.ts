@@ -1,0 +1,188 @@
+/**
+ * The NATS peer of the fleet benchmark: the same fan-out and ingest work on the
+ * stack a NATS-based fleet tool runs on, measured in the same run as fleetmesh's.
+ *
+ * Debian's nats-server runs as its own process, the coordinator hop as another
+ * (bench/nats-coordinator-child.ts: admission, durable commit in the same SQLite
+ * store, publish; reports through the same StatusIngest), and N subscribers, one
+ * NATS connection each, live in this process as fleetmesh's bench agents do, each
+ * verifying every manifest end to end with the agent's own verifier.
+ */
+import { type ChildProcess, spawn } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { connect, type NatsConnection } from 'nats'
+import type { AdminHome } from '../admin/home.ts'
+import { verifyManifest } from '../agent/verify.ts'
+import { DOMAINS, PrivateKey } from '../keys/index.ts'
+import { buildManifest, sealEnvelope, sealManifest, statusReportSchema } from '../protocol/index.ts'
+import { sampleStatus } from '../testkit/fixtures.ts'
+import { freePort } from '../testkit/harness.ts'
+import { percentile } from './measure.ts'
+
+export const NATS_SERVER = '/usr/sbin/nats-server'
+
+export interface NatsFigures {
+  fanoutP50: number
+  fanoutP99: number
+  fanoutAll: number
+  ingestPerSecond: number
+}
+
+export interface NatsBenchInput {
+  home: AdminHome
+  agents: number
+  rounds: number
+  reportsPerAgent: number
+  /** The archive the manifests name (not fetched: the subscribers only verify) */
+  blob: { sha256: string; size: number }
+}
+
+/** Starts a process and resolves once a line of its output matches `ready`. */
+function started(child: ChildProcess, ready: RegExp, what: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let seen = ''
+    const look = (chunk: Buffer) => {
+      seen += chunk.toString()
+      if (ready.test(seen)) resolve()
+    }
+    child.stdout?.on('data', look)
+    child.stderr?.on('data', look)
+    child.once('exit', (code) =>
+      reject(new Error(`${what} exited with ${code} before it was ready:\n${seen}`)),
+    )
+  })
+}
+
+async function stop(child: ChildProcess | undefined): Promise<void> {
+  if (child === undefined || child.exitCode !== null) return
+  const exited = new Promise((resolve) => child.once('exit', resolve))
+  child.kill('SIGTERM')
+  await exited
+}
+
+export async function benchNatsPeer(input: NatsBenchInput): Promise<NatsFigures> {
+  const { home, rounds, reportsPerAgent } = input
+  const dir = await mkdtemp(join(tmpdir(), 'fm-nats-'))
+  const port = await freePort()
+  const agents = Array.from({ length: input.agents }, (_, i) => ({
+    name: `bench-${String(i).padStart(4, '0')}`,
+    key: PrivateKey.generate(),
+  }))
+  const machines = agents.map(({ name, key }) => ({
+    name,
+    peerId: key.toPeerId().toString(),
+    publicKey: key.publicKey.toString(),
+  }))
+  const fleetId = home.fleet.fleetId
+  await writeFile(
+    join(dir, 'fleet.json'),
+    JSON.stringify({ fleetId, fleetRoot: home.fleetRoot.toString(), machines }),
+  )
+  let server: ChildProcess | undefined
+  let coordinator: ChildProcess | undefined
+  const conns: NatsConnection[] = []
+  try {
+    server = spawn(NATS_SERVER, ['-a', '127.0.0.1', '-p', String(port)], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    await started(server, /Server is ready/, 'nats-server')
+    coordinator = spawn(
+      process.execPath,
+      [join(import.meta.dirname, 'nats-coordinator-child.ts'), String(port), dir],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    )
+    await started(coordinator, /^ready$/m, 'the NATS coordinator hop')
+    for (let i = 0; i < agents.length; i += 50)
+      conns.push(
+        ...(await Promise.all(agents.slice(i, i + 50).map(() => connect({ servers: `127.0.0.1:${port}` })))),
+      )
+    const admin = await connect({ servers: `127.0.0.1:${port}` })
+    conns.push(admin)
+
+    // ---- fan-out: submit → admitted, committed, published → verified by every subscriber
+    let onVerified: (id: string, at: number) => void = () => {}
+    for (const [i, a] of agents.entries()) {
+      ;(conns[i] as NatsConnection).subscribe('fm.manifest', {
+        callback: (err, msg) => {
+          if (err !== null) return
+          const v = verifyManifest(msg.data, {
+            fleetRoot: home.fleetRoot,
+            fleetId,
+            machine: a.name,
+            tags: ['bench'],
+            lastSequence: 0,
+          })
+          onVerified(v.manifest.id, performance.now())
+        },
+      })
+    }
+    await Promise.all(conns.map((c) => c.flush()))
+    const samples: number[] = []
+    const maxima: number[] = []
+    for (let round = 0; round < rounds; round++) {
+      const manifest = buildManifest({
+        fleetId,
+        sequence: round + 1,
+        generation: `bench-${round}`,
+        targets: { machines: [], tags: ['bench'] },
+        payload: { kind: 'archive', ...input.blob, sources: [{ kind: 'coordinator' }] },
+        confirmTimeoutMs: 60_000,
+        clockSkewMs: 1000,
+        validForMs: 3_600_000,
+      })
+      const envelope = sealManifest(manifest, home.key, home.chain)
+      const times: number[] = []
+      const all = new Promise<void>((resolve) => {
+        onVerified = (id, at) => {
+          if (id !== manifest.id) return
+          times.push(at - t0)
+          if (times.length === agents.length) resolve()
+        }
+      })
+      const t0 = performance.now()
+      await admin.request('fm.submit', envelope, { timeout: 60_000 })
+      await all
+      samples.push(...times)
+      maxima.push(Math.max(...times))
+    }
+    samples.sort((a, b) => a - b)
+    maxima.sort((a, b) => a - b)
+
+    // ---- ingest: every subscriber sends its reports at once; each reply means durably stored
+    let seq = 1_000
+    const reports = agents.map((a) =>
+      Array.from({ length: reportsPerAgent }, () => {
+        const report = sampleStatus({ machine: a.name, seq: ++seq, state: 'idle', facts: { bench: 'yes' } })
+        return sealEnvelope(statusReportSchema, DOMAINS.status, report, a.key)
+      }),
+    )
+    const t1 = performance.now()
+    await Promise.all(
+      reports.flatMap((list, i) =>
+        list.map((r) => (conns[i] as NatsConnection).request('fm.report', r, { timeout: 120_000 })),
+      ),
+    )
+    const ingestPerSecond = (agents.length * reportsPerAgent) / ((performance.now() - t1) / 1000)
+    return {
+      fanoutP50: percentile(samples, 50),
+      fanoutP99: percentile(samples, 99),
+      fanoutAll: percentile(maxima, 50),
+      ingestPerSecond,
+    }
+  } finally {
+    await Promise.all(conns.map((c) => c.close()))
+    await stop(coordinator)
+    await stop(server)
+    await rm(dir, { recursive: true, force: true })
+  }
+}
+
+/** Why the NATS peer cannot run here, or undefined when it can. */
+export function natsMissing(): string | undefined {
+  return existsSync(NATS_SERVER) ? undefined : `${NATS_SERVER} not found (Debian's nats-server package)`
+}
