@@ -39,6 +39,7 @@ export const CAPABILITY: Record<AdminOp['op'], Capability> = {
   'nix-put': 'deploy',
   'nix-closure': 'deploy',
   'machine-log': 'read',
+  'machine-history': 'read',
   ping: 'read',
   doctor: 'read',
   revoke: 'admin',
@@ -53,6 +54,14 @@ export const CAPABILITY: Record<AdminOp['op'], Capability> = {
   // tags are what an enrollment token grants (admin-tags.ts); each record's rules check the scope
   'set-tags': 'enroll',
   'tag-versions': 'read',
+  // a fleet file's apply (admin-apply.ts); one with tag records only needs "enroll" (capabilityFor),
+  // and each record and manifest in it meets its own rules too, as when sent alone
+  apply: 'deploy',
+}
+
+/** The capability a request needs: CAPABILITY's, but an apply of tag records alone needs what set-tags does. */
+export function capabilityFor(body: AdminOp): Capability {
+  return body.op === 'apply' && body.rollouts.length === 0 ? CAPABILITY['set-tags'] : CAPABILITY[body.op]
 }
 
 /** What the audit log records about whoever sent a request, also one refused before its signature was checked. */

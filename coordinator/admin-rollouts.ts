@@ -7,11 +7,24 @@
  * admin whose certificate covers every machine of it.
  */
 import type { Authority } from '../keys/index.ts'
-import { type AdminOp, planWaves, type RolloutView, type SubmitResult } from '../protocol/index.ts'
+import {
+  type AdminOp,
+  planWaves,
+  type RolloutView,
+  type SubmitResult,
+  type WavePolicy,
+} from '../protocol/index.ts'
 import { AdminDenied } from './admin-context.ts'
 import { coverage } from './machine-scope.ts'
 import { RolloutControlError, type RolloutEngine } from './rollout-engine.ts'
-import { type FleetStore, type ManifestRecord, type RolloutRecord, StoreConflictError } from './store.ts'
+import {
+  type FleetStore,
+  type MachineRecord,
+  type ManifestRecord,
+  type NewRollout,
+  type RolloutRecord,
+  StoreConflictError,
+} from './store.ts'
 
 export type RolloutOp = Extract<
   AdminOp,
@@ -78,6 +91,27 @@ async function submitWaves(
   body: Extract<RolloutOp, { op: 'submit-waves' }>,
   admit: Admit,
 ): Promise<SubmitResult> {
+  const all = await store.listMachines()
+  const rollout = await planRollout(all, body, admit, Date.now())
+  try {
+    await rollouts.create(rollout)
+  } catch (err) {
+    if (err instanceof StoreConflictError) throw new AdminDenied(err.code, err.message)
+    throw err
+  }
+  return wavesResult(rollout, all)
+}
+
+/**
+ * A release in waves and its held rollbacks, admitted and planned into waves over
+ * `machines` (the fleet as it will be when stored); stores nothing.
+ */
+export async function planRollout(
+  machines: readonly MachineRecord[],
+  body: { envelope: Uint8Array; policy: WavePolicy; rollbacks: readonly Uint8Array[] },
+  admit: Admit,
+  at: number,
+): Promise<NewRollout> {
   const release = await admit(body.envelope)
   const held: ManifestRecord[] = []
   for (const envelope of body.rollbacks) held.push(await admit(envelope))
@@ -89,32 +123,31 @@ async function submitWaves(
         `rollback manifest ${r.id} must have a sequence above the release's (${release.sequence}) and its own rollout id`,
       )
   }
-  const all = await store.listMachines()
-  const members = all.filter((m) => release.machines.includes(m.name))
+  const targeted = new Set(release.machines)
+  const members = machines.filter((m) => targeted.has(m.name))
   const plan = planWaves(members, body.policy)
   const inPlan = new Set(plan.flat())
-  try {
-    await rollouts.create({
-      release,
-      rollbacks: held.map((manifest) => ({
-        manifest,
-        machines: manifest.machines.filter((m) => inPlan.has(m)),
-      })),
-      policy: body.policy,
-      plan,
-      at: Date.now(),
-    })
-  } catch (err) {
-    if (err instanceof StoreConflictError) throw new AdminDenied(err.code, err.message)
-    throw err
+  return {
+    release,
+    rollbacks: held.map((manifest) => ({
+      manifest,
+      machines: manifest.machines.filter((m) => inPlan.has(m)),
+    })),
+    policy: body.policy,
+    plan,
+    at,
   }
-  const unknown = release.targets.machines.filter((n) => !all.some((m) => m.name === n))
+}
+
+/** What submit-waves (and apply, per rollout in waves) answers. */
+export function wavesResult({ release, plan }: NewRollout, machines: readonly MachineRecord[]): SubmitResult {
+  const names = new Set(machines.map((m) => m.name))
   return {
     manifestId: release.id,
     rolloutId: release.rolloutId,
     sequence: release.sequence,
     machines: plan.flat(),
-    unknown,
+    unknown: release.targets.machines.filter((n) => !names.has(n)),
   }
 }
 

@@ -18,6 +18,7 @@ import {
 } from '../protocol/index.ts'
 import { AdminDenied } from './admin-context.ts'
 import { coverage } from './machine-scope.ts'
+import type { TagChange } from './sqlite-tags.ts'
 import type { FleetStore } from './store.ts'
 
 export interface TagsInit {
@@ -43,13 +44,38 @@ export async function runTagsOp(
   now = Date.now(),
 ): Promise<TagsOutcome> {
   if (body.op === 'tag-versions') return tagVersions(init, caller.authority, body.machines)
+  const admitted = await admitTagRecords(init, caller, body.records, now)
+  await init.store.machineTags.apply(admitted.changes)
+  return { result: { changed: admitted.changed }, detail: admitted.detail, changed: admitted.machines }
+}
+
+/** Tag records checked against the machines as stored, ready to store (all or none). */
+export interface AdmittedTags {
+  changes: TagChange[]
+  changed: SetTagsResult['changed']
+  /** For the audit log: who changed which machine's tags from what to what. */
+  detail: string
+  machines: string[]
+}
+
+/**
+ * Runs the rules an agent will run on each record (signed by the caller, one per
+ * machine, enrolled, numbered above the last): set-tags' and apply's admission.
+ */
+export async function admitTagRecords(
+  init: TagsInit,
+  caller: { signer: PublicKey },
+  records: readonly Uint8Array[],
+  now: number,
+): Promise<AdmittedTags> {
   const { store } = init
   const revokedSerials = await store.revokedSerials()
   const revocations = await store.revocationLog.state()
   const admitted: { from: string[]; tags: AdmittedMachineTags }[] = []
-  for (const envelope of body.records) {
-    // Opened once to learn which machine it is for; the rules below open it again.
-    const { value: record, signer } = openMachineTags(envelope)
+  for (const envelope of records) {
+    // Opened first to learn which machine it is for; the rules below take it opened.
+    const opened = openMachineTags(envelope)
+    const { value: record, signer } = opened
     if (!signer.equals(caller.signer))
       throw new AdminDenied('bad-request', 'a tag record must be signed by the admin who sends it')
     if (admitted.some((a) => a.tags.record.machine === record.machine))
@@ -61,40 +87,38 @@ export async function runTagsOp(
         `no machine named "${record.machine}" is enrolled; new machines get their tags in their enrollment token`,
       )
     const version = (await store.machineTags.get(machine.name))?.version ?? 0
-    const tags = admitMachineTags(envelope, {
-      fleetRoot: init.fleetRoot,
-      fleetId: init.fleetId,
-      revokedSerials,
-      revocations,
-      now,
-      machine: { name: machine.name, tags: machine.tags, version },
-    })
+    const tags = admitMachineTags(
+      envelope,
+      {
+        fleetRoot: init.fleetRoot,
+        fleetId: init.fleetId,
+        revokedSerials,
+        revocations,
+        now,
+        machine: { name: machine.name, tags: machine.tags, version },
+      },
+      opened,
+    )
     admitted.push({ from: machine.tags, tags })
   }
-  await store.machineTags.apply(
-    admitted.map(({ from, tags: t }) => ({
-      machine: t.record.machine,
-      from,
-      tags: t.record.tags,
-      version: t.record.version,
-      envelope: t.envelope,
-      signedBy: t.signer.toString(),
-      at: now,
-    })),
-  )
-  const changed = admitted.map(({ from, tags: t }) => ({
+  const changes = admitted.map(({ from, tags: t }) => ({
     machine: t.record.machine,
     from,
-    to: t.record.tags,
+    tags: t.record.tags,
     version: t.record.version,
+    envelope: t.envelope,
+    signedBy: t.signer.toString(),
+    at: now,
   }))
+  const changed = changes.map((c) => ({ machine: c.machine, from: c.from, to: c.tags, version: c.version }))
   const signedBy = admitted[0]?.tags.adminName ?? ''
   return {
-    result: { changed },
+    changes,
+    changed,
     detail: `signed by "${signedBy}": ${changed
       .map((c) => `${c.machine} ${list(c.from)} → ${list(c.to)} (tag record version ${c.version})`)
       .join('; ')}`,
-    changed: changed.map((c) => c.machine),
+    machines: changed.map((c) => c.machine),
   }
 }
 

@@ -13,15 +13,19 @@ import type { WriteTransaction } from './sqlite-narinfos.ts'
 import {
   checkLimit,
   integer,
+  json,
   manifestRow,
   mapRow,
+  nullable,
   prepareStatements,
   type Row,
   required,
   text,
+  toManifest,
 } from './sqlite-rows.ts'
 import {
   type DesiredChange,
+  type ManifestRecord,
   type NewManifest,
   type NewRollout,
   type RolloutChange,
@@ -40,6 +44,7 @@ const statementSql = {
   setDesired: `INSERT INTO desired (machine, manifest_id) VALUES (?, ?)
     ON CONFLICT (machine) DO UPDATE SET manifest_id = excluded.manifest_id`,
   clearDesired: 'DELETE FROM desired WHERE machine = ?',
+  getManifest: 'SELECT * FROM manifests WHERE id = ?',
   insert: `INSERT INTO rollouts (id, manifest_id, policy, plan, previous, rollbacks, state, reason, wave,
     wave_started_at, soak_started_at, rolled_back, created_at, updated_at)
     VALUES (?, ?, ?, ?, ?, ?, 'running', NULL, 0, ?, NULL, 0, ?, ?)`,
@@ -60,36 +65,52 @@ export class SqliteRollouts implements RolloutStore {
   }
 
   async create(input: NewRollout): Promise<RolloutRecord> {
+    return this.#write(() => this.createInTransaction(input))
+  }
+
+  /** create's work, inside a write transaction the caller holds (the store's bundle). */
+  createInTransaction(input: NewRollout): RolloutRecord {
     const { release, rollbacks, policy, plan, at } = input
     const machines = plan.flat()
-    return this.#write(() => {
-      const max = integer(required(this.#s.maxSequence.get(), 'manifests'), 'max')
-      for (const m of [release, ...rollbacks.map((r) => r.manifest)]) checkNextSequence(m.sequence, max)
-      for (const machine of new Set([...machines, ...rollbacks.flatMap((r) => r.machines)]))
-        if (this.#s.machineExists.get(machine) === undefined)
-          throw new StoreConflictError('unknown-machine', `no machine named "${machine}" is enrolled`)
-      const previous: Record<string, string | null> = {}
-      for (const machine of machines) {
-        const row = this.#s.desiredOf.get(machine)
-        previous[machine] = row === undefined ? null : text(row, 'manifest_id')
-      }
-      this.#insertManifest(release, [...machines].sort())
-      for (const r of rollbacks) this.#insertManifest(r.manifest, [...r.machines].sort())
-      const held = rollbacks.map((r) => ({ manifestId: r.manifest.id, machines: [...r.machines].sort() }))
-      this.#s.insert.run(
-        release.rolloutId,
-        release.id,
-        JSON.stringify(policy),
-        JSON.stringify(plan),
-        JSON.stringify(previous),
-        JSON.stringify(held),
-        at,
-        at,
-        at,
-      )
-      for (const machine of plan[0] ?? []) this.#s.setDesired.run(machine, release.id)
-      return toRollout(required(this.#s.get.get(release.rolloutId), 'rollouts'))
-    })
+    const max = integer(required(this.#s.maxSequence.get(), 'manifests'), 'max')
+    for (const m of [release, ...rollbacks.map((r) => r.manifest)]) checkNextSequence(m.sequence, max)
+    for (const machine of new Set([...machines, ...rollbacks.flatMap((r) => r.machines)]))
+      if (this.#s.machineExists.get(machine) === undefined) throw unknownMachine(machine)
+    const previous: Record<string, string | null> = {}
+    for (const machine of machines) {
+      const row = this.#s.desiredOf.get(machine)
+      previous[machine] = row === undefined ? null : text(row, 'manifest_id')
+    }
+    this.#insertManifest(release, [...machines].sort())
+    for (const r of rollbacks) this.#insertManifest(r.manifest, [...r.machines].sort())
+    const held = rollbacks.map((r) => ({ manifestId: r.manifest.id, machines: [...r.machines].sort() }))
+    this.#s.insert.run(
+      release.rolloutId,
+      release.id,
+      JSON.stringify(policy),
+      JSON.stringify(plan),
+      JSON.stringify(previous),
+      JSON.stringify(held),
+      at,
+      at,
+      at,
+    )
+    for (const machine of plan[0] ?? []) this.#s.setDesired.run(machine, release.id)
+    return toRollout(required(this.#s.get.get(release.rolloutId), 'rollouts'))
+  }
+
+  /**
+   * The store's addManifest (a rollout not in waves), inside a write transaction the
+   * caller holds: above every stored sequence, to enrolled machines only.
+   */
+  addManifestInTransaction(record: NewManifest, machines: readonly string[]): ManifestRecord {
+    const targets = [...new Set(machines)].sort()
+    checkNextSequence(record.sequence, integer(required(this.#s.maxSequence.get(), 'manifests'), 'max'))
+    for (const machine of targets)
+      if (this.#s.machineExists.get(machine) === undefined) throw unknownMachine(machine)
+    this.#insertManifest(record, targets)
+    for (const machine of targets) this.#s.setDesired.run(machine, record.id)
+    return toManifest(required(this.#s.getManifest.get(record.id), 'manifests'))
   }
 
   #insertManifest(m: NewManifest, machines: string[]): void {
@@ -140,38 +161,30 @@ export class SqliteRollouts implements RolloutStore {
   }
 }
 
-function json(row: Row, key: string): unknown {
-  try {
-    return JSON.parse(text(row, key))
-  } catch {
-    throw new StoreSchemaError(`column ${key} of a rollout is not JSON; the database is damaged`)
-  }
-}
-
-function nullableInteger(row: Row, key: string): number | null {
-  return row[key] === null ? null : integer(row, key)
-}
-
-function toRollout(row: Row): RolloutRecord {
+export function toRollout(row: Row): RolloutRecord {
   const state = text(row, 'state')
   if (!(ROLLOUT_STATES as readonly string[]).includes(state))
     throw new StoreSchemaError(`rollout state "${state}" is unknown; the database is damaged`)
-  const policy = wavePolicySchema.safeParse(json(row, 'policy'))
+  const policy = wavePolicySchema.safeParse(json<unknown>(row, 'policy'))
   if (!policy.success) throw new StoreSchemaError('a rollout policy is not valid; the database is damaged')
   return {
     id: text(row, 'id'),
     manifestId: text(row, 'manifest_id'),
     policy: policy.data,
-    plan: json(row, 'plan') as string[][],
-    previous: json(row, 'previous') as Record<string, string | null>,
-    rollbacks: json(row, 'rollbacks') as RolloutRecord['rollbacks'],
+    plan: json<string[][]>(row, 'plan'),
+    previous: json<Record<string, string | null>>(row, 'previous'),
+    rollbacks: json<RolloutRecord['rollbacks']>(row, 'rollbacks'),
     state: state as RolloutState,
     reason: row.reason === null ? null : text(row, 'reason'),
     wave: integer(row, 'wave'),
     waveStartedAt: integer(row, 'wave_started_at'),
-    soakStartedAt: nullableInteger(row, 'soak_started_at'),
+    soakStartedAt: nullable(row, 'soak_started_at', integer),
     rolledBack: integer(row, 'rolled_back') === 1,
     createdAt: integer(row, 'created_at'),
     updatedAt: integer(row, 'updated_at'),
   }
+}
+
+export function unknownMachine(name: string): StoreConflictError {
+  return new StoreConflictError('unknown-machine', `no machine named "${name}" is enrolled`)
 }

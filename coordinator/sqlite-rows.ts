@@ -76,7 +76,7 @@ export function blob(row: Row, key: string): Uint8Array {
   return value
 }
 
-function nullable<T>(row: Row, key: string, read: (row: Row, key: string) => T): T | null {
+export function nullable<T>(row: Row, key: string, read: (row: Row, key: string) => T): T | null {
   return row[key] === null ? null : read(row, key)
 }
 
@@ -85,7 +85,7 @@ function nullable<T>(row: Row, key: string, read: (row: Row, key: string) => T):
  * already validated, so they are trusted on the way back instead of re-parsed
  * with a schema on every read.
  */
-function json<T>(row: Row, key: string): T {
+export function json<T>(row: Row, key: string): T {
   try {
     return JSON.parse(text(row, key)) as T
   } catch (err) {
@@ -107,6 +107,7 @@ export function toMachine(row: Row): MachineRecord {
     enrolledAt: integer(row, 'enrolled_at'),
     lastSeen: nullable(row, 'last_seen', integer),
     path,
+    agentVersion: nullable(row, 'agent_version', text),
   }
 }
 

@@ -22,16 +22,14 @@
  */
 import type { DatabaseSync, StatementSync } from 'node:sqlite'
 import { type AuditRead, targetsMachine } from '../protocol/index.ts'
-import { checkNextSequence } from './sequence-rule.ts'
 import { SqliteAudit } from './sqlite-audit.ts'
 import { SqliteDesired } from './sqlite-desired.ts'
 import { SqliteNarInfos } from './sqlite-narinfos.ts'
 import { SqliteRevocations } from './sqlite-revocations.ts'
-import { SqliteRollouts } from './sqlite-rollouts.ts'
+import { SqliteRollouts, unknownMachine } from './sqlite-rollouts.ts'
 import {
   checkLimit,
   integer,
-  manifestRow,
   mapRow,
   prepareStatements,
   required,
@@ -41,7 +39,7 @@ import {
   toStatus,
 } from './sqlite-rows.ts'
 import { type OpenOptions, openDatabase, storeFileError } from './sqlite-schema.ts'
-import { SqliteMachineTags } from './sqlite-tags.ts'
+import { SqliteMachineTags, type TagChange } from './sqlite-tags.ts'
 import {
   type AuditEntry,
   type AuditReadEntry,
@@ -61,6 +59,7 @@ import {
   StoreConflictError,
   type TouchInput,
 } from './store.ts'
+import type { BundleOutcome, BundleStep } from './store-bundle.ts'
 
 export { SCHEMA_VERSION, StoreFileError, type StoreFileErrorCode } from './sqlite-schema.ts'
 
@@ -100,13 +99,12 @@ const statementSql = {
   insertMachine: `INSERT INTO machines (name, peer_id, public_key, tags, facts, enrolled_at)
     VALUES (?, ?, ?, ?, ?, ?)`,
   reenrollMachine: 'UPDATE machines SET tags = ?, facts = ?, enrolled_at = ? WHERE name = ?',
-  touchMachine: 'UPDATE machines SET last_seen = ?, path = ? WHERE name = ?',
+  touchMachine:
+    'UPDATE machines SET last_seen = ?, path = ?, agent_version = coalesce(?, agent_version) WHERE name = ?',
   tokenUsed: 'SELECT 1 AS found FROM used_tokens WHERE nonce = ?',
   useToken: 'INSERT INTO used_tokens (nonce, machine, used_at) VALUES (?, ?, ?)',
 
   maxSequence: 'SELECT COALESCE(MAX(sequence), 0) AS max FROM manifests',
-  insertManifest: `INSERT INTO manifests (id, sequence, rollout_id, generation, targets, envelope,
-    submitted_by, submitted_at, expires_at, machines) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
   setDesired: `INSERT INTO desired (machine, manifest_id) VALUES (?, ?)
     ON CONFLICT (machine) DO UPDATE SET manifest_id = excluded.manifest_id`,
   getManifest: 'SELECT * FROM manifests WHERE id = ?',
@@ -278,7 +276,7 @@ class SqliteStore implements FleetStore {
   }
 
   async touchMachine(name: string, input: TouchInput): Promise<void> {
-    const result = this.#s.touchMachine.run(input.lastSeen, input.path, name)
+    const result = this.#s.touchMachine.run(input.lastSeen, input.path, input.agentVersion ?? null, name)
     if (Number(result.changes) === 0) throw unknownMachine(name)
   }
 
@@ -287,16 +285,17 @@ class SqliteStore implements FleetStore {
   }
 
   async addManifest(record: NewManifest, machines: readonly string[]): Promise<ManifestRecord> {
-    const targets = [...new Set(machines)].sort()
+    return this.#write(() => this.rollouts.addManifestInTransaction(record, machines))
+  }
+
+  async applyBundle(tags: readonly TagChange[], steps: readonly BundleStep[]): Promise<BundleOutcome[]> {
     return this.#write(() => {
-      const max = integer(required(this.#s.maxSequence.get(), 'manifests'), 'max')
-      checkNextSequence(record.sequence, max)
-      for (const machine of targets) {
-        if (this.#s.machineExists.get(machine) === undefined) throw unknownMachine(machine)
-      }
-      this.#s.insertManifest.run(...manifestRow(record, targets))
-      for (const machine of targets) this.#s.setDesired.run(machine, record.id)
-      return toManifest(required(this.#s.getManifest.get(record.id), 'manifests'))
+      this.machineTags.applyInTransaction(tags)
+      return steps.map((step) =>
+        'rollout' in step
+          ? this.rollouts.createInTransaction(step.rollout)
+          : this.rollouts.addManifestInTransaction(step.manifest, step.machines),
+      )
     })
   }
 
@@ -440,8 +439,4 @@ class SqliteStore implements FleetStore {
 
 function seqReused({ machine, seq }: StatusRecord): StoreConflictError {
   return new StoreConflictError('seq-reused', `${machine} reused report seq ${seq} for a different report`)
-}
-
-function unknownMachine(name: string): StoreConflictError {
-  return new StoreConflictError('unknown-machine', `no machine named "${name}" is enrolled`)
 }

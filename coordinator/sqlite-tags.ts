@@ -77,25 +77,28 @@ export class SqliteMachineTags implements MachineTagStore {
   }
 
   async apply(changes: readonly TagChange[]): Promise<void> {
-    this.#write(() => {
-      for (const c of changes) {
-        const row = this.#s.machineTags.get(c.machine)
-        const stored = this.#s.get.get(c.machine)
-        const version = stored === undefined ? 0 : integer(stored, 'version')
-        if (
-          row === undefined ||
-          !same(JSON.parse(text(row, 'tags')) as string[], c.from) ||
-          version >= c.version
+    this.#write(() => this.applyInTransaction(changes))
+  }
+
+  /** apply's work, inside a write transaction the caller holds (the store's bundle). */
+  applyInTransaction(changes: readonly TagChange[]): void {
+    for (const c of changes) {
+      const row = this.#s.machineTags.get(c.machine)
+      const stored = this.#s.get.get(c.machine)
+      const version = stored === undefined ? 0 : integer(stored, 'version')
+      if (
+        row === undefined ||
+        !same(JSON.parse(text(row, 'tags')) as string[], c.from) ||
+        version >= c.version
+      )
+        throw new MachineTagsRefusedError(
+          'stale-version',
+          `the tags of ${c.machine} changed while this request was checked (now version ${version}); ` +
+            'nothing was changed: run plan and apply again',
         )
-          throw new MachineTagsRefusedError(
-            'stale-version',
-            `the tags of ${c.machine} changed while this request was checked (now version ${version}); ` +
-              'nothing was changed: run plan and apply again',
-          )
-        this.#s.setTags.run(JSON.stringify(c.tags), c.machine)
-        this.#s.put.run(c.machine, c.version, c.envelope, c.signedBy, c.at)
-      }
-    })
+      this.#s.setTags.run(JSON.stringify(c.tags), c.machine)
+      this.#s.put.run(c.machine, c.version, c.envelope, c.signedBy, c.at)
+    }
   }
 
   /** Inside the store's enrollment transaction: the machine enrolled again. */

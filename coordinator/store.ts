@@ -35,12 +35,13 @@ import type {
   ListState,
   RevocationHead,
   RevocationView,
-  RolloutState,
   StatusReport,
   Targets,
-  WavePolicy,
 } from '../protocol/index.ts'
+import type { ClusterChannel } from './cluster-channel.ts'
 import type { MachineTagStore } from './sqlite-tags.ts'
+import type { BundleStore } from './store-bundle.ts'
+import type { RolloutStore } from './store-rollouts.ts'
 
 export interface MachineRecord {
   name: string
@@ -53,6 +54,8 @@ export interface MachineRecord {
   enrolledAt: number
   lastSeen: number | null
   path: ConnectionPath | null
+  /** The `software` of the agent's latest hello; null before its first connection. */
+  agentVersion: string | null
 }
 
 export interface ManifestRecord {
@@ -163,6 +166,8 @@ export interface EnrollMachineInput {
 export interface TouchInput {
   lastSeen: number
   path: ConnectionPath | null
+  /** The agent's hello `software`, given when it connects; kept as it is when absent. */
+  agentVersion?: string
 }
 
 /** One entry of the signed revocation list, as stored. */
@@ -205,78 +210,14 @@ export interface RevocationLog {
   state(): Promise<RevocationView & ListState>
 }
 
-/** A rollout in waves, as stored (sqlite-rollouts.ts); rollout-engine.ts moves it on. */
-export interface RolloutRecord {
-  /** The rollout id of its release manifest. */
-  id: string
-  /** The release: signed for every machine of the plan, desired by each only once its wave starts. */
-  manifestId: string
-  policy: WavePolicy
-  /** The machines of each wave, in order (waves.ts). */
-  plan: string[][]
-  /** Each machine's desired manifest before the rollout (null: none), to withhold the release again on a halt. */
-  previous: Record<string, string | null>
-  /** Held rollback manifests: each is sent, on a halt with rollback, to its machines that took the release. */
-  rollbacks: { manifestId: string; machines: string[] }[]
-  state: RolloutState
-  reason: string | null
-  /** Index of the wave started last. */
-  wave: number
-  waveStartedAt: number
-  /** When the current wave settled healthy; the next starts after the policy's soak. */
-  soakStartedAt: number | null
-  rolledBack: boolean
-  createdAt: number
-  updatedAt: number
-}
-
-/** What a rollout transition changes. */
-export type RolloutChange = Partial<
-  Pick<RolloutRecord, 'state' | 'reason' | 'wave' | 'waveStartedAt' | 'soakStartedAt' | 'rolledBack'>
->
-
-/** A machine's desired manifest to set with a transition; null removes its desired state. */
-export interface DesiredChange {
-  machine: string
-  manifestId: string | null
-}
-
-export interface NewRollout {
-  release: NewManifest
-  /** Rollback manifests with the machines each is for. */
-  rollbacks: { manifest: NewManifest; machines: string[] }[]
-  policy: WavePolicy
-  plan: string[][]
-  at: number
-}
-
-/** Rollouts in waves, stored so that they survive a coordinator restart at any point. */
-export interface RolloutStore {
-  /**
-   * In one transaction: the manifests' sequences must exceed every stored one
-   * ('stale-sequence') and every machine be enrolled ('unknown-machine'); stores
-   * the release (its machines: the whole plan) and the held rollbacks (desired by
-   * no machine), records each machine's previous desired manifest, and makes the
-   * release the desired state of the first wave.
-   */
-  create(input: NewRollout): Promise<RolloutRecord>
-  get(id: string): Promise<RolloutRecord | undefined>
-  /** Newest first. */
-  list(limit: number): Promise<RolloutRecord[]>
-  /** Rollouts running or paused, oldest first: what the engine resumes on start-up. */
-  active(): Promise<RolloutRecord[]>
-  /**
-   * In one transaction, only if the rollout is still in `expect` (state and wave,
-   * else undefined and nothing changes): applies the change and sets the desired states.
-   */
-  transition(
-    id: string,
-    expect: Pick<RolloutRecord, 'state' | 'wave'>,
-    change: RolloutChange,
-    desired: readonly DesiredChange[],
-    at: number,
-  ): Promise<RolloutRecord | undefined>
-}
+// Rollouts in waves: their records and store (store-rollouts.ts), part of this interface.
+export type {
+  DesiredChange,
+  NewRollout,
+  RolloutChange,
+  RolloutRecord,
+  RolloutStore,
+} from './store-rollouts.ts'
 
 export interface FleetInfo {
   fleetId: string
@@ -312,7 +253,7 @@ export class StoreLimitError extends Error {
   override name = 'StoreLimitError'
 }
 
-export interface FleetStore {
+export interface FleetStore extends BundleStore {
   getFleet(): Promise<FleetInfo | undefined>
   /** Idempotent for the same fleet; throws StoreConflictError('fleet-mismatch') if another fleet is stored. */
   initFleet(fleetId: string, fleetRoot: string): Promise<void>
@@ -440,6 +381,9 @@ export interface FleetStore {
    * no remaining narinfo uses. The blobs themselves are the caller's to delete.
    */
   collectNarInfos(roots: readonly string[], before: number): Promise<NarInfoCollection>
+
+  /** What coordinators sharing this store tell each other (cluster-channel.ts); absent when one coordinator has it. */
+  readonly cluster?: ClusterChannel
 
   /** Idempotent. */
   close(): Promise<void>

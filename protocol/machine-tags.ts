@@ -205,10 +205,14 @@ function checkChain(
 /**
  * Every rule, in order: envelope, fleet, machine, chain (revoked, capability),
  * old tags in scope, new tags in scope, version. Throws MachineTagsRefusedError
- * naming the first rule broken.
+ * naming the first rule broken. `opened`: the envelope already opened by the
+ * caller (to learn which machine it is for), so its signature is checked once.
  */
-export function admitMachineTags(envelope: Uint8Array, policy: TagsPolicy): AdmittedMachineTags {
-  const opened = openMachineTags(envelope)
+export function admitMachineTags(
+  envelope: Uint8Array,
+  policy: TagsPolicy,
+  opened: Opened<MachineTags> = openMachineTags(envelope),
+): AdmittedMachineTags {
   const r = opened.value
   const { machine } = policy
   if (r.fleetId !== policy.fleetId)

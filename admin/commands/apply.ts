@@ -6,12 +6,11 @@
  * and this admin's certificate for every machine and tag it touches, and the
  * signed tag records of enrolled machines whose tags change. Then the archives
  * are uploaded and the closures pushed (content-addressed: alone they change no
- * machine), the enrollment tokens written, the tag records sent in one request
- * (stored all or none), and one rollout submitted per channel (a nixMap
- * channel's: one manifest per machine, sharing the rollout id, as deploy --nix-map;
- * in waves one manifest carrying the closure map, as deploy --nix-map --waves).
- * docs/fleet-file.md says what is atomic.
- */
+ * machine), the enrollment tokens written, and the tag records and one rollout
+ * per channel (its one manifest; a nixMap channel's carries the closure map) sent
+ * in one request, which the coordinator stores all or none (apply-submit.ts).
+ * Each rollout is then followed as deploy follows its own.
+ * docs/fleet-file.md says what is atomic. */
 import { mkdir } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { issueToken, verifyChain } from '../../keys/index.ts'
@@ -31,10 +30,11 @@ import {
   admitMachineTags,
   MachineTagsRefusedError,
   normaliseTags,
+  type SubmitResult,
   sealMachineTags,
   type WavePolicy,
 } from '../../protocol/index.ts'
-import { type AdminClient, AdminRequestError } from '../client.ts'
+import type { AdminClient } from '../client.ts'
 import { channelPolicy, channelSettings } from '../fleet-channel.ts'
 import { DEFAULT_FLEET_FILE, type LoadedFleet, loadFleet } from '../fleet-command.ts'
 import type { ChannelEntry, FleetFile } from '../fleet-file.ts'
@@ -43,6 +43,7 @@ import type { AdminHome } from '../home.ts'
 import { channelNixMaps } from '../nix-map.ts'
 import { REMOTE_OPTIONS, withClient } from '../session.ts'
 import { fileSource, type UploadSource, uploadBlob } from '../upload.ts'
+import { submitApply } from './apply-submit.ts'
 import {
   checkNixClosures,
   NixDeployError,
@@ -53,9 +54,8 @@ import {
   pushNixClosures,
 } from './deploy-nix.ts'
 import { DEPLOY_OPTIONS, deploySettings } from './deploy-options.ts'
-import { beforeSubmit, CoordinatorLostError, type ManifestFields, randomId } from './rollout.ts'
-import { rollOut } from './rollout-waves.ts'
-import { linkLost, linkReason } from './watch.ts'
+import { beforeSubmit, followRollout, type ManifestFields } from './rollout.ts'
+import { followSubmittedWaves } from './rollout-waves.ts'
 
 const USAGE =
   'fleetmesh apply [<fleet.json>] [--tokens <dir>] [--ttl 24h] [--no-watch] [--timeout 15m] [--json]'
@@ -179,6 +179,9 @@ async function checkNix(
   return { release, local: [...new Set(local)] }
 }
 
+/** The plan sends the machine its channel's release: it changes generation, or is new and has one. */
+const getsRelease = (m: MachinePlan) => m.deploy || (m.action === 'enroll' && m.desired !== null)
+
 /** Certificate refusals for what the plan touches: all of them, before anything is written or sent. */
 function scopeRefusals(home: AdminHome, plan: FleetPlan): string[] {
   const refusals: string[] = []
@@ -197,7 +200,7 @@ function scopeRefusals(home: AdminHome, plan: FleetPlan): string[] {
         capability: 'enroll',
         target: { kind: 'new-machine', name: m.machine, tags: m.tagsAdded },
       })
-    if (m.deploy || (m.action === 'enroll' && m.desired !== null))
+    if (getsRelease(m))
       check(`deploy ${m.desired} to ${m.machine}`, {
         ...base,
         capability: 'deploy',
@@ -262,34 +265,6 @@ async function signTags(client: AdminClient, plan: FleetPlan, problems: string[]
   return retags
 }
 
-/** Sends every tag record in one request, which the coordinator stores all or none. */
-async function sendTags(
-  client: AdminClient,
-  retags: Retag[],
-  progress: (line: string) => void,
-): Promise<void> {
-  if (retags.length === 0) return
-  try {
-    await client.setTags(retags.map((r) => r.envelope))
-  } catch (err) {
-    if (linkLost(err))
-      throw new CoordinatorLostError(
-        'unconfirmed',
-        `lost the coordinator while sending the tag changes (${linkReason(err)}): it stores them all or none, ` +
-          'and no rollout was submitted. Run plan to see whether they were stored, then apply again',
-        { cause: err },
-      )
-    if (err instanceof AdminRequestError)
-      throw new AdminRequestError(
-        err.code,
-        `the coordinator refused the tag changes, so no machine was changed: ${err.message}`,
-        { cause: err },
-      )
-    throw err
-  }
-  for (const r of retags) progress(`${r.machine}: tags [${r.from.join(', ')}] → [${r.to.join(', ')}]`)
-}
-
 interface Prepared {
   plan: FleetPlan
   work: ChannelWork[]
@@ -322,9 +297,7 @@ async function prepare(
   const work: ChannelWork[] = []
   for (const [name, entry] of Object.entries(file.channels)) {
     // new machines are named too: the coordinator holds the manifest until they enroll
-    const machines = plan.machines
-      .filter((m) => m.channel === name && (m.deploy || (m.action === 'enroll' && m.desired !== null)))
-      .map((m) => m.machine)
+    const machines = plan.machines.filter((m) => m.channel === name && getsRelease(m)).map((m) => m.machine)
     if (machines.length === 0) continue
     const settings = channelSettings(file, name, entry)
     const waves = channelPolicy(file, name, entry)
@@ -347,17 +320,21 @@ async function prepare(
 }
 
 /**
- * One manifest for an archive channel's machines; for a nixMap channel one per
- * machine, sharing its rollout, or in waves one carrying the whole closure map.
+ * A channel's one manifest: an archive for its machines, or one carrying the
+ * closure map of a nixMap channel (each machine takes its own path), so that an
+ * apply of many machines still fits the one request it is stored all or none from.
  */
-function channelManifests(w: ChannelWork, nix: NixWork | undefined): ManifestFields[] {
+function oneManifest(w: ChannelWork, nix: NixWork | undefined): ManifestFields {
   const { payload, common } = w
-  if (payload.kind === 'nix' && nix !== undefined)
-    return nixMapManifests(payload.byMachine, nix.release, common, w.waves !== undefined)
-  if (payload.kind === 'nix') throw new Error(`channel ${w.name}: its closures were not checked`)
+  if (payload.kind === 'nix') {
+    if (nix === undefined) throw new Error(`channel ${w.name}: its closures were not checked`)
+    const [manifest] = nixMapManifests(payload.byMachine, nix.release, common, true)
+    if (manifest === undefined) throw new Error(`channel ${w.name}: no machine to deploy to`)
+    return manifest
+  }
   const { sha256, size } = payload.source
   const archive = { kind: 'archive' as const, sha256, size, sources: [{ kind: 'coordinator' as const }] }
-  return [{ ...common, targets: { machines: w.machines, tags: [] }, payload: archive }]
+  return { ...common, targets: { machines: w.machines, tags: [] }, payload: archive }
 }
 
 /** Tokens for the plan's new machines, in `dir` (created 0700); their paths, by machine. */
@@ -409,20 +386,27 @@ export async function apply(argv: string[], home: string): Promise<number> {
       tokenDir === undefined ? {} : await writeTokens(client.home, newcomers, resolve(tokenDir), ttlMs)
     for (const [machine, path] of Object.entries(tokens))
       settings.progress(`${machine}: enrollment token written to ${path}`)
-    // after everything that can fail on this side: the first change to machines
-    await sendTags(client, retags, settings.progress)
+    // after everything that can fail on this side: the first change to machines, all or none
+    const applied = await submitApply(
+      client,
+      retags.map((r) => r.envelope),
+      work.map((w) => ({ channel: w.name, fields: oneManifest(w, nix), waves: w.waves })),
+      settings.progress,
+    )
+    for (const r of retags)
+      settings.progress(`${r.machine}: tags [${r.from.join(', ')}] → [${r.to.join(', ')}]`)
     let code = 0
     const rollouts: { channel: string; rolloutId: string; machines: string[] }[] = []
-    for (const w of work) {
-      const manifests = channelManifests(w, nix)
-      const rolloutId = randomId()
+    for (const [i, w] of work.entries()) {
+      const result = applied.rollouts[i] as SubmitResult
+      const { rolloutId } = result
       rollouts.push({ channel: w.name, rolloutId, machines: w.machines })
       settings.progress(`channel ${w.name}: rollout ${rolloutId} to ${w.machines.join(', ')}`)
-      // in waves when the channel has a rollout policy, as deploy --waves
-      const followed = await rollOut(client, rolloutId, manifests, {
-        ...settings,
-        waves: w.waves,
-      })
+      // followed as deploy follows its own: in waves when the channel has a rollout policy
+      const followed =
+        w.waves === undefined
+          ? await followRollout(client, { rolloutId, results: [result] }, settings)
+          : await followSubmittedWaves(client, result, w.waves, settings)
       if (followed !== 0 && code === 0) code = followed
     }
     // one line: with --json, stdout is JSON lines (the rollouts' watch events, then this)

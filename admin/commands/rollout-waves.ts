@@ -48,9 +48,25 @@ export async function rollOut(
   // a rollout in waves is one release manifest (a closure map is one too): never drop the waves silently
   if (manifests.length !== 1)
     throw new TypeError(`a rollout in waves takes one manifest, got ${manifests.length}`)
-  const result = await submitWaves(client, rolloutId, release, settings.waves, settings.progress)
+  const policy = settings.waves
+  const signer = await wavesSigner(client, rolloutId, release, policy, settings.progress)
+  const result = await withNextSequence(client, (maxSequence) => {
+    const { envelope, rollbacks } = signer(maxSequence + 1)
+    return client.submitWaves(envelope, policy, rollbacks)
+  })
+  return followSubmittedWaves(client, result, policy, settings)
+}
+
+/** Says what the coordinator made of a rollout in waves, then follows it (or, with --no-watch, prints it). */
+export async function followSubmittedWaves(
+  client: AdminClient,
+  result: SubmitResult,
+  policy: WavePolicy,
+  settings: DeploySettings,
+): Promise<number> {
+  const { rolloutId } = result
   settings.progress(
-    `rollout ${rolloutId} in waves (${describePolicy(settings.waves)}): manifest seq ${result.sequence} ` +
+    `rollout ${rolloutId} in waves (${describePolicy(policy)}): manifest seq ${result.sequence} ` +
       `for ${result.machines.length} machine(s)`,
   )
   if (!settings.watch) {
@@ -60,13 +76,27 @@ export async function rollOut(
   return followWaves(client, rolloutId, settings.timeoutMs, settings.json, settings.progress)
 }
 
-async function submitWaves(
+/** A rollout in waves signed from a first sequence: the release, then its rollbacks above it. */
+export interface SignedWaves {
+  envelope: Uint8Array
+  rollbacks: Uint8Array[]
+  /** How many sequences it takes, from the first */
+  sequences: number
+}
+
+/**
+ * Reads what signing a rollout in waves needs (with --on-failure rollback, the
+ * targets' previous manifests; the revocation head), then signs it from any first
+ * sequence, with the same ids each time, so a retry after another admin took the
+ * sequence submits the same rollout.
+ */
+export async function wavesSigner(
   client: AdminClient,
   rolloutId: string,
   fields: ManifestFields,
   policy: WavePolicy,
   progress: (msg: string) => void,
-): Promise<SubmitResult> {
+): Promise<(first: number) => SignedWaves> {
   const previous = await beforeSubmit(async () =>
     policy.onFailure === 'rollback' ? previousManifests(client, fields, progress) : [],
   )
@@ -75,20 +105,15 @@ async function submitWaves(
   const releaseId = randomId()
   const rollbackRollout = randomId()
   const rollbackIds = previous.map(() => randomId())
-  return withNextSequence(client, (maxSequence) => {
-    const release = buildManifest({
-      ...fields,
-      ...fixed,
-      id: releaseId,
-      rolloutId,
-      sequence: maxSequence + 1,
-    })
+  const seal = (m: Manifest) => sealManifest(m, client.home.key, client.home.chain)
+  return (first) => {
+    const release = buildManifest({ ...fields, ...fixed, id: releaseId, rolloutId, sequence: first })
     const rollbacks = previous.map(({ manifest: m, machines }, i) =>
       buildManifest({
         ...fixed,
         id: rollbackIds[i],
         rolloutId: rollbackRollout,
-        sequence: maxSequence + 2 + i,
+        sequence: first + 1 + i,
         generation: m.generation,
         targets: { machines, tags: [] },
         // a closure map must name exactly its targets (manifest admission, rule "closure-map-mismatch")
@@ -99,9 +124,8 @@ async function submitWaves(
         ...(fields.validForMs !== undefined ? { validForMs: fields.validForMs } : {}),
       }),
     )
-    const seal = (m: Manifest) => sealManifest(m, client.home.key, client.home.chain)
-    return client.submitWaves(seal(release), policy, rollbacks.map(seal))
-  })
+    return { envelope: seal(release), rollbacks: rollbacks.map(seal), sequences: 1 + rollbacks.length }
+  }
 }
 
 /** The targets' current desired manifests, each with the target machines that have it. */

@@ -76,16 +76,24 @@ export async function submitNext(
   fields: ManifestFields,
   rolloutId: string = randomId(),
 ): Promise<SubmitResult> {
+  const sign = await manifestSigner(client, fields, rolloutId)
+  return withNextSequence(client, (maxSequence) => client.submitManifest(sign(maxSequence + 1)))
+}
+
+/**
+ * Reads the revocation head a manifest names, then signs it with any sequence and
+ * the same id each time (a retry after another admin took the sequence).
+ */
+export async function manifestSigner(
+  client: AdminClient,
+  fields: ManifestFields,
+  rolloutId: string,
+): Promise<(sequence: number) => Uint8Array> {
   const { list } = await beforeSubmit(() => client.revocationList())
   const fixed = { ...fields, now: Date.now(), id: randomId(), rolloutId, revocations: list.head }
-  return withNextSequence(client, (maxSequence) => {
-    const manifest = buildManifest({
-      ...fixed,
-      fleetId: client.home.fleet.fleetId,
-      sequence: maxSequence + 1,
-    })
-    return client.submitManifest(sealManifest(manifest, client.home.key, client.home.chain))
-  })
+  const { fleetId } = client.home.fleet
+  return (sequence) =>
+    sealManifest(buildManifest({ ...fixed, fleetId, sequence }), client.home.key, client.home.chain)
 }
 
 /**

@@ -65,7 +65,8 @@ describe('apply changes the tags of enrolled machines', () => {
     const enrollment = JSON.parse(await readFile(enrollmentFile('edge-1'), 'utf8'))
     expect(enrollment).toMatchObject({ machine: 'edge-1', tags: ['eu', 'lab'], tagsVersion: 1 })
 
-    const changes = (await audit()).filter((r) => r.action === 'set-tags')
+    // one apply: the tag records and the rollouts in one audited operation
+    const changes = (await audit()).filter((r) => r.action === 'apply')
     expect(changes).toHaveLength(1)
     expect(changes[0]).toMatchObject({ outcome: 'ok' })
     expect(changes[0]?.detail).toContain('edge-1 [lab] → [eu, lab] (tag record version 1)')
