@@ -18,6 +18,8 @@ interface Pending {
   record: StatusRecord
   resolve: (outcome: IngestOutcome) => void
   reject: (err: Error) => void
+  /** performance.now() when the report was handed in */
+  at: number
 }
 
 export class StatusIngest {
@@ -30,6 +32,8 @@ export class StatusIngest {
   reports = 0
   /** Reports that reused a stored seq with other content (so were not stored). */
   reused = 0
+  /** Told each stored batch's reports' time from receipt to durable commit, in seconds (metrics). */
+  onCommitted: ((seconds: readonly number[]) => void) | undefined
 
   constructor(store: FleetStore, maxBatch = 1024) {
     this.#store = store
@@ -39,7 +43,7 @@ export class StatusIngest {
   /** Resolves once the report is durably stored (or found to be a duplicate, or a reused seq). */
   record(record: StatusRecord): Promise<IngestOutcome> {
     return new Promise((resolve, reject) => {
-      this.#queue.push({ record, resolve, reject })
+      this.#queue.push({ record, resolve, reject, at: performance.now() })
       if (!this.#scheduled) {
         this.#scheduled = true
         setImmediate(() => void this.#drain())
@@ -59,6 +63,8 @@ export class StatusIngest {
       }
       this.commits++
       this.reports += batch.length
+      const committed = performance.now()
+      this.onCommitted?.(batch.map((p) => (committed - p.at) / 1000))
       batch.forEach((p, i) => {
         const o = outcomes[i]
         if (o instanceof StoreConflictError && o.code === 'seq-reused') {

@@ -1,11 +1,14 @@
 /**
  * Command-line plumbing the daemons that run a libp2p host share (the
  * coordinator and the relay): host address options, relay server limits,
- * event output as text or JSON lines, address-change reports, and waiting for
- * SIGINT/SIGTERM.
+ * address-change reports, and waiting for SIGINT/SIGTERM. The event log
+ * (daemon-log.ts) and the metrics endpoint (metrics-server.ts) have their own
+ * modules, which the agent uses too; their options are part of HOST_OPTIONS.
  */
 import { duration, int, list, type Options, optionLabel, type Parsed } from '../lib/index.ts'
+import { LOG_OPTIONS, type LogLevel, type Say } from './daemon-log.ts'
 import type { FleetHost, RelayLimits } from './host.ts'
+import { METRICS_OPTIONS } from './metrics-server.ts'
 import { checkAddresses } from './multiaddr-arg.ts'
 import type { ReservationEvent } from './reservations.ts'
 
@@ -47,15 +50,6 @@ export function relayLimits(p: Parsed): RelayLimits {
   }
 }
 
-export type Say = (event: string, fields: Record<string, unknown>, human: string) => void
-
-export function sayer(json: boolean): Say {
-  return (event, fields, human) => {
-    if (json) process.stdout.write(`${JSON.stringify({ event, at: new Date().toISOString(), ...fields })}\n`)
-    else process.stdout.write(`${human}\n`)
-  }
-}
-
 /**
  * Prints the host's addresses whenever they change (a relay reservation made
  * or lost, a new listener). Returns a function that stops it.
@@ -81,6 +75,11 @@ export function untilSignal(): Promise<void> {
     process.once('SIGINT', stop)
     process.once('SIGTERM', stop)
   })
+}
+
+/** A reservation lost or failing is a warning: agents behind the relay may not reach this host. */
+export function reservationLevel(e: ReservationEvent): LogLevel {
+  return e.status === 'lost' || e.status === 'failed' ? 'warn' : 'info'
 }
 
 export function describeReservation(e: ReservationEvent): string {
@@ -129,7 +128,8 @@ export const HOST_OPTIONS = {
     description: 'TCP ports on which to tell peers the address they are seen from (NAT detection)',
   },
   ...RELAY_LIMIT_OPTIONS,
-  json: { type: 'boolean', description: 'print events as JSON lines instead of text' },
+  ...LOG_OPTIONS,
+  ...METRICS_OPTIONS,
 } as const satisfies Options
 
 export function hostAddresses(p: Parsed): { listen?: string[]; announce?: string[]; bootstrap?: string[] } {

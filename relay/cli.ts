@@ -1,7 +1,8 @@
 /**
  * `fleetmesh relay`: runs a public relay (circuit relay v2, the fleet DHT,
  * NAT observers; see daemon.ts) until SIGINT/SIGTERM, printing events as text
- * or, with --json, as JSON lines (`ready`, `addresses`, `log`, `stopping`).
+ * or, with --json, as JSON lines (`ready`, `addresses`, `log`, `stopping`), and,
+ * with --metrics, serving Prometheus metrics (metrics.ts).
  * The options shared with the coordinator (addresses, relay limits, observer
  * ports) come from net/'s daemon command-line plumbing, so both daemons take
  * them the same way.
@@ -17,26 +18,27 @@ import { resolve } from 'node:path'
 import {
   type CommandSpec,
   configurable,
-  flag,
   type Parsed,
   parseConfiguredCommand,
   ports,
   required,
 } from '../lib/index.ts'
 import {
+  closeMetricsOnFailure,
+  daemonLogFrom,
   HOST_OPTIONS,
   hostAddresses,
   RELAY_LIMIT_USAGE,
   relayLimits,
   reportAddresses,
-  sayer,
+  startMetrics,
   untilSignal,
 } from '../net/index.ts'
-import { DEFAULT_OBSERVER_PORTS, startRelay } from './daemon.ts'
+import { DEFAULT_OBSERVER_PORTS, type RelayOptions, startRelay } from './daemon.ts'
 
 const RELAY_USAGE =
   'fleetmesh relay --state <dir> [--listen <multiaddr>]... [--announce <multiaddr>]... [--bootstrap <multiaddr>]... [--observer-ports 4002,4003|none] ' +
-  `${RELAY_LIMIT_USAGE} [--json]`
+  `${RELAY_LIMIT_USAGE} [--metrics 127.0.0.1:9464 [--metrics-public]] [--json] [--log-level info]`
 
 export const RELAY_COMMAND: CommandSpec = configurable({
   name: 'relay',
@@ -55,15 +57,19 @@ export const RELAY_COMMAND: CommandSpec = configurable({
 
 export async function relayCommand(argv: string[]): Promise<number> {
   const p: Parsed = await parseConfiguredCommand(argv, RELAY_COMMAND)
-  const say = sayer(flag(p, 'json'))
+  const say = daemonLogFrom(p).say
   const limits = relayLimits(p)
-  const running = await startRelay({
+  const options: RelayOptions = {
     stateDir: resolve(required(p, 'state', RELAY_COMMAND.usage)),
     ...hostAddresses(p),
     relay: limits,
     observerPorts: ports(p, 'observer-ports', DEFAULT_OBSERVER_PORTS),
     log: (msg) => say('log', { msg }, msg),
-  })
+  }
+  // after every other option is checked, before the daemon: a taken port fails before anything starts
+  const metrics = await startMetrics(p, say)
+  const running = await closeMetricsOnFailure(metrics, startRelay(options))
+  if (metrics) await (await import('./metrics.ts')).relayMetrics(metrics.registry, running)
   const addrs = running.host.getMultiaddrs().map((a) => a.toString())
   say(
     'ready',
@@ -81,5 +87,6 @@ export async function relayCommand(argv: string[]): Promise<number> {
   say('stopping', {}, 'stopping')
   unreport()
   await running.stop()
+  await metrics?.close()
   return 0
 }
