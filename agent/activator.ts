@@ -10,7 +10,8 @@
  * local Nix. Another mode plugs in beside them by implementing {@link Activator}
  * and throwing {@link ActivatorError} with one of its codes. An activation's
  * output and whether it needs a reboot ({@link ActivationResult}), and lines
- * logged while fetching, end up in the update log of the status reports.
+ * logged while fetching, end up in the update log of the status reports; what an
+ * activation prints also goes out live as it prints it (update-log-stream.ts).
  */
 import { z } from 'zod'
 import { CodedError } from '../lib/index.ts'
@@ -51,6 +52,12 @@ export interface FetchProgress {
   total: number
 }
 
+/** Takes a running command's output as it comes; `line` writes one line of its own (the command). */
+export interface LiveOutput {
+  write(text: string): void
+  line(text: string): void
+}
+
 /** What an activation leaves for the update log. */
 export interface ActivationResult {
   /** What the activation printed (bounded), for the operator. */
@@ -83,8 +90,10 @@ export interface Activator {
   /**
    * Runs the generation's activation (services, hooks); `previous` is the one being
    * left. A failure is an {@link ActivatorError} whose `log` holds the output.
+   * `live` takes what the activation prints as it prints it (the live update log),
+   * after a line naming the command.
    */
-  activate(gen: GenerationInfo, previous: GenerationInfo | null): Promise<ActivationResult>
+  activate(gen: GenerationInfo, previous: GenerationInfo | null, live?: LiveOutput): Promise<ActivationResult>
   current(): Promise<GenerationInfo | null>
   /** Installed generations, oldest first. */
   list(): Promise<GenerationInfo[]>

@@ -4,6 +4,7 @@
  */
 import { describeResult, type RunResult, runProcess, sleep } from '../lib/index.ts'
 import type { HealthCheck } from '../protocol/index.ts'
+import type { LiveOutput } from './activator.ts'
 
 export class HealthCheckError extends Error {
   override name = 'HealthCheckError'
@@ -20,6 +21,8 @@ export interface HealthCheckOptions {
   cwd: string
   env?: NodeJS.ProcessEnv
   signal?: AbortSignal
+  /** Takes each attempt's command line and output as they come (the live update log). */
+  output?: LiveOutput
 }
 
 /**
@@ -41,12 +44,16 @@ export async function runHealthCheck(
       )
       if (stopped) break
     }
+    options.output?.line(
+      `$ ${check.command.join(' ')}${total > 1 ? ` (attempt ${attempt} of ${total})` : ''}`,
+    )
     last = await runProcess(check.command, {
       cwd: options.cwd,
       timeoutMs: check.timeoutMs,
       killGroupOnExit: true,
       ...(options.env !== undefined ? { env: options.env } : {}),
       ...(options.signal !== undefined ? { signal: options.signal } : {}),
+      ...(options.output !== undefined ? { onOutput: options.output.write } : {}),
     })
     if (last.code === 0) return { attempts: attempt, result: last }
     if (options.signal?.aborted) break

@@ -44,6 +44,7 @@ import {
   ActivatorError,
   type FetchProgress,
   type GenerationInfo,
+  type LiveOutput,
 } from './activator.ts'
 import type { NixCacheSource } from './nix-cache-client.ts'
 import { GenerationNames } from './nix-generation-names.ts'
@@ -177,15 +178,21 @@ class NixosActivator implements Activator {
     }
   }
 
-  async activate(gen: GenerationInfo, previous: GenerationInfo | null): Promise<ActivationResult> {
+  async activate(
+    gen: GenerationInfo,
+    previous: GenerationInfo | null,
+    live?: LiveOutput,
+  ): Promise<ActivationResult> {
     // Going forward the new generation says how; rolling back, the one being left does.
     const mode = activationMode(gen.activation ?? previous?.activation)
     const argv = [join(gen.path, 'bin', 'switch-to-configuration'), mode]
+    live?.line(`$ ${argv.join(' ')}`)
     const result = await runProcess(argv, {
       cwd: '/',
       env: this.#env,
       timeoutMs: this.#activateTimeoutMs,
       maxOutputBytes: MAX_ACTIVATION_LOG,
+      ...(live !== undefined ? { onOutput: live.write } : {}),
     })
     const output = result.output.trimEnd()
     const log = output === '' ? `$ ${argv.join(' ')}` : `$ ${argv.join(' ')}\n${output}`

@@ -25,6 +25,7 @@ import {
   ActivatorError,
   type FetchProgress,
   type GenerationInfo,
+  type LiveOutput,
 } from './activator.ts'
 import { extractArchive, inspectArchive } from './archive.ts'
 import { downloadArtifact } from './artifact-download.ts'
@@ -106,10 +107,15 @@ class ProfileActivator implements Activator {
     return this.#store.switchTo(gen)
   }
 
-  async activate(gen: GenerationInfo, previous: GenerationInfo | null): Promise<ActivationResult> {
+  async activate(
+    gen: GenerationInfo,
+    previous: GenerationInfo | null,
+    live?: LiveOutput,
+  ): Promise<ActivationResult> {
     const hook = join(gen.path, 'activate')
     const info = await stat(hook).catch(() => undefined)
     if (info === undefined || !info.isFile() || (info.mode & 0o111) === 0) return {}
+    live?.line(`$ ${hook}`)
     const result = await runProcess([hook], {
       cwd: gen.path,
       timeoutMs: this.#activateTimeoutMs,
@@ -119,6 +125,7 @@ class ProfileActivator implements Activator {
         FLEETMESH_GENERATION_DIR: gen.path,
         FLEETMESH_PREVIOUS: previous?.path ?? '',
       }),
+      ...(live !== undefined ? { onOutput: live.write } : {}),
     })
     const output = result.output.trimEnd()
     const log = output === '' ? undefined : `$ ${hook}\n${output}`

@@ -11,6 +11,7 @@
  * during the download stops it at once (`recheck`).
  * Once prepared, an update whose maintenance windows are all closed records
  * `waiting-for-window` (the log says when the next opens) and waits (update-window.ts).
+ * What activations and health checks print also goes out live (update-log-stream.ts).
  */
 import { stat } from 'node:fs/promises'
 import { commandEnv, errorMessage, fromBase64, raceSignal, toBase64 } from '../lib/index.ts'
@@ -19,6 +20,7 @@ import { ManifestRefusedError } from '../protocol/index.ts'
 import { ActivatorError, type GenerationInfo } from './activator.ts'
 import { runHealthCheck } from './health.ts'
 import { type Step, type UpdateJournal, type UpdateRecord, updateError } from './update-journal.ts'
+import { UpdateLogStream } from './update-log-stream.ts'
 import { appendLog, UpdateReports } from './update-reports.ts'
 import { UpdateWindow } from './update-window.ts'
 import type { OfferOutcome, UpdaterInit } from './updater.ts'
@@ -41,6 +43,7 @@ export class UpdateSteps {
   /** Stops the update running now when its manifest is refused midway (recheck). */
   #stop: AbortController | null = null
   readonly #window: UpdateWindow
+  readonly #live: UpdateLogStream
 
   constructor(init: UpdaterInit, journal: UpdateJournal, active: GenerationInfo | null, signal: AbortSignal) {
     this.#init = init
@@ -62,6 +65,8 @@ export class UpdateSteps {
       now: this.#now,
       progressIntervalMs: init.progressIntervalMs ?? 1000,
     })
+    const send = init.updateLog ?? (() => {})
+    this.#live = new UpdateLogStream({ send, manifestId: () => journal.update?.manifestId ?? null })
   }
 
   /** Records a verified manifest as the update in progress and runs its steps. */
@@ -124,17 +129,9 @@ export class UpdateSteps {
       case 'verified': {
         // The old generation is still active. Re-verify first: the manifest may have
         // expired, or its signer been revoked, while the agent was down.
-        let manifest: Manifest
-        try {
-          manifest = verifyManifest(fromBase64(rec.envelope), {
-            ...trustNow(this.#init.trust),
-            lastSequence: rec.sequence - 1,
-            now: this.#now(),
-          }).manifest
-        } catch (err) {
-          if (!(err instanceof ManifestRefusedError)) throw err
-          return this.#fail(updateError(err.code, `on resuming the update: ${err.message}`))
-        }
+        const manifest = this.#reverify(rec)
+        if (manifest instanceof ManifestRefusedError)
+          return this.#fail(updateError(manifest.code, `on resuming the update: ${manifest.message}`))
         if (rec.attempt >= max) {
           return this.#fail(
             updateError(
@@ -257,6 +254,7 @@ export class UpdateSteps {
             const signal = AbortSignal.any([this.#signal, stopped])
             artifact = await activator.fetch(m, this.reports.progress(rec), signal, (line) => {
               rec.log = appendLog(rec.log, line)
+              this.#live.line(line)
             })
           } catch (err) {
             if (this.#signal.aborted) throw this.#signal.reason
@@ -308,7 +306,7 @@ export class UpdateSteps {
           try {
             await activator.switchTo(target)
             this.active = target
-            const result = await activator.activate(target, rec.previous)
+            const result = await activator.activate(target, rec.previous, this.#live)
             rec.log = appendLog(rec.log, result.log)
             if (result.rebootRequired === true) rec.rebootRequired = true
           } catch (err) {
@@ -327,7 +325,7 @@ export class UpdateSteps {
               FLEETMESH_GENERATION_DIR: target.path,
             })
             try {
-              await runHealthCheck(m.healthCheck, { cwd: target.path, env })
+              await runHealthCheck(m.healthCheck, { cwd: target.path, env, output: this.#live })
             } catch (err) {
               return this.#rollback(
                 updateError('health-check-failed', `generation "${target.name}": ${errorMessage(err)}`),
@@ -373,7 +371,7 @@ export class UpdateSteps {
       await activator.switchTo(previous)
       this.active = previous
       if (previous !== null)
-        rec.log = appendLog(rec.log, (await activator.activate(previous, rec.target)).log)
+        rec.log = appendLog(rec.log, (await activator.activate(previous, rec.target, this.#live)).log)
     } catch (err) {
       rec.log = appendLog(rec.log, logOf(err))
       this.active = await activator.current().catch(() => this.active)
@@ -425,6 +423,8 @@ export class UpdateSteps {
     rec.step = step
     rec.attempt = attempt
     rec.updatedAt = this.#now()
+    // The output so far goes out before the step's report; a final step ends the live log.
+    this.#live.flush(step === 'committed' || step === 'rolled-back' || step === 'failed')
     await this.#journal.persist()
     await this.reports.step(rec)
   }

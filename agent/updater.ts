@@ -40,6 +40,7 @@ import type { ErrorInfo, StatusReport, UpdateState } from '../protocol/index.ts'
 import { ManifestRefusedError } from '../protocol/index.ts'
 import type { Activator, GenerationInfo } from './activator.ts'
 import { UpdateJournal, updateError } from './update-journal.ts'
+import type { UpdateLogChunk } from './update-log-stream.ts'
 import { trustNow, UpdateSteps } from './update-steps.ts'
 import { attemptedManifest, type TrustContext, type VerifiedManifest, verifyManifest } from './verify.ts'
 
@@ -79,6 +80,11 @@ export interface UpdaterInit {
   maxAttempts?: number
   /** Extra environment for health checks. */
   healthEnv?: Record<string, string>
+  /**
+   * Takes the running update's output live, in bounded chunks (update-log-stream.ts);
+   * best effort, must not throw. The final report carries the log durably anyway.
+   */
+  updateLog?: (chunk: UpdateLogChunk) => void
   /** Problems that do not stop the update (a report that could not be queued, gc). */
   onError?: (err: unknown, context: string) => void
 }

@@ -7,6 +7,7 @@
  */
 import { spawn } from 'node:child_process'
 import type { Readable } from 'node:stream'
+import { StringDecoder } from 'node:string_decoder'
 
 const DEFAULT_MAX_OUTPUT = 4096
 /** After the main process exits, how long to wait for its stdout/stderr to drain. */
@@ -32,6 +33,12 @@ export interface RunOptions {
    * killed and the result says so in `consumerError`.
    */
   stdout?: (stream: Readable) => Promise<void>
+  /**
+   * Sees the output that goes into `output` as it arrives, as text (each stream
+   * decoded on its own, so a character split across chunks arrives whole), e.g.
+   * to show it live while the command runs.
+   */
+  onOutput?: (text: string) => void
 }
 
 export interface RunResult {
@@ -110,9 +117,14 @@ export function runProcess(argv: readonly string[], options: RunOptions): Promis
       stdio: ['ignore', 'pipe', 'pipe'],
       detached: true,
     })
-    const collect = (chunk: Buffer) => {
-      output = Buffer.concat([output, chunk])
-      if (output.byteLength > maxOutput) output = output.subarray(output.byteLength - maxOutput)
+    const collector = () => {
+      const decoder = options.onOutput === undefined ? undefined : new StringDecoder('utf8')
+      return (chunk: Buffer) => {
+        output = Buffer.concat([output, chunk])
+        if (output.byteLength > maxOutput) output = output.subarray(output.byteLength - maxOutput)
+        const text = decoder?.write(chunk)
+        if (text) options.onOutput?.(text)
+      }
     }
     const consumer = options.stdout
     const consumed =
@@ -122,8 +134,8 @@ export function runProcess(argv: readonly string[], options: RunOptions): Promis
             consumerError = err instanceof Error ? err.message : String(err)
             killGroup(child.pid)
           })
-    if (consumed === undefined) child.stdout?.on('data', collect)
-    child.stderr?.on('data', collect)
+    if (consumed === undefined) child.stdout?.on('data', collector())
+    child.stderr?.on('data', collector())
 
     const timer = setTimeout(() => {
       timedOut = true

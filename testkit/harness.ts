@@ -75,9 +75,18 @@ export class Proc {
 
   /** Resolves with the first event (past or future) matching `pred`. */
   waitFor(pred: (e: Event) => boolean, timeoutMs = 30_000, what = 'event'): Promise<Event> {
+    return this.#waitUntil(() => this.events.find(pred), timeoutMs, what)
+  }
+
+  /** Resolves with the first line of stderr (past or future) that contains `part`. */
+  waitForStderr(part: string, timeoutMs = 30_000, what = part): Promise<string> {
+    return this.#waitUntil(() => this.stderr.find((line) => line.includes(part)), timeoutMs, what)
+  }
+
+  #waitUntil<T>(find: () => T | undefined, timeoutMs: number, what: string): Promise<T> {
     return new Promise((resolveWait, reject) => {
       const check = (): boolean => {
-        const found = this.events.find(pred)
+        const found = find()
         if (found !== undefined) {
           cleanup()
           resolveWait(found)

@@ -10,13 +10,10 @@
  * the fresh snapshot the new stream starts with.
  */
 import {
-  backoffDelay,
   type CommandSpec,
   duration,
-  errorMessage,
   flag,
   parseCommand,
-  sleep,
   str,
   terminalWidth,
   UsageError,
@@ -34,6 +31,7 @@ import {
   WATCH_EXIT_NOTES,
 } from '../rollout-outcome.ts'
 import { REMOTE_OPTIONS, withClient } from '../session.ts'
+import { authorityRefused, linkLost, linkReason, reopenWatch, sayReconnect } from '../watch-link.ts'
 import { followWaves, MAX_WAIT_MS, peekWaves, replayed } from './rollout-follow.ts'
 
 export const WATCH_COMMAND: CommandSpec = {
@@ -59,57 +57,8 @@ export const WATCH_COMMAND: CommandSpec = {
   examples: ['fleetmesh watch --rollout 3f2a9c0e1b7d4e6f8a5b2c1d0e9f8a7b --timeout 30m'],
 }
 
+export { AUTHORITY_REFUSALS, authorityRefused, linkLost, linkReason } from '../watch-link.ts'
 export { MAX_WAIT_MS }
-
-/** Retry pace after the watch stream is lost (a coordinator restart takes seconds). */
-const RECONNECT_BACKOFF = { initialMs: 500, maxMs: 10_000 }
-
-/** Errors that end a stream because the link went away, not because the coordinator refused. */
-const LINK_ERRORS = new Set([
-  'UnexpectedEndOfStreamError',
-  'StreamResetError',
-  'StreamAbortedError',
-  'StreamStateError',
-  'StreamClosedError',
-  'ConnectionClosedError',
-])
-
-/**
- * Refusals of this admin's own certificate chain. The coordinator checks the
- * chain again while a watch runs and ends it with one of these when the
- * certificate is revoked or expires; reconnecting cannot help, so the watch
- * ends, non-zero, saying why.
- */
-export const AUTHORITY_REFUSALS: ReadonlySet<string> = new Set([
-  'revoked',
-  'expired',
-  'not-yet-valid',
-  'wrong-issuer',
-  'signer-mismatch',
-  'capability-missing',
-  'out-of-scope',
-])
-
-/** The watch ended because the coordinator no longer accepts this admin's certificate. */
-export function authorityRefused(err: unknown): err is AdminRequestError {
-  return err instanceof AdminRequestError && AUTHORITY_REFUSALS.has(err.code)
-}
-
-/** Whether `err` means the coordinator could not be reached or the link to it broke. */
-export function linkLost(err: unknown): boolean {
-  if (err instanceof AdminRequestError) return err.code === 'unreachable'
-  return err instanceof Error && LINK_ERRORS.has(err.name)
-}
-
-/**
- * A lost link in a few words: a closed stream's own message talks about frames,
- * and a failed dial's ends with the socket error ("connect ECONNREFUSED …").
- */
-export function linkReason(err: unknown): string {
-  if (err instanceof AdminRequestError && err.code === 'unreachable')
-    return err.message.split(': ').at(-1) ?? ''
-  return err instanceof Error && LINK_ERRORS.has(err.name) ? 'the connection closed' : errorMessage(err)
-}
 
 const say = (line: string) => process.stderr.write(`${line}\n`)
 
@@ -129,30 +78,8 @@ function lostMessage(rolloutId: string | null, standing: RolloutStanding, cause:
   return `${gone}; rollout ${rolloutId} is stored there and goes on; reconnecting… (fleetmesh watch --rollout ${rolloutId} follows it too)`
 }
 
-/**
- * Opens the watch again after `lost` broke the link, retrying with backoff;
- * null when `deadline` passes first.
- */
-async function reopenWatch(
-  client: Pick<AdminClient, 'watch'>,
-  rolloutId: string | null,
-  deadline: number,
-): Promise<AdminWatch | null> {
-  for (let attempt = 0; ; attempt++) {
-    const delay = Math.min(backoffDelay(attempt, RECONNECT_BACKOFF), deadline - Date.now())
-    if (delay <= 0) return null
-    say(`reconnecting in ${(delay / 1000).toFixed(1)} s (attempt ${attempt + 1})`)
-    await sleep(delay)
-    try {
-      const watch = await client.watch(rolloutId)
-      say('reconnected to the coordinator')
-      return watch
-    } catch (err) {
-      if (!linkLost(err)) throw err
-      say(`still cannot reach the coordinator (${linkReason(err)})`)
-    }
-  }
-}
+/** What `watch` says on stderr while it reconnects. */
+const SAY_RECONNECT = sayReconnect(say)
 
 export interface WatchOptions {
   /**
@@ -216,7 +143,7 @@ export async function watchRollout(
         lost = err
       }
     say(lostMessage(rolloutId, standing, lost))
-    return reopenWatch(client, rolloutId, deadline)
+    return reopenWatch(() => client.watch(rolloutId), deadline, SAY_RECONNECT)
   }
   let watch = await open()
   if (watch === null) return timedOut()
@@ -241,7 +168,7 @@ export async function watchRollout(
         watch.close()
         snapshotSeen = false
         say(lostMessage(rolloutId, confirmed ? 'accepted' : 'unconfirmed', err))
-        const again = await reopenWatch(client, rolloutId, deadline)
+        const again = await reopenWatch(() => client.watch(rolloutId), deadline, SAY_RECONNECT)
         if (again === null) return timedOut()
         watch = again
         continue
