@@ -229,6 +229,10 @@ const MIGRATIONS: readonly string[] = [
     at INTEGER NOT NULL
   ) STRICT;
   `,
+  `
+  -- The software the agent's latest hello named (its version), for the dashboard and machines.
+  ALTER TABLE machines ADD COLUMN agent_version TEXT;
+  `,
 ]
 
 export const SCHEMA_VERSION = MIGRATIONS.length

@@ -1,5 +1,5 @@
 /** Builds the per-machine views admins see from the stored records. */
-import type { MachineLog, MachineView } from '../protocol/index.ts'
+import type { MachineHistoryEntry, MachineLog, MachineView } from '../protocol/index.ts'
 import type { MachineRecord, ManifestRecord, StatusRecord } from './store.ts'
 
 export function machineView(
@@ -28,6 +28,7 @@ export function machineView(
     error: r?.error ?? null,
     rebootRequired: r?.rebootRequired === true,
     reportedAt: r?.timestamp ?? null,
+    agentVersion: m.agentVersion,
   }
 }
 
@@ -45,4 +46,19 @@ export function machineLogView(machine: string, status: StatusRecord | undefined
     rebootRequired: r?.rebootRequired ?? false,
     reportedAt: r?.timestamp ?? null,
   }
+}
+
+/** A machine's reports, newest first, as its update history: the logs stay out (machine-log has the last). */
+export function machineHistoryView(reports: readonly StatusRecord[]): MachineHistoryEntry[] {
+  return reports.map(({ report: r, receivedAt }) => ({
+    seq: r.seq,
+    state: r.state,
+    currentGeneration: r.currentGeneration,
+    desiredGeneration: r.desiredGeneration,
+    rolloutId: r.rolloutId,
+    progress: r.progress,
+    error: r.error,
+    reportedAt: r.timestamp,
+    receivedAt,
+  }))
 }

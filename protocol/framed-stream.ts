@@ -33,6 +33,16 @@ export interface FramedStreamInit {
    */
   maxFrameBytes?: number
 
+  /**
+   * Largest frame payload sent, in bytes, when it differs from what is
+   * accepted: a server whose answers outgrow its requests (the coordinator's
+   * admin results: a watch snapshot or machine list of a thousand machines)
+   * sends more than it lets a peer that has not yet proven who it is send.
+   *
+   * @default maxFrameBytes
+   */
+  maxSendFrameBytes?: number
+
   /** Where oversized and truncated frames detected by this stream are counted */
   counters?: FrameErrorCounters
 }
@@ -101,6 +111,7 @@ function waitForDrain(stream: Stream, signal: AbortSignal | undefined): Promise<
 export class FramedStream implements AsyncIterable<Uint8Array> {
   readonly stream: Stream
   readonly maxFrameBytes: number
+  readonly maxSendFrameBytes: number
   readonly counters: FrameErrorCounters | undefined
   readonly #decoder: FrameDecoder
   #failure: Error | undefined
@@ -110,6 +121,7 @@ export class FramedStream implements AsyncIterable<Uint8Array> {
   constructor(stream: Stream, init: FramedStreamInit = {}) {
     this.stream = stream
     this.maxFrameBytes = checkMaxFrameBytes(init.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES)
+    this.maxSendFrameBytes = checkMaxFrameBytes(init.maxSendFrameBytes ?? this.maxFrameBytes)
     this.counters = init.counters
     this.#decoder = new FrameDecoder(this.maxFrameBytes)
 
@@ -127,11 +139,11 @@ export class FramedStream implements AsyncIterable<Uint8Array> {
   /**
    * Send one frame, waiting while the stream applies backpressure.
    *
-   * @throws {FrameTooLargeError} when the frame exceeds `maxFrameBytes`; the stream is left intact
+   * @throws {FrameTooLargeError} when the frame exceeds `maxSendFrameBytes`; the stream is left intact
    */
   async send(frame: Uint8Array | Uint8ArrayList, options?: AbortOptions): Promise<void> {
     const size = frame.byteLength
-    if (size > this.maxFrameBytes) throw new FrameTooLargeError(size, this.maxFrameBytes, 'outbound')
+    if (size > this.maxSendFrameBytes) throw new FrameTooLargeError(size, this.maxSendFrameBytes, 'outbound')
     options?.signal?.throwIfAborted()
 
     const failure = this.failure

@@ -162,7 +162,11 @@ export async function handleFramed(
   await host.handle(
     protocol,
     async (stream, connection) => {
-      const fs = new FramedStream(stream, { maxFrameBytes, counters })
+      const fs = new FramedStream(stream, {
+        maxFrameBytes,
+        ...(init.maxSendFrameBytes === undefined ? {} : { maxSendFrameBytes: init.maxSendFrameBytes }),
+        counters,
+      })
       try {
         await handler(fs, connection)
         await hangUp(fs, init.hangUpGraceMs ?? DEFAULT_HANG_UP_GRACE_MS)

@@ -120,6 +120,7 @@ export function sampleMachineView(overrides: Partial<MachineView> = {}): Machine
     error: null,
     rebootRequired: false,
     reportedAt: Date.now(),
+    agentVersion: 'fleetmesh-agent/0.1.0',
     ...overrides,
   }
 }

@@ -19,6 +19,7 @@ import {
 import { readAuditHead, rememberAuditHead } from '../audit-head.ts'
 import type { AdminClient } from '../client.ts'
 import { truncateAtWord } from '../format.ts'
+import type { AdminHome } from '../home.ts'
 import { REMOTE_OPTIONS, withClient } from '../session.ts'
 
 export const AUDIT_COMMAND: CommandSpec = {
@@ -66,7 +67,7 @@ const MIN_DETAIL_WIDTH = 30
  * The whole log, page by page: verification needs every link of the chain.
  * Pages are cut to fit a frame, so only an empty one ends the log.
  */
-async function auditLog(client: AdminClient): Promise<AuditRecord[]> {
+export async function auditLog(client: AdminClient): Promise<AuditRecord[]> {
   const records: AuditRecord[] = []
   for (let after = 0; ; ) {
     const page = await client.audit(after, PAGE)
@@ -118,15 +119,19 @@ function verdictText(verdict: AuditVerification | null, remembered: AuditHead | 
 }
 
 /** Verifies the whole log against the head remembered in `dir`, and remembers the new head if it holds. */
-async function verifyAndRemember(
-  dir: string,
-  coordinatorPeerId: string,
+export async function verifyAndRemember(
+  home: AdminHome,
   records: readonly AuditRecord[],
 ): Promise<{ verdict: AuditVerification; remembered: AuditHead | undefined }> {
+  const { dir } = home
+  const coordinatorPeerId = home.fleet.coordinator.peerId
+  // every coordinator of the fleet signs what it appends (home.coordinators)
+  const coordinatorPeerIds = home.coordinators.map((k) => k.peerId)
   const coordinator = PublicKey.fromPeerId(peerIdFromString(coordinatorPeerId))
   const remembered = await readAuditHead(dir, coordinatorPeerId)
   const verdict = verifyAuditLog(records, {
     coordinator,
+    coordinators: coordinatorPeerIds.map((id) => PublicKey.fromPeerId(peerIdFromString(id))),
     ...(remembered === undefined ? {} : { remembered }),
   })
   if (verdict.ok) await rememberAuditHead(dir, coordinatorPeerId, records)
@@ -142,9 +147,7 @@ export async function audit(argv: string[], home: string): Promise<number> {
   const verify = flag(p, 'verify') || json
   return withClient(home, p, async (c) => {
     const records = await auditLog(c)
-    const checked = verify
-      ? await verifyAndRemember(c.home.dir, c.home.fleet.coordinator.peerId, records)
-      : null
+    const checked = verify ? await verifyAndRemember(c.home, records) : null
     const verdict = checked?.verdict ?? null
     const reads = flag(p, 'reads') ? await c.auditReads(Math.min(limit, MAX_AUDIT_READS)) : undefined
     const names = actorNames(records)

@@ -244,6 +244,7 @@ describe('waves in the plan', () => {
     error: null,
     rebootRequired: false,
     reportedAt: null,
+    agentVersion: null,
   })
   const text = (rollout: string) => `{
   "channels": {"stable": {"archive": "a.tar", "generation": "app-1",
