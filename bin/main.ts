@@ -8,6 +8,7 @@ import { adminCommandNames, adminHelp, adminSpecs, runAdminCommand } from '../ad
 import { defaultHome } from '../admin/home.ts'
 import { AGENT_COMMAND, agentCommand } from '../agent/cli.ts'
 import { COORDINATOR_COMMAND, coordinatorCommand } from '../coordinator/cli.ts'
+import { STORE_COMMAND, storeCommand } from '../coordinator/store-cli.ts'
 import {
   type CommandSpec,
   completionScript,
@@ -26,6 +27,7 @@ import { RELAY_COMMAND, relayCommand } from '../relay/cli.ts'
 function help(): string {
   const rows = [
     ['coordinator', 'run the coordinator daemon'],
+    ['store', "migrate a coordinator's store, or copy a fleet from SQLite to PostgreSQL"],
     ['relay', 'run a relay: reachability for peers behind NAT, and the DHT that finds them'],
     ['agent', 'run the agent daemon on a device (enrolls on first start with --token)'],
     ...adminHelp(),
@@ -96,6 +98,7 @@ async function completionCommand(argv: string[]): Promise<number> {
 /** The commands main() runs itself: the daemons and completion. Everything else is an admin command. */
 const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   coordinator: coordinatorCommand,
+  store: storeCommand,
   relay: relayCommand,
   agent: agentCommand,
   completion: completionCommand,
@@ -103,7 +106,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
 
 /** The spec of every command as main() routes it: its own first, then the admin commands they leave reachable. */
 function routedSpecs(): CommandSpec[] {
-  const own = [COORDINATOR_COMMAND, RELAY_COMMAND, AGENT_COMMAND, COMPLETION_COMMAND]
+  const own = [COORDINATOR_COMMAND, STORE_COMMAND, RELAY_COMMAND, AGENT_COMMAND, COMPLETION_COMMAND]
   return [...own, ...adminSpecs().filter((s) => COMMANDS[s.name.split(' ')[0] ?? ''] === undefined)]
 }
 

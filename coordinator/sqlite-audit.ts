@@ -64,35 +64,17 @@ export class SqliteAudit {
   }
 
   append(entry: AuditEntry, sign: AuditSigner): AuditRecord {
-    if (entry.request !== null && entry.request.byteLength > MAX_AUDIT_REQUEST_BYTES) {
-      throw new StoreLimitError(
-        `audit request is ${entry.request.byteLength} bytes, more than the ${MAX_AUDIT_REQUEST_BYTES}-byte limit`,
-      )
-    }
+    checkAuditRequest(entry)
     return this.#write(() => {
       const last = this.#s.lastAudit.get()
-      const fields = {
-        index: last === undefined ? 1 : integer(last, 'idx') + 1,
-        at: entry.at,
-        peerId: entry.peerId,
-        actor: entry.actor,
-        action: entry.action,
-        outcome: entry.outcome,
-        detail:
-          entry.detail.length > MAX_AUDIT_RECORD_DETAIL
-            ? `${entry.detail.slice(0, MAX_AUDIT_RECORD_DETAIL - 1)}…`
-            : entry.detail,
-        request: entry.request === null ? null : Uint8Array.from(entry.request),
-        prevHash: last === undefined ? GENESIS_PREV_HASH : blob(last, 'hash'),
-      }
+      const fields = auditFields(
+        entry,
+        last === undefined ? 1 : integer(last, 'idx') + 1,
+        last === undefined ? GENESIS_PREV_HASH : blob(last, 'hash'),
+      )
       const hash = auditHash(fields)
-      const sig = sign(hash)
-      if (!(sig instanceof Uint8Array) || sig.byteLength !== SIGNATURE_BYTES) {
-        throw new TypeError(
-          `the audit signer returned ${describeValue(sig)}, expected a ${SIGNATURE_BYTES}-byte signature`,
-        )
-      }
-      const record: AuditRecord = { ...fields, prevHash: Uint8Array.from(fields.prevHash), hash, sig }
+      const sig = checkSignature(sign(hash))
+      const record: AuditRecord = { ...fields, hash, sig }
       const { index, at, peerId, actor, action, outcome, detail, request, prevHash } = record
       this.#s.insertAudit.run(index, at, peerId, actor, action, outcome, detail, request, prevHash, hash, sig)
       return record
@@ -130,7 +112,48 @@ export class SqliteAudit {
   }
 }
 
-function toRead(row: Row): AuditRead {
+/** A request larger than any frame is a caller bug; refused before anything is written. */
+export function checkAuditRequest(entry: AuditEntry): void {
+  if (entry.request !== null && entry.request.byteLength > MAX_AUDIT_REQUEST_BYTES) {
+    throw new StoreLimitError(
+      `audit request is ${entry.request.byteLength} bytes, more than the ${MAX_AUDIT_REQUEST_BYTES}-byte limit`,
+    )
+  }
+}
+
+/** The fields an audit record is hashed over, as stored (detail cut to its bound), at `index` after `prevHash`. */
+export function auditFields(
+  entry: AuditEntry,
+  index: number,
+  prevHash: Uint8Array,
+): Omit<AuditRecord, 'hash' | 'sig'> {
+  return {
+    index,
+    at: entry.at,
+    peerId: entry.peerId,
+    actor: entry.actor,
+    action: entry.action,
+    outcome: entry.outcome,
+    detail:
+      entry.detail.length > MAX_AUDIT_RECORD_DETAIL
+        ? `${entry.detail.slice(0, MAX_AUDIT_RECORD_DETAIL - 1)}…`
+        : entry.detail,
+    request: entry.request === null ? null : Uint8Array.from(entry.request),
+    prevHash: Uint8Array.from(prevHash),
+  }
+}
+
+/** The signer's result, checked to be a signature before it is stored. */
+export function checkSignature(sig: Uint8Array): Uint8Array {
+  if (!(sig instanceof Uint8Array) || sig.byteLength !== SIGNATURE_BYTES) {
+    throw new TypeError(
+      `the audit signer returned ${describeValue(sig)}, expected a ${SIGNATURE_BYTES}-byte signature`,
+    )
+  }
+  return sig
+}
+
+export function toRead(row: Row): AuditRead {
   return {
     actor: text(row, 'actor'),
     peerId: text(row, 'peer_id'),

@@ -27,6 +27,8 @@ export interface RolloutSimOptions {
   machines: number
   /** Defaults to in-memory; a file makes every commit pay its fsync, as in production. */
   onDisk?: boolean
+  /** Opens the store to run on instead of SQLite (a kind of testkit/stores.ts); the sim closes it. */
+  store?: () => Promise<FleetStore>
   offline?: (name: string) => boolean
 }
 
@@ -54,7 +56,10 @@ export class RolloutSim {
 
   static async open(options: RolloutSimOptions): Promise<RolloutSim> {
     const dir = options.onDisk ? await mkdtemp(join(tmpdir(), 'fm-rollout-')) : undefined
-    const store = await openSqliteStore(dir === undefined ? ':memory:' : join(dir, 'coordinator.db'))
+    const store =
+      options.store === undefined
+        ? await openSqliteStore(dir === undefined ? ':memory:' : join(dir, 'coordinator.db'))
+        : await options.store()
     const names = Array.from({ length: options.machines }, (_, i) => `m-${String(i).padStart(5, '0')}`)
     for (const name of names) {
       const key = PrivateKey.generate()

@@ -12,13 +12,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { adminSpecs } from '../../admin/cli.ts'
 import { AGENT_COMMAND } from '../../agent/cli.ts'
 import { COORDINATOR_COMMAND } from '../../coordinator/cli.ts'
+import { STORE_COMMAND } from '../../coordinator/store-cli.ts'
 import { valueCompletion } from '../../lib/completion.ts'
 import { type CommandSpec, CompletionSpecError, completionScript, type Shell } from '../../lib/index.ts'
 import { RELAY_COMMAND } from '../../relay/cli.ts'
 import { type CliResult, fleetmeshArgv, runToCompletion } from '../../testkit/fleetmesh.ts'
 
 /** The commands bin/main.ts runs itself; an admin command of the same name is never reached. */
-const OWN: CommandSpec[] = [COORDINATOR_COMMAND, AGENT_COMMAND, RELAY_COMMAND]
+const OWN: CommandSpec[] = [COORDINATOR_COMMAND, STORE_COMMAND, AGENT_COMMAND, RELAY_COMMAND]
 const SPECS: CommandSpec[] = [
   ...OWN,
   ...adminSpecs().filter((s) => !OWN.some((o) => o.name === s.name.split(' ')[0])),

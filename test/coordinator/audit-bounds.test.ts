@@ -15,7 +15,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { readFleetFile } from '../../admin/home.ts'
 import { signAuditHash } from '../../coordinator/audit.ts'
 import { DEFAULT_REFUSAL_LIMITS, RefusalLimiter } from '../../coordinator/audit-limiter.ts'
-import { openSqliteStore } from '../../coordinator/sqlite-store.ts'
 import { PrivateKey } from '../../keys/identity.ts'
 import { createHost, type FleetHost } from '../../net/host.ts'
 import { auditRecordBytes } from '../../protocol/audit-log.ts'
@@ -24,6 +23,7 @@ import { FramedStream } from '../../protocol/framed-stream.ts'
 import { PROTOCOLS } from '../../protocol/ids.ts'
 import { adminResponseSchema } from '../../protocol/messages.ts'
 import { TestFleet } from '../../testkit/harness.ts'
+import { describeStores } from '../../testkit/stores.ts'
 
 const GARBAGE_BYTES = 256 * 1024
 const { perPeer } = DEFAULT_REFUSAL_LIMITS
@@ -132,37 +132,39 @@ describe('a stranger on the admin protocol', () => {
   }, 120_000)
 })
 
-describe('audit pages', () => {
-  it('are cut by bytes as well as by count, a record larger than the budget alone', async () => {
-    const store = await openSqliteStore(':memory:')
-    const sign = signAuditHash(PrivateKey.generate())
-    const admin = PrivateKey.generate()
-    try {
-      for (let i = 0; i < 5; i++) {
-        await store.appendAudit(
-          {
-            at: i,
-            peerId: admin.toPeerId().toString(),
-            actor: admin.publicKey.toString(),
-            action: 'submit-manifest',
-            outcome: 'ok',
-            detail: `record ${i}`,
-            request: new Uint8Array(randomBytes(100_000)),
-          },
-          sign,
-        )
+describeStores((kind) => {
+  describe('audit pages', () => {
+    it('are cut by bytes as well as by count, a record larger than the budget alone', async () => {
+      const store = await kind.open()
+      const sign = signAuditHash(PrivateKey.generate())
+      const admin = PrivateKey.generate()
+      try {
+        for (let i = 0; i < 5; i++) {
+          await store.appendAudit(
+            {
+              at: i,
+              peerId: admin.toPeerId().toString(),
+              actor: admin.publicKey.toString(),
+              action: 'submit-manifest',
+              outcome: 'ok',
+              detail: `record ${i}`,
+              request: new Uint8Array(randomBytes(100_000)),
+            },
+            sign,
+          )
+        }
+        const all = await store.listAudit(0, 10)
+        const size = auditRecordBytes(all[0]!)
+        expect(size).toBeGreaterThan(100_000)
+        const page = await store.listAudit(0, 10, 2 * size + 10)
+        expect(page.map((r) => r.index)).toEqual([1, 2])
+        expect((await store.listAudit(2, 10, 2 * size + 10)).map((r) => r.index)).toEqual([3, 4])
+        expect((await store.listAudit(4, 10, 1000)).map((r) => r.index)).toEqual([5])
+        expect(await store.listAudit(5, 10, 1000)).toEqual([])
+      } finally {
+        await store.close()
       }
-      const all = await store.listAudit(0, 10)
-      const size = auditRecordBytes(all[0]!)
-      expect(size).toBeGreaterThan(100_000)
-      const page = await store.listAudit(0, 10, 2 * size + 10)
-      expect(page.map((r) => r.index)).toEqual([1, 2])
-      expect((await store.listAudit(2, 10, 2 * size + 10)).map((r) => r.index)).toEqual([3, 4])
-      expect((await store.listAudit(4, 10, 1000)).map((r) => r.index)).toEqual([5])
-      expect(await store.listAudit(5, 10, 1000)).toEqual([])
-    } finally {
-      await store.close()
-    }
+    })
   })
 })
 

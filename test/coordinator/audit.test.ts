@@ -25,6 +25,7 @@ import {
 } from '../../protocol/audit-log.ts'
 import { sealEnvelope } from '../../protocol/envelope.ts'
 import { type AdminOp, adminRequestSchema } from '../../protocol/messages.ts'
+import { describeStores } from '../../testkit/stores.ts'
 
 const coordinator = PrivateKey.generate()
 const sign = signAuditHash(coordinator)
@@ -109,53 +110,71 @@ function tamper(sql: string, ...params: (string | number | Uint8Array)[]): void 
   }
 }
 
-describe('appending', () => {
-  it('chains records from a zero prevHash, gapless from 1, and the log verifies', async () => {
-    const records = await appendAll(entries(12))
-    expect(records.map((r) => r.index)).toEqual(Array.from({ length: 12 }, (_, i) => i + 1))
-    expect(records[0]?.prevHash).toEqual(GENESIS_PREV_HASH)
-    for (let i = 1; i < records.length; i++) expect(records[i]?.prevHash).toEqual(records[i - 1]?.hash)
-    for (const r of records) {
-      expect(r.hash.byteLength).toBe(AUDIT_HASH_BYTES)
-      expect(r.sig.byteLength).toBe(64)
-    }
-    expect(await store.listAudit(0, 1000)).toEqual(records)
-    expect(await verifyAll()).toEqual({ ok: true, count: 12 })
-  })
-
-  it('cuts a detail longer than a record may carry, whoever appends it, so every page stays readable', async () => {
-    // e.g. a rollout halt that lists every machine it rolled back
-    const [long] = await appendAll([{ ...okEntry(0), detail: 'edge-1, '.repeat(2000) }])
-    expect(long?.detail.length).toBe(MAX_AUDIT_RECORD_DETAIL)
-    expect(long?.detail.endsWith('…')).toBe(true)
-    const [listed] = await store.listAudit(0, 10)
-    expect(auditRecordSchema.safeParse(listed).success).toBe(true)
-    expect(await verifyAll()).toEqual({ ok: true, count: 1 })
-  })
-
-  it('pages, each page anchored on the last record of the one before', async () => {
-    await appendAll(entries(10))
-    const first = await store.listAudit(0, 4)
-    const second = await store.listAudit(4, 4)
-    expect(second.map((r) => r.index)).toEqual([5, 6, 7, 8])
-    const opts = { coordinator: coordinator.publicKey }
-    expect(verifyAuditLog(first, opts)).toEqual({ ok: true, count: 4 })
-    expect(verifyAuditLog(second, { ...opts, previous: first[3] })).toEqual({ ok: true, count: 4 })
-    // Without its anchor a later page is not a log from the start.
-    expect(verifyAuditLog(second, opts)).toMatchObject({ ok: false, index: 1 })
-    // A remembered head exposes records dropped from the tail.
-    expect(verifyAuditLog([], { ...opts, previous: second[3] })).toEqual({ ok: true, count: 0 })
-  })
-
-  it('continues the chain after reopening the file', async () => {
-    await appendAll(entries(3))
+describeStores((kind) => {
+  // The file's own store, opened by the hooks above, gives way to this kind's.
+  beforeEach(async () => {
     await store.close()
-    store = await openSqliteStore(dbPath)
-    const next = await store.appendAudit(okEntry(99), sign)
-    expect(next.index).toBe(4)
-    expect(await verifyAll()).toEqual({ ok: true, count: 4 })
+    store = await kind.open()
   })
 
+  describe('appending', () => {
+    it('chains records from a zero prevHash, gapless from 1, and the log verifies', async () => {
+      const records = await appendAll(entries(12))
+      expect(records.map((r) => r.index)).toEqual(Array.from({ length: 12 }, (_, i) => i + 1))
+      expect(records[0]?.prevHash).toEqual(GENESIS_PREV_HASH)
+      for (let i = 1; i < records.length; i++) expect(records[i]?.prevHash).toEqual(records[i - 1]?.hash)
+      for (const r of records) {
+        expect(r.hash.byteLength).toBe(AUDIT_HASH_BYTES)
+        expect(r.sig.byteLength).toBe(64)
+      }
+      expect(await store.listAudit(0, 1000)).toEqual(records)
+      expect(await verifyAll()).toEqual({ ok: true, count: 12 })
+    })
+
+    it('cuts a detail longer than a record may carry, whoever appends it, so every page stays readable', async () => {
+      // e.g. a rollout halt that lists every machine it rolled back
+      const [long] = await appendAll([{ ...okEntry(0), detail: 'edge-1, '.repeat(2000) }])
+      expect(long?.detail.length).toBe(MAX_AUDIT_RECORD_DETAIL)
+      expect(long?.detail.endsWith('…')).toBe(true)
+      const [listed] = await store.listAudit(0, 10)
+      expect(auditRecordSchema.safeParse(listed).success).toBe(true)
+      expect(await verifyAll()).toEqual({ ok: true, count: 1 })
+    })
+
+    it('pages, each page anchored on the last record of the one before', async () => {
+      await appendAll(entries(10))
+      const first = await store.listAudit(0, 4)
+      const second = await store.listAudit(4, 4)
+      expect(second.map((r) => r.index)).toEqual([5, 6, 7, 8])
+      const opts = { coordinator: coordinator.publicKey }
+      expect(verifyAuditLog(first, opts)).toEqual({ ok: true, count: 4 })
+      expect(verifyAuditLog(second, { ...opts, previous: first[3] })).toEqual({ ok: true, count: 4 })
+      // Without its anchor a later page is not a log from the start.
+      expect(verifyAuditLog(second, opts)).toMatchObject({ ok: false, index: 1 })
+      // A remembered head exposes records dropped from the tail.
+      expect(verifyAuditLog([], { ...opts, previous: second[3] })).toEqual({ ok: true, count: 0 })
+    })
+
+    it('continues the chain after reopening the file', async () => {
+      await appendAll(entries(3))
+      await store.close()
+      store = await kind.reopen()
+      const next = await store.appendAudit(okEntry(99), sign)
+      expect(next.index).toBe(4)
+      expect(await verifyAll()).toEqual({ ok: true, count: 4 })
+    })
+
+    it('refuses an oversized request and a signer that returns no signature, appending nothing', async () => {
+      const big = { ...okEntry(1), request: new Uint8Array(MAX_AUDIT_REQUEST_BYTES + 1) }
+      await expect(store.appendAudit(big, sign)).rejects.toBeInstanceOf(StoreLimitError)
+      await expect(store.appendAudit(okEntry(1), () => new Uint8Array(3))).rejects.toThrow(/64-byte/)
+      expect(await store.listAudit(0, 10)).toEqual([])
+      expect((await store.appendAudit(okEntry(1), sign)).index).toBe(1)
+    })
+  })
+})
+
+describe('the SQLite file', () => {
   it('refuses updates and deletes through SQL', async () => {
     await appendAll(entries(2))
     const raw = new DatabaseSync(dbPath)
@@ -165,14 +184,6 @@ describe('appending', () => {
     } finally {
       raw.close()
     }
-  })
-
-  it('refuses an oversized request and a signer that returns no signature, appending nothing', async () => {
-    const big = { ...okEntry(1), request: new Uint8Array(MAX_AUDIT_REQUEST_BYTES + 1) }
-    await expect(store.appendAudit(big, sign)).rejects.toBeInstanceOf(StoreLimitError)
-    await expect(store.appendAudit(okEntry(1), () => new Uint8Array(3))).rejects.toThrow(/64-byte/)
-    expect(await store.listAudit(0, 10)).toEqual([])
-    expect((await store.appendAudit(okEntry(1), sign)).index).toBe(1)
   })
 })
 

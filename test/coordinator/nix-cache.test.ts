@@ -14,7 +14,6 @@ import { BlobStore } from '../../coordinator/blobs.ts'
 import { type RunningCoordinator, startCoordinator } from '../../coordinator/daemon.ts'
 import { NixCache, NixCacheError } from '../../coordinator/nix-cache.ts'
 import { NixRetention } from '../../coordinator/nix-retention.ts'
-import { openSqliteStore } from '../../coordinator/sqlite-store.ts'
 import type { FleetStore, NewManifest } from '../../coordinator/store.ts'
 import { DOMAINS } from '../../keys/domains.ts'
 import { NixSigningKey, PrivateKey } from '../../keys/index.ts'
@@ -48,6 +47,7 @@ import {
 } from '../../protocol/nix-cache.ts'
 import { hex, sampleManifest, sampleStatus } from '../../testkit/fixtures.ts'
 import { TestFleet } from '../../testkit/harness.ts'
+import { describeStores } from '../../testkit/stores.ts'
 
 const NIX_BASE32 = '0123456789abcdfghijklmnpqrsvwxyz'
 const cacheKey = NixSigningKey.generate('fleet-cache-1')
@@ -115,264 +115,266 @@ async function refusal(promise: Promise<unknown>): Promise<NixCacheError> {
   return err as NixCacheError
 }
 
-describe('the cache over the store', () => {
-  let dir: string
-  let store: FleetStore
-  let cache: NixCache
-  beforeEach(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'fm-nix-'))
-    store = await openSqliteStore(':memory:')
-    const blobs = new BlobStore(join(dir, 'blobs'))
-    await blobs.init()
-    cache = new NixCache(store, blobs)
-  })
-  afterEach(async () => {
-    await store.close()
-    await rm(dir, { recursive: true, force: true })
-  })
-
-  it('stores a narinfo once: the same one again is already had', async () => {
-    const path = storePath('hello-2.12')
-    const nar = await putNar(cache.blobs, 'hello')
-    const text = narinfo(path, [], nar)
-    expect(await cache.put([text], 1000)).toEqual({ stored: 1, alreadyHad: 0 })
-    expect(await cache.put([text], 2000)).toEqual({ stored: 0, alreadyHad: 1 })
-    const [record] = await store.getNarInfos([hashOf(path)])
-    expect(record).toMatchObject({ storePath: path, narSha256: nar.hex, narSize: nar.size, addedAt: 1000 })
-    expect(record?.touchedAt).toBe(2000)
-  })
-
-  it('stores the normalised narinfo, whose signature still verifies', async () => {
-    const path = storePath('glibc-2.40')
-    const dep = storePath('linux-headers-6.1')
-    const nar = await putNar(cache.blobs, 'glibc')
-    // hex NarHash, no FileHash or FileSize, another URL: all rewritten
-    const pushed = narinfo(path, [dep, path], nar, {
-      url: 'nar/elsewhere.nar',
-      narHash: `sha256:${nar.hex}`,
-      fileHash: null,
-      fileSize: null,
-      deriver: 'mi8c6k7l3q464zsxyqq233ypamn10lw8-glibc-2.40.drv',
+describeStores((kind) => {
+  describe('the cache over the store', () => {
+    let dir: string
+    let store: FleetStore
+    let cache: NixCache
+    beforeEach(async () => {
+      dir = await mkdtemp(join(tmpdir(), 'fm-nix-'))
+      store = await kind.open()
+      const blobs = new BlobStore(join(dir, 'blobs'))
+      await blobs.init()
+      cache = new NixCache(store, blobs)
     })
-    await cache.put([pushed], 1000)
-    const [record] = await store.getNarInfos([hashOf(path)])
-    const served = parseNarInfo(record?.narinfo ?? '')
-    expect(served).toMatchObject({
-      url: `nar/${nar.hex}.nar`,
-      compression: 'none',
-      narHash: nixSha256(nar.hex),
-      fileHash: nixSha256(nar.hex),
-      fileSize: nar.size,
-      narSize: nar.size,
-      references: [basename(dep), basename(path)].sort(),
-      deriver: 'mi8c6k7l3q464zsxyqq233ypamn10lw8-glibc-2.40.drv',
+    afterEach(async () => {
+      await store.close()
+      await rm(dir, { recursive: true, force: true })
     })
-    expect(served.sigs).toHaveLength(1)
-    expect(checkNarInfoSignature(served, [cacheKey.publicKey]).ok).toBe(true)
-    expect(record?.references).toEqual(served.references)
-  })
 
-  it('reports paths with no narinfo, or whose NAR is gone, as missing', async () => {
-    const held = storePath('held-1')
-    const gone = storePath('gone-1')
-    const never = storePath('never-1')
-    await push(cache, held)
-    const goneNar = await push(cache, gone)
-    await cache.blobs.remove(goneNar.hex)
-    expect(await cache.missing([held, gone, never], 5000)).toEqual([gone, never])
-    // asking touches what is held, so a push that found it needs no upload keeps it
-    const [record] = await store.getNarInfos([hashOf(held)])
-    expect(record?.touchedAt).toBe(5000)
-  })
+    it('stores a narinfo once: the same one again is already had', async () => {
+      const path = storePath('hello-2.12')
+      const nar = await putNar(cache.blobs, 'hello')
+      const text = narinfo(path, [], nar)
+      expect(await cache.put([text], 1000)).toEqual({ stored: 1, alreadyHad: 0 })
+      expect(await cache.put([text], 2000)).toEqual({ stored: 0, alreadyHad: 1 })
+      const [record] = await store.getNarInfos([hashOf(path)])
+      expect(record).toMatchObject({ storePath: path, narSha256: nar.hex, narSize: nar.size, addedAt: 1000 })
+      expect(record?.touchedAt).toBe(2000)
+    })
 
-  it('walks a diamond of references once per path and reports a referenced path it lacks', async () => {
-    const d = storePath('d')
-    const b = storePath('b')
-    const c = storePath('c')
-    const e = storePath('e-missing')
-    const a = storePath('a-system')
-    await push(cache, d, [d])
-    await push(cache, b, [d])
-    await push(cache, c, [d, e])
-    await push(cache, a, [a, b, c])
-    const closure = await cache.closure(a)
-    expect(closure.held.map((r) => r.storePath).sort()).toEqual([a, b, c, d].sort())
-    expect(closure.missing).toEqual([e])
-    expect(await cache.closure(e)).toEqual({ held: [], missing: [e] })
-  })
-
-  it('refuses a closure larger than the protocol allows', async () => {
-    const fake = {
-      narInfoClosure: async () => ({ held: [], missing: [], overflow: true }),
-    } as unknown as FleetStore
-    expect((await refusal(new NixCache(fake, cache.blobs).closure(storePath('x')))).code).toBe(
-      'closure-too-large',
-    )
-  })
-
-  it('refuses a nix-put whole, naming the path and the rule it breaks', async () => {
-    const path = storePath('refused-1')
-    const good = storePath('good-1')
-    const nar = await putNar(cache.blobs, 'refused')
-    const goodText = narinfo(good, [], await putNar(cache.blobs, 'good'))
-    const other = sha256Hex('some other bytes')
-    const cases: [string, string, RegExp][] = [
-      ['StorePath: nonsense\n', 'bad-narinfo', /narinfo #2/],
-      [narinfo(path, [], nar, { compression: 'xz', url: `nar/${nar.hex}.nar.xz` }), 'compressed', /xz/],
-      [narinfo(path, [], nar, { fileHash: nixSha256(other) }), 'file-hash-mismatch', /FileHash/],
-      [narinfo(path, [], nar, { fileSize: nar.size + 1 }), 'file-size-mismatch', /FileSize/],
-      [
-        narinfo(path, [], { hex: other, size: 16 }),
-        'nar-missing',
-        new RegExp(`blob ${other}\\) is not on the coordinator`),
-      ],
-      [
-        narinfo(path, [], nar, { narSize: nar.size + 1, fileSize: nar.size + 1 }),
-        'nar-size-mismatch',
-        new RegExp(`has ${nar.size} bytes`),
-      ],
-    ]
-    for (const [text, code, message] of cases) {
-      const err = await refusal(cache.put([goodText, text], 1000))
-      expect(err.code).toBe(code)
-      expect(err.message).toMatch(message)
-      if (code !== 'bad-narinfo') expect(err.message).toContain(path)
-    }
-    // nothing of a refused request is stored, not even its valid narinfos
-    expect(await store.getNarInfos([hashOf(good), hashOf(path)])).toEqual([])
-  })
-})
-
-describe('retention', () => {
-  const HOUR = 3_600_000
-  const t0 = 1_000_000_000_000
-  const admin = PrivateKey.generate()
-  let dir: string
-  let store: FleetStore
-  let cache: NixCache
-  let sequence = 0
-
-  beforeEach(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'fm-nix-gc-'))
-    store = await openSqliteStore(':memory:')
-    const blobs = new BlobStore(join(dir, 'blobs'))
-    await blobs.init()
-    cache = new NixCache(store, blobs)
-    for (const name of ['edge-1', 'edge-2']) {
-      const key = PrivateKey.generate()
-      await store.enrollMachine({
-        name,
-        peerId: key.toPeerId().toString(),
-        publicKey: key.publicKey.toString(),
-        tags: [],
-        facts: {},
-        nonce: hex(16),
-        at: t0,
+    it('stores the normalised narinfo, whose signature still verifies', async () => {
+      const path = storePath('glibc-2.40')
+      const dep = storePath('linux-headers-6.1')
+      const nar = await putNar(cache.blobs, 'glibc')
+      // hex NarHash, no FileHash or FileSize, another URL: all rewritten
+      const pushed = narinfo(path, [dep, path], nar, {
+        url: 'nar/elsewhere.nar',
+        narHash: `sha256:${nar.hex}`,
+        fileHash: null,
+        fileSize: null,
+        deriver: 'mi8c6k7l3q464zsxyqq233ypamn10lw8-glibc-2.40.drv',
       })
-    }
-  })
-  afterEach(async () => {
-    await store.close()
-    await rm(dir, { recursive: true, force: true })
-  })
-
-  async function submit(machine: string, payload: Manifest['payload']): Promise<void> {
-    sequence++
-    const manifest = sampleManifest({
-      sequence,
-      targets: { machines: [machine], tags: [] },
-      payload,
-      activation: payload.kind === 'nix' ? 'switch' : 'profile',
+      await cache.put([pushed], 1000)
+      const [record] = await store.getNarInfos([hashOf(path)])
+      const served = parseNarInfo(record?.narinfo ?? '')
+      expect(served).toMatchObject({
+        url: `nar/${nar.hex}.nar`,
+        compression: 'none',
+        narHash: nixSha256(nar.hex),
+        fileHash: nixSha256(nar.hex),
+        fileSize: nar.size,
+        narSize: nar.size,
+        references: [basename(dep), basename(path)].sort(),
+        deriver: 'mi8c6k7l3q464zsxyqq233ypamn10lw8-glibc-2.40.drv',
+      })
+      expect(served.sigs).toHaveLength(1)
+      expect(checkNarInfoSignature(served, [cacheKey.publicKey]).ok).toBe(true)
+      expect(record?.references).toEqual(served.references)
     })
-    const record: NewManifest = {
-      id: manifest.id,
-      sequence,
-      rolloutId: manifest.rolloutId,
-      generation: manifest.generation,
-      targets: manifest.targets,
-      envelope: sealEnvelope(manifestSchema, DOMAINS.manifest, manifest, admin),
-      submittedBy: admin.publicKey.toString(),
-      submittedAt: t0,
-      expiresAt: manifest.expiresAt,
-    }
-    await store.addManifest(record, [machine])
-  }
-  const nixPayload = (storePath: string): Manifest['payload'] => ({
-    kind: 'nix',
-    storePath,
-    substituters: [],
-    trustedPublicKeys: ['cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY='],
-  })
 
-  it('keeps desired and recent closures, collects the rest once the grace period is over', async () => {
-    const shared = storePath('glibc')
-    const dep1 = storePath('dep-1')
-    const sys1 = storePath('system-1')
-    const dep2 = storePath('dep-2')
-    const sys2 = storePath('system-2')
-    const orphan = storePath('orphan')
-    const twin = storePath('twin-of-dep-2')
-    for (const [path, refs] of [
-      [shared, []],
-      [dep1, [shared]],
-      [sys1, [dep1, shared]],
-      [dep2, [shared]],
-      [sys2, [dep2]],
-      [orphan, []],
-    ] as [string, string[]][]) {
-      await push(cache, path, refs, t0)
-    }
-    // twin is kept alive (recent) and shares dep2's NAR, so that blob stays
-    const dep2Nar = (await store.getNarInfos([hashOf(dep2)]))[0]!
-    const twinNar = { hex: dep2Nar.narSha256, size: dep2Nar.narSize }
-    // the orphan's NAR is also an archive manifest's payload, so that blob stays too
-    const orphanNar = (await store.getNarInfos([hashOf(orphan)]))[0]!
-    const sys2Nar = (await store.getNarInfos([hashOf(sys2)]))[0]!
-
-    await submit('edge-1', nixPayload(sys1)) // edge-1's desired: kept whatever its age
-    await submit('edge-2', nixPayload(sys2)) // superseded below and not among the newest 1
-    await submit('edge-2', {
-      kind: 'archive',
-      sha256: orphanNar.narSha256,
-      size: orphanNar.narSize,
-      sources: [{ kind: 'coordinator' }],
+    it('reports paths with no narinfo, or whose NAR is gone, as missing', async () => {
+      const held = storePath('held-1')
+      const gone = storePath('gone-1')
+      const never = storePath('never-1')
+      await push(cache, held)
+      const goneNar = await push(cache, gone)
+      await cache.blobs.remove(goneNar.hex)
+      expect(await cache.missing([held, gone, never], 5000)).toEqual([gone, never])
+      // asking touches what is held, so a push that found it needs no upload keeps it
+      const [record] = await store.getNarInfos([hashOf(held)])
+      expect(record?.touchedAt).toBe(5000)
     })
-    await cache.put([narinfo(twin, [], twinNar)], t0 + 3 * HOUR)
 
-    const retention = new NixRetention({ store, blobs: cache.blobs, keepManifests: 1, graceMs: 2 * HOUR })
-    // within the grace period nothing goes
-    expect((await retention.collect(t0 + HOUR)).deleted).toEqual([])
+    it('walks a diamond of references once per path and reports a referenced path it lacks', async () => {
+      const d = storePath('d')
+      const b = storePath('b')
+      const c = storePath('c')
+      const e = storePath('e-missing')
+      const a = storePath('a-system')
+      await push(cache, d, [d])
+      await push(cache, b, [d])
+      await push(cache, c, [d, e])
+      await push(cache, a, [a, b, c])
+      const closure = await cache.closure(a)
+      expect(closure.held.map((r) => r.storePath).sort()).toEqual([a, b, c, d].sort())
+      expect(closure.missing).toEqual([e])
+      expect(await cache.closure(e)).toEqual({ held: [], missing: [e] })
+    })
 
-    const collected = await retention.collect(t0 + 3 * HOUR)
-    expect(collected.roots).toEqual([sys1])
-    expect(collected.deleted).toEqual([dep2, sys2, orphan].sort())
-    expect(collected.deletedNars).toEqual([sys2Nar.narSha256])
-    expect(await cache.blobs.size(sys2Nar.narSha256)).toBeUndefined()
-    expect(await cache.blobs.size(dep2Nar.narSha256)).toBe(dep2Nar.narSize)
-    expect(await cache.blobs.size(orphanNar.narSha256)).toBe(orphanNar.narSize)
-    expect(await cache.missing([sys1, dep1, shared, twin, sys2, dep2, orphan], t0 + 3 * HOUR)).toEqual([
-      sys2,
-      dep2,
-      orphan,
-    ])
+    it('refuses a closure larger than the protocol allows', async () => {
+      const fake = {
+        narInfoClosure: async () => ({ held: [], missing: [], overflow: true }),
+      } as unknown as FleetStore
+      expect((await refusal(new NixCache(fake, cache.blobs).closure(storePath('x')))).code).toBe(
+        'closure-too-large',
+      )
+    })
+
+    it('refuses a nix-put whole, naming the path and the rule it breaks', async () => {
+      const path = storePath('refused-1')
+      const good = storePath('good-1')
+      const nar = await putNar(cache.blobs, 'refused')
+      const goodText = narinfo(good, [], await putNar(cache.blobs, 'good'))
+      const other = sha256Hex('some other bytes')
+      const cases: [string, string, RegExp][] = [
+        ['StorePath: nonsense\n', 'bad-narinfo', /narinfo #2/],
+        [narinfo(path, [], nar, { compression: 'xz', url: `nar/${nar.hex}.nar.xz` }), 'compressed', /xz/],
+        [narinfo(path, [], nar, { fileHash: nixSha256(other) }), 'file-hash-mismatch', /FileHash/],
+        [narinfo(path, [], nar, { fileSize: nar.size + 1 }), 'file-size-mismatch', /FileSize/],
+        [
+          narinfo(path, [], { hex: other, size: 16 }),
+          'nar-missing',
+          new RegExp(`blob ${other}\\) is not on the coordinator`),
+        ],
+        [
+          narinfo(path, [], nar, { narSize: nar.size + 1, fileSize: nar.size + 1 }),
+          'nar-size-mismatch',
+          new RegExp(`has ${nar.size} bytes`),
+        ],
+      ]
+      for (const [text, code, message] of cases) {
+        const err = await refusal(cache.put([goodText, text], 1000))
+        expect(err.code).toBe(code)
+        expect(err.message).toMatch(message)
+        if (code !== 'bad-narinfo') expect(err.message).toContain(path)
+      }
+      // nothing of a refused request is stored, not even its valid narinfos
+      expect(await store.getNarInfos([hashOf(good), hashOf(path)])).toEqual([])
+    })
   })
 
-  it('keeps the newest manifests, and paths an admin asked about within the grace period', async () => {
-    const older = storePath('system-older')
-    const newer = storePath('system-newer')
-    const pushedAhead = storePath('system-next')
-    await push(cache, older, [], t0)
-    await push(cache, newer, [], t0)
-    await push(cache, pushedAhead, [], t0)
-    await submit('edge-1', nixPayload(older))
-    await submit('edge-1', nixPayload(newer))
-    // a deploy being prepared asks which paths the cache lacks: that touches them
-    expect(await cache.missing([pushedAhead], t0 + 5 * HOUR)).toEqual([])
-    const retention = new NixRetention({ store, blobs: cache.blobs, keepManifests: 2, graceMs: 2 * HOUR })
-    expect((await retention.collect(t0 + 6 * HOUR)).deleted).toEqual([])
-    const fewer = new NixRetention({ store, blobs: cache.blobs, keepManifests: 1, graceMs: 2 * HOUR })
-    expect((await fewer.collect(t0 + 6 * HOUR)).deleted).toEqual([older])
-    expect((await fewer.collect(t0 + 8 * HOUR)).deleted).toEqual([pushedAhead])
+  describe('retention', () => {
+    const HOUR = 3_600_000
+    const t0 = 1_000_000_000_000
+    const admin = PrivateKey.generate()
+    let dir: string
+    let store: FleetStore
+    let cache: NixCache
+    let sequence = 0
+
+    beforeEach(async () => {
+      dir = await mkdtemp(join(tmpdir(), 'fm-nix-gc-'))
+      store = await kind.open()
+      const blobs = new BlobStore(join(dir, 'blobs'))
+      await blobs.init()
+      cache = new NixCache(store, blobs)
+      for (const name of ['edge-1', 'edge-2']) {
+        const key = PrivateKey.generate()
+        await store.enrollMachine({
+          name,
+          peerId: key.toPeerId().toString(),
+          publicKey: key.publicKey.toString(),
+          tags: [],
+          facts: {},
+          nonce: hex(16),
+          at: t0,
+        })
+      }
+    })
+    afterEach(async () => {
+      await store.close()
+      await rm(dir, { recursive: true, force: true })
+    })
+
+    async function submit(machine: string, payload: Manifest['payload']): Promise<void> {
+      sequence++
+      const manifest = sampleManifest({
+        sequence,
+        targets: { machines: [machine], tags: [] },
+        payload,
+        activation: payload.kind === 'nix' ? 'switch' : 'profile',
+      })
+      const record: NewManifest = {
+        id: manifest.id,
+        sequence,
+        rolloutId: manifest.rolloutId,
+        generation: manifest.generation,
+        targets: manifest.targets,
+        envelope: sealEnvelope(manifestSchema, DOMAINS.manifest, manifest, admin),
+        submittedBy: admin.publicKey.toString(),
+        submittedAt: t0,
+        expiresAt: manifest.expiresAt,
+      }
+      await store.addManifest(record, [machine])
+    }
+    const nixPayload = (storePath: string): Manifest['payload'] => ({
+      kind: 'nix',
+      storePath,
+      substituters: [],
+      trustedPublicKeys: ['cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY='],
+    })
+
+    it('keeps desired and recent closures, collects the rest once the grace period is over', async () => {
+      const shared = storePath('glibc')
+      const dep1 = storePath('dep-1')
+      const sys1 = storePath('system-1')
+      const dep2 = storePath('dep-2')
+      const sys2 = storePath('system-2')
+      const orphan = storePath('orphan')
+      const twin = storePath('twin-of-dep-2')
+      for (const [path, refs] of [
+        [shared, []],
+        [dep1, [shared]],
+        [sys1, [dep1, shared]],
+        [dep2, [shared]],
+        [sys2, [dep2]],
+        [orphan, []],
+      ] as [string, string[]][]) {
+        await push(cache, path, refs, t0)
+      }
+      // twin is kept alive (recent) and shares dep2's NAR, so that blob stays
+      const dep2Nar = (await store.getNarInfos([hashOf(dep2)]))[0]!
+      const twinNar = { hex: dep2Nar.narSha256, size: dep2Nar.narSize }
+      // the orphan's NAR is also an archive manifest's payload, so that blob stays too
+      const orphanNar = (await store.getNarInfos([hashOf(orphan)]))[0]!
+      const sys2Nar = (await store.getNarInfos([hashOf(sys2)]))[0]!
+
+      await submit('edge-1', nixPayload(sys1)) // edge-1's desired: kept whatever its age
+      await submit('edge-2', nixPayload(sys2)) // superseded below and not among the newest 1
+      await submit('edge-2', {
+        kind: 'archive',
+        sha256: orphanNar.narSha256,
+        size: orphanNar.narSize,
+        sources: [{ kind: 'coordinator' }],
+      })
+      await cache.put([narinfo(twin, [], twinNar)], t0 + 3 * HOUR)
+
+      const retention = new NixRetention({ store, blobs: cache.blobs, keepManifests: 1, graceMs: 2 * HOUR })
+      // within the grace period nothing goes
+      expect((await retention.collect(t0 + HOUR)).deleted).toEqual([])
+
+      const collected = await retention.collect(t0 + 3 * HOUR)
+      expect(collected.roots).toEqual([sys1])
+      expect(collected.deleted).toEqual([dep2, sys2, orphan].sort())
+      expect(collected.deletedNars).toEqual([sys2Nar.narSha256])
+      expect(await cache.blobs.size(sys2Nar.narSha256)).toBeUndefined()
+      expect(await cache.blobs.size(dep2Nar.narSha256)).toBe(dep2Nar.narSize)
+      expect(await cache.blobs.size(orphanNar.narSha256)).toBe(orphanNar.narSize)
+      expect(await cache.missing([sys1, dep1, shared, twin, sys2, dep2, orphan], t0 + 3 * HOUR)).toEqual([
+        sys2,
+        dep2,
+        orphan,
+      ])
+    })
+
+    it('keeps the newest manifests, and paths an admin asked about within the grace period', async () => {
+      const older = storePath('system-older')
+      const newer = storePath('system-newer')
+      const pushedAhead = storePath('system-next')
+      await push(cache, older, [], t0)
+      await push(cache, newer, [], t0)
+      await push(cache, pushedAhead, [], t0)
+      await submit('edge-1', nixPayload(older))
+      await submit('edge-1', nixPayload(newer))
+      // a deploy being prepared asks which paths the cache lacks: that touches them
+      expect(await cache.missing([pushedAhead], t0 + 5 * HOUR)).toEqual([])
+      const retention = new NixRetention({ store, blobs: cache.blobs, keepManifests: 2, graceMs: 2 * HOUR })
+      expect((await retention.collect(t0 + 6 * HOUR)).deleted).toEqual([])
+      const fewer = new NixRetention({ store, blobs: cache.blobs, keepManifests: 1, graceMs: 2 * HOUR })
+      expect((await fewer.collect(t0 + 6 * HOUR)).deleted).toEqual([older])
+      expect((await fewer.collect(t0 + 8 * HOUR)).deleted).toEqual([pushedAhead])
+    })
   })
 })
 
