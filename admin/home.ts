@@ -8,6 +8,7 @@
  *   nix-cache.sec this admin's Nix binary cache signing key (0600), made by `fleetmesh nix keygen`
  *   nix-cache.pub its public half, "<name>:<base64>", for nix.conf's trusted-public-keys
  *   audit-head.json the newest audit record `fleetmesh audit --verify` verified (index, hash)
+ *   coordinators.list the fleet root's signed list of the fleet's coordinators (protocol/coordinator-list.ts)
  *
  * Everything is validated when read, and a bad file is named in the error.
  */
@@ -39,6 +40,7 @@ import {
   writeJsonAtomic,
 } from '../lib/index.ts'
 import { AddressError, checkAddresses } from '../net/index.ts'
+import { type CoordinatorEntry, readCoordinatorList } from '../protocol/index.ts'
 
 export class HomeError extends Error {
   override name = 'HomeError'
@@ -64,6 +66,11 @@ export interface AdminHome {
   fleetRoot: PublicKey
   key: PrivateKey
   chain: SignedCertificate[]
+  /**
+   * Every coordinator of the fleet: the fleet file's first, then the others of
+   * the signed coordinator list, if the home has one.
+   */
+  coordinators: CoordinatorEntry[]
 }
 
 export const paths = (dir: string) => ({
@@ -151,12 +158,19 @@ export async function loadAdminHome(dir: string): Promise<AdminHome> {
       `no admin certificate in ${p.adminChain}; ask a fleet admin to run "fleetmesh admin grant" for ${key.publicKey}`,
     )
   }
+  const fleetRoot = PublicKey.parse(fleet.fleetRoot)
+  const list = await readCoordinatorList(dir, { fleetRoot, fleetId: fleet.fleetId })
   return {
     dir,
     fleet,
-    fleetRoot: PublicKey.parse(fleet.fleetRoot),
+    fleetRoot,
     key,
     chain: decodeChain(chainText, p.adminChain),
+    // the fleet file's coordinator first: requests go there unless it is unreachable
+    coordinators: [
+      fleet.coordinator,
+      ...(list?.list.coordinators ?? []).filter((c) => c.peerId !== fleet.coordinator.peerId),
+    ],
   }
 }
 

@@ -23,6 +23,13 @@
  * the rollout (its certificate covers every machine of it, as for rollout-show)
  * gets these events.
  *
+ * A watch of one machine (`machine`, which the admin's certificate must cover:
+ * checked before the stream opens) sends the same, cut to that machine, and
+ * the output of its running updates as its agent sends it (`update-log`, see
+ * update-log-gate.ts): `fleetmesh logs <machine> --follow`. Only such a watch
+ * gets update-log events, so watchers of the whole fleet are not flooded and
+ * CLIs older than them never see one.
+ *
  * Everything sent is cut to the admin's scope: machines it covers, and a
  * manifest only with the covered machines it went to (none covered: not sent,
  * unless the admin's scope covers the manifest's targets, so it could have
@@ -40,6 +47,7 @@ import {
   encodeMessage,
   type FramedStream,
   type MachineView,
+  type UpdateLogEvent,
   type WatchEvent,
 } from '../protocol/index.ts'
 import { AdminDenied } from './admin-context.ts'
@@ -63,21 +71,25 @@ export const AUTHORITY_RECHECK_MS = 5_000
 export interface WatchSource {
   store: FleetStore
   events: FleetEvents
-  control: Pick<ControlService, 'online'>
+  control: Pick<ControlService, 'isOnline'>
   rollouts: Pick<RolloutEngine, 'onChange' | 'view'>
 }
 
 /** What a watch queues: fleet events, and the watched rollout in waves having changed in the engine. */
 type WatchItem = FleetEvent | { type: 'rollout-changed' }
 
-/** Streams a watch on `fs` until the admin closes it; `rolloutId` null follows the whole fleet. */
+/**
+ * Streams a watch on `fs` until the admin closes it; `rolloutId` null follows the
+ * whole fleet, `machine` (one the caller covers) only that machine.
+ */
 export async function streamWatch(
   source: WatchSource,
   fs: FramedStream,
   authority: Authority,
   rolloutId: string | null,
+  machine: string | null = null,
 ): Promise<void> {
-  const views = new WatchViews(source, authority, rolloutId)
+  const views = new WatchViews(source, authority, rolloutId, machine)
   const queue: WatchItem[] = []
   const pause = new WakeableSleep()
   let overflow = false
@@ -95,8 +107,7 @@ export async function streamWatch(
       revocations++
       checkedAt = 0
       pause.wake()
-    } else if (rolloutId === null || e.type !== 'status' || e.status.report.rolloutId === rolloutId)
-      enqueue(e)
+    } else if (wanted(e, rolloutId, machine)) enqueue(e)
   })
   const offRollout = source.rollouts.onChange((r) => {
     if (r.id === rolloutId) enqueue({ type: 'rollout-changed' })
@@ -113,7 +124,8 @@ export async function streamWatch(
   const closed = new Promise<void>((resolve) =>
     fs.stream.addEventListener('close', () => resolve(), { once: true }),
   )
-  const send = (result: WatchEvent) => fs.send(encodeMessage(adminResponseSchema, { ok: true, result }))
+  const send = (result: WatchEvent | UpdateLogEvent) =>
+    fs.send(encodeMessage(adminResponseSchema, { ok: true, result }))
   try {
     await stillValid()
     for (const manifest of await views.rolloutManifests()) await send(manifest)
@@ -154,20 +166,35 @@ export async function streamWatch(
   }
 }
 
+/**
+ * Whether a watch of `rolloutId` (null: any) and `machine` (null: every one) passes
+ * `e` on: status reports of other rollouts are left out of a rollout's watch, and
+ * a watch of one machine gets only events about it, its updates' output included.
+ */
+function wanted(e: FleetEvent, rolloutId: string | null, machine: string | null): boolean {
+  if (rolloutId !== null && e.type === 'status' && e.status.report.rolloutId !== rolloutId) return false
+  if (machine === null) return e.type !== 'update-log'
+  if (e.type === 'enrolled') return e.machine.name === machine
+  return 'machine' in e && e.machine === machine
+}
+
 /** The machine views one watch sends: plain, or as regards its rollout. */
 class WatchViews {
   readonly #source: WatchSource
   readonly #authority: Authority
   readonly #rolloutId: string | null
+  /** The one machine watched, or null for all the admin covers. */
+  readonly #machine: string | null
   /** The machines the watched rollout targeted, as its manifests name them. */
   readonly #targeted = new Set<string>()
   /** The rollout view last sent, to send only changes. */
   #lastRollout = ''
 
-  constructor(source: WatchSource, authority: Authority, rolloutId: string | null) {
+  constructor(source: WatchSource, authority: Authority, rolloutId: string | null, machine: string | null) {
     this.#source = source
     this.#authority = authority
     this.#rolloutId = rolloutId
+    this.#machine = machine
   }
 
   /** The watched rollout's manifests as `manifest` events (none for a whole-fleet watch). */
@@ -201,11 +228,12 @@ class WatchViews {
     const latest = await this.#source.store.latestStatuses()
     const out: MachineView[] = []
     for (const m of await this.#source.store.listMachines())
-      if (this.#covers(m)) out.push(await this.#view(m, latest.get(m.name)))
+      if (this.#covers(m) && (this.#machine === null || m.name === this.#machine))
+        out.push(await this.#view(m, latest.get(m.name)))
     return out
   }
 
-  async event(e: FleetEvent): Promise<WatchEvent | undefined> {
+  async event(e: FleetEvent): Promise<WatchEvent | UpdateLogEvent | undefined> {
     if (e.type === 'manifest') {
       if (e.manifest.rolloutId === this.#rolloutId) for (const n of e.manifest.machines) this.#targeted.add(n)
       return this.#manifest(e.manifest)
@@ -214,6 +242,7 @@ class WatchViews {
     const name = e.type === 'enrolled' ? e.machine.name : e.machine
     const m = await this.#source.store.getMachine(name)
     if (m === undefined || !this.#covers(m)) return undefined
+    if (e.type === 'update-log') return e
     return { type: e.type, machine: await this.#view(m, await this.#source.store.latestStatus(name)) }
   }
 
@@ -223,7 +252,7 @@ class WatchViews {
     const rollout = this.#rolloutId
     if (rollout !== null && this.#targeted.has(m.name) && latest?.report.rolloutId !== rollout)
       status = (await store.latestRolloutReport(m.name, rollout)) ?? latest
-    return machineView(m, status, await store.getDesired(m.name), control.online.has(m.name))
+    return machineView(m, status, await store.getDesired(m.name), control.isOnline(m.name))
   }
 
   /**

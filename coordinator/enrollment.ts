@@ -28,6 +28,8 @@ export interface EnrollmentInit {
   fleetId: string
   fleetRoot: PublicKey
   coordinatorPeerId: string
+  /** Another coordinator of the fleet whose tokens this one accepts too (cluster-roster.ts). */
+  acceptsCoordinator?: (peerId: string) => boolean
   sign: ReturnType<typeof signAuditHash>
   log: (msg: string) => void
   /** Default: DEFAULT_REFUSAL_LIMITS. */
@@ -46,7 +48,8 @@ export function enrollmentHandler(init: EnrollmentInit) {
       const token = parseToken(request.token)
       actor = token.signer.toString()
       verifyToken(token, { root: init.fleetRoot, revokedSerials: await init.store.revokedSerials() })
-      if (token.coordinator.peerId !== init.coordinatorPeerId) {
+      const listed = init.acceptsCoordinator?.(token.coordinator.peerId) === true
+      if (token.coordinator.peerId !== init.coordinatorPeerId && !listed) {
         throw new TokenError(
           'unauthorised',
           `token is for coordinator ${token.coordinator.peerId}, this is ${init.coordinatorPeerId}`,

@@ -8,13 +8,16 @@ import type { ConnectionPath } from '../protocol/index.ts'
 import type { MachineRecord, ManifestRecord, StatusRecord } from './store.ts'
 
 export type FleetEvent =
-  | { type: 'status'; machine: string; status: StatusRecord }
-  | { type: 'online'; machine: string; path: ConnectionPath }
-  | { type: 'offline'; machine: string }
+  | { type: 'status'; machine: string; status: StatusRecord; remote?: true }
+  /** `remote`: the session is with another coordinator of the fleet (cluster.ts), not this one. */
+  | { type: 'online'; machine: string; path: ConnectionPath; remote?: true }
+  | { type: 'offline'; machine: string; remote?: true }
   | { type: 'manifest'; manifest: ManifestRecord }
   | { type: 'enrolled'; machine: MachineRecord }
   /** A certificate serial was revoked: long-lived admin streams check their authority again at once. */
   | { type: 'revoked'; serial: string }
+  /** Output of a machine's running update, live and never stored (update-log-gate.ts): to watches of that machine. */
+  | { type: 'update-log'; machine: string; manifestId: string; offset: number; text: string }
 
 export type FleetListener = (event: FleetEvent) => void
 

@@ -16,7 +16,9 @@
  * offline timeout), never by polling. Every transition is one store
  * transaction guarded by the state and wave it started from, and the engine
  * recomputes everything from the store, so a coordinator killed at any point
- * resumes where it was on start-up.
+ * resumes where it was on start-up. With several coordinators on one store only
+ * the holder of the rollout lease evaluates; since every transition is guarded,
+ * a lease lost and taken over mid-step costs at most a refused transition.
  */
 import { CodedError } from '../lib/index.ts'
 import {
@@ -38,6 +40,13 @@ export interface RolloutEngineInit {
   audit: (action: string, detail: string) => Promise<void>
   log: (msg: string) => void
   now?: () => number
+  /**
+   * Several coordinators share the store: this one moves rollouts on only while
+   * it holds the rollout lease (between lead() and standBy(), see cluster.ts);
+   * meanwhile it still creates and controls rollouts, which the leader learns of
+   * from the store's notes (noteChanged).
+   */
+  standby?: boolean
 }
 
 export type RolloutAction = 'pause' | 'resume' | 'abort'
@@ -55,10 +64,12 @@ export class RolloutEngine {
   readonly #listeners = new Set<(view: RolloutRecord) => void>()
   #unsubscribe: (() => void) | undefined
   #stopped = false
+  #leading: boolean
 
   constructor(init: RolloutEngineInit) {
     this.#init = init
     this.#now = init.now ?? Date.now
+    this.#leading = init.standby !== true
   }
 
   /** Resumes every stored running or paused rollout, and follows status reports from now on. */
@@ -73,10 +84,45 @@ export class RolloutEngine {
       const id = event.status.report.rolloutId
       if (id !== null && this.#active.has(id)) this.#kick(id)
     })
+    if (this.#leading) await this.#resume()
+  }
+
+  async #resume(): Promise<void> {
     for (const r of await this.#init.store.rollouts.active()) {
       this.#active.add(r.id)
       this.#kick(r.id)
     }
+  }
+
+  /** This coordinator took the rollout lease: it resumes every stored running or paused rollout. */
+  async lead(): Promise<void> {
+    if (this.#stopped || this.#leading) return
+    this.#leading = true
+    this.#init.log('rollouts: this coordinator now moves rollouts on')
+    await this.#resume()
+  }
+
+  /** Notes about rollouts may have been missed (cluster.ts resync): the leader re-reads every active one. */
+  async recheck(): Promise<void> {
+    if (this.#leading && !this.#stopped) await this.#resume()
+  }
+
+  /** The lease is lost: another coordinator may move the rollouts on now, so this one stops. */
+  standBy(): void {
+    if (!this.#leading) return
+    this.#leading = false
+    this.#init.log('rollouts: lease lost; another coordinator moves rollouts on')
+    for (const id of [...this.#active]) this.#forget(id)
+  }
+
+  /** Another coordinator stored a change of the rollout: watch streams see it, and the leader acts on it. */
+  async noteChanged(id: string): Promise<void> {
+    const r = await this.#init.store.rollouts.get(id)
+    if (r === undefined) return
+    this.#changed(r)
+    if (!this.#leading || (r.state !== 'running' && r.state !== 'paused')) return
+    this.#active.add(id)
+    this.#kick(id)
   }
 
   /** Stops timers and event handling; transitions under way finish. */
@@ -106,11 +152,16 @@ export class RolloutEngine {
   /** Stores a new rollout (its first wave's desired states with it) and pushes the first wave. */
   async create(input: NewRollout): Promise<RolloutRecord> {
     const record = await this.#init.store.rollouts.create(input)
+    await this.started(record)
+    return record
+  }
+
+  /** Takes on a rollout just stored (by create, or with others by a fleet file's apply): its first wave goes out. */
+  async started(record: RolloutRecord): Promise<void> {
     this.#active.add(record.id)
     this.#changed(record)
     await this.#init.push(record.plan[0] ?? [])
     this.#kick(record.id)
-    return record
   }
 
   /** pause, resume or abort, in turn with the engine's own transitions of the rollout. */
@@ -187,7 +238,7 @@ export class RolloutEngine {
 
   /** Evaluates the rollout soon, once: reports arriving meanwhile share one evaluation. */
   #kick(id: string): void {
-    if (this.#stopped || this.#queued.has(id)) return
+    if (this.#stopped || !this.#leading || this.#queued.has(id)) return
     this.#queued.add(id)
     void this.#serial(id, () => {
       this.#queued.delete(id)
@@ -317,7 +368,7 @@ export class RolloutEngine {
   }
 
   #wakeAt(id: string, at: number): void {
-    if (this.#stopped) return
+    if (this.#stopped || !this.#leading) return
     clearTimeout(this.#timers.get(id))
     const timer = setTimeout(() => this.#kick(id), Math.max(0, at - this.#now()) + 5)
     timer.unref()

@@ -15,6 +15,8 @@ export const DOMAINS = {
   hello: 'fleetmesh/hello/v1',
   revocations: 'fleetmesh/revocations/v1',
   machineTags: 'fleetmesh/machine-tags/v1',
+  /** The fleet root's list of the coordinators that serve the fleet (protocol/coordinator-list.ts). */
+  coordinatorList: 'fleetmesh/coordinator-list/v1',
 } as const
 
 export type DomainName = keyof typeof DOMAINS

@@ -92,6 +92,12 @@ export interface AuditHead {
 export interface VerifyAuditOptions {
   coordinator: PublicKey
   /**
+   * When several coordinators serve the fleet (protocol/coordinator-list.ts),
+   * each signs what it appends: a record signed by any of these keys, or by
+   * `coordinator`, verifies.
+   */
+  coordinators?: readonly PublicKey[]
+  /**
    * The record just before records[0], from an earlier verified page.
    * Without it records[0] must be record 1.
    */
@@ -117,7 +123,7 @@ export function verifyAuditLog(records: readonly AuditRecord[], opts: VerifyAudi
   let expectedIndex = 1
   let expectedPrev = GENESIS_PREV_HASH
   if (opts.previous !== undefined) {
-    const problem = checkSealed(opts.previous, opts.coordinator)
+    const problem = checkSealed(opts.previous, signers(opts))
     if (problem !== undefined) {
       return { ok: false, index: opts.previous.index, problem: `the anchoring previous record: ${problem}` }
     }
@@ -144,7 +150,7 @@ export function verifyAuditLog(records: readonly AuditRecord[], opts: VerifyAudi
           `${toHex(expectedPrev)} (a record before it was changed, removed or reordered)`,
       }
     }
-    const sealed = checkSealed(record, opts.coordinator)
+    const sealed = checkSealed(record, signers(opts))
     if (sealed !== undefined) return { ok: false, index: record.index, problem: sealed }
     if (record.outcome === 'ok' && record.request !== null) {
       const problem = checkRequest(record.request, record.actor)
@@ -205,13 +211,18 @@ export function auditRecordBytes(record: AuditRecord): number {
     .byteLength
 }
 
-function checkSealed(record: AuditRecord, coordinator: PublicKey): string | undefined {
+function signers(opts: VerifyAuditOptions): PublicKey[] {
+  return [opts.coordinator, ...(opts.coordinators ?? []).filter((k) => !k.equals(opts.coordinator))]
+}
+
+function checkSealed(record: AuditRecord, coordinators: readonly PublicKey[]): string | undefined {
   const hash = auditHash(record)
   if (!bytesEqual(hash, record.hash)) {
     return `stored hash ${toHex(record.hash)} does not match the record's fields (hash ${toHex(hash)}): the record was altered`
   }
-  if (!verify(coordinator.bytes, DOMAINS.audit, record.hash, record.sig)) {
-    return `signature does not verify against coordinator key ${coordinator}`
+  if (!coordinators.some((key) => verify(key.bytes, DOMAINS.audit, record.hash, record.sig))) {
+    const keys = coordinators.map((k) => k.toString()).join(', ')
+    return `signature does not verify against ${coordinators.length > 1 ? 'any coordinator key of' : 'coordinator key'} ${keys}`
   }
   return undefined
 }

@@ -32,6 +32,8 @@ import {
   type CoordinatorConfig,
   IDENTITY_FILE,
   NEW_FLEET_FILE,
+  signCoordinatorList,
+  writeCoordinatorList,
 } from '../../protocol/index.ts'
 import { type FleetFile, HomeError, paths, writeAdminChain, writeFleetFile } from '../home.ts'
 
@@ -133,6 +135,15 @@ export async function init(argv: string[], home: string): Promise<void> {
     coordinator: { peerId: coordinator.toPeerId().toString(), addrs },
   }
   await writeFleetFile(home, fleet)
+  // the root-signed list of the fleet's coordinators, version 1: this one (`coordinators add` adds more)
+  const listed = signCoordinatorList(root, {
+    fleetId,
+    version: 1,
+    issuedAt: Date.now(),
+    coordinators: [fleet.coordinator],
+  })
+  await writeCoordinatorList(coordDir, listed)
+  await writeCoordinatorList(home, listed)
   output(
     flag(p, 'json'),
     { ...fleet, admin: admin.publicKey.toString(), home, coordinatorState: coordDir },

@@ -60,7 +60,9 @@ describe('admin authorisation', () => {
     ])
     expect(other.code, other.stderr).toBe(0)
     const { copyFile } = await import('node:fs/promises')
+    // the fleet's public files: which fleet and coordinators (the root-signed list) to talk to
     await copyFile(join(fleet.home, 'fleet.json'), join(strangerHome, 'fleet.json'))
+    await copyFile(join(fleet.home, 'coordinators.list'), join(strangerHome, 'coordinators.list'))
     const stranger = await runCli(['--home', strangerHome, 'machines'])
     expect(stranger.code).toBe(1)
     expect(stranger.stderr).toContain('wrong-issuer')

@@ -1,0 +1,196 @@
+/**
+ * One coordinator's part in a fleet served by several on one store: it acts on
+ * the notes of the others (cluster-channel.ts) and tells them about its own
+ * agents' sessions.
+ *
+ * - A desired state set elsewhere (a manifest submitted on another
+ *   coordinator, a wave the rollout leader started) is pushed to the machine if
+ *   its session is here; a tag record or a revocation likewise.
+ * - Status reports, manifests and enrollments stored elsewhere, and sessions
+ *   opened or closed elsewhere, become this coordinator's FleetEvents, so its
+ *   `watch` streams and its rollout engine see the whole fleet.
+ * - The rollout lease decides which coordinator's engine moves rollouts on.
+ * - After the listener reconnected (notes may have been lost), every local
+ *   session gets its desired manifest again and the engine re-reads rollouts.
+ * - Each coordinator says it is alive every ALIVE_MS; the agents of one silent
+ *   for three intervals (killed, cut off from the database) count as offline
+ *   here, so rollouts skip them and `machines` shows them so.
+ *
+ * Notes about many machines arrive one per machine; pushes are gathered per
+ * turn of the event loop, so a manifest for a thousand machines is one read.
+ */
+import type { ClusterChannel, ClusterNote, OwnNote } from './cluster-channel.ts'
+import type { CoordinatorRoster } from './cluster-roster.ts'
+import type { ControlService } from './control.ts'
+import type { FleetEvents } from './events.ts'
+import type { RolloutEngine } from './rollout-engine.ts'
+import type { FleetStore } from './store.ts'
+
+/** How many of a machine's newest reports are searched for the one a note names. */
+const STATUS_LOOKBACK = 32
+/** How often a coordinator says it is alive; one not heard for three intervals is taken for dead. */
+const ALIVE_MS = 10_000
+
+export interface ClusterInit {
+  channel: ClusterChannel
+  store: FleetStore
+  control: Pick<
+    ControlService,
+    'online' | 'pushDesired' | 'pushTags' | 'pushRevocations' | 'pushCoordinatorList' | 'sessionInfo'
+  >
+  events: FleetEvents
+  rollouts: Pick<RolloutEngine, 'lead' | 'standBy' | 'noteChanged' | 'recheck'>
+  roster: Pick<CoordinatorRoster, 'refresh'>
+  log: (msg: string) => void
+  /** Default ALIVE_MS; tests shorten it. */
+  aliveMs?: number
+}
+
+export class ClusterMember {
+  readonly #init: ClusterInit
+  /** Machines connected to another coordinator, and to which (its origin). */
+  readonly #remote = new Map<string, string>()
+  /** When each other coordinator was last heard of. */
+  readonly #heard = new Map<string, number>()
+  readonly #toPush = new Set<string>()
+  #unsubscribe: (() => void) | undefined
+  #alive: NodeJS.Timeout | undefined
+
+  constructor(init: ClusterInit) {
+    this.#init = init
+  }
+
+  /** Whether the machine has a session with another coordinator of the fleet. */
+  onlineElsewhere(machine: string): boolean {
+    return this.#remote.has(machine)
+  }
+
+  start(): void {
+    const { channel, events, rollouts, log } = this.#init
+    this.#unsubscribe = events.on((e) => {
+      if ((e.type === 'online' || e.type === 'offline') && e.remote !== true)
+        this.#publish(e.type === 'online' ? { k: 'online', machine: e.machine, path: e.path } : e)
+    })
+    channel.listen({ note: (n) => this.#note(n), resync: () => this.#resync(), log })
+    channel.lease({
+      gained: () => void rollouts.lead().catch((err: Error) => log(`rollouts: ${err.message}`)),
+      lost: () => rollouts.standBy(),
+      log,
+    })
+    // A coordinator killed says nothing more: its agents count as gone once it has been silent a while.
+    const aliveMs = this.#init.aliveMs ?? ALIVE_MS
+    this.#alive = setInterval(() => {
+      this.#publish({ k: 'alive' })
+      this.#forgetSilent(Date.now() - 3 * aliveMs)
+    }, aliveMs)
+    this.#alive.unref()
+  }
+
+  stop(): void {
+    this.#unsubscribe?.()
+    clearInterval(this.#alive)
+  }
+
+  #forgetSilent(before: number): void {
+    for (const [origin, at] of this.#heard) {
+      if (at >= before) continue
+      this.#heard.delete(origin)
+      this.#init.log(`cluster: coordinator ${origin} went silent; its agents count as offline`)
+      for (const [machine, where] of this.#remote) if (where === origin) this.#gone(machine, origin)
+    }
+  }
+
+  #publish(note: OwnNote | { machine: string }): void {
+    const own = 'k' in note ? note : { k: 'offline' as const, machine: note.machine }
+    this.#init.channel.publish(own).catch((err: Error) => this.#init.log(`cluster: ${err.message}`))
+  }
+
+  #note(note: ClusterNote): void {
+    const { control, events, store, rollouts, log } = this.#init
+    if (note.o !== null) this.#heard.set(note.o, Date.now())
+    const failed = (err: Error) => log(`cluster: ${note.k} note: ${err.message}`)
+    switch (note.k) {
+      case 'desired':
+        this.#push(note.machine)
+        break
+      case 'tags':
+        control.pushTags(note.machine).catch(failed)
+        break
+      case 'revoked':
+        control.pushRevocations()
+        events.emit({ type: 'revoked', serial: note.serial })
+        break
+      case 'coordinators':
+        this.#init.roster.refresh().then((newer) => newer && control.pushCoordinatorList(), failed)
+        break
+      case 'rollout':
+        rollouts.noteChanged(note.id).catch(failed)
+        break
+      case 'status':
+        store.statusHistory(note.machine, STATUS_LOOKBACK).then((history) => {
+          const status = history.find((s) => s.seq === note.seq)
+          if (status !== undefined)
+            events.emit({ type: 'status', machine: note.machine, status, remote: true })
+        }, failed)
+        break
+      case 'manifest':
+        store.getManifest(note.id).then((manifest) => {
+          if (manifest !== undefined) events.emit({ type: 'manifest', manifest })
+        }, failed)
+        break
+      case 'enrolled':
+        store.getMachine(note.name).then((machine) => {
+          if (machine !== undefined) events.emit({ type: 'enrolled', machine })
+        }, failed)
+        break
+      case 'online':
+        if (note.o === null) break
+        this.#remote.set(note.machine, note.o)
+        events.emit({ type: 'online', machine: note.machine, path: note.path, remote: true })
+        break
+      case 'offline':
+        if (note.o !== null) this.#gone(note.machine, note.o)
+        break
+      case 'alive':
+        break
+      case 'hello':
+        for (const machine of control.online.keys()) {
+          const path = control.sessionInfo(machine)?.path
+          if (path !== undefined) this.#publish({ k: 'online', machine, path })
+        }
+        break
+    }
+  }
+
+  /** The machine's session with coordinator `origin` ended (or that coordinator went silent). */
+  #gone(machine: string, origin: string): void {
+    // a session that moved here, or to a third coordinator, meanwhile is not gone
+    if (this.#remote.get(machine) !== origin) return
+    this.#remote.delete(machine)
+    if (!this.#init.control.online.has(machine))
+      this.#init.events.emit({ type: 'offline', machine, remote: true })
+  }
+
+  #push(machine: string): void {
+    if (this.#toPush.size === 0)
+      setImmediate(() => {
+        const machines = [...this.#toPush]
+        this.#toPush.clear()
+        this.#init.control
+          .pushDesired(machines)
+          .catch((err: Error) => this.#init.log(`cluster: ${err.message}`))
+      })
+    this.#toPush.add(machine)
+  }
+
+  /** The listener (re)connected: redo what notes missed meanwhile would have done. */
+  #resync(): void {
+    const { control, channel, rollouts, log } = this.#init
+    const failed = (err: Error) => log(`cluster: resync: ${err.message}`)
+    rollouts.recheck().catch(failed)
+    for (const machine of control.online.keys()) this.#push(machine)
+    control.pushRevocations()
+    for (const machine of control.online.keys()) control.pushTags(machine).catch(failed)
+    channel.publish({ k: 'hello' }).catch(failed)
+  }
+}
