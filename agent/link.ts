@@ -15,20 +15,22 @@
  * as `<relay>/p2p-circuit/p2p/<coordinator>`); relayed connections are
  * "limited" in libp2p terms, so the control stream opts in with
  * `runOnLimitedConnection`. When no known address works, `discover` (a DHT
- * lookup, see discovery.ts) supplies fresh ones.
+ * lookup, see discovery.ts) supplies fresh ones. When a direct connection to the
+ * coordinator appears (punched, on the LAN, dialled) while the session runs
+ * relayed, the session moves to it at once (no backoff, no `disconnected`): a new
+ * hello re-agrees on reports and the coordinator pushes the desired state again,
+ * so nothing is lost; `onPathUpgraded` reports it and the relayed connection closes.
  *
  * It answers the coordinator's pings and, given `diagnose`, its diagnose
  * requests (`fleetmesh doctor <machine>`) at once. Frames of a type this version
  * does not know (a newer coordinator's) are skipped, never a reason to drop the link.
+ * A running update's output goes up live (`sendUpdateLog`) only to a coordinator
+ * whose hello names UPDATE_LOG_CAPABILITY, in order with the reports.
  */
-import type { Connection, PeerId } from '@libp2p/interface'
-import { peerIdFromString } from '@libp2p/peer-id'
-import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
-import { backoffDelay, errorMessage, FLEETMESH_VERSION, WakeableSleep } from '../lib/index.ts'
-import { connectionPath, type FleetHost, openConnectionTo } from '../net/index.ts'
+import type { Connection } from '@libp2p/interface'
+import { errorMessage, FLEETMESH_VERSION, RecoveryBackoff, WakeableSleep } from '../lib/index.ts'
+import { connectionPath, isRelayed } from '../net/index.ts'
 import {
-  type AgentDiagnosis,
-  type ConnectionPath,
   type ControlFrame,
   controlFrameSchema,
   DIAGNOSE_CAPABILITY,
@@ -38,89 +40,44 @@ import {
   isUnknownFrame,
   MAX_ENVELOPE_BYTES,
   PROTOCOLS,
-  type RevocationHead,
+  UPDATE_LOG_CAPABILITY,
+  type UpdateLogFrame,
   WIRE_VERSION,
 } from '../protocol/index.ts'
+import { LinkClosedError, RoundTripTimeoutError } from './link-errors.ts'
+import type { LinkInit, LinkState, ReportQueue, RevocationLink } from './link-init.ts'
+import {
+  closeRelayedTo,
+  connectToCoordinator,
+  directConnectionTo,
+  type LinkPath,
+  type PathUpgrade,
+} from './link-path.ts'
+import { dropDeadRelay } from './relay-check.ts'
+
+export type { LinkInit, LinkState, PathUpgrade, ReportQueue, RevocationLink }
+export { LinkClosedError, RoundTripTimeoutError }
 
 export const SOFTWARE = `fleetmesh-agent/${FLEETMESH_VERSION}`
-
-export interface ReportQueue {
-  pending(): Promise<{ seq: number; envelope: Uint8Array }[]>
-  ack(seq: number): Promise<void>
-  /**
-   * On connect, given the highest report seq the coordinator stored: drops what
-   * it has, or renumbers the queue above it when the agent's numbering went back
-   * (Outbox.reconcile). Without it, the reports up to that seq are acknowledged.
-   */
-  reconcile?(stored: number): Promise<{ acked: number; renumbered: number }>
-}
-
-/** The agent's revocation list as the link needs it (agent/revocations.ts). */
-export interface RevocationLink {
-  head(): RevocationHead
-  /** The coordinator's head (undefined: it keeps no signed list); resolves with entries to send it, in frames. */
-  hello(theirs: RevocationHead | undefined): Promise<Uint8Array[][]>
-  /** Entries from the coordinator; resolves once they are stored. */
-  receive(entries: Uint8Array[]): Promise<void>
-}
-
-export interface LinkInit {
-  host: FleetHost
-  coordinator: PeerId
-  coordinatorAddrs: Multiaddr[]
-  machine: string
-  queue: ReportQueue
-  onManifest: (envelope: Uint8Array) => void
-  /** Ping interval. */
-  keepaliveMs?: number
-  /** No frame from the coordinator for this long means the path is dead. */
-  deadAfterMs?: number
-  backoffInitialMs?: number
-  backoffMaxMs?: number
-  /** Budget for dialing the coordinator, and again for dialing what `discover` found. */
-  dialTimeoutMs?: number
-  /**
-   * Looks the coordinator up when dialing its known addresses fails; resolves
-   * with the addresses found (already in the peer store) or rejects.
-   */
-  discover?: (signal: AbortSignal) => Promise<Multiaddr[]>
-  /**
-   * This agent's diagnosis of its network, for the coordinator's `diagnose`
-   * requests; without it the hello does not offer the capability.
-   */
-  diagnose?: () => AgentDiagnosis
-  revocations?: RevocationLink
-  /** A signed tag record from the coordinator; resolves once it is taken or refused, before the next frame is read. */
-  onTags?: (envelope: Uint8Array) => Promise<void>
-  log?: (msg: string) => void
-  onState?: (state: LinkState) => void
-}
-
-export type LinkState =
-  | { connected: true; path: ConnectionPath; addr: string }
-  | { connected: false; error?: string }
-
-export class LinkClosedError extends Error {
-  override name = 'LinkClosedError'
-}
-
-export class RoundTripTimeoutError extends Error {
-  override name = 'RoundTripTimeoutError'
-}
 
 interface Active {
   fs: FramedStream
   lastSent: number
   lastFrameAt: number
   sending: Promise<void>
+  /** The coordinator's hello names UPDATE_LOG_CAPABILITY. */
+  updateLogs: boolean
 }
 
+type OptionalInit = 'log' | 'onState' | 'onPathUpgraded' | 'discover' | 'diagnose' | 'revocations' | 'onTags'
+
 export class CoordinatorLink {
-  readonly #init: Required<
-    Omit<LinkInit, 'log' | 'onState' | 'discover' | 'diagnose' | 'revocations' | 'onTags'>
-  > &
-    Pick<LinkInit, 'log' | 'onState' | 'discover' | 'diagnose' | 'revocations' | 'onTags'>
+  readonly #init: Required<Omit<LinkInit, OptionalInit>> & Pick<LinkInit, OptionalInit>
   #active: Active | undefined
+  /** Where the current session runs, from its hello on */
+  #established: LinkPath | undefined
+  /** Where the session being replaced by a direct one ran */
+  #moving: LinkPath | undefined
   #stopped = false
   #loop: Promise<void> | undefined
   #nonce = 0
@@ -144,11 +101,14 @@ export class CoordinatorLink {
   }
 
   start(): void {
-    this.#loop ??= this.#run()
+    if (this.#loop !== undefined) return
+    this.#init.host.addEventListener('connection:open', this.#onConnectionOpen)
+    this.#loop = this.#run()
   }
 
   async stop(): Promise<void> {
     this.#stopped = true
+    this.#init.host.removeEventListener('connection:open', this.#onConnectionOpen)
     this.#active?.fs.abort(new LinkClosedError('agent stopping'))
     this.#backoff.wake()
     await this.#loop
@@ -158,11 +118,24 @@ export class CoordinatorLink {
   flush(): void {
     const a = this.#active
     if (a === undefined) return
+    // The queue as it is now, read now: a report queued after a chunk of update output goes out after it.
+    const queued = this.#init.queue.pending()
+    queued.catch(() => {}) // awaited (and its failure logged) in its turn
     a.sending = a.sending
-      .then(() => this.#sendPending(a))
+      .then(() => this.#sendPending(a, queued))
       .catch((err: unknown) => {
         this.#log(`sending reports failed: ${errorMessage(err)}`)
       })
+  }
+
+  /**
+   * Best effort: a chunk of the running update's output, behind the reports queued
+   * before it; dropped while offline, and for a coordinator that does not take them.
+   */
+  sendUpdateLog(chunk: Omit<UpdateLogFrame, 't'>): void {
+    const a = this.#active
+    if (a?.updateLogs !== true) return
+    a.sending = a.sending.then(() => this.#send(a, { t: 'update-log', ...chunk })).catch(() => {})
   }
 
   /** Resolves once connected (or immediately if already). */
@@ -203,33 +176,71 @@ export class CoordinatorLink {
     }
   }
 
+  /** A direct connection to the coordinator while the session is relayed: move the session to it. */
+  readonly #onConnectionOpen = (evt: CustomEvent<Connection>): void => {
+    const conn = evt.detail
+    if (!conn.remotePeer.equals(this.#init.coordinator) || isRelayed(conn)) return
+    if (this.#established?.path !== 'relayed') return
+    this.#log(`a direct connection to the coordinator is up (${conn.remoteAddr})`)
+    this.#moveToDirect()
+  }
+
+  /** Ends the relayed session; #run then starts the next one on the direct connection. */
+  #moveToDirect(): void {
+    this.#log('moving the control link to the direct connection')
+    this.#active?.fs.abort(new LinkClosedError('control link moving to a direct connection'))
+  }
+
   async #run(): Promise<void> {
-    let attempt = 0
+    const { backoffInitialMs: initialMs, backoffMaxMs: maxMs } = this.#init
+    // for two minutes after a session that worked, retries stay at most 1 s apart: a
+    // restarting relay or coordinator is back within seconds (lib/backoff.ts)
+    const retry = new RecoveryBackoff({ initialMs, maxMs, quickMaxMs: 1_000, quickForMs: 120_000 })
     while (!this.#stopped) {
       let helloDone = false
+      let failure: { error: unknown } | undefined
       try {
         await this.#session(() => {
           helloDone = true
-          attempt = 0
         })
-        this.#setState({ connected: false })
-      } catch (err) {
-        if (this.#stopped) break
-        this.#log(`control link: ${errorMessage(err)}`)
-        this.#setState({ connected: false, error: errorMessage(err) })
+      } catch (error) {
+        failure = { error }
       }
+      const from = this.#established
+      this.#established = undefined
       if (this.#stopped) break
-      if (!helloDone) attempt++
+      // A relayed session that ended with a direct connection up (the punch closed the relayed
+      // one, or #onConnectionOpen ended it): straight on to the direct one, not a reconnect.
+      if (from?.path === 'relayed' && directConnectionTo(this.#init.host, this.#init.coordinator)) {
+        this.#moving = from
+        continue
+      }
+      this.#moving = undefined
+      if (failure !== undefined) this.#log(`control link: ${errorMessage(failure.error)}`)
+      this.#setState(
+        failure === undefined
+          ? { connected: false }
+          : { connected: false, error: errorMessage(failure.error) },
+      )
+      if (helloDone) retry.succeeded()
       // After a session that worked (the coordinator restarted, say), full jitter over a
       // short window: the whole fleet reconnects at once, and this spreads it out.
-      const { backoffInitialMs: initialMs, backoffMaxMs: maxMs } = this.#init
-      const delay = helloDone ? initialMs * Math.random() : backoffDelay(attempt, { initialMs, maxMs })
+      const delay = helloDone ? initialMs * Math.random() : retry.next()
       await this.#backoff.sleep(delay)
     }
   }
 
   async #session(onHello: () => void): Promise<void> {
-    const conn = await this.#connect()
+    const { host, coordinator, coordinatorAddrs, dialTimeoutMs, discover } = this.#init
+    const log = (m: string) => this.#log(m)
+    const conn = await connectToCoordinator({
+      host,
+      coordinator,
+      coordinatorAddrs,
+      dialTimeoutMs,
+      discover,
+      log,
+    })
     const path = connectionPath(conn)
     let stream: Awaited<ReturnType<Connection['newStream']>>
     try {
@@ -243,7 +254,13 @@ export class CoordinatorLink {
       throw err
     }
     const fs = new FramedStream(stream, { maxFrameBytes: MAX_ENVELOPE_BYTES + 4096 })
-    const a: Active = { fs, lastSent: 0, lastFrameAt: Date.now(), sending: Promise.resolve() }
+    const a: Active = {
+      fs,
+      lastSent: 0,
+      lastFrameAt: Date.now(),
+      sending: Promise.resolve(),
+      updateLogs: false,
+    }
     const keepalive = setInterval(() => {
       if (Date.now() - a.lastFrameAt > this.#init.deadAfterMs) {
         clearInterval(keepalive)
@@ -253,7 +270,8 @@ export class CoordinatorLink {
         // Abort (not close: a graceful close waits on the dead path) so the
         // next dial cannot pick this connection again.
         conn.abort(dead)
-        if (path === 'relayed') void this.#checkRelay(conn)
+        if (path === 'relayed')
+          void dropDeadRelay(this.#init.host, conn, this.#init.keepaliveMs, (m) => this.#log(m))
         return
       }
       void this.#send(a, { t: 'ping', nonce: ++this.#nonce }).catch(() => {})
@@ -274,14 +292,17 @@ export class CoordinatorLink {
         throw new LinkClosedError(`coordinator refused: ${hello.error.code}: ${hello.error.message}`)
       if (hello.t !== 'hello')
         throw new LinkClosedError(`expected hello from the coordinator, got ${hello.t}`)
+      a.updateLogs = hello.capabilities.includes(UPDATE_LOG_CAPABILITY)
       if (hello.lastAckedSeq !== undefined) await this.#agreeOnNumbering(hello.lastAckedSeq)
       for (const entries of (await this.#init.revocations?.hello(hello.revocations)) ?? [])
         await this.#send(a, { t: 'revocations', entries })
       this.#active = a
       onHello()
-      this.#setState({ connected: true, path, addr: conn.remoteAddr.toString() })
+      this.#arrived({ path, addr: conn.remoteAddr.toString() })
       for (const w of this.#connectedWaiters.splice(0)) w()
       this.flush()
+      // round trips asked on the session this one replaced: their pongs went with it
+      for (const nonce of this.#pongs.keys()) void this.#send(a, { t: 'ping', nonce }).catch(() => {})
       while (true) {
         const frame = await this.#read(a)
         if (frame === undefined) return
@@ -321,61 +342,20 @@ export class CoordinatorLink {
     }
   }
 
-  /**
-   * A connection to the coordinator: an open one if there is any (a relayed
-   * one too: libp2p's own dial would skip it and open a second), else a dial
-   * to the known addresses, else a dial to what `discover` finds.
-   */
-  async #connect(): Promise<Connection> {
-    const { host, coordinator, coordinatorAddrs, dialTimeoutMs, discover } = this.#init
-    const reuse = openConnectionTo(host, coordinator)
-    if (reuse !== undefined) return reuse
-    if (coordinatorAddrs.length > 0) await host.peerStore.merge(coordinator, { multiaddrs: coordinatorAddrs })
-    let dialError: Error
-    try {
-      return await host.dial(coordinator, { signal: AbortSignal.timeout(dialTimeoutMs) })
-    } catch (err) {
-      if (discover === undefined) throw err
-      dialError = err as Error
-    }
-    let found: Multiaddr[]
-    try {
-      found = await discover(AbortSignal.timeout(dialTimeoutMs))
-    } catch (err) {
-      throw new LinkClosedError(
-        `cannot reach the coordinator (${dialError.message}) and looking it up failed: ${errorMessage(err)}`,
-      )
-    }
-    this.#log(`looked the coordinator up: ${found.map((a) => a.toString()).join(', ')}`)
-    return await host.dial(coordinator, { signal: AbortSignal.timeout(dialTimeoutMs) })
+  /** The session is up at `here`: says so, and where it moved from if it did. */
+  #arrived(here: LinkPath): void {
+    const from = this.#moving
+    this.#moving = undefined
+    this.#established = here
+    if (from !== undefined && here.path === 'direct') this.#init.onPathUpgraded?.({ from, to: here })
+    this.#setState({ connected: true, ...here })
+    if (here.path === 'direct') closeRelayedTo(this.#init.host, this.#init.coordinator)
+    // one opened while this session said hello: #onConnectionOpen did not act on it
+    else if (directConnectionTo(this.#init.host, this.#init.coordinator)) this.#moveToDirect()
   }
 
-  /**
-   * After a relayed session died: if our connection to the relay itself is
-   * dead (our NAT dropped its mapping), abort it, or the next relayed dial would
-   * reuse it and hang until libp2p's connection monitor notices.
-   */
-  async #checkRelay(relayed: Connection): Promise<void> {
-    const { host, keepaliveMs } = this.#init
-    const [relayPart] = relayed.remoteAddr.toString().split('/p2p-circuit')
-    const relayId = multiaddr(relayPart ?? '')
-      .getComponents()
-      .findLast((c) => c.name === 'p2p')?.value
-    if (relayId === undefined) return
-    const relay = peerIdFromString(relayId)
-    const open = () =>
-      host.getConnections(relay).filter((c) => c.status === 'open' && connectionPath(c) === 'direct')
-    if (open().length === 0) return
-    try {
-      await host.services.ping.ping(relay, { signal: AbortSignal.timeout(keepaliveMs) })
-    } catch (err) {
-      this.#log(`relay ${relayId} does not answer either; dropping the connection to it`)
-      for (const c of open()) c.abort(err as Error)
-    }
-  }
-
-  async #sendPending(a: Active): Promise<void> {
-    for (const { seq, envelope } of await this.#init.queue.pending()) {
+  async #sendPending(a: Active, queued: ReturnType<ReportQueue['pending']>): Promise<void> {
+    for (const { seq, envelope } of await queued) {
       if (seq <= a.lastSent || this.#active !== a) continue
       await this.#send(a, { t: 'status', envelope })
       a.lastSent = seq

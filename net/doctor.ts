@@ -4,16 +4,19 @@
  * and advertised addresses, connections and their paths, relay reservations,
  * hole-punching state) with checks it runs itself: the machine's interfaces, the
  * NAT behaviour seen from a fresh port via the fleet's observers, and for an
- * agent whether each coordinator address accepts TCP connections. The text it
+ * agent whether each coordinator address accepts TCP connections (a relay
+ * circuit address: whether a libp2p dial through it reaches the coordinator). The text it
  * prints is doctor-format.ts's, which `fleetmesh doctor <machine>` shares.
  */
 import net from 'node:net'
 import { networkInterfaces } from 'node:os'
 import { join } from 'node:path'
+import { generateKeyPair } from '@libp2p/crypto/keys'
 import { defaultLogger } from '@libp2p/logger'
-import { multiaddr } from '@multiformats/multiaddr'
+import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import { z } from 'zod'
 import {
+  errorMessage,
   fileSize,
   isProcessRunning,
   type Options,
@@ -26,7 +29,8 @@ import { formatDoctorReport } from './doctor-format.ts'
 import { parseEndpoint } from './holepunch/nat.ts'
 import { type NatObservation, NatObserver } from './holepunch/observer-client.ts'
 import { pickPunchPort } from './holepunch/punch-port.ts'
-import { isCircuitAddr } from './host.ts'
+import { createHost, isCircuitAddr } from './host.ts'
+import { stopHost } from './host-stop.ts'
 import { RUNTIME_FILE, type RuntimeSnapshot, runtimeSnapshotSchema } from './runtime.ts'
 
 /** The options of a doctor run here, on the daemon's machine. */
@@ -126,6 +130,32 @@ function tcpReach(addr: string, timeoutMs: number): Promise<Reach> {
   })
 }
 
+/**
+ * The relayed path: a libp2p dial through the relay's circuit to the
+ * coordinator (relay connection, reservation lookup, Noise and Yamux through the
+ * relay), from a throwaway identity, timed. A TCP connect would only show the
+ * relay's port is open.
+ */
+async function circuitReach(addr: string, peerId: string, timeoutMs: number): Promise<Reach> {
+  let target: Multiaddr
+  try {
+    target = multiaddr(addr.endsWith('/p2p-circuit') ? `${addr}/p2p/${peerId}` : addr)
+  } catch {
+    return { addr, result: 'unsupported' }
+  }
+  const host = await createHost({ role: 'admin', privateKey: await generateKeyPair('Ed25519') })
+  const started = performance.now()
+  try {
+    await host.dial(target, { signal: AbortSignal.timeout(timeoutMs) })
+    return { addr, result: 'reachable', ms: Math.round(performance.now() - started) }
+  } catch (err) {
+    const result = performance.now() - started >= timeoutMs ? 'timeout' : errorMessage(err).slice(0, 200)
+    return { addr, result, ms: Math.round(performance.now() - started) }
+  } finally {
+    await stopHost(host)
+  }
+}
+
 async function detectNat(observers: string[]): Promise<NatObservation | null> {
   if (observers.length === 0) return null
   const nat = new NatObserver({
@@ -173,9 +203,16 @@ export async function diagnose(stateDir: string, extraObservers: string[]): Prom
   const observers = [...new Set([...extraObservers, ...(holePunch?.observers ?? [])])]
   const interfaces = localInterfaces()
   const coordinatorAddrs = enrollment?.coordinator?.addrs ?? []
+  const coordinatorId = enrollment?.coordinator?.peerId
   const [nat, reach] = await Promise.all([
     detectNat(observers),
-    Promise.all(coordinatorAddrs.map((a) => tcpReach(a, 3000))),
+    Promise.all(
+      coordinatorAddrs.map((a) =>
+        a.includes('/p2p-circuit') && coordinatorId !== undefined
+          ? circuitReach(a, coordinatorId, 10_000)
+          : tcpReach(a, 3000),
+      ),
+    ),
   ])
   return {
     stateDir,

@@ -15,6 +15,7 @@ import type {
   Upgrader,
 } from '@libp2p/interface'
 import type { RefuseReason, SkipReason } from './errors.ts'
+import type { KeepaliveStatus } from './keepalive.ts'
 import type { Endpoint, NatKind } from './nat.ts'
 import type { NatObservation } from './observer-client.ts'
 
@@ -78,9 +79,10 @@ export interface HolePunchInit {
   observeTimeoutMs?: number
 
   /**
-   * How often the kept observer connection is asked again: keeps the NAT
-   * mapping alive and notices a changed mapping. Keep it well inside NAT idle
-   * timeouts and below the observers' idle timeout (120 s by default).
+   * The longest interval at which the kept observer connection is asked again:
+   * keeps the NAT mapping alive and notices a changed mapping. The interval
+   * starts here and halves when the NAT is found to forget the mapping sooner
+   * (keepalive.ts). Keep it below the observers' idle timeout (120 s by default).
    *
    * @default 30000
    */
@@ -118,6 +120,16 @@ export interface HolePunchInit {
 
   /** @default 3600000 */
   maxBackoffMs?: number
+
+  /**
+   * Which peers to punch with, asked for each relayed peer before an automatic
+   * attempt and when a peer asks; the others are neither punched nor answered
+   * (a refusal). The role decides: an agent punches only with its coordinator,
+   * a coordinator with its enrolled machines. A rejection counts as false.
+   *
+   * @default every peer
+   */
+  shouldPunch?: (peer: PeerId) => boolean | Promise<boolean>
 }
 
 /** The registrar methods the service uses (libp2p's Registrar satisfies it) */
@@ -200,6 +212,8 @@ export interface HolePunchStatus {
   natKind: NatKind
   /** The full last observation, with each observer's answer or error */
   observation: NatObservation | undefined
+  /** The punch port's NAT keepalive: the interval in force and what it was learned from */
+  keepalive: KeepaliveStatus | undefined
   /** Keyed by peer id */
   attempts: Record<string, PeerPunchStatus>
 }
@@ -224,6 +238,13 @@ export interface HolePunchService {
    * @throws {NoRelayedConnectionError} no connection to coordinate over
    */
   punch(peer: PeerId, options?: PunchOptions): Promise<Connection>
+
+  /**
+   * An automatic attempt with `peer` over its open relayed connection, as when
+   * that connection opened, for a peer that `shouldPunch` may only now accept
+   * (a machine that enrolled over that connection). Policy and backoff apply.
+   */
+  reconsider(peer: PeerId): void
 
   /** Punch port, NAT kind, observed endpoint and per-peer results, JSON-serialisable */
   status(): HolePunchStatus

@@ -6,14 +6,34 @@
 
 import type { FramedStream } from '../../protocol/index.ts'
 import { encodeMessage } from '../../protocol/index.ts'
-import { HolePunchRefusedError, HolePunchSkippedError, type RefuseReason } from './errors.ts'
+import { HolePunchRefusedError, HolePunchSkippedError, type RefuseReason, type SkipReason } from './errors.ts'
 import { connectSchema, decisionSchema, decodeHolePunch, replySchema } from './messages.ts'
 import type { Endpoint, NatKind } from './nat.ts'
+import type { NatObserver } from './observer-client.ts'
+import type { HolePunchSettings } from './settings.ts'
 
 /** What one side tells the other: its NAT kind and where to punch to */
 export interface PunchOffer {
   nat: NatKind
   observed: Endpoint[]
+}
+
+/**
+ * Which side's symmetric NAT rules a punch out, worded from this host's side
+ * (each end builds its own: a text passed across would name the wrong one).
+ */
+export function symmetricDetail(local: NatKind, remote: NatKind): string | undefined {
+  const side =
+    local === 'symmetric'
+      ? remote === 'symmetric'
+        ? 'both this host and the peer are'
+        : 'this host is'
+      : remote === 'symmetric'
+        ? 'the peer is'
+        : undefined
+  return side === undefined
+    ? undefined
+    : `${side} behind a symmetric NAT, so the punch mapping cannot be predicted; keeping the relay`
 }
 
 export interface ExchangeOptions {
@@ -48,10 +68,9 @@ export async function proposePunch(
   const rttMs = performance.now() - started
   if (reply.type === 'refuse') throw new HolePunchRefusedError(reply.reason, reply.detail)
 
-  const symmetric =
-    local.nat === 'symmetric' ? 'this host is' : reply.nat === 'symmetric' ? 'the peer is' : undefined
+  const symmetric = symmetricDetail(local.nat, reply.nat)
   if (symmetric !== undefined && !options.force) {
-    const detail = `${symmetric} behind a symmetric NAT, so the peer cannot predict the punch mapping; keeping the relay`
+    const detail = symmetric
     await fs.send(encodeMessage(decisionSchema, { type: 'abort', reason: 'symmetric-nat', detail }), {
       signal,
     })
@@ -62,6 +81,37 @@ export async function proposePunch(
   // not awaited: the SYNC is queued, and waiting for the flush would only skew the start
   fs.close({ signal }).catch(() => {})
   return { remote: { nat: reply.nat, observed: reply.observed }, rttMs }
+}
+
+/** Why this host cannot offer a punch; both a skip (as initiator) and a refusal (as responder) */
+export interface LocalRefusal {
+  refuse: SkipReason & RefuseReason
+  detail: string
+}
+
+/** Our offer, or why we cannot make one */
+export async function localOffer(
+  observer: NatObserver | undefined,
+  settings: Pick<HolePunchSettings, 'enabled' | 'observeTimeoutMs' | 'observers'>,
+  force: boolean,
+): Promise<PunchOffer | LocalRefusal> {
+  if (!settings.enabled || observer === undefined) {
+    return { refuse: 'disabled', detail: 'hole punching is disabled on this host' }
+  }
+  const observation = await observer.ready(settings.observeTimeoutMs * 2)
+  if (observation.observed === undefined) {
+    return {
+      refuse: 'no-observation',
+      detail:
+        settings.observers.length === 0
+          ? 'no observers are configured, so this host does not know its external endpoint'
+          : `no observer answered (${observation.observers.map((o) => `${o.observer}: ${o.error}`).join('; ')})`,
+    }
+  }
+  if (observation.natKind === 'symmetric' && !force) {
+    return { refuse: 'symmetric-nat', detail: 'this host is behind a symmetric NAT' }
+  }
+  return { nat: observation.natKind, observed: [observation.observed] }
 }
 
 export type Answer = PunchOffer | { refuse: RefuseReason; detail: string }
@@ -105,7 +155,9 @@ export async function answerPunch(
   // not awaited: the peer starts its punch RTT/2 after sending SYNC, so must we now
   fs.close({ signal }).catch(() => {})
   if (decision.type === 'abort') {
-    return { kind: 'aborted', error: new HolePunchSkippedError(decision.reason, decision.detail), remote }
+    // The initiator's detail speaks from its side ("this host is"); say it from ours.
+    const detail = symmetricDetail(answer.nat, remote.nat) ?? decision.detail
+    return { kind: 'aborted', error: new HolePunchSkippedError(decision.reason, detail), remote }
   }
   return { kind: 'punch', remote, rttMs: performance.now() - replied }
 }

@@ -84,6 +84,7 @@ export {
   type RefuseReason,
   type SkipReason,
 } from './errors.ts'
+export type { KeepaliveStatus } from './keepalive.ts'
 export { HOLEPUNCH_PROTOCOL } from './messages.ts'
 export { classifyNat, type Endpoint, type NatKind, parseEndpoint } from './nat.ts'
 export type { NatObservation, ObserverResult } from './observer-client.ts'

@@ -14,6 +14,7 @@ import type net from 'node:net'
 import type { Logger } from '@libp2p/interface'
 import { z } from 'zod'
 import { ObserverResponseError, ObserverUnreachableError } from './errors.ts'
+import { type KeepaliveStatus, KeepaliveTuner } from './keepalive.ts'
 import {
   classifyNat,
   type Endpoint,
@@ -237,14 +238,23 @@ export class NatObserver {
   readonly #first = Promise.withResolvers<NatObservation>()
   #timer: NodeJS.Timeout | undefined
   readonly #stopping = new AbortController()
+  readonly #keepalive: KeepaliveTuner
+  /** When the kept connection last carried an answer: the mapping's idle time starts there */
+  #lastAnswer = 0
 
   constructor(init: NatObserverInit) {
     this.#init = init
     this.#current = { natKind: 'unknown', observers: [], at: 0 }
+    this.#keepalive = new KeepaliveTuner(init.reprobeIntervalMs)
   }
 
   get current(): NatObservation {
     return this.#current
+  }
+
+  /** The keepalive interval in force and what it was learned from (keepalive.ts) */
+  get keepalive(): KeepaliveStatus {
+    return this.#keepalive.status()
   }
 
   start(): void {
@@ -254,13 +264,22 @@ export class NatObserver {
       return
     }
     void this.probe().catch(() => {})
-    this.#timer = setInterval(() => void this.#tick(), this.#init.reprobeIntervalMs)
+    this.#schedule()
+  }
+
+  /** The next keepalive, after the interval in force now (it shrinks when a mapping is lost) */
+  #schedule(): void {
+    if (this.#stopping.signal.aborted) return
+    this.#timer = setTimeout(
+      () => void this.#tick().finally(() => this.#schedule()),
+      this.#keepalive.intervalMs,
+    )
     // keepalive only; it must not hold the process open
     this.#timer.unref()
   }
 
   stop(): void {
-    clearInterval(this.#timer)
+    clearTimeout(this.#timer)
     this.#stopping.abort(new Error('NAT observer stopped'))
     this.#kept?.connection.close()
     this.#kept = undefined
@@ -290,12 +309,16 @@ export class NatObserver {
       await this.probe().catch(() => {})
       return
     }
+    const idleMs = Date.now() - this.#lastAnswer
     try {
       const observed = await kept.connection.ask(this.#init.timeoutMs, this.#stopping.signal)
       if (sameEndpoint(observed, this.#current.observed)) {
         this.#current = { ...this.#current, at: Date.now() }
+        this.#lastAnswer = Date.now()
+        this.#keepalive.held()
         return
       }
+      this.#mappingLost(idleMs)
       this.#init.log(
         'observer %s now sees %s, was %s: probing again',
         formatEndpoint(kept.connection.observer),
@@ -305,8 +328,24 @@ export class NatObserver {
     } catch (err) {
       if (this.#stopping.signal.aborted) return
       this.#init.log('kept observer connection failed, probing again - %e', err)
+      const fresh = await this.probe().catch(() => undefined)
+      // the observer answers a fresh connection: it was the NAT that forgot the kept one
+      if (fresh?.observed !== undefined) this.#mappingLost(idleMs)
+      return
     }
     await this.probe().catch(() => {})
+  }
+
+  #mappingLost(idleMs: number): void {
+    const before = this.#keepalive.intervalMs
+    const after = this.#keepalive.lost(idleMs)
+    if (after !== before)
+      this.#init.log(
+        'NAT mapping lost after %d ms idle: keepalive every %d ms, was %d ms',
+        idleMs,
+        after,
+        before,
+      )
   }
 
   async #probeOne(index: number, observer: Endpoint): Promise<ProbeResult> {
@@ -340,6 +379,7 @@ export class NatObserver {
       return this.#current
     }
     this.#kept = keep === undefined ? undefined : { index: keep.index, connection: keep.connection }
+    if (keep !== undefined) this.#lastAnswer = Date.now()
     const observation: NatObservation = {
       natKind: classifyNat(answered.map((r) => ({ local: r.connection.local, observed: r.observed }))),
       observed: keep?.observed,

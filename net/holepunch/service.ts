@@ -20,13 +20,12 @@ import type {
   PunchOptions,
 } from './api.ts'
 import { AttemptBook, describeAttempt, type Outcome, type Progress } from './attempts.ts'
-import { type Answer, answerPunch, type PunchOffer, proposePunch } from './coordination.ts'
+import { type Answer, answerPunch, localOffer, type PunchOffer, proposePunch } from './coordination.ts'
 import {
   errorInfo,
   HolePunchRefusedError,
   HolePunchSkippedError,
   NoRelayedConnectionError,
-  type RefuseReason,
   type SkipReason,
 } from './errors.ts'
 import { HOLEPUNCH_PROTOCOL, MAX_HOLEPUNCH_MESSAGE_BYTES } from './messages.ts'
@@ -47,12 +46,6 @@ interface InFlight {
 
 type Trigger = PunchAttempt['trigger']
 
-/** Why this host cannot offer a punch; both a skip (as initiator) and a refusal (as responder) */
-interface LocalRefusal {
-  refuse: SkipReason & RefuseReason
-  detail: string
-}
-
 export class HolePunch implements HolePunchService, Startable {
   readonly [Symbol.toStringTag] = '@fleetmesh/holepunch'
   readonly [serviceCapabilities]: string[] = ['@fleetmesh/holepunch']
@@ -67,6 +60,7 @@ export class HolePunch implements HolePunchService, Startable {
   #observer: NatObserver | undefined
   #shutdown = new AbortController()
   #started = false
+  readonly #retries = new Set<ReturnType<typeof setTimeout>>()
 
   constructor(components: HolePunchComponents, init: HolePunchInit = {}) {
     this.#components = components
@@ -116,6 +110,8 @@ export class HolePunch implements HolePunchService, Startable {
     // the registrar may already be torn down when the node stops; nothing to undo then
     await this.#components.registrar.unhandle(HOLEPUNCH_PROTOCOL).catch(() => {})
     this.#shutdown.abort(new Error('hole-punch service stopped'))
+    for (const timer of this.#retries) clearTimeout(timer)
+    this.#retries.clear()
     this.#observer?.stop()
     this.#observer = undefined
     await Promise.allSettled([...this.#inflight.values()].map((f) => f.promise))
@@ -130,6 +126,13 @@ export class HolePunch implements HolePunchService, Startable {
     return this.#initiate(peer, 'manual', { force: options.force ?? false, signal: options.signal })
   }
 
+  reconsider(peer: PeerId): void {
+    const relayed = this.#components.connectionManager
+      .getConnections(peer)
+      .find((c) => c.status === 'open' && isRelayed(c))
+    if (relayed !== undefined) void this.#autoPunch(peer, relayed)
+  }
+
   status(): HolePunchStatus {
     const observation = this.#observer?.current
     return {
@@ -138,6 +141,7 @@ export class HolePunch implements HolePunchService, Startable {
       observed: observation?.observed,
       natKind: observation?.natKind ?? 'unknown',
       observation,
+      keepalive: this.#observer?.keepalive,
       attempts: this.#book.snapshot(),
     }
   }
@@ -167,10 +171,12 @@ export class HolePunch implements HolePunchService, Startable {
   // ------------------------------------------------------------------ policy
 
   readonly #onConnectionOpen = (evt: CustomEvent<Connection>): void => {
-    const connection = evt.detail
-    if (!this.#started || !this.#settings.enabled || !this.#settings.autoPunch || !isRelayed(connection))
-      return
-    const peer = connection.remotePeer
+    if (isRelayed(evt.detail)) void this.#autoPunch(evt.detail.remotePeer, evt.detail)
+  }
+
+  /** An automatic attempt over `relayed`, if policy allows; a failure schedules the next one */
+  async #autoPunch(peer: PeerId, relayed: Connection): Promise<void> {
+    if (!this.#started || !this.#settings.enabled || !this.#settings.autoPunch) return
     const key = peer.toString()
     // One side initiates, so two relayed connections (one each way) or both
     // peers reacting to the same one never start two punches.
@@ -179,6 +185,8 @@ export class HolePunch implements HolePunchService, Startable {
       return
     }
     if (this.#inflight.has(key) || this.#directConnection(peer) !== undefined) return
+    // strangers met through a shared relay or DHT (other fleets, admins) are not ours to punch
+    if (!(await this.#wanted(peer))) return
     const backoff = this.#book.backoff(key)
     if (backoff !== undefined) {
       // recorded (not just logged) so `fleetmesh doctor` can say why the relay stays
@@ -189,9 +197,35 @@ export class HolePunch implements HolePunchService, Startable {
       this.#record(peer, 'initiator', 'auto', performance.now(), {}, { error: err })
       return
     }
-    this.#initiate(peer, 'auto', { force: false, relayed: connection }).catch(() => {
-      // recorded in status() and the attempt event
-    })
+    // recorded in status() and the attempt event
+    await this.#initiate(peer, 'auto', { force: false, relayed }).catch(() => this.#retryLater(peer))
+  }
+
+  /**
+   * Tries again once the backoff ends, while the peer is still relayed only: a
+   * path that failed once (a firewall, a NAT that changed) may work later, and
+   * nothing else would open a new relayed connection to trigger an attempt.
+   */
+  #retryLater(peer: PeerId): void {
+    const backoff = this.#book.backoff(peer.toString())
+    if (backoff === undefined || !this.#started) return
+    const timer = setTimeout(
+      () => {
+        this.#retries.delete(timer)
+        this.reconsider(peer)
+      },
+      backoff.until - Date.now() + 10,
+    )
+    timer.unref()
+    this.#retries.add(timer)
+  }
+
+  async #wanted(peer: PeerId): Promise<boolean> {
+    const { shouldPunch } = this.#settings
+    if (shouldPunch === undefined) return true
+    const wanted = await Promise.resolve(shouldPunch(peer)).catch(() => false)
+    if (!wanted) this.#log.trace('not punching with %p: not a peer this host punches with', peer)
+    return wanted
   }
 
   #directConnection(peer: PeerId): Connection | undefined {
@@ -203,27 +237,6 @@ export class HolePunch implements HolePunchService, Startable {
   #skip(reason: SkipReason, detail: string): HolePunchSkippedError {
     this.#log('hole punch skipped (%s): %s', reason, detail)
     return new HolePunchSkippedError(reason, detail)
-  }
-
-  /** Our offer, or why we cannot make one */
-  async #localOffer(force: boolean): Promise<PunchOffer | LocalRefusal> {
-    if (!this.#settings.enabled || this.#observer === undefined) {
-      return { refuse: 'disabled', detail: 'hole punching is disabled on this host' }
-    }
-    const observation = await this.#observer.ready(this.#settings.observeTimeoutMs * 2)
-    if (observation.observed === undefined) {
-      return {
-        refuse: 'no-observation',
-        detail:
-          this.#settings.observers.length === 0
-            ? 'no observers are configured, so this host does not know its external endpoint'
-            : `no observer answered (${observation.observers.map((o) => `${o.observer}: ${o.error}`).join('; ')})`,
-      }
-    }
-    if (observation.natKind === 'symmetric' && !force) {
-      return { refuse: 'symmetric-nat', detail: 'this host is behind a symmetric NAT' }
-    }
-    return { nat: observation.natKind, observed: [observation.observed] }
   }
 
   // --------------------------------------------------------------- initiator
@@ -260,7 +273,7 @@ export class HolePunch implements HolePunchService, Startable {
       options.signal === undefined
         ? this.#shutdown.signal
         : AbortSignal.any([this.#shutdown.signal, options.signal])
-    const local = await this.#localOffer(options.force)
+    const local = await localOffer(this.#observer, this.#settings, options.force)
     if ('refuse' in local) throw this.#skip(local.refuse, local.detail)
     const relayed =
       options.relayed?.status === 'open'
@@ -329,6 +342,8 @@ export class HolePunch implements HolePunchService, Startable {
 
     const decide = async (remote: PunchOffer): Promise<Answer> => {
       progress.remoteNat = remote.nat
+      if (!(await this.#wanted(peer)))
+        return { refuse: 'disabled', detail: 'this host punches only with peers of its own fleet' }
       const theirs = this.#inflight.get(key)
       // The lower peer id keeps its own attempt when both ask at once.
       if (
@@ -346,7 +361,7 @@ export class HolePunch implements HolePunchService, Startable {
         .finally(() => {
           if (this.#inflight.get(key) === entry) this.#inflight.delete(key)
         })
-      const offer = await this.#localOffer(true)
+      const offer = await localOffer(this.#observer, this.#settings, true)
       if ('refuse' in offer) {
         pending.reject(new HolePunchSkippedError(offer.refuse, offer.detail))
         return offer

@@ -9,7 +9,7 @@ import { type Endpoint, parseEndpoint } from './nat.ts'
 /** One SYN per attempt: stay below the kernel's 1 s initial retransmission timeout */
 export const MAX_ATTEMPT_TIMEOUT_MS = 950
 
-type Tunables = Required<Omit<HolePunchInit, 'punchPort' | 'localAddress' | 'observers'>>
+type Tunables = Required<Omit<HolePunchInit, 'punchPort' | 'localAddress' | 'observers' | 'shouldPunch'>>
 
 /** The service's options, checked and complete */
 export interface HolePunchSettings extends Tunables {
@@ -17,6 +17,7 @@ export interface HolePunchSettings extends Tunables {
   localAddress: string | undefined
   /** 0 until the service picks a free port at start */
   punchPort: number
+  shouldPunch: HolePunchInit['shouldPunch']
 }
 
 const DEFAULTS: Tunables = {
@@ -45,8 +46,9 @@ function checkMs(name: string, value: number, min: number, max: number): number 
 /** @throws {RangeError} an option is out of range (the message names it) */
 export function holePunchSettings(init: HolePunchInit): HolePunchSettings {
   // undefined means "default" here, as callers pass optional flags straight through
+  const { shouldPunch, ...rest } = init
   const given: Partial<HolePunchInit> = Object.fromEntries(
-    Object.entries(init).filter(([, v]) => v !== undefined),
+    Object.entries(rest).filter(([, v]) => v !== undefined),
   )
   const merged: Tunables = { ...DEFAULTS, ...given }
   const tunables: Tunables = {
@@ -67,5 +69,11 @@ export function holePunchSettings(init: HolePunchInit): HolePunchSettings {
   ) {
     throw new RangeError(`holePunch punchPort must be a TCP port (1-65535), got ${init.punchPort}`)
   }
-  return { ...tunables, observers, localAddress: init.localAddress, punchPort: init.punchPort ?? 0 }
+  return {
+    ...tunables,
+    observers,
+    localAddress: init.localAddress,
+    punchPort: init.punchPort ?? 0,
+    shouldPunch,
+  }
 }

@@ -42,8 +42,14 @@
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { LabProcess } from './lab-process.ts'
-import { cleanupStale, listNamespaces, nsExec, removeNamespace, run } from './namespaces.ts'
-import { canRunLab, enableForwarding, loadRouterRules } from './nat-rules.ts'
+import { cleanupStale, LabCommandError, listNamespaces, nsExec, removeNamespace, run } from './namespaces.ts'
+import {
+  blockForwardingTo,
+  canRunLab,
+  countForwardedFrom,
+  enableForwarding,
+  loadRouterRules,
+} from './nat-rules.ts'
 import type { LabHost, LabNode, LabRouter, NatBehaviour, RouterOptions } from './topology.ts'
 
 export {
@@ -307,6 +313,28 @@ export class Lab {
   /** Forget every NAT mapping of `router` (`conntrack -F`), as if it timed them out. */
   flushConntrack(router: LabRouter): void {
     this.exec(router, 'conntrack', ['-F'])
+  }
+
+  /** While `blocked`, `router` drops what its LAN sends to `ip` (to TCP `port` only, if given). */
+  blockForwarding(router: LabRouter, ip: string, blocked: boolean, port?: number): void {
+    this.#checkAlive()
+    blockForwardingTo(router, ip, blocked, port)
+  }
+
+  /** Forgets `router`'s NAT mappings of connections opened towards `ip` (`conntrack -D --orig-dst`). */
+  forgetConntrackTo(router: LabRouter, ip: string): void {
+    try {
+      this.exec(router, 'conntrack', ['-D', '--orig-dst', ip])
+    } catch (err) {
+      // conntrack exits 1 when nothing matched
+      if (!(err instanceof LabCommandError && /0 flow entries/.test(err.stderr))) throw err
+    }
+  }
+
+  /** Counts the bytes `router` forwards from `ip` from now on; call the result to read them. */
+  countForwardedFrom(router: LabRouter, ip: string): () => number {
+    this.#checkAlive()
+    return countForwardedFrom(router, ip)
   }
 
   /**

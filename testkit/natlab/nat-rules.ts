@@ -145,3 +145,31 @@ export function enableForwarding(router: LabRouter): void {
     `net.netfilter.nf_conntrack_tcp_loose=${router.tcpLoose ? 1 : 0}`,
   ])
 }
+
+/**
+ * Drops (`blocked`) or forwards again what `router` would forward to `ip` (to
+ * its TCP `port` only, if given): a firewall between its LAN and one host or
+ * service, e.g. to keep a NAT observer out of reach for a while.
+ */
+export function blockForwardingTo(router: LabRouter, ip: string, blocked: boolean, port?: number): void {
+  const match = port === undefined ? ['-d', ip] : ['-d', ip, '-p', 'tcp', '--dport', String(port)]
+  nsExec(router.ns, iptables.iptables, [blocked ? '-I' : '-D', 'FORWARD', ...match, '-j', 'DROP'])
+}
+
+/**
+ * Starts counting what `router` forwards from `ip` (a rule with no target: it
+ * only counts); the returned function reads the bytes so far (IP packets,
+ * headers included).
+ */
+export function countForwardedFrom(router: LabRouter, ip: string): () => number {
+  nsExec(router.ns, iptables.iptables, ['-I', 'FORWARD', '-s', ip])
+  return () => {
+    const listing = nsExec(router.ns, iptables.iptables, ['-L', 'FORWARD', '-v', '-x', '-n'])
+    // `pkts bytes [target] prot opt in out source destination`: ours has no target
+    const row = listing
+      .split('\n')
+      .map((l) => l.trim().split(/\s+/))
+      .find((f) => f.length === 8 && f[6] === ip && f[7] === '0.0.0.0/0')
+    return Number(row?.[1] ?? Number.NaN)
+  }
+}
