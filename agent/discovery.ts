@@ -20,9 +20,9 @@
  * ```
  */
 import type { PeerId } from '@libp2p/interface'
-import type { Multiaddr } from '@multiformats/multiaddr'
+import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import { CodedError, errorMessage } from '../lib/index.ts'
-import type { FleetHost } from '../net/index.ts'
+import { type FleetHost, relayRoutes } from '../net/index.ts'
 
 export type DiscoveryErrorCode = 'no-bootstrap' | 'not-found'
 
@@ -50,11 +50,13 @@ export function coordinatorFinder(init: CoordinatorFinderInit): CoordinatorFinde
       return id !== undefined && host.getConnections().some((c) => c.remotePeer.toString() === id)
     })
     if (!connected) {
-      const dials = await Promise.allSettled(bootstrap.map((ma) => host.dial(ma, { signal })))
-      if (dials.every((d) => d.status === 'rejected')) {
-        const why = dials
-          .map((d, i) => `${bootstrap[i]}: ${d.status === 'rejected' ? errorMessage(d.reason) : 'ok'}`)
-          .join('; ')
+      // the first peer that answers will do: one whose host is gone would hold
+      // the lookup until `signal` ends
+      try {
+        await Promise.any(bootstrap.map((ma) => host.dial(ma, { signal })))
+      } catch (err) {
+        const causes = err instanceof AggregateError ? err.errors : [err]
+        const why = causes.map((e, i) => `${bootstrap[i]}: ${errorMessage(e)}`).join('; ')
         throw new DiscoveryError(
           'no-bootstrap',
           `cannot reach any bootstrap peer to look the coordinator up (${why || 'none configured'})`,
@@ -79,4 +81,12 @@ export function coordinatorFinder(init: CoordinatorFinderInit): CoordinatorFinde
       throw new DiscoveryError('not-found', `the DHT knows coordinator ${coordinator} but no address for it`)
     return found
   }
+}
+
+/**
+ * The relays named in the coordinator's circuit addresses (`<relay>/p2p/<id>/p2p-circuit…`),
+ * as `<relay>/p2p/<id>`: without `--bootstrap`, the agent asks them for the coordinator.
+ */
+export function relaysOf(coordinatorAddrs: readonly string[]): Multiaddr[] {
+  return relayRoutes(coordinatorAddrs.map((a) => multiaddr(a))).map((r) => r.relay)
 }

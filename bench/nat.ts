@@ -15,6 +15,7 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { sleep } from '../lib/index.ts'
 import { LabFleet, startLabRelay } from '../testkit/natlab/fleet-lab.ts'
 import {
   canRunLab,
@@ -30,6 +31,7 @@ import {
   startHolepunchPeer,
   startHolepunchRelay,
 } from '../testkit/natlab/probe-commands.ts'
+import { relayFailover, relayRestart } from '../testkit/natlab/relay-scenarios.ts'
 import { fmt, line, percentile } from './measure.ts'
 
 type Side = NatBehaviour | 'public'
@@ -178,6 +180,99 @@ async function agentStartToAck(samples: number): Promise<{ label: string; ms: nu
   }
 }
 
+/** The idle window bytes are counted over: a whole number of every keepalive period (10, 20, 30 s). */
+const IDLE_WINDOW_MS = 60_000
+
+/**
+ * What an idle agent sends per hour (IP bytes its router forwards from it over
+ * {@link IDLE_WINDOW_MS}, scaled): control-link pings, libp2p pings and the punch
+ * port's NAT keepalive. One agent direct to a public coordinator, one relayed
+ * (behind a symmetric NAT) to a coordinator behind NAT, both hole punching.
+ */
+export async function idleBytesPerHour(): Promise<{ label: string; bytesPerHour: number }[]> {
+  const lab = createLab()
+  const dir = await mkdtemp(join(tmpdir(), 'fm-bench-idle-'))
+  const fleets: LabFleet[] = []
+  try {
+    const admin = lab.addPublicHost('admin')
+    const relayHost = lab.addPublicHost('relay')
+    const relay = await startLabRelay(lab, relayHost, dir)
+    const observers = `${relayHost.ip}:4002,${relayHost.ip}:4003`
+    const pub = await LabFleet.create(lab, { name: 'pub', admin, coordinator: lab.addPublicHost('coordpub') })
+    const nat = await LabFleet.create(lab, {
+      name: 'nat',
+      admin,
+      coordinator: lab.addPrivateHost('coordnat', lab.addRouter('cnat', { behaviour: 'eim' })),
+      coordinatorAddrs: [`${relay.addr}/p2p-circuit`],
+    })
+    fleets.push(pub, nat)
+    await pub.startCoordinator(['--bootstrap', relay.addr])
+    await nat.startCoordinator([
+      '--reserve-on',
+      relay.addr,
+      '--bootstrap',
+      relay.addr,
+      '--observers',
+      observers,
+    ])
+    await nat.coordinator?.waitFor((e) => e.event === 'reservation' && e.status === 'ok', 30_000)
+    const agents = [
+      { label: 'idle agent behind eim, direct to a public coordinator', fleet: pub, nat: 'eim' as const },
+      { label: 'idle agent behind symmetric, relayed', fleet: nat, nat: 'symmetric' as const },
+    ]
+    const counters = await Promise.all(
+      agents.map(async (a, i) => {
+        const router = lab.addRouter(`ri${i}`, { behaviour: a.nat })
+        const host = lab.addPrivateHost(`idle${i}`, router)
+        const agent = await a.fleet.enrollAgent(host, `idle-${i}`, [
+          '--bootstrap',
+          relay.addr,
+          '--observers',
+          observers,
+        ])
+        // settled: the first report acknowledged, the punch (if any) done
+        await agent.proc.waitFor('acked', 30_000)
+        return lab.countForwardedFrom(router, host.ip)
+      }),
+    )
+    await sleep(IDLE_WINDOW_MS)
+    return agents.map((a, i) => ({
+      label: a.label,
+      bytesPerHour: ((counters[i]?.() ?? Number.NaN) * 3_600_000) / IDLE_WINDOW_MS,
+    }))
+  } finally {
+    lab.destroy()
+    await Promise.all(fleets.map((f) => f.remove()))
+    await rm(dir, { recursive: true, force: true })
+  }
+}
+
+/**
+ * Recovery after a relay loss (testkit/natlab/relay-scenarios.ts), a coordinator
+ * behind NAT and an agent behind a symmetric NAT (agents ping every 1 s, so a
+ * silent death shows after 3 s): one relay restarted 10 s after it died, from
+ * the relay ready to the agent reconnected (goal: under 3 s); one of two relays
+ * dying, from its death to the agent's link on the other one.
+ */
+async function relayRecovery(): Promise<Record<string, number>> {
+  const lab = createLab()
+  try {
+    console.log('Recovery after a relay loss (coordinator behind eim, agent behind symmetric)')
+    const restart = await relayRestart(lab, 10_000)
+    const killed = await relayFailover(lab, 'kill')
+    const vanished = await relayFailover(lab, 'vanish')
+    return {
+      'one relay restarted: relay ready → coordinator re-reserved': restart.reservedMs,
+      'one relay restarted: relay ready → agent reconnected': restart.reconnectedMs,
+      'one of two relays killed: death → agent linked via the other': killed.relinkedMs,
+      'one of two relays vanished: death → agent linked via the other': vanished.relinkedMs,
+      'agent started while one of two relays is gone: ready → linked': vanished.restartConnectMs,
+    }
+  } finally {
+    lab.destroy()
+  }
+}
+
 export async function benchNat(trials: number): Promise<Record<string, number>> {
   const check = canRunLab()
   if (!check.ok) {
@@ -213,6 +308,15 @@ export async function benchNat(trials: number): Promise<Record<string, number>> 
     const sorted = [...r.ms].sort((x, y) => x - y)
     line(r.label, `${fmt(percentile(sorted, 50))} ms`)
     out[`${r.label} start→ack ms`] = percentile(sorted, 50)
+  }
+  console.log(`Idle traffic per agent (IP bytes sent, counted at its router over ${IDLE_WINDOW_MS / 1000} s)`)
+  for (const r of await idleBytesPerHour()) {
+    line(r.label, `${fmt(r.bytesPerHour / 1024, 0)} KiB/h`)
+    out[`${r.label} bytes/h`] = r.bytesPerHour
+  }
+  for (const [label, ms] of Object.entries(await relayRecovery())) {
+    line(label, `${fmt(ms, 0)} ms`)
+    out[`${label} ms`] = ms
   }
   return out
 }

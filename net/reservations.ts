@@ -26,7 +26,13 @@
  *    connection; a probe that fails aborts the connection, which makes the
  *    store drop the reservation.
  * 3. on `relay:removed` for its relay, reports the loss and starts over from 1
- *    after a jittered, growing backoff.
+ *    after a jittered, growing backoff (lib/backoff.ts `RecoveryBackoff`): for
+ *    `backoffQuickForMs` after the last reservation the retries stay at most
+ *    `backoffQuickMaxMs` apart, so a relay that restarts is reserved on again
+ *    within about that much of being back, and a connection to the relay
+ *    opening (someone else reached it) starts the backoff over and retries at
+ *    once. Each relay has its own keeper: losing one never touches the
+ *    reservations on the others.
  *
  * The probe is in relay-probe.ts, the typed access to libp2p's transport
  * manager and reservation store in reservation-store.ts.
@@ -42,10 +48,10 @@
  * await keeper.stop()
  * ```
  */
-import type { PeerId } from '@libp2p/interface'
+import type { Connection, PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
-import { backoffDelay, errorMessage, raceSignal, WakeableSleep } from '../lib/index.ts'
+import { errorMessage, RecoveryBackoff, raceSignal, WakeableSleep } from '../lib/index.ts'
 import { type FleetHost, isCircuitAddr, isRelayed } from './host.ts'
 import { probeConnection, RelayProbeError } from './relay-probe.ts'
 import {
@@ -90,6 +96,15 @@ export interface ReservationKeeperInit {
   /** @default 60_000 */
   backoffMaxMs?: number
   /**
+   * The longest pause between tries while the relay held our reservation less
+   * than `backoffQuickForMs` ago: a relay restart is over within seconds.
+   *
+   * @default 1_000
+   */
+  backoffQuickMaxMs?: number
+  /** @default 120_000 */
+  backoffQuickForMs?: number
+  /**
    * How long one dial plus reservation may take.
    *
    * @default 15_000
@@ -114,6 +129,8 @@ export class ReservationKeeper {
       keepaliveMs: 10_000,
       backoffInitialMs: 500,
       backoffMaxMs: 60_000,
+      backoffQuickMaxMs: 1_000,
+      backoffQuickForMs: 120_000,
       reserveTimeoutMs: 15_000,
       ...init,
     }
@@ -134,6 +151,11 @@ export class ReservationKeeper {
   /** Whether every configured relay currently holds a reservation for us. */
   get reserved(): boolean {
     return this.#relays.every((r) => this.#store.hasReservation(r.peer))
+  }
+
+  /** How many of the configured relays currently hold a reservation for us (for metrics). */
+  get held(): number {
+    return this.#relays.filter((r) => this.#store.hasReservation(r.peer)).length
   }
 
   start(): void {
@@ -165,19 +187,40 @@ class RelayKeeper {
   #endWait: (() => void) | undefined
   /** Cuts a dial or reservation in progress short on stop */
   readonly #stopping = new AbortController()
+  readonly #backoff: RecoveryBackoff
+  /** Whether the loop is pausing after a failure (and so a sighting of the relay should end it) */
+  #retrying = false
 
   constructor(settings: Settings, store: ReservationStoreLike, addr: Multiaddr, peer: PeerId) {
     this.#s = settings
     this.#store = store
     this.#addr = addr
     this.peer = peer
+    this.#backoff = new RecoveryBackoff({
+      initialMs: settings.backoffInitialMs,
+      maxMs: settings.backoffMaxMs,
+      quickMaxMs: settings.backoffQuickMaxMs,
+      quickForMs: settings.backoffQuickForMs,
+    })
   }
 
   start(): void {
+    this.#s.host.addEventListener('connection:open', this.#onOpen)
     this.#loop ??= this.#run()
   }
 
+  /**
+   * A direct connection to the relay opened while we wait to retry (the
+   * relay is back, and something else reached it first): retry now.
+   */
+  readonly #onOpen = (evt: CustomEvent<Connection>): void => {
+    if (!this.#retrying || !evt.detail.remotePeer.equals(this.peer) || isRelayed(evt.detail)) return
+    this.#backoff.seen()
+    this.#pause.wake()
+  }
+
   async stop(): Promise<void> {
+    this.#s.host.removeEventListener('connection:open', this.#onOpen)
     this.#stopped = true
     this.#stopping.abort(new ReservationKeeperError('stopping'))
     this.#pause.wake()
@@ -186,24 +229,27 @@ class RelayKeeper {
   }
 
   async #run(): Promise<void> {
-    let attempt = 0
     while (!this.#stopped) {
       try {
         await this.#reserve()
-        attempt = 0
+        this.#backoff.succeeded()
         this.#announce(this.#everReserved ? 'renewed' : 'ok', false)
         this.#everReserved = true
         const reason = await this.#untilLost()
         if (this.#stopped) break
+        // the loss is a moment of the relay working: quick retries count from here
+        this.#backoff.succeeded()
         this.#emit({ status: 'lost', relay: this.#addr.toString(), reason })
       } catch (err) {
         if (this.#stopped) break
-        attempt++
-        const retryInMs = Math.round(
-          backoffDelay(attempt, { initialMs: this.#s.backoffInitialMs, maxMs: this.#s.backoffMaxMs }),
-        )
+        const retryInMs = Math.round(this.#backoff.next())
         this.#emit({ status: 'failed', relay: this.#addr.toString(), error: errorMessage(err), retryInMs })
-        if (!this.#stopped) await this.#pause.sleep(retryInMs)
+        this.#retrying = true
+        try {
+          if (!this.#stopped) await this.#pause.sleep(retryInMs)
+        } finally {
+          this.#retrying = false
+        }
         continue
       }
       // A lost reservation is usually a dead path that a fresh dial fixes at
