@@ -98,7 +98,7 @@ const describeSource = (s: BlobSource) => (s.kind === 'http' ? s.url : s.kind)
  * the blob into place). A power loss can cost a partial file its unsynced tail;
  * the hash check catches that.
  */
-async function writeChunks(
+export async function writeChunks(
   dest: string,
   offset: number,
   size: number,

@@ -24,12 +24,12 @@ import { CoordinatorLink } from '../agent/link.ts'
 import { verifyManifest } from '../agent/verify.ts'
 import { DOMAINS, nodeEd25519, PrivateKey, signingInput } from '../keys/index.ts'
 import type { FleetHost } from '../net/index.ts'
-import { buildManifest, sealEnvelope, sealManifest, statusReportSchema } from '../protocol/index.ts'
+import { sealEnvelope, statusReportSchema } from '../protocol/index.ts'
 import { enrolledHost } from '../testkit/enrolled-host.ts'
 import { sampleStatus } from '../testkit/fixtures.ts'
 import { TestFleet } from '../testkit/harness.ts'
 import { fmt, line, measureRate, percentile } from './measure.ts'
-import { benchNatsPeer, natsMissing } from './nats-peer.ts'
+import { benchManifest, benchNatsPeer, natsMissing } from './nats-peer.ts'
 
 interface BenchAgent {
   name: string
@@ -124,22 +124,7 @@ export async function benchFleet(
     const maxima: number[] = []
     for (let round = 0; round < rounds; round++) {
       const info = await admin.fleetInfo()
-      const manifest = buildManifest({
-        fleetId: home.fleet.fleetId,
-        sequence: info.maxSequence + 1,
-        generation: `bench-${round}`,
-        targets: { machines: [], tags: ['bench'] },
-        payload: {
-          kind: 'archive',
-          sha256: blob.sha256,
-          size: blob.size,
-          sources: [{ kind: 'coordinator' }],
-        },
-        confirmTimeoutMs: 60_000,
-        clockSkewMs: 1000,
-        validForMs: 3_600_000,
-      })
-      const envelope = sealManifest(manifest, home.key, home.chain)
+      const { manifest, envelope } = benchManifest(home, info.maxSequence + 1, round, blob)
       const times: number[] = []
       const all = new Promise<void>((resolve) => {
         for (const a of agents) {
@@ -214,32 +199,37 @@ export async function benchFleet(
     if (nats !== undefined) console.log(`NATS peer: skipped, ${nats}`)
     else {
       const { sha256, size } = blob
-      const n = await benchNatsPeer({
-        home,
-        agents: agentCount,
-        rounds,
-        reportsPerAgent,
-        blob: { sha256, size },
-      })
-      console.log(
-        `NATS peer, the same work in the same run (nats-server; a coordinator hop process admitting, committing to ` +
-          `SQLite and publishing; ${agentCount} subscribers verifying; reports by request/reply into StatusIngest)`,
-      )
       const ratio = (ours: number, theirs: number, lowerIsBetter: boolean) => {
         const r = ours / theirs
         const better = lowerIsBetter ? r <= 1 : r >= 1
         return `${fmt(r, 2)} (${better ? 'fleetmesh ahead' : 'fleetmesh behind'})`
       }
-      line('NATS fan-out per subscriber p50', `${fmt(n.fanoutP50, 1)} ms`)
-      line('NATS fan-out per subscriber p99', `${fmt(n.fanoutP99, 1)} ms`)
-      line('NATS every subscriber verified (median of rounds)', `${fmt(n.fanoutAll, 1)} ms`)
-      line('NATS reports ingested (durable, request/reply)', `${fmt(n.ingestPerSecond)} /s`)
-      line('ratio fleetmesh ÷ NATS fan-out p50', ratio(out['fanout p50 ms'] ?? 0, n.fanoutP50, true))
-      line('ratio fleetmesh ÷ NATS fan-out p99', ratio(out['fanout p99 ms'] ?? 0, n.fanoutP99, true))
-      line('ratio fleetmesh ÷ NATS ingest', ratio(rate, n.ingestPerSecond, false))
-      out['nats fanout p50 ms'] = n.fanoutP50
-      out['nats fanout p99 ms'] = n.fanoutP99
-      out['nats ingest/s'] = n.ingestPerSecond
+      // fleetmesh encrypts every link (Noise): the like-for-like peer runs TLS; plaintext NATS is context
+      for (const tls of [true, false]) {
+        const n = await benchNatsPeer({
+          home,
+          agents: agentCount,
+          rounds,
+          reportsPerAgent,
+          blob: { sha256, size },
+          tls,
+        })
+        const name = tls ? 'NATS+TLS' : 'NATS plaintext'
+        console.log(
+          `${name} peer, the same work in the same run (nats-server; a coordinator hop process admitting, ` +
+            `committing to SQLite and publishing; ${agentCount} subscribers verifying; reports by request/reply into StatusIngest)`,
+        )
+        line(`${name} fan-out per subscriber p50 / p99`, `${fmt(n.fanoutP50, 1)} / ${fmt(n.fanoutP99, 1)} ms`)
+        line(`${name} every subscriber verified (median of rounds)`, `${fmt(n.fanoutAll, 1)} ms`)
+        line(`${name} reports ingested (durable, request/reply)`, `${fmt(n.ingestPerSecond)} /s`)
+        line(`ratio fleetmesh ÷ ${name} fan-out p50`, ratio(out['fanout p50 ms'] ?? 0, n.fanoutP50, true))
+        line(`ratio fleetmesh ÷ ${name} fan-out p99`, ratio(out['fanout p99 ms'] ?? 0, n.fanoutP99, true))
+        line(`ratio fleetmesh ÷ ${name} ingest`, ratio(rate, n.ingestPerSecond, false))
+        const key = tls ? 'nats tls' : 'nats'
+        out[`${key} fanout p50 ms`] = n.fanoutP50
+        out[`${key} fanout p99 ms`] = n.fanoutP99
+        out[`${key} ingest/s`] = n.ingestPerSecond
+      }
     }
 
     console.log('Coordinator memory')

@@ -10,14 +10,15 @@
  *   opened and checked against its machine's key, stored by the same group-commit
  *   StatusIngest, and acknowledged only once durable.
  *
- * Run by bench/nats-peer.ts: `node bench/nats-coordinator-child.ts <nats-port> <dir>`,
- * with `<dir>/fleet.json` = { fleetId, fleetRoot, machines: [{ name, peerId, publicKey }] };
+ * Run by bench/nats-peer.ts: `node bench/nats-coordinator-child.ts <dir>`, with
+ * `<dir>/fleet.json` = { fleetId, fleetRoot, machines: [{ name, peerId, publicKey }] }
+ * and `<dir>/connect.json` = the NATS connection options;
  * prints "ready" once subscribed.
  */
 import { randomBytes } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { connect } from 'nats'
+import { type ConnectionOptions, connect } from 'nats'
 import { StatusIngest } from '../coordinator/ingest.ts'
 import { openSqliteStore } from '../coordinator/sqlite-store.ts'
 import { DOMAINS, PublicKey } from '../keys/index.ts'
@@ -29,8 +30,8 @@ interface FleetFile {
   machines: { name: string; peerId: string; publicKey: string }[]
 }
 
-const [port, dir] = process.argv.slice(2)
-if (port === undefined || dir === undefined) throw new Error('usage: nats-coordinator-child.ts <port> <dir>')
+const [dir] = process.argv.slice(2)
+if (dir === undefined) throw new Error('usage: nats-coordinator-child.ts <dir>')
 const fleet = JSON.parse(await readFile(join(dir, 'fleet.json'), 'utf8')) as FleetFile
 const fleetRoot = PublicKey.parse(fleet.fleetRoot)
 const store = await openSqliteStore(join(dir, 'fleet.db'))
@@ -48,7 +49,8 @@ for (const m of fleet.machines) {
 }
 const names = fleet.machines.map((m) => m.name)
 const ingest = new StatusIngest(store)
-const nc = await connect({ servers: `127.0.0.1:${port}` })
+// the same connection options as the subscribers (plain, or TLS trusting the peer's certificate)
+const nc = await connect(JSON.parse(await readFile(join(dir, 'connect.json'), 'utf8')) as ConnectionOptions)
 const ok = new Uint8Array([1])
 
 nc.subscribe('fm.submit', {

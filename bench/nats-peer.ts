@@ -17,7 +17,13 @@ import { connect, type NatsConnection } from 'nats'
 import type { AdminHome } from '../admin/home.ts'
 import { verifyManifest } from '../agent/verify.ts'
 import { DOMAINS, PrivateKey } from '../keys/index.ts'
-import { buildManifest, sealEnvelope, sealManifest, statusReportSchema } from '../protocol/index.ts'
+import {
+  buildManifest,
+  type Manifest,
+  sealEnvelope,
+  sealManifest,
+  statusReportSchema,
+} from '../protocol/index.ts'
 import { sampleStatus } from '../testkit/fixtures.ts'
 import { freePort } from '../testkit/harness.ts'
 import { percentile } from './measure.ts'
@@ -33,11 +39,36 @@ export interface NatsFigures {
 
 export interface NatsBenchInput {
   home: AdminHome
+  /**
+   * Every link under TLS (a self-signed ECDSA certificate the clients trust), as
+   * fleetmesh encrypts every link with Noise; without it the NATS peer sends plaintext.
+   */
+  tls: boolean
   agents: number
   rounds: number
   reportsPerAgent: number
   /** The archive the manifests name (not fetched: the subscribers only verify) */
   blob: { sha256: string; size: number }
+}
+
+/** The fan-out's manifest of one round, for every machine tagged "bench" (both fan-out benchmarks). */
+export function benchManifest(
+  home: AdminHome,
+  sequence: number,
+  round: number,
+  blob: { sha256: string; size: number },
+): { manifest: Manifest; envelope: Uint8Array } {
+  const manifest = buildManifest({
+    fleetId: home.fleet.fleetId,
+    sequence,
+    generation: `bench-${round}`,
+    targets: { machines: [], tags: ['bench'] },
+    payload: { kind: 'archive', sha256: blob.sha256, size: blob.size, sources: [{ kind: 'coordinator' }] },
+    confirmTimeoutMs: 60_000,
+    clockSkewMs: 1000,
+    validForMs: 3_600_000,
+  })
+  return { manifest, envelope: sealManifest(manifest, home.key, home.chain) }
 }
 
 /** Starts a process and resolves once a line of its output matches `ready`. */
@@ -85,23 +116,23 @@ export async function benchNatsPeer(input: NatsBenchInput): Promise<NatsFigures>
   let coordinator: ChildProcess | undefined
   const conns: NatsConnection[] = []
   try {
-    server = spawn(NATS_SERVER, ['-a', '127.0.0.1', '-p', String(port)], {
+    const tlsArgs = input.tls ? await selfSignedCertificate(dir) : []
+    const options = {
+      servers: `${input.tls ? 'tls' : 'nats'}://127.0.0.1:${port}`,
+      ...(input.tls ? { tls: { caFile: join(dir, 'cert.pem') } } : {}),
+    }
+    await writeFile(join(dir, 'connect.json'), JSON.stringify(options))
+    server = spawn(NATS_SERVER, ['-a', '127.0.0.1', '-p', String(port), ...tlsArgs], {
       stdio: ['ignore', 'pipe', 'pipe'],
     })
     await started(server, /Server is ready/, 'nats-server')
-    coordinator = spawn(
-      process.execPath,
-      [join(import.meta.dirname, 'nats-coordinator-child.ts'), String(port), dir],
-      {
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    )
+    coordinator = spawn(process.execPath, [join(import.meta.dirname, 'nats-coordinator-child.ts'), dir], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
     await started(coordinator, /^ready$/m, 'the NATS coordinator hop')
     for (let i = 0; i < agents.length; i += 50)
-      conns.push(
-        ...(await Promise.all(agents.slice(i, i + 50).map(() => connect({ servers: `127.0.0.1:${port}` })))),
-      )
-    const admin = await connect({ servers: `127.0.0.1:${port}` })
+      conns.push(...(await Promise.all(agents.slice(i, i + 50).map(() => connect(options)))))
+    const admin = await connect(options)
     conns.push(admin)
 
     // ---- fan-out: submit → admitted, committed, published → verified by every subscriber
@@ -125,17 +156,7 @@ export async function benchNatsPeer(input: NatsBenchInput): Promise<NatsFigures>
     const samples: number[] = []
     const maxima: number[] = []
     for (let round = 0; round < rounds; round++) {
-      const manifest = buildManifest({
-        fleetId,
-        sequence: round + 1,
-        generation: `bench-${round}`,
-        targets: { machines: [], tags: ['bench'] },
-        payload: { kind: 'archive', ...input.blob, sources: [{ kind: 'coordinator' }] },
-        confirmTimeoutMs: 60_000,
-        clockSkewMs: 1000,
-        validForMs: 3_600_000,
-      })
-      const envelope = sealManifest(manifest, home.key, home.chain)
+      const { manifest, envelope } = benchManifest(home, round + 1, round, input.blob)
       const times: number[] = []
       const all = new Promise<void>((resolve) => {
         onVerified = (id, at) => {
@@ -180,6 +201,29 @@ export async function benchNatsPeer(input: NatsBenchInput): Promise<NatsFigures>
     await stop(server)
     await rm(dir, { recursive: true, force: true })
   }
+}
+
+/** A certificate for 127.0.0.1 made with openssl; the nats-server arguments that serve it. */
+async function selfSignedCertificate(dir: string): Promise<string[]> {
+  const cert = join(dir, 'cert.pem')
+  const key = join(dir, 'key.pem')
+  const openssl = spawn(
+    'openssl',
+    ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1'].concat([
+      '-subj',
+      '/CN=127.0.0.1',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1,DNS:localhost',
+      '-keyout',
+      key,
+      '-out',
+      cert,
+    ]),
+    { stdio: 'ignore' },
+  )
+  const code = await new Promise((resolve) => openssl.once('exit', resolve))
+  if (code !== 0) throw new Error(`openssl could not make the NATS peer's certificate (exit ${code})`)
+  return ['--tls', '--tlscert', cert, '--tlskey', key]
 }
 
 /** Why the NATS peer cannot run here, or undefined when it can. */

@@ -5,12 +5,14 @@
  * run only when named (`npm run bench -- fuzz --frames 20000`; `--json` prints
  * the fuzz figures as JSON on stdout and everything else on stderr).
  */
+import { benchBlob } from './blob.ts'
 import { benchCrypto } from './crypto.ts'
 import { benchFleet } from './fleet.ts'
 import { benchFuzz } from './fuzz.ts'
 import { benchNat } from './nat.ts'
 import { benchNix } from './nix.ts'
 import { benchRollout } from './rollout.ts'
+import { benchUi } from './ui.ts'
 
 const args = process.argv.slice(2)
 const secondsArg = args.indexOf('--seconds')
@@ -32,6 +34,7 @@ const VALUE_FLAGS = new Set([
   '--honest-every',
   '--minutes',
   '--machines',
+  '--mib',
 ])
 const json = args.includes('--json')
 const only = args.filter((a, i) => !a.startsWith('--') && !VALUE_FLAGS.has(args[i - 1] ?? ''))
@@ -53,6 +56,8 @@ const sections: Record<string, () => Promise<unknown> | unknown> = {
   fleet: () => benchFleet(numberArg('--agents', 200), numberArg('--rounds', 10), numberArg('--reports', 50)),
   nix: () => benchNix(numberArg('--runs', 3)),
   rollout: () => benchRollout(numberArg('--machines', 1000)),
+  ui: () => benchUi(numberArg('--machines', 1000)),
+  blob: () => benchBlob(numberArg('--mib', 200), numberArg('--runs', 3)),
   fuzz: () =>
     benchFuzz({
       frames: numberArg('--frames', 1_000_000),
