@@ -21,6 +21,12 @@ import {
 } from './commands/admin-keys.ts'
 import { APPLY_COMMAND, apply } from './commands/apply.ts'
 import { AUDIT_COMMAND, audit } from './commands/audit.ts'
+import {
+  COORDINATORS_ADD_COMMAND,
+  COORDINATORS_LIST_COMMAND,
+  coordinatorsAdd,
+  coordinatorsList,
+} from './commands/coordinators.ts'
 import { deploy } from './commands/deploy.ts'
 import { DEPLOY_COMMAND } from './commands/deploy-options.ts'
 import { DOCTOR_COMMAND, doctor } from './commands/doctor.ts'
@@ -28,7 +34,7 @@ import { ENROLL_COMMAND, enroll } from './commands/enroll.ts'
 import { EXPLAIN_COMMAND, explain } from './commands/explain.ts'
 import { INIT_COMMAND, init } from './commands/init.ts'
 import { INVENTORY_COMMAND, inventory } from './commands/inventory.ts'
-import { LOG_COMMAND, log } from './commands/log.ts'
+import { LOG_COMMAND, LOGS_COMMAND, log, logs } from './commands/log.ts'
 import { MACHINES_COMMAND, machines } from './commands/machines.ts'
 import { NIX_KEYGEN_COMMAND, NIX_PUSH_COMMAND, nixKeygen, nixPush } from './commands/nix.ts'
 import { PING_COMMAND, ping } from './commands/ping.ts'
@@ -46,6 +52,7 @@ import {
   rolloutResume,
   rolloutShow,
 } from './commands/rollout-command.ts'
+import { UI_COMMAND, ui } from './commands/ui.ts'
 import { WATCH_COMMAND, watch } from './commands/watch.ts'
 
 /** Resolves to an exit code, or to nothing for success. */
@@ -63,6 +70,7 @@ const COMMANDS: Record<string, Entry> = {
   machines: { run: machines, spec: MACHINES_COMMAND },
   deploy: { run: deploy, spec: DEPLOY_COMMAND },
   watch: { run: watch, spec: WATCH_COMMAND },
+  logs: { run: logs, spec: LOGS_COMMAND },
   log: { run: log, spec: LOG_COMMAND },
   ping: { run: ping, spec: PING_COMMAND },
   doctor: { run: doctor, spec: DOCTOR_COMMAND },
@@ -71,6 +79,7 @@ const COMMANDS: Record<string, Entry> = {
   apply: { run: apply, spec: APPLY_COMMAND },
   explain: { run: explain, spec: EXPLAIN_COMMAND },
   inventory: { run: inventory, spec: INVENTORY_COMMAND },
+  ui: { run: ui, spec: UI_COMMAND },
 }
 
 /** `fleetmesh admin <subcommand>`. */
@@ -96,9 +105,16 @@ const ROLLOUT_SUBCOMMANDS: Record<string, Entry> = {
   abort: { run: rolloutAbort, spec: ROLLOUT_ABORT_COMMAND },
 }
 
+/** `fleetmesh coordinators <subcommand>`: the root-signed list of the fleet's coordinators. */
+const COORDINATORS_SUBCOMMANDS: Record<string, Entry> = {
+  add: { run: coordinatorsAdd, spec: COORDINATORS_ADD_COMMAND },
+  list: { run: coordinatorsList, spec: COORDINATORS_LIST_COMMAND },
+}
+
 /** Commands that are groups of subcommands: `fleetmesh <group> <subcommand>`. */
 const GROUPS: Record<string, Record<string, Entry>> = {
   admin: ADMIN_SUBCOMMANDS,
+  coordinators: COORDINATORS_SUBCOMMANDS,
   nix: NIX_SUBCOMMANDS,
   rollout: ROLLOUT_SUBCOMMANDS,
 }

@@ -14,10 +14,12 @@ import { createHost, type FleetHost, openStream, parseAddress, stopHost } from '
 import {
   type AdminOp,
   type AdminResponse,
+  type ApplyResult,
   type AuditRead,
   type AuditRecord,
   adminRequestSchema,
   adminResponseSchema,
+  applyResult,
   auditReadsResult,
   auditResult,
   type DoctorResult,
@@ -28,10 +30,14 @@ import {
   FramedStream,
   fleetInfoResult,
   MAX_REVOCATIONS_PER_FRAME,
+  type MachineHistoryEntry,
   type MachineLog,
   type MachineView,
+  type MachineWatchEvent,
+  machineHistoryResult,
   machineLogResult,
   machinesResult,
+  machineWatchEvent,
   type NixClosure,
   type NixPut,
   nixClosureResult,
@@ -78,6 +84,13 @@ export class AdminRequestError extends CodedError<string> {
   override name = 'AdminRequestError'
 }
 
+/** A live watch of one machine (AdminClient.watchMachine): its events and its running updates' output. */
+export interface MachineWatch {
+  /** The next event; rejects with a TimeoutError when none arrives within `timeoutMs`. */
+  next(timeoutMs: number): Promise<MachineWatchEvent>
+  close(): void
+}
+
 /** A live `watch`: events in the order the coordinator sends them, until closed. */
 export interface AdminWatch {
   /** The next event; rejects with a TimeoutError when none arrives within `timeoutMs`. */
@@ -88,7 +101,9 @@ export interface AdminWatch {
 export class AdminClient {
   readonly host: FleetHost
   readonly home: AdminHome
-  readonly #coordinator: ReturnType<typeof peerIdFromString>
+  #coordinator: ReturnType<typeof peerIdFromString>
+  /** Where requests go when the current coordinator is unreachable: the other listed ones (home.coordinators). */
+  #fallbacks: ReturnType<typeof peerIdFromString>[] = []
 
   private constructor(host: FleetHost, home: AdminHome) {
     this.host = host
@@ -106,6 +121,14 @@ export class AdminClient {
     try {
       const client = new AdminClient(host, home)
       await host.peerStore.merge(client.#coordinator, { multiaddrs })
+      // --coordinator names one coordinator to talk to; otherwise any coordinator of the fleet will do
+      for (const other of addrsOverride.length > 0 ? [] : home.coordinators.slice(1)) {
+        const peer = peerIdFromString(other.peerId)
+        await host.peerStore.merge(peer, {
+          multiaddrs: other.addrs.map((a) => parseAddress(a, 'coordinators.list')),
+        })
+        client.#fallbacks.push(peer)
+      }
       return client
     } catch (err) {
       await stopHost(host)
@@ -187,6 +210,17 @@ export class AdminClient {
    */
   setTags(records: Uint8Array[]): Promise<SetTagsResult> {
     return this.#request({ op: 'set-tags', records }, setTagsResult)
+  }
+
+  /**
+   * A fleet file's tag records and rollouts (each one manifest, or with `waves` a release
+   * and its rollbacks), which the coordinator stores all or none (coordinator/admin-apply.ts).
+   */
+  applyFleet(
+    records: Uint8Array[],
+    rollouts: { envelope: Uint8Array; waves: { policy: WavePolicy; rollbacks: Uint8Array[] } | null }[],
+  ): Promise<ApplyResult> {
+    return this.#request({ op: 'apply', records, rollouts }, applyResult)
   }
 
   /** The last accepted tag record version of each named machine this admin covers (0: none since enrollment). */
@@ -272,6 +306,11 @@ export class AdminClient {
     return this.#request({ op: 'machine-log', machine }, machineLogResult)
   }
 
+  /** A machine's newest reports (at most `limit`, up to MAX_MACHINE_HISTORY), newest first. */
+  machineHistory(machine: string, limit: number): Promise<MachineHistoryEntry[]> {
+    return this.#request({ op: 'machine-history', machine, limit }, machineHistoryResult)
+  }
+
   /** Round trips from the coordinator to a machine over its control stream, and the path it sees. */
   ping(machine: string, count: number): Promise<PingResult> {
     return this.#request({ op: 'ping', machine, count }, pingResult)
@@ -303,21 +342,46 @@ export class AdminClient {
     }
   }
 
+  /**
+   * Follows one machine this admin covers (else refused as "unknown-machine"): a
+   * snapshot of it, its status, online and offline events, and the output of its
+   * running updates as its agent sends it (`update-log`: text at a byte offset of
+   * the update's live log; a jump in the offsets is output lost on the way). A
+   * coordinator older than this refuses the request as "bad-payload".
+   */
+  async watchMachine(machine: string): Promise<MachineWatch> {
+    const fs = await this.open({ op: 'watch', rolloutId: null, machine })
+    return {
+      next: (timeoutMs) => this.readResult(fs, machineWatchEvent, timeoutMs),
+      close: () => fs.abort(new Error('watch finished')),
+    }
+  }
+
   // ---------------------------------------------------------------- transport
 
   /** Opens a stream and sends one signed request; the caller reads the responses. */
   async open(op: AdminOp, timeoutMs = REQUEST_TIMEOUT_MS): Promise<FramedStream> {
-    let stream: Awaited<ReturnType<FleetHost['dialProtocol']>>
-    try {
-      stream = await openStream(this.host, this.#coordinator, PROTOCOLS.admin, {
-        signal: AbortSignal.timeout(timeoutMs),
-      })
-    } catch (err) {
+    let stream: Awaited<ReturnType<FleetHost['dialProtocol']>> | undefined
+    const failures: string[] = []
+    for (const peer of [this.#coordinator, ...this.#fallbacks.filter((p) => !p.equals(this.#coordinator))]) {
+      try {
+        stream = await openStream(this.host, peer, PROTOCOLS.admin, {
+          signal: AbortSignal.timeout(timeoutMs),
+        })
+        this.#coordinator = peer // later requests go where this one went
+        break
+      } catch (err) {
+        const addrs = (await this.host.peerStore.get(peer).catch(() => undefined))?.addresses ?? []
+        failures.push(
+          `${peer} at ${addrs.map((a) => a.multiaddr.toString()).join(', ')}: ${(err as Error).message}`,
+        )
+      }
+    }
+    if (stream === undefined)
       throw new AdminRequestError(
         'unreachable',
-        `cannot reach the coordinator ${this.#coordinator} at ${this.home.fleet.coordinator.addrs.join(', ')}: ${(err as Error).message}`,
+        `cannot reach ${failures.length > 1 ? 'any coordinator of the fleet' : 'the coordinator'}: ${failures.join('; ')}`,
       )
-    }
     const fs = new FramedStream(stream, { maxFrameBytes: MAX_FRAME_BYTES })
     const envelope = sealEnvelope(
       adminRequestSchema,

@@ -5,7 +5,6 @@ import {
   configurable,
   duration,
   endpoints,
-  flag,
   int,
   list,
   optionLabel,
@@ -15,15 +14,32 @@ import {
   str,
   UsageError,
 } from '../lib/index.ts'
-import { checkAddresses } from '../net/index.ts'
+import {
+  checkAddresses,
+  closeMetricsOnFailure,
+  daemonLogFrom,
+  LOG_OPTIONS,
+  type LogLevel,
+  METRICS_OPTIONS,
+  NAT_KEEPALIVE_MAX_DESCRIPTION,
+  natKeepaliveMax,
+  startMetrics,
+  updateStateLevel,
+} from '../net/index.ts'
 import { isTimeZone, systemTimeZone } from '../protocol/index.ts'
 import { startAgent } from './daemon.ts'
+
+/** Events that say something went wrong (a lost link, a refusal, a failure); the others are info. */
+const WARNINGS = new Set(['warning', 'disconnected', 'discovery-failed', 'revocation-alarm', 'tags-refused'])
+const levelOf = (event: string, fields: Record<string, unknown>): LogLevel =>
+  WARNINGS.has(event) ? 'warn' : event === 'status' ? updateStateLevel(fields.state) : 'info'
 
 const USAGE =
   'fleetmesh agent --state <dir> [--token <fmtok1…|@file>] [--coordinator-addr <multiaddr>]... [--bootstrap <relay multiaddr>]... [--observers ip:port,...] ' +
   '[--listen <multiaddr>]... ' +
-  '[--keepalive 10s] [--pass-env NAME]... [--activator auto|profile|nixos] ' +
-  '[--nix-profile /nix/var/nix/profiles/system] [--nix-keep-generations 5] [--timezone <IANA zone>] [--json]'
+  '[--keepalive 10s] [--keepalive-max 30s] [--pass-env NAME]... [--activator auto|profile|nixos] ' +
+  '[--nix-profile /nix/var/nix/profiles/system] [--nix-keep-generations 5] [--timezone <IANA zone>] ' +
+  '[--metrics 127.0.0.1:9464 [--metrics-public]] [--json] [--log-level info]'
 
 export const AGENT_COMMAND: CommandSpec = configurable({
   name: 'agent',
@@ -68,6 +84,12 @@ export const AGENT_COMMAND: CommandSpec = configurable({
       description: 'how often to ping the coordinator (at least 200ms)',
       default: '10s',
     },
+    'keepalive-max': {
+      type: 'string',
+      value: '<duration>',
+      description: NAT_KEEPALIVE_MAX_DESCRIPTION,
+      default: '30s',
+    },
     'pass-env': {
       type: 'string',
       multiple: true,
@@ -100,7 +122,8 @@ export const AGENT_COMMAND: CommandSpec = configurable({
         "the device's time zone, in which maintenance windows (deploy --window) are read, e.g. Europe/Berlin",
       default: "the system's (TZ, /etc/localtime)",
     },
-    json: { type: 'boolean', description: 'print events as JSON lines instead of text' },
+    ...METRICS_OPTIONS,
+    ...LOG_OPTIONS,
   },
   examples: [
     'fleetmesh agent --state /var/lib/fleetmesh-agent --token @/run/fleetmesh-token',
@@ -110,18 +133,7 @@ export const AGENT_COMMAND: CommandSpec = configurable({
 
 export async function agentCommand(argv: string[]): Promise<number> {
   const p = await parseConfiguredCommand(argv, AGENT_COMMAND)
-  const json = flag(p, 'json')
-  const emit = (event: string, fields: Record<string, unknown>) => {
-    if (json) {
-      process.stdout.write(`${JSON.stringify({ event, at: new Date().toISOString(), ...fields })}\n`)
-      return
-    }
-    const detail = Object.entries(fields)
-      .filter(([, v]) => v !== null && v !== undefined)
-      .map(([k, v]) => `${k}=${typeof v === 'object' ? JSON.stringify(v) : String(v)}`)
-      .join(' ')
-    process.stdout.write(`${event} ${detail}\n`)
-  }
+  const log = daemonLogFrom(p)
   const tokenArg = str(p, 'token')
   const hookEnv: Record<string, string> = {}
   for (const name of list(p, 'pass-env')) {
@@ -146,16 +158,26 @@ export async function agentCommand(argv: string[]): Promise<number> {
       `${optionLabel(p, 'timezone')}: "${timeZone}" is not a time zone this system knows; ` +
         'give an IANA name such as UTC, Europe/Berlin or America/New_York',
     )
-  const agent = await startAgent({
-    stateDir: resolve(required(p, 'state', AGENT_COMMAND.usage)),
+  const stateDir = resolve(required(p, 'state', AGENT_COMMAND.usage))
+  const observers = endpoints(p, 'observers')
+  // after every other option is checked, before the daemon: a taken port fails before anything starts
+  const metrics = await startMetrics(p, log.say)
+  const measured = metrics ? (await import('./metrics.ts')).agentMetrics(metrics.registry) : undefined
+  const emit = (event: string, fields: Record<string, unknown>) => {
+    log.at(levelOf(event, fields), event, fields)
+    measured?.observe(event, fields)
+  }
+  const starting = startAgent({
+    stateDir,
     ...(tokenArg !== undefined ? { token: () => readTextArg(tokenArg) } : {}),
     ...(coordinatorAddrs.length ? { coordinatorAddrs } : {}),
     ...(bootstrap.length ? { bootstrap } : {}),
-    observers: endpoints(p, 'observers'),
+    observers,
     // none by default: an agent only dials out (see the option's description), so
     // nothing should listen on every interface of a device for it
     listen,
     keepaliveMs,
+    natKeepaliveMaxMs: natKeepaliveMax(p),
     hookEnv,
     activator,
     ...(nixProfile !== undefined ? { nixProfile: resolve(nixProfile) } : {}),
@@ -163,11 +185,15 @@ export async function agentCommand(argv: string[]): Promise<number> {
     timeZone,
     emit,
   })
+  const agent = await closeMetricsOnFailure(metrics, starting)
+  const unmeasure = await measured?.attach(agent)
   await new Promise<void>((resolveStop) => {
     process.once('SIGINT', () => resolveStop())
     process.once('SIGTERM', () => resolveStop())
   })
   emit('stopping', {})
+  unmeasure?.()
   await agent.stop()
+  await metrics?.close()
   return 0
 }

@@ -24,7 +24,10 @@ import { acquireDirLock, type DirLock, ensureDir, errorMessage, raceSignal } fro
 import {
   checkAddresses,
   createHost,
+  DialScope,
+  extraService,
   type FleetHost,
+  type HolePunchService,
   holePunch,
   holePunchDetails,
   keepRuntimeFile,
@@ -39,7 +42,7 @@ import {
 } from '../protocol/index.ts'
 import { coordinatorBlobFetcher, httpBlobFetcher, routeBlobFetcher } from './blob-fetcher.ts'
 import { agentDiagnosis } from './diagnosis.ts'
-import { type CoordinatorFinder, coordinatorFinder } from './discovery.ts'
+import { type CoordinatorFinder, coordinatorFinder, relaysOf } from './discovery.ts'
 import {
   checkToken,
   Enrollment,
@@ -74,6 +77,8 @@ export interface AgentOptions {
   listen?: string[]
   /** Public observers (`ip:port`, run by relays) that enable hole punching to a coordinator behind NAT. */
   observers?: string[]
+  /** Longest NAT keepalive interval of the punch port (hole punching's reprobeIntervalMs) */
+  natKeepaliveMaxMs?: number
   keepaliveMs?: number
   /** Environment passed to activate hooks and health checks. */
   hookEnv?: Record<string, string>
@@ -94,6 +99,8 @@ export interface RunningAgent {
   enrollment: EnrollmentFile
   updater: Updater
   link: CoordinatorLink
+  /** Signed reports not yet acknowledged (agent/metrics.ts reads its size). */
+  outbox: Outbox
   stop(): Promise<void>
 }
 
@@ -136,17 +143,28 @@ async function startLocked(options: AgentOptions, lock: DirLock): Promise<Runnin
   const enrollmentPath = join(options.stateDir, 'enrollment.json')
   const key = await agentIdentity(join(options.stateDir, 'identity.key'), enrollmentPath)
   const bootstrap = options.bootstrap ?? []
+  const punchWith: { coordinator?: string } = {}
+  // another network's private addresses (learned from the DHT, identify) only where they can be ours
+  const dialScope = new DialScope({ allow: [...bootstrap, ...(options.coordinatorAddrs ?? [])] })
   const host = await createHost({
     role: 'agent',
     privateKey: key.toLibp2p(),
     ...(options.listen ? { listen: options.listen } : {}),
     ...(bootstrap.length > 0 ? { bootstrap } : {}),
+    dialScope,
     extraServices: {
       // learns the coordinator's new addresses (a new relay reservation) while connected
       identifyPush: identifyPush(),
       // upgrades a relayed connection to the coordinator to a direct one where the NATs allow
       ...(options.observers && options.observers.length > 0
-        ? { holePunch: holePunch({ observers: options.observers }) }
+        ? {
+            holePunch: holePunch({
+              observers: options.observers,
+              reprobeIntervalMs: options.natKeepaliveMaxMs,
+              // its coordinator only (known once enrolled), never a stranger met through a relay
+              shouldPunch: (peer) => peer.toString() === punchWith.coordinator,
+            }),
+          }
         : {}),
     },
   })
@@ -158,13 +176,14 @@ async function startLocked(options: AgentOptions, lock: DirLock): Promise<Runnin
     })
   const runtime = keepRuntimeFile(options.stateDir, snapshot)
   try {
-    const finderFor = (peerId: string): CoordinatorFinder | undefined => {
-      if (bootstrap.length === 0) return undefined
-      const find = coordinatorFinder({
-        host,
-        coordinator: peerIdFromString(peerId),
-        bootstrap: bootstrap.map((a) => multiaddr(a)),
-      })
+    const finderFor = (
+      peerId: string,
+      coordinatorAddrs: readonly string[] = [],
+    ): CoordinatorFinder | undefined => {
+      // without --bootstrap, the relays the coordinator is reached through are the DHT's way in
+      const peers = bootstrap.length > 0 ? bootstrap.map((a) => multiaddr(a)) : relaysOf(coordinatorAddrs)
+      if (peers.length === 0) return undefined
+      const find = coordinatorFinder({ host, coordinator: peerIdFromString(peerId), bootstrap: peers })
       return async (signal) => {
         try {
           const addrs = await find(signal)
@@ -176,13 +195,16 @@ async function startLocked(options: AgentOptions, lock: DirLock): Promise<Runnin
         }
       }
     }
-    const enrollment = await enrollIfNeeded(host, enrollmentPath, options, emit, finderFor)
+    const enrollment = await enrollIfNeeded(host, enrollmentPath, options, emit, finderFor, dialScope)
+    // not during enrollment: the coordinator would refuse a machine it does not know yet
+    punchWith.coordinator = enrollment.coordinator.peerId
     const coordinator = peerIdFromString(enrollment.coordinator.peerId)
-    const discover = finderFor(enrollment.coordinator.peerId)
     const addrs =
       options.coordinatorAddrs && options.coordinatorAddrs.length > 0
         ? options.coordinatorAddrs
         : enrollment.coordinator.addrs
+    const discover = finderFor(enrollment.coordinator.peerId, addrs)
+    dialScope.allow(addrs)
     // the key lets reports be renumbered when the coordinator's mark is above the counter (outbox.ts)
     const outbox = await Outbox.open(options.stateDir, { signer: key })
     const fleet = { fleetRoot: PublicKey.parse(enrollment.fleetRoot), fleetId: enrollment.fleetId }
@@ -240,6 +262,7 @@ async function startLocked(options: AgentOptions, lock: DirLock): Promise<Runnin
         return raceSignal(link.roundTrip(86_400_000), signal)
       },
       report,
+      updateLog: (chunk) => link?.sendUpdateLog(chunk),
       ...(options.timeZone ? { timeZone: options.timeZone } : {}),
       ...(options.hookEnv ? { healthEnv: options.hookEnv } : {}),
       onError: (err, context) => emit('warning', { context, message: errorMessage(err) }),
@@ -291,8 +314,13 @@ async function startLocked(options: AgentOptions, lock: DirLock): Promise<Runnin
           coordinator: { peerId: enrollment.coordinator.peerId, addrs },
         }),
       log: (msg) => emit('log', { msg }),
+      onPathUpgraded: ({ from, to }) =>
+        emit('path-upgraded', { from: from.path, to: to.path, fromAddr: from.addr, toAddr: to.addr }),
       onState: (state: LinkState) => {
         linkState = state
+        // a relayed connection opened before enrollment ended was no one to punch with then
+        if (state.connected && state.path === 'relayed')
+          extraService<HolePunchService>(host, 'holePunch')?.reconsider(coordinator)
         runtime.refresh()
         emit(state.connected ? 'connected' : 'disconnected', { ...state })
       },
@@ -315,6 +343,7 @@ async function startLocked(options: AgentOptions, lock: DirLock): Promise<Runnin
       enrollment,
       updater,
       link,
+      outbox,
       async stop() {
         await link?.stop()
         await updater.close()
@@ -347,7 +376,8 @@ async function enrollIfNeeded(
   path: string,
   options: AgentOptions,
   emit: NonNullable<AgentOptions['emit']>,
-  finderFor: (peerId: string) => CoordinatorFinder | undefined,
+  finderFor: (peerId: string, coordinatorAddrs?: readonly string[]) => CoordinatorFinder | undefined,
+  dialScope: DialScope,
 ): Promise<EnrollmentFile> {
   const existing = await readEnrollmentFile(path)
   if (existing !== undefined) {
@@ -362,13 +392,17 @@ async function enrollIfNeeded(
     )
   }
   const token = checkToken(await options.token())
+  dialScope.allow(token.coordinator.addrs)
   if (!options.coordinatorAddrs?.length)
     checkAddresses(token.coordinator.addrs, "the token's coordinator address")
   let enrollment: EnrollmentFile
   try {
     enrollment = await enrollWithCoordinator(host, token, path, options.coordinatorAddrs)
   } catch (err) {
-    const find = finderFor(token.coordinator.peerId)
+    const find = finderFor(token.coordinator.peerId, [
+      ...(options.coordinatorAddrs ?? []),
+      ...token.coordinator.addrs,
+    ])
     if (!(err instanceof EnrollmentError && err.code === 'unreachable') || find === undefined) throw err
     emit('log', { msg: `${err.message}; looking the coordinator up in the DHT` })
     // The addresses found are what the enrollment file then keeps.

@@ -39,7 +39,14 @@ import {
   type SubmitResult,
   targetsMachine,
 } from '../protocol/index.ts'
-import { AdminDenied, type AdminRequestContext, CAPABILITY, type Caller, REFUSALS } from './admin-context.ts'
+import { runApplyOp, submitResultOf } from './admin-apply.ts'
+import {
+  AdminDenied,
+  type AdminRequestContext,
+  type Caller,
+  capabilityFor,
+  REFUSALS,
+} from './admin-context.ts'
 import { runDiagnoseOp } from './admin-diagnose.ts'
 import { runNixOp } from './admin-nix.ts'
 import { revocationsPage, runRevokeOp } from './admin-revoke.ts'
@@ -55,7 +62,7 @@ import { coveredMachines, requireCoveredMachine } from './machine-scope.ts'
 import type { NixCache } from './nix-cache.ts'
 import type { RolloutEngine } from './rollout-engine.ts'
 import { type FleetStore, type MachineRecord, type ManifestRecord, StoreConflictError } from './store.ts'
-import { machineLogView, machineView } from './views.ts'
+import { machineHistoryView, machineLogView, machineView } from './views.ts'
 
 /** Requests older or newer than this are refused, which bounds how long nonces must be remembered. */
 export const REQUEST_WINDOW_MS = 5 * 60_000
@@ -136,7 +143,7 @@ export class AdminRpc {
     const authority = verifyChain(opened.chain, {
       root: this.#init.fleetRoot,
       signer: opened.signer,
-      capability: CAPABILITY[body.op],
+      capability: capabilityFor(body),
       revokedSerials: await this.#init.store.revokedSerials(),
       now,
       // Revocation and the audit log concern the whole fleet, not a slice of it.
@@ -179,7 +186,7 @@ export class AdminRpc {
           coordinator: this.#init.key.publicKey.toString(),
           maxSequence: await store.maxSequence(),
           machines: machines.length,
-          online: machines.filter((m) => this.#init.control.online.has(m.name)).length,
+          online: machines.filter((m) => this.#init.control.isOnline(m.name)).length,
           memory: { rss: process.memoryUsage.rss(), heapUsed: process.memoryUsage().heapUsed },
         })
         return
@@ -231,8 +238,10 @@ export class AdminRpc {
         return
       }
       case 'watch':
-        await this.#audited(ctx, body.rolloutId ?? 'all')
-        await streamWatch(this.#init, ctx.stream, ctx.authority, body.rolloutId)
+        // One machine: refused as unknown unless the caller covers it (so its name says nothing otherwise).
+        if (body.machine !== undefined) await requireCoveredMachine(store, ctx.authority, body.machine)
+        await this.#audited(ctx, body.machine ?? body.rolloutId ?? 'all')
+        await streamWatch(this.#init, ctx.stream, ctx.authority, body.rolloutId, body.machine ?? null)
         return
       case 'nix-missing':
       case 'nix-put':
@@ -245,6 +254,22 @@ export class AdminRpc {
       case 'machine-log':
         await this.#ok(ctx, await this.#machineLog(ctx.authority, body.machine), body.machine)
         return
+      case 'machine-history':
+        await requireCoveredMachine(this.#init.store, ctx.authority, body.machine)
+        await this.#ok(
+          ctx,
+          machineHistoryView(await this.#init.store.statusHistory(body.machine, body.limit)),
+          body.machine,
+        )
+        return
+      case 'apply': {
+        const admit = (envelope: Uint8Array, among: readonly MachineRecord[]) =>
+          this.#admit(ctx, envelope, among)
+        const { result, detail, announce } = await runApplyOp(this.#init, ctx, body, admit)
+        await this.#ok(ctx, result, detail)
+        await announce()
+        return
+      }
       case 'set-tags':
       case 'tag-versions': {
         const { result, detail, changed } = await runTagsOp(this.#init, ctx, body)
@@ -272,7 +297,7 @@ export class AdminRpc {
     const latest = await store.latestStatuses()
     const out: MachineView[] = []
     for (const m of await this.#coveredMachines(authority))
-      out.push(machineView(m, latest.get(m.name), await store.getDesired(m.name), control.online.has(m.name)))
+      out.push(machineView(m, latest.get(m.name), await store.getDesired(m.name), control.isOnline(m.name)))
     return out
   }
 
@@ -290,13 +315,15 @@ export class AdminRpc {
       throw err
     }
     this.#init.events.emit({ type: 'manifest', manifest: record })
-    const unknown = record.targets.machines.filter((n) => !record.machines.includes(n))
-    const { id: manifestId, rolloutId, sequence, machines } = record
-    return { manifestId, rolloutId, sequence, machines, unknown }
+    return submitResultOf(record)
   }
 
   /** Admission (as the agents check it) and the blob check of a manifest, with its targets resolved. */
-  async #admit(ctx: AdminRequestContext, envelope: Uint8Array): Promise<ManifestRecord> {
+  async #admit(
+    ctx: AdminRequestContext,
+    envelope: Uint8Array,
+    among?: readonly MachineRecord[],
+  ): Promise<ManifestRecord> {
     const { store } = this.#init
     const now = Date.now()
     // The agents apply the same rules before they act on it; applying them here too means
@@ -324,7 +351,7 @@ export class AdminRpc {
           `blob ${m.payload.sha256} has ${size} bytes, manifest says ${m.payload.size}`,
         )
     }
-    const all = await store.listMachines()
+    const all = among ?? (await store.listMachines())
     const machines = all.filter((x) => targetsMachine(m.targets, x.name, x.tags)).map((x) => x.name)
     return {
       id: m.id,

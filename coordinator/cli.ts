@@ -1,6 +1,7 @@
 /**
  * `fleetmesh coordinator`: runs the coordinator daemon until SIGINT/SIGTERM,
- * printing events (JSON lines with --json).
+ * printing events (JSON lines with --json) and, with --metrics, serving
+ * Prometheus metrics (metrics.ts).
  */
 import { resolve } from 'node:path'
 import {
@@ -8,7 +9,6 @@ import {
   configurable,
   duration,
   endpoints,
-  flag,
   int,
   list,
   optionLabel,
@@ -16,27 +16,36 @@ import {
   parseConfiguredCommand,
   ports,
   required,
+  str,
   UsageError,
 } from '../lib/index.ts'
 import {
   checkAddresses,
+  closeMetricsOnFailure,
+  daemonLogFrom,
   describeReservation,
   HOST_OPTIONS,
   hostAddresses,
+  NAT_KEEPALIVE_MAX_DESCRIPTION,
+  natKeepaliveMax,
   RELAY_LIMIT_USAGE,
   relayLimits,
   reportAddresses,
-  sayer,
+  reservationLevel,
+  startMetrics,
   untilSignal,
+  updateStateLevel,
 } from '../net/index.ts'
-import { startCoordinator } from './daemon.ts'
+import { type CoordinatorOptions, startCoordinator } from './daemon.ts'
 import { DEFAULT_GRACE_MS, DEFAULT_KEEP_MANIFESTS } from './nix-retention.ts'
+import { parseStoreSpec, STORE_SPEC_USAGE, StoreSpecError } from './store-open.ts'
 
 const USAGE =
   'fleetmesh coordinator --state <dir> [--listen <multiaddr>]... [--announce <multiaddr>]... [--bootstrap <multiaddr>]... ' +
-  `[--reserve-on <relay multiaddr>]... [--reserve-keepalive 10s] [--observers ip:port,...] [--observer-ports p1,p2] ${RELAY_LIMIT_USAGE} ` +
+  `[--reserve-on <relay multiaddr>]... [--reserve-keepalive 10s] [--observers ip:port,...] [--keepalive-max 30s] [--observer-ports p1,p2] ${RELAY_LIMIT_USAGE} ` +
   '[--idle-timeout 45s] [--nix-keep-manifests 20] [--nix-cache-grace 24h] ' +
-  '[--upload-idle-timeout 60s] [--upload-min-rate-kb 64] [--upload-quota-per-admin-mb 16384] [--upload-quota-total-mb 32768] [--upload-resume-grace 10m] [--json]'
+  '[--upload-idle-timeout 60s] [--upload-min-rate-kb 64] [--upload-quota-per-admin-mb 16384] [--upload-quota-total-mb 32768] [--upload-resume-grace 10m] ' +
+  '[--metrics 127.0.0.1:9464 [--metrics-public]] [--json] [--log-level info]'
 
 export const COORDINATOR_COMMAND: CommandSpec = configurable({
   name: 'coordinator',
@@ -48,6 +57,20 @@ export const COORDINATOR_COMMAND: CommandSpec = configurable({
       ...HOST_OPTIONS.state,
       description: 'the coordinator state directory "fleetmesh init" created',
       required: true,
+    },
+    store: {
+      type: 'string',
+      value: '<url>',
+      description:
+        'where the fleet is stored: postgres://user@host/db (a database coordinators can share), or sqlite:<path>',
+      default: 'fleet.db in the state directory',
+    },
+    blobs: {
+      type: 'string',
+      value: '<dir>',
+      description:
+        'where uploaded archives and Nix NARs are kept; coordinators sharing a --store must share it (e.g. NFS)',
+      default: 'blobs in the state directory',
     },
     listen: {
       ...HOST_OPTIONS.listen,
@@ -71,6 +94,12 @@ export const COORDINATOR_COMMAND: CommandSpec = configurable({
       multiple: true,
       value: 'ip:port,...',
       description: "NAT observers (relays' observer ports) to learn how this host is seen from outside",
+    },
+    'keepalive-max': {
+      type: 'string',
+      value: '<duration>',
+      description: NAT_KEEPALIVE_MAX_DESCRIPTION,
+      default: '30s',
     },
     'idle-timeout': {
       type: 'string',
@@ -128,21 +157,39 @@ export const COORDINATOR_COMMAND: CommandSpec = configurable({
   ],
 })
 
+/** --store, checked before anything starts: a value naming no store is a usage error. */
+function storeOption(p: Parsed): { store?: string } {
+  const store = str(p, 'store')
+  if (store === undefined) return {}
+  try {
+    parseStoreSpec(store, '')
+  } catch (err) {
+    if (err instanceof StoreSpecError)
+      throw new UsageError(`${optionLabel(p, 'store')} must be ${STORE_SPEC_USAGE}`)
+    throw err
+  }
+  return { store }
+}
+
 export async function coordinatorCommand(argv: string[]): Promise<number> {
   const p: Parsed = await parseConfiguredCommand(argv, COORDINATOR_COMMAND)
-  const say = sayer(flag(p, 'json'))
+  const log = daemonLogFrom(p)
+  const say = log.say
   const reserveOn = checkAddresses(list(p, 'reserve-on'), optionLabel(p, 'reserve-on'), 'peer')
   const reserveKeepaliveMs = duration(p, 'reserve-keepalive', 10_000)
   if (reserveKeepaliveMs < 100)
     throw new UsageError(`${optionLabel(p, 'reserve-keepalive')} must be at least 100ms`)
-  const running = await startCoordinator({
+  const options: CoordinatorOptions = {
     stateDir: resolve(required(p, 'state', COORDINATOR_COMMAND.usage)),
+    ...storeOption(p),
+    ...(str(p, 'blobs') ? { blobsDir: str(p, 'blobs') } : {}),
     ...hostAddresses(p),
     ...(reserveOn.length ? { reserveOn } : {}),
     observers: endpoints(p, 'observers'),
+    natKeepaliveMaxMs: natKeepaliveMax(p),
     observerPorts: ports(p, 'observer-ports', []),
     reserveKeepaliveMs,
-    onReservation: (e) => say('reservation', { ...e }, describeReservation(e)),
+    onReservation: (e) => log.at(reservationLevel(e), 'reservation', { ...e }, describeReservation(e)),
     relay: relayLimits(p),
     idleTimeoutMs: duration(p, 'idle-timeout', 45_000),
     // The Nix cache keeps the closures of every desired manifest and of this many newest ones.
@@ -156,7 +203,13 @@ export async function coordinatorCommand(argv: string[]): Promise<number> {
       resumeGraceMs: duration(p, 'upload-resume-grace', 600_000),
     },
     log: (msg) => say('log', { msg }, msg),
-  })
+  }
+  // after every other option is checked, before the daemon: a taken port fails before anything starts
+  const metrics = await startMetrics(p, say)
+  const running = await closeMetricsOnFailure(metrics, startCoordinator(options))
+  const unmeasure = metrics
+    ? await (await import('./metrics.ts')).coordinatorMetrics(metrics.registry, running)
+    : () => {}
   const addrs = running.host.getMultiaddrs().map((a) => a.toString())
   say(
     'ready',
@@ -175,8 +228,10 @@ export async function coordinatorCommand(argv: string[]): Promise<number> {
   )
   const unreport = reportAddresses(running.host, say)
   running.events.on((e) => {
+    if ('remote' in e) return // another coordinator's agent: that coordinator prints it
     if (e.type === 'status')
-      say(
+      log.at(
+        updateStateLevel(e.status.report.state),
         'status',
         { machine: e.machine, state: e.status.report.state, seq: e.status.seq },
         `${e.machine}: ${e.status.report.state}`,
@@ -188,6 +243,8 @@ export async function coordinatorCommand(argv: string[]): Promise<number> {
   await untilSignal()
   say('stopping', {}, 'stopping')
   unreport()
+  unmeasure()
   await running.stop()
+  await metrics?.close()
   return 0
 }

@@ -11,6 +11,7 @@
  *   coordinator → revocations {entries}          after hello, before any manifest, and on every revoke
  *   agent → revocations {entries}                entries the coordinator's hello showed it lost
  *   coordinator → machine-tags {envelope}        the latest signed tag record: before any manifest, and on change
+ *   agent → update-log {manifestId, offset, text}  output of its running update, to watchers (update-log-gate.ts)
  *
  * Unknown peers get an error frame and the stream closes. A status report must be
  * signed by the machine's own key (the one that enrolled) and name that machine.
@@ -18,11 +19,12 @@
  */
 import type { Connection } from '@libp2p/interface'
 import { DOMAINS, PublicKey } from '../keys/index.ts'
-import { CodedError, errorMessage, FLEETMESH_VERSION, raceSignal } from '../lib/index.ts'
+import { FLEETMESH_VERSION } from '../lib/index.ts'
 import { connectionPath } from '../net/index.ts'
-import type { ConnectionPath, FramedStream } from '../protocol/index.ts'
+import type { FramedStream } from '../protocol/index.ts'
 import {
   type AgentDiagnosis,
+  COORDINATOR_LIST_CAPABILITY,
   type ControlFrame,
   controlFrameSchema,
   DIAGNOSE_CAPABILITY,
@@ -35,10 +37,14 @@ import {
   statusReportSchema,
   WIRE_VERSION,
 } from '../protocol/index.ts'
+import { AgentRequestError, Session, type SessionInfo } from './control-session.ts'
 import type { FleetEvents } from './events.ts'
 import { StatusIngest } from './ingest.ts'
 import { sendRevocationsAfter, takeBackRevocations } from './revocations.ts'
 import type { FleetStore, MachineRecord } from './store.ts'
+import { UpdateLogGate } from './update-log-gate.ts'
+
+export { AgentRequestError, type SessionInfo } from './control-session.ts'
 
 /** What the coordinator's hello reports as its software. */
 export const SOFTWARE = `fleetmesh/${FLEETMESH_VERSION}`
@@ -46,9 +52,8 @@ const MAX_CONTROL_FRAME = MAX_ENVELOPE_BYTES + 1024
 /** Reports from one agent awaiting their durable commit before the coordinator reads more. */
 const MAX_REPORTS_IN_FLIGHT = 64
 /**
- * How often a connected machine's last-seen time is refreshed while frames keep
- * coming: if the coordinator dies without a clean stop, a machine's last sighting
- * is then at most this old, not the time it connected.
+ * How often a connected machine's last-seen time is refreshed while frames keep coming: if the coordinator
+ * dies without a clean stop, a machine's last sighting is then at most this old, not the time it connected.
  */
 const LAST_SEEN_REFRESH_MS = 60_000
 
@@ -60,112 +65,20 @@ export interface ControlInit {
   log: (msg: string) => void
   /** What revocation entries agents give back are checked against; without it they are not taken. */
   fleet?: { fleetRoot: PublicKey; fleetId: string }
+  /** The fleet root's signed coordinator list (cluster-roster.ts), for agents with COORDINATOR_LIST_CAPABILITY. */
+  coordinatorList?: () => Uint8Array | undefined
 }
 
 export class ProtocolViolation extends Error {
   override name = 'ProtocolViolation'
 }
 
-/** Why a request to an agent over its control stream got no answer. */
-export class AgentRequestError extends CodedError<'offline' | 'timeout' | 'unsupported' | 'closed'> {
-  override name = 'AgentRequestError'
-}
-
-/** How a connected machine's control stream reaches the coordinator, and what its agent said it runs. */
-export interface SessionInfo {
-  path: ConnectionPath
-  /** The agent's address as the coordinator's end of the connection sees it. */
-  remoteAddr: string
-  software: string
-  capabilities: readonly string[]
-}
-
-type Reply = Extract<ControlFrame, { t: 'pong' | 'diagnosis' }>
-
-class Session {
-  readonly machine: string
-  readonly fs: FramedStream
-  readonly info: SessionInfo
-  /** When the store last recorded this machine as seen. */
-  seenAt = Date.now()
-  #lastPushedManifest: string | undefined
-  /** Manifests go out once the agent holds its revocations and tags: set just before it reads its own. */
-  ready = false
-  /** The agent's revocation list head seq as far as known; undefined: an agent without the list. */
-  revocationSeq: number | undefined
-  /** Sends of revocation entries, one after another. */
-  revocationSync: Promise<void> = Promise.resolve()
-  /** Requests sent to the agent, by nonce, awaiting the agent's reply. */
-  readonly #awaiting = new Map<number, { resolve: (reply: Reply) => void; reject: (err: Error) => void }>()
-
-  constructor(machine: string, fs: FramedStream, info: SessionInfo) {
-    this.machine = machine
-    this.fs = fs
-    this.info = info
-  }
-
-  get path(): ConnectionPath {
-    return this.info.path
-  }
-
-  /** Sends a request frame and resolves with the agent's reply carrying the same nonce. */
-  async request(frame: ControlFrame & { nonce: number }, timeoutMs: number, what: string): Promise<Reply> {
-    const reply = new Promise<Reply>((resolve, reject) =>
-      this.#awaiting.set(frame.nonce, { resolve, reject }),
-    )
-    // The stream may close while the send is still pending: that rejection is seen below, or by nobody.
-    reply.catch(() => {})
-    try {
-      await this.send(frame).catch((err: unknown) => {
-        throw new AgentRequestError(
-          'closed',
-          `cannot send ${what} to ${this.machine}: ${errorMessage(err)}`,
-          {
-            cause: err,
-          },
-        )
-      })
-      return await raceSignal(reply, AbortSignal.timeout(timeoutMs)).catch((err: unknown) => {
-        if (err instanceof AgentRequestError) throw err
-        throw new AgentRequestError(
-          'timeout',
-          `the agent of ${this.machine} did not answer ${what} within ${timeoutMs / 1000} s`,
-        )
-      })
-    } finally {
-      this.#awaiting.delete(frame.nonce)
-    }
-  }
-
-  /** A reply from the agent; one nobody waits for (any more) is dropped. */
-  settle(reply: Reply): void {
-    this.#awaiting.get(reply.nonce)?.resolve(reply)
-  }
-
-  /** Fails every request still waiting: the stream is gone. */
-  close(): void {
-    for (const { reject } of this.#awaiting.values())
-      reject(
-        new AgentRequestError('closed', `the control stream of ${this.machine} closed before it answered`),
-      )
-    this.#awaiting.clear()
-  }
-
-  async send(frame: ControlFrame): Promise<void> {
-    await this.fs.send(encodeMessage(controlFrameSchema, frame))
-  }
-
-  async push(manifestId: string, frame: Uint8Array): Promise<void> {
-    if (!this.ready || this.#lastPushedManifest === manifestId) return
-    this.#lastPushedManifest = manifestId
-    await this.fs.send(frame)
-  }
-}
-
 export class ControlService {
   readonly #init: ControlInit
   readonly #sessions = new Map<string, Session>()
   readonly ingest: StatusIngest
+  readonly #updateLogs = new UpdateLogGate(() => this.#init)
+  readonly counts = { manifestsPushed: 0, refused: new Map<string, number>() } // for metrics
   /** Nonces of the coordinator's own requests to agents (pings, diagnose). */
   #nonce = 0
 
@@ -176,6 +89,14 @@ export class ControlService {
 
   get online(): ReadonlyMap<string, unknown> {
     return this.#sessions
+  }
+
+  /** Machines with a session at another coordinator of the fleet (cluster.ts sets it). */
+  elsewhere: (machine: string) => boolean = () => false
+
+  /** Connected to this coordinator or, when several serve the fleet, to another one. */
+  isOnline(machine: string): boolean {
+    return this.#sessions.has(machine) || this.elsewhere(machine)
   }
 
   /**
@@ -224,11 +145,8 @@ export class ControlService {
         'unsupported',
         `${machine} runs ${session.info.software}, which cannot diagnose itself remotely; upgrade its agent, or run "fleetmesh doctor --state <dir>" on the device`,
       )
-    const reply = await session.request(
-      { t: 'diagnose', nonce: ++this.#nonce },
-      timeoutMs,
-      'the diagnose request',
-    )
+    const request = { t: 'diagnose', nonce: ++this.#nonce } as const
+    const reply = await session.request(request, timeoutMs, 'the diagnose request')
     if (reply.t !== 'diagnosis') throw new ProtocolViolation(`${machine} answered diagnose with ${reply.t}`)
     return reply.report
   }
@@ -270,6 +188,17 @@ export class ControlService {
       await session?.send({ t: 'machine-tags', envelope: record.envelope }).catch(() => {})
   }
 
+  /** The signed coordinator list to every connected agent that asked for it (a newer one was stored). */
+  pushCoordinatorList(): void {
+    for (const session of this.#sessions.values()) void this.#sendCoordinatorList(session).catch(() => {})
+  }
+
+  async #sendCoordinatorList(session: Session): Promise<void> {
+    const envelope = this.#init.coordinatorList?.()
+    if (envelope !== undefined && session.info.capabilities.includes(COORDINATOR_LIST_CAPABILITY))
+      await session.send({ t: 'coordinators', envelope })
+  }
+
   /** Each machine's desired manifest to its session: one read, one encode per manifest, no send awaits another. */
   async pushDesired(machines: readonly string[]): Promise<void> {
     const frames = new Map<string, Uint8Array>()
@@ -277,7 +206,7 @@ export class ControlService {
       const frame = frames.get(id) ?? encodeMessage(controlFrameSchema, { t: 'manifest', envelope })
       frames.set(id, frame)
       const session = this.#sessions.get(machine) // none: offline, it reads its desired state on connect
-      void session?.push(id, frame).catch(() => {})
+      void session?.push(id, frame, this.counts).catch(() => {})
     }
   }
 
@@ -294,9 +223,8 @@ export class ControlService {
       return // handleFramed hangs up: a peer that keeps its side open is reset after a grace
     }
     const first = await this.#read(fs)
-    if (first === undefined || first.t !== 'hello' || first.role !== 'agent') {
+    if (first === undefined || first.t !== 'hello' || first.role !== 'agent')
       throw new ProtocolViolation('the first control frame must be an agent hello')
-    }
     if (first.machine !== undefined && first.machine !== record.name) {
       await this.#refuse(
         fs,
@@ -325,14 +253,14 @@ export class ControlService {
     // A reconnecting agent may still have a half-dead old stream; the new one wins.
     previous?.fs.abort(new Error('superseded by a newer control stream from the same machine'))
     try {
-      await store.touchMachine(record.name, { lastSeen: Date.now(), path })
+      await store.touchMachine(record.name, { lastSeen: Date.now(), path, agentVersion: first.software })
       events.emit({ type: 'online', machine: record.name, path })
       const hello: Hello = {
         t: 'hello',
         wire: WIRE_VERSION,
         role: 'coordinator',
         software: SOFTWARE,
-        capabilities: [],
+        capabilities: [UpdateLogGate.capability],
         lastAckedSeq: await store.lastStatusSeq(record.name),
         ...(first.revocations !== undefined ? { revocations: await store.revocationLog.head() } : {}),
       }
@@ -342,6 +270,7 @@ export class ControlService {
       await this.#sendRevocations(session)
       // Before the manifest too: the agent checks whether one targets it against its tags.
       await this.pushTags(record.name)
+      await this.#sendCoordinatorList(session)
       session.ready = true // before its own read: a manifest committed after the read is pushed to it
       await this.pushDesired([record.name])
       await this.#serve(session, record)
@@ -398,6 +327,9 @@ export class ControlService {
         case 'revocations':
           await this.#takeBack(session, frame.entries)
           break
+        case 'update-log': // passed on once the reports before it are stored, and never awaited
+          acks = this.#updateLogs.take(record.name, frame, acks)
+          break
         case 'error':
           break
         default:
@@ -410,9 +342,8 @@ export class ControlService {
     const opened = openEnvelope(statusReportSchema, DOMAINS.status, envelope)
     if (!opened.signer.equals(key))
       throw new ProtocolViolation(`status report for ${record.name} signed by another key`)
-    if (opened.value.machine !== record.name) {
+    if (opened.value.machine !== record.name)
       throw new ProtocolViolation(`machine ${record.name} sent a report about "${opened.value.machine}"`)
-    }
     const status = {
       machine: record.name,
       seq: opened.value.seq,
@@ -444,6 +375,7 @@ export class ControlService {
 
   async #refuse(fs: FramedStream, code: string, message: string): Promise<void> {
     this.#init.log(`control: refused: ${message}`)
+    this.counts.refused.set(code, (this.counts.refused.get(code) ?? 0) + 1)
     await fs.send(encodeMessage(controlFrameSchema, { t: 'error', error: { code, message } }))
   }
 }

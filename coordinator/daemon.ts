@@ -1,27 +1,18 @@
 /**
  * The coordinator daemon: loads its identity and fleet configuration from the
- * state directory, opens the SQLite store, starts the libp2p host and serves the
- * enroll, control, admin, blob and Nix cache protocols; collects the Nix cache
- * hourly (nix-retention.ts).
+ * state directory, opens its store (fleet-store.ts: SQLite, or PostgreSQL shared
+ * with the fleet's other coordinators, cluster.ts), starts the libp2p host and
+ * serves the enroll, control, admin, blob and Nix cache protocols; collects the
+ * Nix cache hourly (nix-retention.ts).
  */
-import { unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { identifyPush } from '@libp2p/identify'
 import { loadIdentity, PublicKey } from '../keys/index.ts'
-import {
-  acquireDirLock,
-  CodedError,
-  type DirLock,
-  fileSize,
-  fsyncDir,
-  PersistError,
-  readJson,
-} from '../lib/index.ts'
+import { acquireDirLock, type DirLock, PersistError, readJson } from '../lib/index.ts'
 import {
   checkAddresses,
   createHost,
   type FleetHost,
-  holePunch,
   holePunchDetails,
   keepRuntimeFile,
   pruneSupersededConnections,
@@ -44,24 +35,25 @@ import {
   IDENTITY_FILE,
   MAX_ENVELOPE_BYTES,
   MAX_NIX_FRAME_BYTES,
-  NEW_FLEET_FILE,
   PROTOCOLS,
 } from '../protocol/index.ts'
 import { AdminRpc } from './admin-rpc.ts'
 import { signAuditHash } from './audit.ts'
 import { blobHandler } from './blob-rpc.ts'
 import { BlobStore } from './blobs.ts'
+import { ClusterMember } from './cluster.ts'
+import { CoordinatorRoster } from './cluster-roster.ts'
 import { ControlService } from './control.ts'
 import { enrollmentHandler } from './enrollment.ts'
 import { FleetEvents } from './events.ts'
+import { openFleetStore } from './fleet-store.ts'
 import { startHousekeeping } from './housekeeping.ts'
 import { listenFromConfig } from './listen-addrs.ts'
+import { coordinatorDialScope, fleetHolePunch, punchWhenOnline } from './mesh-policy.ts'
 import { NixCache } from './nix-cache.ts'
 import { nixCacheHandler } from './nix-cache-rpc.ts'
 import { COLLECT_INTERVAL_MS, NixRetention } from './nix-retention.ts'
 import { RolloutEngine } from './rollout-engine.ts'
-import { storeFileError } from './sqlite-schema.ts'
-import { openSqliteStore, StoreFileError, type StoreFileErrorCode } from './sqlite-store.ts'
 import type { FleetStore } from './store.ts'
 import type { UploadLimits } from './upload-quota.ts'
 
@@ -70,15 +62,7 @@ export class ConfigError extends Error {
   override name = 'ConfigError'
 }
 
-/**
- * The state directory holds an identity but its database is missing, empty,
- * unusable or another fleet's: damage to restore from a backup, never a reason
- * to start an empty fleet (that would lock every machine out and make used
- * enrollment tokens work again). The message says how to restore.
- */
-export class DamagedStateError extends CodedError<StoreFileErrorCode | 'no-fleet' | 'fleet-mismatch'> {
-  override name = 'DamagedStateError'
-}
+export { DamagedStateError, FLEET_DB_FILE } from './fleet-store.ts'
 
 export interface CoordinatorOptions {
   stateDir: string
@@ -95,6 +79,8 @@ export interface CoordinatorOptions {
   reserveOn?: string[]
   /** Public observers (`ip:port`) for hole punching when this coordinator is behind NAT. */
   observers?: string[]
+  /** Longest NAT keepalive interval of the punch port (hole punching's reprobeIntervalMs) */
+  natKeepaliveMaxMs?: number
   /** Serve the NAT observer on these TCP ports (a public coordinator helps agents detect their NAT). */
   observerPorts?: number[]
   /** How often to probe each relay connection (default 10 s) */
@@ -108,6 +94,10 @@ export interface CoordinatorOptions {
   nixCacheGraceMs?: number
   /** Bounds on admin blob uploads (timeouts, pending-upload caps); defaults in upload-quota.ts. */
   uploads?: Partial<UploadLimits>
+  /** --store: a postgres:// URL, or sqlite:<path>; default the SQLite file in the state directory (store-open.ts). */
+  store?: string
+  /** --blobs: shared by every coordinator of a fleet on PostgreSQL; default `<state>/blobs`. */
+  blobsDir?: string
   log?: (msg: string) => void
 }
 
@@ -161,8 +151,8 @@ async function startLocked(
     ? { listen: options.listen, notes: [] }
     : listenFromConfig(checkAddresses(config.listen ?? [], recorded))
 
-  const store = await openFleetStore(options.stateDir, config)
-  const blobs = new BlobStore(join(options.stateDir, 'blobs'), {
+  const store = await openFleetStore(options.stateDir, config, options.store, key.toPeerId().toString())
+  const blobs = new BlobStore(options.blobsDir ?? join(options.stateDir, 'blobs'), {
     ...(options.uploads ? { uploads: options.uploads } : {}),
   })
   await blobs.init()
@@ -174,6 +164,7 @@ async function startLocked(
     idleTimeoutMs: options.idleTimeoutMs ?? 45_000,
     log,
     fleet: { fleetRoot, fleetId: config.fleetId },
+    coordinatorList: () => roster.envelope,
   })
   const nixCache = new NixCache(store, blobs)
   const nixRetention = new NixRetention({
@@ -187,7 +178,8 @@ async function startLocked(
     store,
     events,
     push: (machines) => control.pushDesired(machines),
-    online: (machine) => control.online.has(machine),
+    online: (machine) => control.isOnline(machine),
+    standby: store.cluster !== undefined, // several coordinators: only the lease holder's engine runs
     audit: async (action, detail) => {
       const actor = key.publicKey.toString()
       const entry = { at: Date.now(), peerId: host.peerId.toString(), actor, action, outcome: 'ok' as const }
@@ -195,6 +187,12 @@ async function startLocked(
     },
     log,
   })
+  const self = { peerId: key.toPeerId().toString(), fleetRoot, fleetId: config.fleetId }
+  const roster = new CoordinatorRoster(self.peerId, self, store.cluster)
+  await roster.load(options.stateDir).catch((err) => store.close().then(() => Promise.reject(err)))
+  const channel = store.cluster
+  const cluster = channel && new ClusterMember({ channel, store, control, events, rollouts, roster, log })
+  if (cluster) control.elsewhere = (machine) => cluster.onlineElsewhere(machine)
   const admin = new AdminRpc({
     store,
     events,
@@ -223,6 +221,7 @@ async function startLocked(
       ...(options.announce ? { announce: options.announce } : {}),
       ...(options.bootstrap ? { bootstrap: options.bootstrap } : {}),
       ...(options.relay ? { relay: options.relay } : {}),
+      dialScope: coordinatorDialScope(options.bootstrap ?? [], reserveOn),
       extraServices: {
         // Without push, peers (the relay, and through it the DHT) only learn
         // our addresses when a connection opens: never the /p2p-circuit ones a
@@ -230,7 +229,7 @@ async function startLocked(
         identifyPush: identifyPush(),
         ...(reserveOn.length > 0 ? { fleetmeshTransports: transports.service } : {}),
         ...(options.observers && options.observers.length > 0
-          ? { holePunch: holePunch({ observers: options.observers }) }
+          ? { holePunch: fleetHolePunch(options.observers, options.natKeepaliveMaxMs, store) }
           : {}),
       },
     })
@@ -257,6 +256,7 @@ async function startLocked(
     await store.close()
     throw err
   }
+  punchWhenOnline(host, events, store)
   // this coordinator relays too, and agents reconnect to it after NAT resets
   const unprune = pruneSupersededConnections(host, { log })
   const unrepair = repairReservationExpiry(host)
@@ -270,6 +270,7 @@ async function startLocked(
       fleetId: config.fleetId,
       fleetRoot,
       coordinatorPeerId: host.peerId.toString(),
+      acceptsCoordinator: (peerId) => roster.accepts(peerId),
       sign: signAuditHash(key),
       log,
     }),
@@ -279,6 +280,7 @@ async function startLocked(
   await handleFramed(host, PROTOCOLS.admin, admin.handle, {
     ...framed,
     maxFrameBytes: Math.max(framed.maxFrameBytes, BLOB_CHUNK_BYTES),
+    maxSendFrameBytes: 64 * 1024 * 1024, // answers (~300 B a machine) outgrow requests; admin/client.ts takes 64 MiB
   })
   await handleFramed(host, PROTOCOLS.blob, blobHandler(store, blobs), {
     ...framed,
@@ -292,6 +294,7 @@ async function startLocked(
   const housekeeping = startHousekeeping({ store, log })
   // Resumes stored rollouts in waves where they were (also after a kill -9).
   await rollouts.start()
+  cluster?.start() // after the engine: the lease may make it the one that moves rollouts on
   reservations?.start()
   const observer =
     options.observerPorts && options.observerPorts.length > 0
@@ -325,6 +328,7 @@ async function startLocked(
       await control.recordLastSeen()
       await collection.stop()
       await housekeeping.stop()
+      cluster?.stop()
       await rollouts.stop()
       blobs.close()
       await runtime.stop()
@@ -352,74 +356,4 @@ async function loadConfig(stateDir: string): Promise<CoordinatorConfig> {
       { cause: err },
     )
   }
-}
-
-/** The store's file in the state directory. */
-export const FLEET_DB_FILE = 'fleet.db'
-
-/**
- * Opens the fleet's database. Only a state directory `fleetmesh init` marked as
- * new (NEW_FLEET_FILE) may get a fresh one; the marker goes once the database
- * holds the fleet. Anything else that is not this fleet's database is a
- * DamagedStateError, and the file is left as it was found.
- */
-async function openFleetStore(stateDir: string, config: CoordinatorConfig): Promise<FleetStore> {
-  const path = join(stateDir, FLEET_DB_FILE)
-  const marker = join(stateDir, NEW_FLEET_FILE)
-  const isNew = (await fileSize(marker)) !== undefined
-  let store: FleetStore
-  try {
-    store = await openSqliteStore(path, { create: isNew })
-  } catch (err) {
-    if (!(err instanceof StoreFileError) || err.code === 'unusable') throw err
-    throw damaged(err.code, stateDir, err.message, err)
-  }
-  try {
-    const stored = await store.getFleet()
-    if (stored === undefined) {
-      if (!isNew) throw damaged('no-fleet', stateDir, `${path} holds no fleet`)
-      await store.initFleet(config.fleetId, config.fleetRoot)
-    } else if (stored.fleetId !== config.fleetId || stored.fleetRoot !== config.fleetRoot) {
-      const configPath = join(stateDir, COORDINATOR_CONFIG_FILE)
-      throw damaged(
-        'fleet-mismatch',
-        stateDir,
-        `${path} belongs to fleet "${stored.fleetId}" (root ${stored.fleetRoot}), but ${configPath} is for ` +
-          `fleet "${config.fleetId}" (root ${config.fleetRoot}); one of them comes from another fleet`,
-      )
-    }
-  } catch (err) {
-    await store.close()
-    if (err instanceof DamagedStateError) throw err
-    // the first reads of the fleet's rows can still meet a damaged page
-    const named = storeFileError(path, err)
-    throw named instanceof StoreFileError && named.code !== 'unusable'
-      ? damaged(named.code, stateDir, named.message, named)
-      : named
-  }
-  if (isNew) {
-    await unlink(marker).catch((err: NodeJS.ErrnoException) => {
-      if (err.code !== 'ENOENT') throw err
-    })
-    await fsyncDir(stateDir)
-  }
-  return store
-}
-
-function damaged(
-  code: DamagedStateError['code'],
-  stateDir: string,
-  what: string,
-  cause?: unknown,
-): DamagedStateError {
-  const path = join(stateDir, FLEET_DB_FILE)
-  return new DamagedStateError(
-    code,
-    `${what}. ${stateDir} holds this coordinator's identity (${IDENTITY_FILE}) and is not a new fleet, so the ` +
-      'coordinator will not start on an empty fleet in its place, which would lock out every enrolled machine ' +
-      `and accept used enrollment tokens again. Restore ${FLEET_DB_FILE} from a backup of this directory: stop anything using it, ` +
-      `remove ${path}-wal and ${path}-shm if present, and copy the backup's ${FLEET_DB_FILE} to ${path}. ` +
-      '"fleetmesh init" only creates a new fleet; it cannot repair this one.',
-    cause === undefined ? undefined : { cause },
-  )
 }

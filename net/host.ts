@@ -37,6 +37,7 @@ import type { Libp2pOptions } from 'libp2p'
 import { createLibp2p } from 'libp2p'
 import type { ConnectionPath } from '../protocol/index.ts'
 import { ConnectionGuard } from './connection-guard.ts'
+import { type DialScope, scopedGater } from './dial-scope.ts'
 
 export type HostRole = 'coordinator' | 'relay' | 'agent' | 'admin'
 
@@ -62,10 +63,7 @@ const MAX_TIMER_MS = 2 ** 31 - 1
  */
 const YAMUX_STREAM_WINDOW_BYTES = 4 * 1024 * 1024
 
-/**
- * Operator-set limits for the circuit relay v2 server run by coordinator and
- * relay hosts.
- */
+/** Operator-set limits for the circuit relay v2 server run by coordinator and relay hosts. */
 export interface RelayLimits {
   /**
    * How many peers may hold a reservation (be reachable through this relay)
@@ -183,6 +181,8 @@ export interface HostInit {
   maxConnectionsPerPeer?: number
   /** Override after how many ms an inbound connection without a stream is closed (0: never) */
   idleConnectionTimeoutMs?: number
+  /** Refuses dials to private addresses that cannot be on this host's network (dial-scope.ts) */
+  dialScope?: DialScope
 
   /**
    * Further libp2p services (factories `(components) => service`), e.g. the
@@ -349,7 +349,7 @@ export async function createHost(init: HostInit): Promise<FleetHost> {
       }),
     ],
     peerDiscovery: bootstrapList.length > 0 ? [bootstrap({ list: bootstrapList })] : [],
-    connectionGater: guard.gater,
+    connectionGater: scopedGater(guard.gater, init.dialScope),
     connectionManager: {
       maxConnections,
       inboundConnectionThreshold: profile.inboundConnectionThreshold,

@@ -7,8 +7,10 @@
  * by a NATed coordinator, the repairs a relay server needs, fleetmesh's own
  * TCP hole punching and NAT observation, the runtime snapshot each daemon
  * writes, `fleetmesh doctor`, which reads it, the command-line plumbing
- * the daemons share, and the one parser for addresses people give
- * ({@link parseAddress}: its errors name the flag or file). Roles build on
+ * the daemons share (options, the levelled event log, the Prometheus
+ * endpoint and the metrics of net/'s own parts), and the one parser for
+ * addresses people give ({@link parseAddress}: its errors name the flag or
+ * file). Roles build on
  * this; this folder knows nothing of coordinators or agents beyond the role
  * name it is given.
  *
@@ -42,10 +44,23 @@ export {
   RELAY_LIMIT_USAGE,
   relayLimits,
   reportAddresses,
-  type Say,
-  sayer,
+  reservationLevel,
   untilSignal,
 } from './daemon-cli.ts'
+export {
+  type DaemonLog,
+  type DaemonLogInit,
+  daemonLog,
+  daemonLogFrom,
+  LOG_LEVELS,
+  LOG_OPTIONS,
+  type LogAt,
+  type LogFields,
+  type LogLevel,
+  type Say,
+  updateStateLevel,
+} from './daemon-log.ts'
+export { DialScope, isPrivateIp, onLocalSubnet } from './dial-scope.ts'
 export { LOCAL_DOCTOR_OPTIONS, localDoctor, localInterfaces } from './doctor.ts'
 export { formatRemoteDoctor } from './doctor-format.ts'
 export * from './holepunch/index.ts'
@@ -62,7 +77,23 @@ export {
   type RelayLimits,
 } from './host.ts'
 export { HOST_STOP_HOLD_MS, stopHost } from './host-stop.ts'
+export {
+  closeMetricsOnFailure,
+  type DaemonMetrics,
+  METRICS_OPTIONS,
+  METRICS_PREFIX,
+  type MetricsAddress,
+  type MetricsServer,
+  MetricsServerError,
+  metricsAddress,
+  metricsRegistry,
+  startMetrics,
+  startMetricsServer,
+} from './metrics-server.ts'
 export { AddressError, type AddressUse, checkAddresses, parseAddress } from './multiaddr-arg.ts'
+export { NAT_KEEPALIVE_MAX_DESCRIPTION, natKeepaliveMax } from './nat-options.ts'
+export { holePunchMetrics, relayServerMetrics } from './net-metrics.ts'
+export { dialThroughRelays, RelayDialError, relayRoutes } from './relay-dial.ts'
 export { pruneSupersededConnections, RelayProbeError } from './relay-probe.ts'
 export { repairReservationExpiry } from './reservation-expiry.ts'
 export { ReservationKeeperError, type TransportManagerAccess, transportAccess } from './reservation-store.ts'

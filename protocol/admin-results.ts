@@ -4,15 +4,18 @@
  */
 import { z } from 'zod'
 import { bytes, machineName, tagName } from '../keys/index.ts'
+import { setTagsResult } from './machine-tags.ts'
 import {
   connectionPathSchema,
   errorInfo,
   idHex,
   MAX_AUDIT_READS,
+  MAX_MACHINE_HISTORY,
   MAX_REPORT_LOG,
   storePath,
   UPDATE_STATES,
 } from './messages.ts'
+import { updateLogText } from './update-log.ts'
 import { ROLLOUT_STATES, wavePolicySchema } from './wave-policy.ts'
 
 const nullableText = z.string().max(256).nullable()
@@ -50,6 +53,8 @@ export const machineViewSchema = z.strictObject({
   /** The installed update takes effect at the next boot (NixOS `boot` mode) */
   rebootRequired: z.boolean(),
   reportedAt: count.nullable(),
+  /** The `software` of the agent's latest hello (e.g. "fleetmesh/0.1.0"); null before its first connection. */
+  agentVersion: nullableText,
 })
 export type MachineView = z.infer<typeof machineViewSchema>
 
@@ -63,6 +68,13 @@ export const submitResult = z.strictObject({
   unknown: z.array(machineName),
 })
 export type SubmitResult = z.infer<typeof submitResult>
+
+/** `apply` answers with the tag changes (as set-tags) and each rollout as submitted, in the request's order. */
+export const applyResult = z.strictObject({
+  tags: setTagsResult.shape.changed,
+  rollouts: z.array(submitResult).max(64),
+})
+export type ApplyResult = z.infer<typeof applyResult>
 
 export const uploadResult = z.strictObject({ offset: count.optional(), complete: z.boolean() })
 
@@ -119,6 +131,23 @@ export const watchEvent = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('rollout'), rollout: rolloutViewSchema }),
 ])
 export type WatchEvent = z.infer<typeof watchEvent>
+
+/**
+ * Output of a machine's running update as its agent sends it (protocol/update-log.ts):
+ * `text` at byte `offset` of the update's live log. Only on a watch of one machine.
+ */
+export const updateLogEvent = z.strictObject({
+  type: z.literal('update-log'),
+  machine: machineName,
+  manifestId: idHex,
+  offset: count,
+  text: updateLogText,
+})
+export type UpdateLogEvent = z.infer<typeof updateLogEvent>
+
+/** What a watch of one machine sends: the watch events about it, and its running updates' output. */
+export const machineWatchEvent = z.union([watchEvent, updateLogEvent])
+export type MachineWatchEvent = z.infer<typeof machineWatchEvent>
 
 /**
  * The longest detail an audit record carries. The store cuts longer ones as it
@@ -196,6 +225,22 @@ export const machineLogResult = z.strictObject({
   reportedAt: count.nullable(),
 })
 export type MachineLog = z.infer<typeof machineLogResult>
+
+/** One report of a machine's update history (`machine-history`), without its log. */
+export const machineHistoryEntry = z.strictObject({
+  seq: count,
+  state: z.enum(UPDATE_STATES),
+  currentGeneration: nullableText,
+  desiredGeneration: nullableText,
+  rolloutId: idHex.nullable(),
+  progress: z.strictObject({ done: count, total: count }).nullable(),
+  error: errorInfo.nullable(),
+  /** The agent's clock when it reported, and the coordinator's when it stored the report. */
+  reportedAt: count,
+  receivedAt: count,
+})
+export type MachineHistoryEntry = z.infer<typeof machineHistoryEntry>
+export const machineHistoryResult = z.array(machineHistoryEntry).max(MAX_MACHINE_HISTORY)
 
 export const rolloutListResult = z.array(rolloutViewSchema).max(1000)
 

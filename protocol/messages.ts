@@ -8,6 +8,7 @@ import { bytes, machineName, publicKeyBytes, tagName, timestampMs } from '../key
 import { maintenanceWindowsSchema } from './maintenance-window.ts'
 import { MAX_NARINFO_BYTES } from './narinfo.ts'
 import { nixPayloadSchema, storePath } from './nix-payload.ts'
+import { MAX_REPORT_LOG, updateLogFrame } from './update-log.ts'
 import { UPDATE_STATES } from './update-states.ts'
 import { MAX_ROLLBACK_MANIFESTS, wavePolicySchema } from './wave-policy.ts'
 
@@ -21,8 +22,12 @@ export const MAX_ERROR_MESSAGE = 2048
  * is cut to 200 characters), so they fit one 256 KiB frame.
  */
 export const MAX_AUDIT_READS = 200
-/** The update log a status report carries (its tail). */
-export const MAX_REPORT_LOG = 16 * 1024
+export { MAX_REPORT_LOG } from './update-log.ts'
+/**
+ * Reports one `machine-history` answer holds: without their logs (machine-log
+ * has the last one) each is well under 4 KiB, so they fit one frame.
+ */
+export const MAX_MACHINE_HISTORY = 100
 /** Probes one `ping` request may ask for; each waits at most a few seconds, so the request stays short. */
 export const MAX_PING_COUNT = 10
 
@@ -218,6 +223,12 @@ const envelopeBytes = bytes().refine((b) => b.byteLength <= MAX_ENVELOPE_BYTES, 
   message: 'envelope too large',
 })
 
+/** A release's policy and its held rollback manifests, for submit-waves and apply. */
+const submitWavesFields = z.strictObject({
+  policy: wavePolicySchema,
+  rollbacks: z.array(envelopeBytes).max(MAX_ROLLBACK_MANIFESTS),
+})
+
 // ---------------------------------------------------------------- diagnosis (`fleetmesh doctor <machine>`)
 
 /** The largest encoded diagnosis an agent sends; it leaves connections and details out to fit. */
@@ -279,6 +290,8 @@ export const controlFrameSchema = z.discriminatedUnion('t', [
   z.strictObject({ t: z.literal('pong'), nonce: seq }),
   z.strictObject({ t: z.literal('error'), error: errorInfo }),
   z.strictObject({ t: z.literal('machine-tags'), envelope: envelopeBytes }),
+  /** The fleet root's signed coordinator list (coordinator-list.ts), to agents that asked for it. */
+  z.strictObject({ t: z.literal('coordinators'), envelope: envelopeBytes }),
   /** Coordinator → agent (only to agents whose hello names DIAGNOSE_CAPABILITY); answered by `diagnosis`. */
   z.strictObject({ t: z.literal('diagnose'), nonce: seq }),
   z.strictObject({ t: z.literal('diagnosis'), nonce: seq, report: agentDiagnosisSchema }),
@@ -291,6 +304,8 @@ export const controlFrameSchema = z.discriminatedUnion('t', [
     t: z.literal('revocations'),
     entries: z.array(revocationBytes).min(1).max(MAX_REVOCATIONS_PER_FRAME),
   }),
+  /** Agent → coordinator: a running update's output, live and not durable (protocol/update-log.ts). */
+  updateLogFrame,
 ])
 export type ControlFrame = z.infer<typeof controlFrameSchema>
 
@@ -320,7 +335,8 @@ export const adminOpSchema = z.discriminatedUnion('op', [
   z.strictObject({ op: z.literal('fleet-info') }),
   z.strictObject({ op: z.literal('machines') }),
   z.strictObject({ op: z.literal('submit-manifest'), envelope: envelopeBytes }),
-  z.strictObject({ op: z.literal('watch'), rolloutId: idHex.nullable() }),
+  /** With `machine`: only that machine's events, and the output of its running updates (update-log). */
+  z.strictObject({ op: z.literal('watch'), rolloutId: idHex.nullable(), machine: machineName.optional() }),
   /** Hash-chained records after index `after`: at most `limit`, and no more than fit one response frame. */
   z.strictObject({ op: z.literal('audit'), after: seq, limit: z.number().int().min(1).max(10_000) }),
   /** The newest summaries of successful reads, which are counted apart from the hash-chained log. */
@@ -350,6 +366,12 @@ export const adminOpSchema = z.discriminatedUnion('op', [
   z.strictObject({ op: z.literal('nix-closure'), storePath }),
   /** The last update log a machine reported. */
   z.strictObject({ op: z.literal('machine-log'), machine: machineName }),
+  /** A machine's newest reports, newest first: its update history. */
+  z.strictObject({
+    op: z.literal('machine-history'),
+    machine: machineName,
+    limit: z.number().int().min(1).max(MAX_MACHINE_HISTORY),
+  }),
   /** Round trips from the coordinator to a machine over its control stream. */
   z.strictObject({
     op: z.literal('ping'),
@@ -363,12 +385,7 @@ export const adminOpSchema = z.discriminatedUnion('op', [
    * `rollbacks` are signed manifests of the targets' previous generations, held
    * unused until a halt with onFailure 'rollback'.
    */
-  z.strictObject({
-    op: z.literal('submit-waves'),
-    envelope: envelopeBytes,
-    policy: wavePolicySchema,
-    rollbacks: z.array(envelopeBytes).max(MAX_ROLLBACK_MANIFESTS),
-  }),
+  z.strictObject({ op: z.literal('submit-waves'), envelope: envelopeBytes, ...submitWavesFields.shape }),
   /** Rollouts in waves the caller's certificate covers, newest first. */
   z.strictObject({ op: z.literal('rollout-list'), limit: z.number().int().min(1).max(1000) }),
   z.strictObject({ op: z.literal('rollout-show'), rolloutId: idHex }),
@@ -381,6 +398,18 @@ export const adminOpSchema = z.discriminatedUnion('op', [
   }),
   z.strictObject({ op: z.literal('set-tags'), records: z.array(envelopeBytes).min(1).max(1000) }),
   z.strictObject({ op: z.literal('tag-versions'), machines: z.array(machineName).max(100_000) }),
+  /**
+   * A fleet file carried out, stored all or none: tag records (as set-tags), then
+   * rollouts in order, each one manifest (as submit-manifest) or, with `waves`, a
+   * release and its held rollbacks (as submit-waves). The request's size bounds it.
+   */
+  z.strictObject({
+    op: z.literal('apply'),
+    records: z.array(envelopeBytes).max(1000),
+    rollouts: z
+      .array(z.strictObject({ envelope: envelopeBytes, waves: submitWavesFields.nullable() }))
+      .max(64),
+  }),
   z.strictObject({
     op: z.literal('upload-blob'),
     sha256: sha256Hex,

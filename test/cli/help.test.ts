@@ -7,12 +7,14 @@ import { describe, expect, it } from 'vitest'
 import { adminSpecs } from '../../admin/cli.ts'
 import { AGENT_COMMAND } from '../../agent/cli.ts'
 import { COORDINATOR_COMMAND } from '../../coordinator/cli.ts'
+import { STORE_COMMAND } from '../../coordinator/store-cli.ts'
 import { type CommandSpec, FLEETMESH_VERSION } from '../../lib/index.ts'
 import { RELAY_COMMAND } from '../../relay/cli.ts'
 import { type CliResult, fleetmeshArgv, runToCompletion } from '../../testkit/fleetmesh.ts'
 
 const SPECS: CommandSpec[] = [
   COORDINATOR_COMMAND,
+  STORE_COMMAND,
   AGENT_COMMAND,
   RELAY_COMMAND,
   // doctor is an admin command: a machine name asks that agent, --state a daemon here
@@ -35,6 +37,8 @@ describe('fleetmesh <command> --help', () => {
         'apply',
         'audit',
         'coordinator',
+        'coordinators add',
+        'coordinators list',
         'deploy',
         'doctor',
         'enroll',
@@ -42,6 +46,7 @@ describe('fleetmesh <command> --help', () => {
         'init',
         'inventory',
         'log',
+        'logs',
         'machines',
         'nix keygen',
         'nix push',
@@ -53,6 +58,8 @@ describe('fleetmesh <command> --help', () => {
         'rollout pause',
         'rollout resume',
         'rollout show',
+        'store',
+        'ui',
         'watch',
       ].sort(),
     )
