@@ -75,8 +75,11 @@ export interface WatchSource {
   rollouts: Pick<RolloutEngine, 'onChange' | 'view'>
 }
 
-/** What a watch queues: fleet events, and the watched rollout in waves having changed in the engine. */
-type WatchItem = FleetEvent | { type: 'rollout-changed' }
+/**
+ * What a watch queues: fleet events, and a rollout in waves having changed in the
+ * engine (the watched one; for a whole-fleet watch, any the admin may see).
+ */
+type WatchItem = FleetEvent | { type: 'rollout-changed'; id: string }
 
 /**
  * Streams a watch on `fs` until the admin closes it; `rolloutId` null follows the
@@ -110,7 +113,8 @@ export async function streamWatch(
     } else if (wanted(e, rolloutId, machine)) enqueue(e)
   })
   const offRollout = source.rollouts.onChange((r) => {
-    if (r.id === rolloutId) enqueue({ type: 'rollout-changed' })
+    if (r.id === rolloutId || (rolloutId === null && machine === null))
+      enqueue({ type: 'rollout-changed', id: r.id })
   })
   const expiresAt = authorityExpiresAt(authority)
   const stillValid = async (): Promise<void> => {
@@ -151,6 +155,11 @@ export async function streamWatch(
       if (e.type !== 'rollout-changed') {
         const view = await views.event(e)
         if (view !== undefined) await send(view)
+      } else if (rolloutId === null) {
+        // a whole-fleet watch (the dashboard): where each visible rollout stands as the engine moves it
+        const changed = await views.otherRollout(e.id)
+        if (changed !== undefined) await send(changed)
+        continue
       }
       if (rolloutId !== null && e.type !== 'manifest' && e.type !== 'enrolled') rolloutDirty = true
       // Reports come in bursts: their view goes out once the queue is drained; the engine's changes at once.
@@ -222,6 +231,12 @@ class WatchViews {
     if (text === this.#lastRollout) return undefined
     this.#lastRollout = text
     return { type: 'rollout', rollout }
+  }
+
+  /** A rollout in waves the engine moved, for a whole-fleet watch, if the admin may see it. */
+  async otherRollout(id: string): Promise<WatchEvent | undefined> {
+    const r = await visibleRollout(this.#source.store, this.#authority, id)
+    return r === undefined ? undefined : { type: 'rollout', rollout: await this.#source.rollouts.view(r) }
   }
 
   async snapshot(): Promise<MachineView[]> {

@@ -3,7 +3,8 @@
  * `rollout` event before its snapshot and one on every change as the engine
  * moves it on, `rollout show --watch` renders those (no rollout-show request,
  * as the audit's read summaries show), gives up after its --timeout, and an
- * admin who may not see the rollout gets none of its events. A real
+ * admin who may not see the rollout gets none of its events. A watch of the whole
+ * fleet (the dashboard's) gets the rollout's changes too, under the same rule. A real
  * coordinator and agents; a gate file holds the canary's activation so the
  * test opens its watches before any wave moves.
  */
@@ -53,10 +54,11 @@ afterAll(async () => {
   await fleet.stop()
 })
 
-async function watchAs(home: string): Promise<AdminWatch> {
+/** A watch of the rollout, or with `id` null of the whole fleet (as the dashboard opens). */
+async function watchAs(home: string, id: string | null = rolloutId): Promise<AdminWatch> {
   const client = await AdminClient.connect(await loadAdminHome(home))
   clients.push(client)
-  return client.watch(rolloutId)
+  return client.watch(id)
 }
 
 /** Reads `watch` until `until` holds for an event; every event read, that one last. */
@@ -86,6 +88,8 @@ describe('a rollout in waves, watched', () => {
   it('streams each change of the rollout as an event; only to admins who may see it', async () => {
     const labWatch = await watchAs(lab.home)
     const watch = await watchAs(fleet.home)
+    const fleetWide = await watchAs(fleet.home, null)
+    const labFleetWide = await watchAs(lab.home, null)
     const start = await readUntil(watch, (e) => e.type === 'snapshot')
     // Where it stands comes before the snapshot: the canary wave, held by the gate.
     expect(start.at(-2)).toMatchObject({ type: 'rollout', rollout: { rolloutId, state: 'running', wave: 0 } })
@@ -97,6 +101,10 @@ describe('a rollout in waves, watched', () => {
     expect(changes.some((v) => v.wave === 0 && v.soakStartedAt !== null && v.counts.done === 1)).toBe(true)
     expect(changes.some((v) => v.wave === 1 && v.state === 'running')).toBe(true)
     expect(changes.at(-1)?.counts).toMatchObject({ done: 2, failed: 0, pending: 0, waiting: 0 })
+
+    // A whole-fleet watch gets the same engine changes (the dashboard's live rollouts), paused to done.
+    const wide = views(await readUntil(fleetWide, (e) => e.type === 'rollout' && e.rollout.state === 'done'))
+    expect(wide.some((v) => v.rolloutId === rolloutId && v.wave === 1 && v.state === 'running')).toBe(true)
 
     const shown = await cli
     expect(shown.code, shown.stderr).toBe(EXIT.committed)
@@ -112,5 +120,7 @@ describe('a rollout in waves, watched', () => {
     const labEvents = await readUntil(labWatch, (e) => e.type === 'offline' && e.machine.name === 'edge-1')
     expect(labEvents.some((e) => e.type === 'snapshot')).toBe(true)
     expect(labEvents.filter((e) => e.type === 'rollout')).toEqual([])
+    const labWide = await readUntil(labFleetWide, (e) => e.type === 'offline' && e.machine.name === 'edge-1')
+    expect(labWide.filter((e) => e.type === 'rollout')).toEqual([])
   }, 120_000)
 })

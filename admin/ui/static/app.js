@@ -35,7 +35,9 @@ function connect() {
   })
   source.addEventListener('rollout', (e) => {
     const r = JSON.parse(e.data)
-    ui.rollouts = [r, ...ui.rollouts.filter((x) => x.rolloutId !== r.rolloutId)]
+    // in place: the list stays newest first; one not listed yet is the newest
+    const known = ui.rollouts.some((x) => x.rolloutId === r.rolloutId)
+    ui.rollouts = known ? ui.rollouts.map((x) => (x.rolloutId === r.rolloutId ? r : x)) : [r, ...ui.rollouts]
     renderRollouts()
   })
   source.addEventListener('error', () => {
