@@ -69,18 +69,20 @@ describe.skipIf(!check.ok)('NAT keepalive against a 30 s conntrack timeout', () 
     // the first 30 s idle gap outlives the NAT's mapping: found lost, interval halved
     await waitForFile(runtime, (t) => (holePunchOf(t)?.keepalive?.lost ?? 0) >= 1, 90_000)
     const adapted = holePunchOf(await readFile(runtime, 'utf8'))
-    expect(adapted?.keepalive).toMatchObject({
-      intervalMs: 15_000,
-      maxMs: 30_000,
-      lostAfterMs: expect.any(Number),
-    })
-    expect(adapted?.keepalive?.lostAfterMs).toBeGreaterThanOrEqual(30_000)
+    // the idle time the mapping was lost after, as the agent's clock measured it (timers may
+    // fire a millisecond early: 29,999 ms was seen), and an interval of half of it
+    const lostAfterMs = adapted?.keepalive?.lostAfterMs ?? 0
+    expect(lostAfterMs).toBeGreaterThanOrEqual(29_000)
+    expect(adapted?.keepalive).toMatchObject({ intervalMs: Math.floor(lostAfterMs / 2), maxMs: 30_000 })
 
     // then three keepalives in a row hold the mapping, with nothing lost and the same endpoint
     const heldBefore = adapted?.keepalive?.held ?? 0
     await waitForFile(runtime, (t) => (holePunchOf(t)?.keepalive?.held ?? 0) >= heldBefore + 3, 90_000)
     const after = holePunchOf(await readFile(runtime, 'utf8'))
-    expect(after?.keepalive).toMatchObject({ intervalMs: 15_000, lost: adapted?.keepalive?.lost })
+    expect(after?.keepalive).toMatchObject({
+      intervalMs: adapted?.keepalive?.intervalMs,
+      lost: adapted?.keepalive?.lost,
+    })
     expect(after?.observed).toEqual(adapted?.observed)
   }, 240_000)
 })
