@@ -20,6 +20,7 @@ import { LabFleet, startLabRelay } from '../testkit/natlab/fleet-lab.ts'
 import {
   canRunLab,
   createLab,
+  type Lab,
   type LabHost,
   type NatBehaviour,
   type ProbeEvent,
@@ -115,6 +116,37 @@ async function runPair(a: Side, b: Side, trials: number): Promise<PairResult> {
 }
 
 /**
+ * A relay, a public coordinator and one behind an eim NAT reached through the relay
+ * (reserved there, hole punching through the relay's observers): the two benchmarks
+ * below measure agents against both. The fleets go into `fleets` for removal.
+ */
+async function twoCoordinators(lab: Lab, dir: string, fleets: LabFleet[]) {
+  const admin = lab.addPublicHost('admin')
+  const relayHost = lab.addPublicHost('relay')
+  const relay = await startLabRelay(lab, relayHost, dir)
+  const observers = `${relayHost.ip}:4002,${relayHost.ip}:4003`
+  const pub = await LabFleet.create(lab, { name: 'pub', admin, coordinator: lab.addPublicHost('coordpub') })
+  const nat = await LabFleet.create(lab, {
+    name: 'nat',
+    admin,
+    coordinator: lab.addPrivateHost('coordnat', lab.addRouter('cnat', { behaviour: 'eim' })),
+    coordinatorAddrs: [`${relay.addr}/p2p-circuit`],
+  })
+  fleets.push(pub, nat)
+  await pub.startCoordinator(['--bootstrap', relay.addr])
+  await nat.startCoordinator([
+    '--reserve-on',
+    relay.addr,
+    '--bootstrap',
+    relay.addr,
+    '--observers',
+    observers,
+  ])
+  await nat.coordinator?.waitFor((e) => e.event === 'reservation' && e.status === 'ok', 30_000)
+  return { relay, observers, pub, nat }
+}
+
+/**
  * Time from starting an agent process (already enrolled, so this is a restart) to
  * the coordinator acknowledging its first status report, per agent NAT and for a
  * public coordinator and one behind an eim NAT reached through a relay.
@@ -124,29 +156,7 @@ async function agentStartToAck(samples: number): Promise<{ label: string; ms: nu
   const dir = await mkdtemp(join(tmpdir(), 'fm-bench-nat-'))
   const fleets: LabFleet[] = []
   try {
-    const admin = lab.addPublicHost('admin')
-    const relayHost = lab.addPublicHost('relay')
-    const relay = await startLabRelay(lab, relayHost, dir)
-    const observers = `${relayHost.ip}:4002,${relayHost.ip}:4003`
-    const pub = await LabFleet.create(lab, { name: 'pub', admin, coordinator: lab.addPublicHost('coordpub') })
-    const natCoord = lab.addPrivateHost('coordnat', lab.addRouter('cnat', { behaviour: 'eim' }))
-    const nat = await LabFleet.create(lab, {
-      name: 'nat',
-      admin,
-      coordinator: natCoord,
-      coordinatorAddrs: [`${relay.addr}/p2p-circuit`],
-    })
-    fleets.push(pub, nat)
-    await pub.startCoordinator(['--bootstrap', relay.addr])
-    await nat.startCoordinator([
-      '--reserve-on',
-      relay.addr,
-      '--bootstrap',
-      relay.addr,
-      '--observers',
-      observers,
-    ])
-    await nat.coordinator?.waitFor((e) => e.event === 'reservation' && e.status === 'ok', 30_000)
+    const { relay, observers, pub, nat } = await twoCoordinators(lab, dir, fleets)
     const results: { label: string; ms: number[] }[] = []
     let n = 0
     for (const behaviour of ['eim', 'full-cone', 'symmetric'] as const) {
@@ -194,28 +204,7 @@ export async function idleBytesPerHour(): Promise<{ label: string; bytesPerHour:
   const dir = await mkdtemp(join(tmpdir(), 'fm-bench-idle-'))
   const fleets: LabFleet[] = []
   try {
-    const admin = lab.addPublicHost('admin')
-    const relayHost = lab.addPublicHost('relay')
-    const relay = await startLabRelay(lab, relayHost, dir)
-    const observers = `${relayHost.ip}:4002,${relayHost.ip}:4003`
-    const pub = await LabFleet.create(lab, { name: 'pub', admin, coordinator: lab.addPublicHost('coordpub') })
-    const nat = await LabFleet.create(lab, {
-      name: 'nat',
-      admin,
-      coordinator: lab.addPrivateHost('coordnat', lab.addRouter('cnat', { behaviour: 'eim' })),
-      coordinatorAddrs: [`${relay.addr}/p2p-circuit`],
-    })
-    fleets.push(pub, nat)
-    await pub.startCoordinator(['--bootstrap', relay.addr])
-    await nat.startCoordinator([
-      '--reserve-on',
-      relay.addr,
-      '--bootstrap',
-      relay.addr,
-      '--observers',
-      observers,
-    ])
-    await nat.coordinator?.waitFor((e) => e.event === 'reservation' && e.status === 'ok', 30_000)
+    const { relay, observers, pub, nat } = await twoCoordinators(lab, dir, fleets)
     const agents = [
       { label: 'idle agent behind eim, direct to a public coordinator', fleet: pub, nat: 'eim' as const },
       { label: 'idle agent behind symmetric, relayed', fleet: nat, nat: 'symmetric' as const },

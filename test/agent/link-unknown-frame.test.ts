@@ -3,11 +3,10 @@
 // the link (the control stream carries the very upgrade that would teach it
 // the new type), and it answers what it does know: ping, and diagnose when it
 // offers the capability. A fake coordinator on a real libp2p host drives it.
-import { generateKeyPair } from '@libp2p/crypto/keys'
 import { afterEach, describe, expect, it } from 'vitest'
 import { CoordinatorLink, type LinkState } from '../../agent/link.ts'
 import { encodeCanonical } from '../../keys/index.ts'
-import { createHost, type FleetHost } from '../../net/index.ts'
+import type { FleetHost } from '../../net/index.ts'
 import {
   type AgentDiagnosis,
   type ControlFrame,
@@ -21,24 +20,15 @@ import {
   PROTOCOLS,
   WIRE_VERSION,
 } from '../../protocol/index.ts'
+import { loopbackHosts } from './hosts.ts'
 
-const hosts: FleetHost[] = []
+const { host, stopAll } = loopbackHosts()
 const links: CoordinatorLink[] = []
 
 afterEach(async () => {
   for (const link of links.splice(0)) await link.stop()
-  for (const host of hosts.splice(0).reverse()) await host.stop()
+  await stopAll()
 })
-
-async function host(role: 'coordinator' | 'agent'): Promise<FleetHost> {
-  const h = await createHost({
-    role,
-    listen: ['/ip4/127.0.0.1/tcp/0'],
-    privateKey: await generateKeyPair('Ed25519'),
-  })
-  hosts.push(h)
-  return h
-}
 
 const diagnosis: AgentDiagnosis = {
   machine: 'edge-1',

@@ -3,10 +3,8 @@
 // would drop the link over a frame type it does not know. A fake coordinator
 // on a real libp2p host answers the hello with or without it, then pings: the
 // first frame after the chunk was handed over shows whether it went out.
-import { generateKeyPair } from '@libp2p/crypto/keys'
 import { afterEach, describe, expect, it } from 'vitest'
 import { CoordinatorLink } from '../../agent/link.ts'
-import { createHost, type FleetHost } from '../../net/index.ts'
 import {
   type ControlFrame,
   controlFrameSchema,
@@ -19,24 +17,15 @@ import {
   UPDATE_LOG_CAPABILITY,
   WIRE_VERSION,
 } from '../../protocol/index.ts'
+import { loopbackHosts } from './hosts.ts'
 
-const hosts: FleetHost[] = []
+const { host, stopAll } = loopbackHosts()
 const links: CoordinatorLink[] = []
 
 afterEach(async () => {
   for (const link of links.splice(0)) await link.stop()
-  for (const host of hosts.splice(0).reverse()) await host.stop()
+  await stopAll()
 })
-
-async function host(role: 'coordinator' | 'agent'): Promise<FleetHost> {
-  const h = await createHost({
-    role,
-    listen: ['/ip4/127.0.0.1/tcp/0'],
-    privateKey: await generateKeyPair('Ed25519'),
-  })
-  hosts.push(h)
-  return h
-}
 
 /** The next frame from the agent other than its keepalive pings. */
 async function nextFrame(fs: FramedStream): Promise<ControlFrame | undefined> {
