@@ -235,7 +235,9 @@ export class FramedStream implements AsyncIterable<Uint8Array> {
       }
       if (frame !== undefined) return frame
 
-      if (this.stream.readableEnded) {
+      // Ended only once nothing is buffered: negotiation may hand back bytes it read
+      // ahead (unwrap → unshift) after libp2p already called the readable end ended.
+      if (this.stream.readableEnded && this.stream.readBufferLength === 0) {
         try {
           this.#decoder.end()
         } catch (err) {

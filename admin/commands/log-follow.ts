@@ -5,12 +5,22 @@
  * sends it, until the update ends. It rides a watch of that one machine
  * (AdminClient.watchMachine), whose `update-log` events carry the output at
  * byte offsets of the update's live log: a jump in the offsets is output lost
- * on the way (the agent was offline for a moment), and shown as such. Exits as
+ * on the way (the agent was offline for a moment), and shown as such. Live
+ * output is best effort; the final status report carries the update's log
+ * durably, so a follow that may have missed output (a gap, the agent offline,
+ * or its own link to the coordinator lost) prints that reported log before
+ * the outcome: nothing the update printed is missing at the end. Exits as
  * `deploy` does (EXIT in admin/rollout-outcome.ts): 0 once it committed, 1 when
  * it rolled back, failed or was refused, 2 when `--timeout` passed first.
  */
 import { errorMessage } from '../../lib/index.ts'
-import type { MachineView, MachineWatchEvent, UpdateLogEvent, UpdateState } from '../../protocol/index.ts'
+import type {
+  MachineLog,
+  MachineView,
+  MachineWatchEvent,
+  UpdateLogEvent,
+  UpdateState,
+} from '../../protocol/index.ts'
 import { utf8Length } from '../../protocol/index.ts'
 import { AdminRequestError, type MachineWatch } from '../client.ts'
 import { EXIT } from '../rollout-outcome.ts'
@@ -31,6 +41,8 @@ export interface FollowOptions {
   first?: MachineWatchEvent
   /** Opens the machine's watch again after the link to the coordinator broke. */
   reopen: () => Promise<MachineWatch>
+  /** The machine's last reported update log (its durable end), printed when live output may be missing. */
+  lastLog: () => Promise<MachineLog>
 }
 
 /** Follows `machine`'s running (or next) update on an open watch of it; resolves with the exit code. */
@@ -43,7 +55,7 @@ export async function followUpdate(
   const follower = new UpdateFollower(machine, options)
   const deadline = options.timeoutMs === null ? Number.POSITIVE_INFINITY : Date.now() + options.timeoutMs
   const early = options.first === undefined ? undefined : follower.take(options.first)
-  if (early !== undefined) return early
+  if (early !== undefined) return follower.settle()
   while (true) {
     const remaining = deadline - Date.now()
     if (remaining <= 0) return follower.timedOut(options.timeoutMs ?? 0)
@@ -60,14 +72,14 @@ export async function followUpdate(
       if (!linkLost(err)) throw err
       // The new stream starts with a fresh snapshot: an update that ended meanwhile ends the follow.
       watch.close()
+      follower.missed()
       options.say(`lost the coordinator (${linkReason(err)}) while following ${machine}; the update goes on`)
       const again = await reopenWatch(options.reopen, deadline, sayReconnect(options.say))
       if (again === null) return follower.timedOut(options.timeoutMs ?? 0)
       watch = again
       continue
     }
-    const code = follower.take(event)
-    if (code !== undefined) return code
+    if (follower.take(event) !== undefined) return follower.settle()
   }
 }
 
@@ -84,13 +96,51 @@ class UpdateFollower {
   #expected = 0
   #atLineStart = true
   #snapshotSeen = false
+  /** Live output of the followed update may be missing (a gap, the agent or this follow offline). */
+  #missed = false
+  /** The outcome, printed by settle() once the follow has shown everything before it. */
+  #settled: { obj: object; human: string; code: number } | null = null
 
   constructor(machine: string, options: FollowOptions) {
     this.#machine = machine
     this.#options = options
   }
 
-  /** Takes one event; the exit code once the followed update ended. */
+  /** Output may have been lost: the link to the coordinator broke. */
+  missed(): void {
+    this.#missed = true
+  }
+
+  /**
+   * Ends the follow of an update that reached a final state: the log its
+   * agent reported (when live output may be missing), then the outcome.
+   */
+  async settle(): Promise<number> {
+    const settled = this.#settled
+    if (settled === null) throw new Error('settle() before the update ended')
+    if (this.#missed && this.#following !== null) await this.#reportedLog(this.#following)
+    this.#event(settled.obj, settled.human)
+    return settled.code
+  }
+
+  async #reportedLog(manifestId: string): Promise<void> {
+    let last: MachineLog
+    try {
+      last = await this.#options.lastLog()
+    } catch (err) {
+      this.#options.say(`could not read the update log ${this.#machine} reported: ${errorMessage(err)}`)
+      return
+    }
+    if (last.manifestId !== manifestId || last.log === null || last.log === '') return
+    if (this.#options.json) this.#options.write(`${JSON.stringify({ type: 'log', ...last })}\n`)
+    else
+      this.#event(
+        { type: 'log' },
+        `[live output was lost on the way; the log ${this.#machine} reported for this update:]\n${last.log.trimEnd()}`,
+      )
+  }
+
+  /** Takes one event; the exit code once the followed update ended (settle() prints the outcome). */
   take(e: MachineWatchEvent): number | undefined {
     switch (e.type) {
       case 'snapshot': {
@@ -108,8 +158,10 @@ class UpdateFollower {
         return this.#status(e.machine)
       case 'online':
       case 'offline':
-        if (e.machine.name === this.#machine && this.#following !== null)
+        if (e.machine.name === this.#machine && this.#following !== null) {
+          if (e.type === 'offline') this.#missed = true
           this.#event({ type: e.type, machine: this.#machine }, `${this.#machine} is ${e.type}`)
+        }
         return undefined
       case 'update-log':
         this.#output(e)
@@ -150,8 +202,13 @@ class UpdateFollower {
       this.#event({ type: 'state', ...fields }, `-- ${m.name}: ${m.state}${generation}`)
       return undefined
     }
-    this.#event({ type: 'settled', ...fields }, `-- ${m.name}: ${m.state}${generation}${reason}`)
-    return m.state === 'committed' ? EXIT.committed : EXIT.notCommitted
+    const code = m.state === 'committed' ? EXIT.committed : EXIT.notCommitted
+    this.#settled = {
+      obj: { type: 'settled', ...fields },
+      human: `-- ${m.name}: ${m.state}${generation}${reason}`,
+      code,
+    }
+    return code
   }
 
   #start(manifestId: string): void {
@@ -166,6 +223,7 @@ class UpdateFollower {
     if (this.#following === null && e.manifestId !== this.#ended) this.#start(e.manifestId)
     if (e.manifestId !== this.#following) return
     if (e.offset !== this.#expected) {
+      this.#missed = true
       // Ahead: chunks lost while the agent was offline. Behind: the agent restarted and resumed the update.
       const human =
         e.offset > this.#expected

@@ -39,7 +39,8 @@ const LOGS_OPTIONS = {
 
 const FOLLOW_NOTES = [
   'with --follow, --json prints JSON lines: the last log ({"type":"log",…}), then "state", "output" (text at a',
-  'byte offset of the live log), "gap" (output lost on the way), "online"/"offline", and "settled" or "timeout".',
+  'byte offset of the live log), "gap" (output lost on the way), "online"/"offline", and "settled" or "timeout";',
+  'when live output may be missing, the log the machine reported ({"type":"log",…}) comes just before "settled".',
   'exit codes with --follow (as deploy):',
   '  0  the update committed',
   '  1  it rolled back, failed or was refused (the reason is printed), or the command failed',
@@ -121,7 +122,15 @@ async function run(argv: string[], home: string, spec: CommandSpec): Promise<num
       const first = await watch.next(FIRST_EVENT_MS)
       const last = await c.machineLog(machine)
       write(json ? `${JSON.stringify({ type: 'log', ...last })}\n` : `${describeMachineLog(last)}\n\n`)
-      return await followUpdate(watch, machine, { timeoutMs, json, write, say, first, reopen })
+      return await followUpdate(watch, machine, {
+        timeoutMs,
+        json,
+        write,
+        say,
+        first,
+        reopen,
+        lastLog: () => c.machineLog(machine),
+      })
     } catch (err) {
       if (followUnsupported(err)) throw new AdminRequestError('unsupported', describeUnsupported(err))
       throw err

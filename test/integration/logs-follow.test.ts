@@ -4,7 +4,8 @@
  * update runs (the activate hook waits for a file the test creates only once
  * the follower showed its first line), in order with the state changes, and
  * the follow ends with the update: 0 at committed, 1 with the reason when it
- * rolled back. An admin whose certificate does not cover the machine is
+ * rolled back. Output lost while the follow was cut off comes from the log the
+ * agent reported, before the outcome. An admin whose certificate does not cover the machine is
  * refused as if it did not exist.
  */
 import { writeFile } from 'node:fs/promises'
@@ -71,13 +72,13 @@ describe('fleetmesh logs <machine> --follow', () => {
     expect([...order].sort((a, b) => a - b)).toEqual(order)
   })
 
-  it('goes on through a coordinator restart (kill -9) and exits 0 when the update commits', async () => {
+  it('goes on through a coordinator restart (kill -9), shows the output printed meanwhile from the reported log, and exits 0 at committed', async () => {
     await fleet.enrollAgent('edge-1', ['lab'])
     const gate = join(fleet.dir, 'gate')
     const archive = await makeTar(fleet.dir, {
       VERSION: 'v1\n',
       activate: sh(
-        `echo "before the restart"\nwhile [ ! -e '${gate}' ]; do sleep 0.05; done\necho "after it"`,
+        `echo "before the restart"\nwhile [ ! -e '${gate}' ]; do sleep 0.05; done\necho "printed while the coordinator was down"`,
       ),
     })
     const follow = startAdmin(['logs', 'edge-1', '--follow'])
@@ -86,14 +87,18 @@ describe('fleetmesh logs <machine> --follow', () => {
     await follow.waitFor((e) => text(e).includes('before the restart'), 60_000, 'the first line')
     await fleet.coordinator?.kill('SIGKILL')
     await follow.waitForStderr('lost the coordinator', 30_000)
+    // The rest of the activation prints while no coordinator runs: its live chunk is lost.
+    await writeFile(gate, '')
     await fleet.startCoordinator()
     await follow.waitForStderr('reconnected to the coordinator', 60_000)
-    await writeFile(gate, '')
     expect(await follow.exited).toBe(0)
-    expect(lineOf(follow.events, 'after it')).toBeGreaterThan(lineOf(follow.events, 'before the restart'))
-    expect(lineOf(follow.events, '-- edge-1: committed (generation v1)')).toBeGreaterThan(
-      lineOf(follow.events, 'after it'),
+    const missing = lineOf(follow.events, 'printed while the coordinator was down')
+    // It comes from the log the agent reported durably, shown before the outcome.
+    expect(lineOf(follow.events, 'live output was lost on the way')).toBeGreaterThan(
+      lineOf(follow.events, 'before the restart'),
     )
+    expect(missing).toBeGreaterThan(lineOf(follow.events, 'live output was lost on the way'))
+    expect(lineOf(follow.events, '-- edge-1: committed (generation v1)')).toBeGreaterThan(missing)
   })
 
   it("shows a failing health check's output and exits 1 with the reason (--json)", async () => {
