@@ -3,6 +3,7 @@
  * machines, the real rollout engine, and reports recorded and announced the way
  * the control service does. For engine tests and the rollout benchmark.
  */
+
 import { randomBytes } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -11,15 +12,10 @@ import { FleetEvents } from '../coordinator/events.ts'
 import { RolloutEngine } from '../coordinator/rollout-engine.ts'
 import { openSqliteStore } from '../coordinator/sqlite-store.ts'
 import type { FleetStore, NewManifest, RolloutRecord } from '../coordinator/store.ts'
-import { DOMAINS, PrivateKey } from '../keys/index.ts'
-import {
-  manifestSchema,
-  planWaves,
-  sealEnvelope,
-  type UpdateState,
-  type WavePolicy,
-} from '../protocol/index.ts'
+import { PrivateKey } from '../keys/index.ts'
+import { planWaves, type UpdateState, type WavePolicy } from '../protocol/index.ts'
 import { sampleManifest, sampleStatus } from './fixtures.ts'
+import { manifestRecord } from './manifest-record.ts'
 
 const admin = PrivateKey.generate()
 
@@ -100,17 +96,12 @@ export class RolloutSim {
   manifest(rolloutId?: string): NewManifest {
     const sequence = ++this.#sequence
     const m = sampleManifest({ sequence, targets: { machines: [], tags: ['sim'] } })
-    return {
-      id: m.id,
-      sequence,
+    return manifestRecord(m, admin, {
       rolloutId: rolloutId ?? m.rolloutId,
       generation: `gen-${sequence}`,
-      targets: m.targets,
-      envelope: sealEnvelope(manifestSchema, DOMAINS.manifest, m, admin),
-      submittedBy: admin.publicKey.toString(),
       submittedAt: Date.now(),
       expiresAt: Date.now() + 86_400_000,
-    }
+    })
   }
 
   /** Starts a rollout of a fresh release to every machine. */

@@ -7,6 +7,7 @@
  * The control streams are stand-ins: the sessions go through the real handshake
  * against a real (in-memory) store, without libp2p underneath.
  */
+
 import { randomBytes } from 'node:crypto'
 import type { Connection } from '@libp2p/interface'
 import { multiaddr } from '@multiformats/multiaddr'
@@ -15,18 +16,17 @@ import { ControlService } from '../../coordinator/control.ts'
 import { FleetEvents } from '../../coordinator/events.ts'
 import { openSqliteStore } from '../../coordinator/sqlite-store.ts'
 import type { FleetStore } from '../../coordinator/store.ts'
-import { DOMAINS, PrivateKey } from '../../keys/index.ts'
+import { PrivateKey } from '../../keys/index.ts'
 import {
   type ControlFrame,
   controlFrameSchema,
   decodeControlFrame,
   encodeMessage,
   type FramedStream,
-  manifestSchema,
-  sealEnvelope,
   WIRE_VERSION,
 } from '../../protocol/index.ts'
 import { sampleManifest } from '../../testkit/fixtures.ts'
+import { manifestRecord } from '../../testkit/manifest-record.ts'
 
 const admin = PrivateKey.generate()
 
@@ -119,17 +119,7 @@ function connect(name: string, peerId: string): StandInStream {
 
 async function submit(sequence: number, machines: string[]): Promise<string> {
   const manifest = sampleManifest({ sequence, targets: { machines, tags: [] } })
-  const record = {
-    id: manifest.id,
-    sequence,
-    rolloutId: manifest.rolloutId,
-    generation: manifest.generation,
-    targets: manifest.targets,
-    envelope: sealEnvelope(manifestSchema, DOMAINS.manifest, manifest, admin),
-    submittedBy: admin.publicKey.toString(),
-    submittedAt: manifest.issuedAt,
-    expiresAt: manifest.expiresAt,
-  }
+  const record = manifestRecord(manifest, admin)
   await store.addManifest(record, machines)
   return manifest.id
 }

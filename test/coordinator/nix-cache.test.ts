@@ -3,6 +3,7 @@
  * enforces, closures over `/fleetmesh/nix/1` on real libp2p hosts, the admin
  * ops (nix-*, machine-log) and retention. Narinfos are text, so no Nix is needed.
  */
+
 import { randomBytes } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -14,7 +15,7 @@ import { BlobStore } from '../../coordinator/blobs.ts'
 import { type RunningCoordinator, startCoordinator } from '../../coordinator/daemon.ts'
 import { NixCache, NixCacheError } from '../../coordinator/nix-cache.ts'
 import { NixRetention } from '../../coordinator/nix-retention.ts'
-import type { FleetStore, NewManifest } from '../../coordinator/store.ts'
+import type { FleetStore } from '../../coordinator/store.ts'
 import { DOMAINS } from '../../keys/domains.ts'
 import { NixSigningKey, PrivateKey } from '../../keys/index.ts'
 import { sha256Hex } from '../../lib/index.ts'
@@ -28,7 +29,6 @@ import {
   adminRequestSchema,
   adminResponseSchema,
   type Manifest,
-  manifestSchema,
   type StatusReport,
 } from '../../protocol/messages.ts'
 import {
@@ -47,6 +47,7 @@ import {
 } from '../../protocol/nix-cache.ts'
 import { hex, sampleManifest, sampleStatus } from '../../testkit/fixtures.ts'
 import { TestFleet } from '../../testkit/harness.ts'
+import { manifestRecord } from '../../testkit/manifest-record.ts'
 import { describeStores } from '../../testkit/stores.ts'
 
 const NIX_BASE32 = '0123456789abcdfghijklmnpqrsvwxyz'
@@ -285,18 +286,7 @@ describeStores((kind) => {
         payload,
         activation: payload.kind === 'nix' ? 'switch' : 'profile',
       })
-      const record: NewManifest = {
-        id: manifest.id,
-        sequence,
-        rolloutId: manifest.rolloutId,
-        generation: manifest.generation,
-        targets: manifest.targets,
-        envelope: sealEnvelope(manifestSchema, DOMAINS.manifest, manifest, admin),
-        submittedBy: admin.publicKey.toString(),
-        submittedAt: t0,
-        expiresAt: manifest.expiresAt,
-      }
-      await store.addManifest(record, [machine])
+      await store.addManifest(manifestRecord(manifest, admin, { submittedAt: t0 }), [machine])
     }
     const nixPayload = (storePath: string): Manifest['payload'] => ({
       kind: 'nix',

@@ -5,6 +5,7 @@
  * target holding anything is refused. `fleetmesh store migrate` brings a
  * database to the current schema.
  */
+
 import { randomBytes } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -14,13 +15,11 @@ import { signAuditHash } from '../../coordinator/audit.ts'
 import { openPostgresStore, PG_SCHEMA_VERSION } from '../../coordinator/pg-store.ts'
 import { openSqliteStore } from '../../coordinator/sqlite-store.ts'
 import { type FleetStore, type StatusRecord, StoreConflictError } from '../../coordinator/store.ts'
-import { DOMAINS } from '../../keys/domains.ts'
 import { PrivateKey } from '../../keys/index.ts'
 import { verifyAuditLog } from '../../protocol/audit-log.ts'
-import { sealEnvelope } from '../../protocol/envelope.ts'
-import { manifestSchema } from '../../protocol/messages.ts'
 import { sampleManifest, sampleStatus } from '../../testkit/fixtures.ts'
 import { runCli } from '../../testkit/harness.ts'
+import { manifestRecord } from '../../testkit/manifest-record.ts'
 import { type PgCluster, postgresUnavailable, startPostgres } from '../../testkit/postgres.ts'
 
 const unavailable = postgresUnavailable()
@@ -34,20 +33,7 @@ async function fill(store: FleetStore, nonce: string): Promise<void> {
   const peer = { peerId: key.toPeerId().toString(), publicKey: key.publicKey.toString() }
   await store.enrollMachine({ name: 'edge-1', ...peer, tags: ['lab'], facts: {}, nonce, at: 1000 })
   const manifest = sampleManifest({ sequence: 1, targets: { machines: ['edge-1'], tags: [] } })
-  await store.addManifest(
-    {
-      id: manifest.id,
-      sequence: 1,
-      rolloutId: manifest.rolloutId,
-      generation: manifest.generation,
-      targets: manifest.targets,
-      envelope: sealEnvelope(manifestSchema, DOMAINS.manifest, manifest, admin),
-      submittedBy: admin.publicKey.toString(),
-      submittedAt: manifest.issuedAt,
-      expiresAt: manifest.expiresAt,
-    },
-    ['edge-1'],
-  )
+  await store.addManifest(manifestRecord(manifest, admin), ['edge-1'])
   for (let seq = 1; seq <= 3; seq++) {
     const report = sampleStatus({ machine: 'edge-1', seq, manifestId: manifest.id })
     await store.recordStatus({ machine: 'edge-1', seq, report, envelope: randomBytes(50), receivedAt: seq })

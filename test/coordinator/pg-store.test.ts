@@ -7,6 +7,7 @@
  * URL, an unreachable server, a foreign database). The contract every store
  * keeps alone runs on both kinds in store.test.ts and its neighbours.
  */
+
 import { randomBytes } from 'node:crypto'
 import pg from 'pg'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
@@ -19,12 +20,10 @@ import {
   StoreConflictError,
   StoreSchemaError,
 } from '../../coordinator/store.ts'
-import { DOMAINS } from '../../keys/domains.ts'
 import { PrivateKey } from '../../keys/index.ts'
 import { verifyAuditLog } from '../../protocol/audit-log.ts'
-import { sealEnvelope } from '../../protocol/envelope.ts'
-import { manifestSchema } from '../../protocol/messages.ts'
 import { sampleManifest, sampleStatus } from '../../testkit/fixtures.ts'
+import { manifestRecord } from '../../testkit/manifest-record.ts'
 import { type PgCluster, postgresUnavailable, startPostgres } from '../../testkit/postgres.ts'
 
 const hex = (n: number) => randomBytes(n).toString('hex')
@@ -41,17 +40,7 @@ function enrollInput(name: string, nonce = hex(16)) {
 
 function newManifest(sequence: number): NewManifest {
   const manifest = sampleManifest({ sequence, targets: { machines: ['edge-1'], tags: [] } })
-  return {
-    id: manifest.id,
-    sequence,
-    rolloutId: manifest.rolloutId,
-    generation: manifest.generation,
-    targets: manifest.targets,
-    envelope: sealEnvelope(manifestSchema, DOMAINS.manifest, manifest, admin),
-    submittedBy: admin.publicKey.toString(),
-    submittedAt: manifest.issuedAt,
-    expiresAt: manifest.expiresAt,
-  }
+  return manifestRecord(manifest, admin)
 }
 
 function auditEntry(n: number): AuditEntry {

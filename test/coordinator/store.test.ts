@@ -16,11 +16,10 @@ import {
   StoreConflictError,
   StoreSchemaError,
 } from '../../coordinator/store.ts'
-import { DOMAINS } from '../../keys/domains.ts'
 import { PrivateKey } from '../../keys/index.ts'
-import { sealEnvelope } from '../../protocol/envelope.ts'
-import { manifestSchema, type StatusReport } from '../../protocol/messages.ts'
+import type { StatusReport } from '../../protocol/messages.ts'
 import { sampleManifest, sampleStatus } from '../../testkit/fixtures.ts'
+import { manifestRecord } from '../../testkit/manifest-record.ts'
 import { describeStores } from '../../testkit/stores.ts'
 
 const hex = (n: number) => randomBytes(n).toString('hex')
@@ -49,17 +48,7 @@ const admin = PrivateKey.generate()
 
 function newManifest(sequence: number, machines: string[] = ['edge-1']): NewManifest {
   const manifest = sampleManifest({ sequence, targets: { machines, tags: [] } })
-  return {
-    id: manifest.id,
-    sequence,
-    rolloutId: manifest.rolloutId,
-    generation: manifest.generation,
-    targets: manifest.targets,
-    envelope: sealEnvelope(manifestSchema, DOMAINS.manifest, manifest, admin),
-    submittedBy: admin.publicKey.toString(),
-    submittedAt: manifest.issuedAt,
-    expiresAt: manifest.expiresAt,
-  }
+  return manifestRecord(manifest, admin)
 }
 
 function status(machine: string, seq: number, overrides: Partial<StatusReport> = {}): StatusRecord {
