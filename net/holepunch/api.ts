@@ -14,6 +14,7 @@ import type {
   StreamHandlerOptions,
   Upgrader,
 } from '@libp2p/interface'
+import type { Multiaddr } from '@multiformats/multiaddr'
 import type { RefuseReason, SkipReason } from './errors.ts'
 import type { KeepaliveStatus } from './keepalive.ts'
 import type { Endpoint, NatKind } from './nat.ts'
@@ -141,7 +142,13 @@ export interface HolePunchRegistrar {
 /** The connection manager methods the service uses */
 export interface HolePunchConnectionManager {
   getConnections(peerId?: PeerId): Connection[]
-  openConnection(peer: PeerId, options?: AbortOptions): Promise<Connection>
+  /** A multiaddr (with `/p2p/<id>`) for the LAN candidates of a peer behind our own NAT */
+  openConnection(peer: PeerId | Multiaddr, options?: AbortOptions): Promise<Connection>
+}
+
+/** The transport manager method the service uses: this host's listen addresses, for LAN candidates */
+export interface HolePunchTransportManager {
+  getAddrs(): Multiaddr[]
 }
 
 /** The node events the service listens to */
@@ -158,6 +165,8 @@ export interface HolePunchComponents {
   registrar: HolePunchRegistrar
   connectionManager: HolePunchConnectionManager
   events: HolePunchNodeEvents
+  /** Without it this host offers no LAN candidates */
+  transportManager?: HolePunchTransportManager
 }
 
 export interface PunchOptions extends AbortOptions {
@@ -190,6 +199,8 @@ export interface PunchAttempt {
   upgradeMs?: number
   /** The direct connection's remote address, on success */
   remoteAddr?: string
+  /** It came over the LAN (both peers behind one public address), not through a punch */
+  lan?: boolean
   /** Why no punch was tried (ours or the peer's decision) */
   skipped?: SkipReason | RefuseReason
   error?: { name: string; message: string }

@@ -18,6 +18,7 @@ export interface Progress {
   synAttempts?: number
   connectMs?: number
   upgradeMs?: number
+  lan?: boolean
 }
 
 export interface Backoff {
@@ -46,6 +47,7 @@ export function describeAttempt(
     ...(progress.synAttempts === undefined ? {} : { synAttempts: progress.synAttempts }),
     ...(progress.connectMs === undefined ? {} : { connectMs: progress.connectMs }),
     ...(progress.upgradeMs === undefined ? {} : { upgradeMs: progress.upgradeMs }),
+    ...(progress.lan === undefined ? {} : { lan: progress.lan }),
   }
   if ('connection' in outcome) {
     attempt.remoteAddr = outcome.connection.remoteAddr.toString()
@@ -77,6 +79,17 @@ export class AttemptBook {
   backoff(peer: string): Backoff | undefined {
     const backoff = this.#backoff.get(peer)
     return backoff !== undefined && backoff.until > Date.now() ? backoff : undefined
+  }
+
+  /**
+   * Ends `peer`'s backoff now, keeping its length (the next failure still doubles
+   * it), when the failure said nothing about the path; false if there was none.
+   */
+  forgive(peer: string): boolean {
+    const backoff = this.#backoff.get(peer)
+    if (backoff === undefined) return false
+    backoff.until = Date.now()
+    return true
   }
 
   add(attempt: PunchAttempt): void {

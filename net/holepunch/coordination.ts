@@ -4,15 +4,21 @@
  * when to punch; punching and upgrading are the caller's.
  */
 
+import type { Multiaddr } from '@multiformats/multiaddr'
 import type { FramedStream } from '../../protocol/index.ts'
 import { encodeMessage } from '../../protocol/index.ts'
+import { lanCandidates } from './candidates.ts'
 import { HolePunchRefusedError, HolePunchSkippedError, type RefuseReason, type SkipReason } from './errors.ts'
 import { connectSchema, decisionSchema, decodeHolePunch, replySchema } from './messages.ts'
 import type { Endpoint, NatKind } from './nat.ts'
 import type { NatObserver } from './observer-client.ts'
 import type { HolePunchSettings } from './settings.ts'
 
-/** What one side tells the other: its NAT kind and where to punch to */
+/**
+ * What one side tells the other: its NAT kind and where to reach it, best
+ * first: the observed external endpoint (the punch target), then its LAN
+ * candidates (candidates.ts), which only a peer behind the same public address uses.
+ */
 export interface PunchOffer {
   nat: NatKind
   observed: Endpoint[]
@@ -89,11 +95,12 @@ export interface LocalRefusal {
   detail: string
 }
 
-/** Our offer, or why we cannot make one */
+/** Our offer (our LAN candidates from `listening` after the observed endpoint), or why we cannot make one */
 export async function localOffer(
   observer: NatObserver | undefined,
   settings: Pick<HolePunchSettings, 'enabled' | 'observeTimeoutMs' | 'observers'>,
   force: boolean,
+  listening: readonly Multiaddr[] = [],
 ): Promise<PunchOffer | LocalRefusal> {
   if (!settings.enabled || observer === undefined) {
     return { refuse: 'disabled', detail: 'hole punching is disabled on this host' }
@@ -111,14 +118,14 @@ export async function localOffer(
   if (observation.natKind === 'symmetric' && !force) {
     return { refuse: 'symmetric-nat', detail: 'this host is behind a symmetric NAT' }
   }
-  return { nat: observation.natKind, observed: [observation.observed] }
+  return { nat: observation.natKind, observed: [observation.observed, ...lanCandidates(listening)] }
 }
 
 export type Answer = PunchOffer | { refuse: RefuseReason; detail: string }
 
 export type AnswerOutcome =
-  /** `rttMs`: from our reply to the SYNC, one round trip over the relay */
-  | { kind: 'punch'; remote: PunchOffer; rttMs: number }
+  /** `local`: the offer we answered with; `rttMs`: from our reply to the SYNC, one round trip over the relay */
+  | { kind: 'punch'; remote: PunchOffer; local: PunchOffer; rttMs: number }
   | { kind: 'refused'; reason: RefuseReason; remote: PunchOffer | undefined }
   | { kind: 'aborted'; error: HolePunchSkippedError; remote: PunchOffer }
 
@@ -159,5 +166,5 @@ export async function answerPunch(
     const detail = symmetricDetail(answer.nat, remote.nat) ?? decision.detail
     return { kind: 'aborted', error: new HolePunchSkippedError(decision.reason, detail), remote }
   }
-  return { kind: 'punch', remote, rttMs: performance.now() - replied }
+  return { kind: 'punch', remote, local: answer, rttMs: performance.now() - replied }
 }

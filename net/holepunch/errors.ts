@@ -99,6 +99,31 @@ export class HolePunchTimeoutError extends Error {
   }
 }
 
+/**
+ * Both peers are behind the same public address, none of the peer's LAN
+ * addresses answered, and the punch to the shared external endpoint failed:
+ * the router does not hairpin. Neither a symmetric NAT nor a firewall is to
+ * blame, so this replaces {@link HolePunchTimeoutError}'s wording.
+ */
+export class SameNatUnreachableError extends Error {
+  override readonly name = 'SameNatUnreachableError'
+  readonly publicAddress: string
+
+  constructor(publicAddress: string, lanTried: readonly string[], options?: ErrorOptions) {
+    const lan =
+      lanTried.length === 0
+        ? 'no LAN connection came up (the peer offered no LAN address: it listens on none in a private range)'
+        : `no LAN address answered (${lanTried.join(', ')})`
+    super(
+      `both this host and the peer are behind the same public address ${publicAddress}; ${lan}; ` +
+        'the router does not hairpin (a connection to its own public address from the LAN ends at the ' +
+        'router): keeping the relay. Let the peer listen on its LAN address, or enable hairpin NAT on the router',
+      options,
+    )
+    this.publicAddress = publicAddress
+  }
+}
+
 /** We decided not to punch (or stopped before punching), e.g. because a NAT is symmetric */
 export class HolePunchSkippedError extends Error {
   override readonly name = 'HolePunchSkippedError'

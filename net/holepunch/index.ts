@@ -17,7 +17,9 @@
  *    observed endpoints and NAT kinds; if either NAT is symmetric they stop
  *    there and keep the relay.
  * 3. **Punch.** Both connect from their punch ports to the other's observed
- *    endpoint until a simultaneous open succeeds or the deadline passes.
+ *    endpoint until a simultaneous open succeeds or the deadline passes. Two
+ *    peers behind the same public address first try the LAN: each offer also
+ *    lists the sender's private TCP listen addresses (candidates.ts, lan.ts).
  * 4. **Upgrade.** The socket becomes a Noise + Yamux libp2p connection (the
  *    lower peer id is the initiator on both sides), the connection manager
  *    tracks it, and the relayed connection is closed.
@@ -82,6 +84,7 @@ export {
   ObserverUnreachableError,
   PunchPortUnusableError,
   type RefuseReason,
+  SameNatUnreachableError,
   type SkipReason,
 } from './errors.ts'
 export type { KeepaliveStatus } from './keepalive.ts'

@@ -36,7 +36,10 @@ const detail = z.string().max(256)
 const connect = z.strictObject({
   type: z.literal('connect'),
   nat: natKind,
-  /** Where to punch to, best first; today only the observed endpoint */
+  /**
+   * Where to reach the sender, best first: the observed endpoint (the only one
+   * older versions send or read), then up to three LAN candidates (candidates.ts)
+   */
   observed: z.array(endpoint).min(1).max(4),
 })
 

@@ -2,19 +2,27 @@
  * One punch, once both sides agreed on it: simultaneous open towards the
  * peer's observed endpoint, the libp2p upgrade of the punched socket, and the
  * relayed connections it replaces closed. Both roles of the coordination
- * exchange end here.
+ * exchange end here. Two peers behind the same public address first try the
+ * LAN (lan.ts): most routers do not hairpin, so the shared external endpoint
+ * usually leads nowhere.
  */
 import type { Connection, Logger, PeerId, Upgrader } from '@libp2p/interface'
 import { isRelayed } from '../host.ts'
-import type { HolePunchConnectionManager } from './api.ts'
+import type { HolePunchConnectionManager, HolePunchNodeEvents } from './api.ts'
 import type { Progress } from './attempts.ts'
+import { offeredLanCandidates, sharedPublicAddress } from './candidates.ts'
 import type { PunchOffer } from './coordination.ts'
+import { HolePunchTimeoutError, SameNatUnreachableError } from './errors.ts'
+import { connectOverLan } from './lan.ts'
 import { type HolePunchSettings, MAX_ATTEMPT_TIMEOUT_MS } from './settings.ts'
 import { simultaneousOpen } from './simopen.ts'
 import { isUpgradeInitiator, upgradePunchedSocket } from './upgrade.ts'
 
 /** Pause after a fast failure (RST) in the punch loop, from the lab study */
 const RETRY_DELAY_MS = 25
+
+/** The LAN stage's window: a LAN dial answers in milliseconds, a dead candidate must not hold the punch long */
+const LAN_WINDOW_MS = 2_000
 
 /** What a punch needs of the service that runs it */
 export interface PunchSetup {
@@ -27,11 +35,62 @@ export interface PunchSetup {
   >
   upgrader: Upgrader
   connectionManager: HolePunchConnectionManager
+  /** Where the LAN stage sees the peer's own dial arrive */
+  events: HolePunchNodeEvents
   log: Logger
 }
 
-/** Punches to `remote`'s first endpoint and upgrades the socket; fills in `progress` as it goes */
+/** Both offers of the exchange: this host's and the peer's */
+export interface Offers {
+  local: PunchOffer
+  remote: PunchOffer
+}
+
+/**
+ * A direct connection to `peer`: over the LAN first when both offers share the
+ * public address, else (or then) punched to the peer's observed endpoint and
+ * upgraded. Fills in `progress` as it goes.
+ *
+ * @throws {SameNatUnreachableError} one public address, and neither the LAN nor the hairpin worked
+ */
 export async function punchAndUpgrade(
+  setup: PunchSetup,
+  peer: PeerId,
+  offers: Offers,
+  rttMs: number,
+  progress: Progress,
+  signal: AbortSignal,
+): Promise<Connection> {
+  const shared = sharedPublicAddress(offers.local, offers.remote)
+  if (shared === undefined) return punchPublic(setup, peer, offers.remote, rttMs, progress, signal)
+  const lan = offeredLanCandidates(offers.remote)
+  // neither side offered one (both decide alike, so both skip the window): nothing can come over the LAN
+  const overLan =
+    lan.length === 0 && offeredLanCandidates(offers.local).length === 0
+      ? { connection: undefined, tried: [] }
+      : await connectOverLan(peer, lan, {
+          connectionManager: setup.connectionManager,
+          events: setup.events,
+          log: setup.log,
+          windowMs: Math.min(LAN_WINDOW_MS, setup.settings.deadlineMs),
+          signal,
+        })
+  if (overLan.connection !== undefined) {
+    progress.lan = true
+    if (setup.settings.closeRelayed) closeRelayed(setup.connectionManager, peer)
+    return overLan.connection
+  }
+  setup.log('no LAN connection to %p behind the shared address %s; punching to it', peer, shared)
+  try {
+    return await punchPublic(setup, peer, offers.remote, rttMs, progress, signal)
+  } catch (err) {
+    if (!(err instanceof HolePunchTimeoutError)) throw err
+    throw new SameNatUnreachableError(shared, overLan.tried, { cause: err })
+  }
+}
+
+/** Punches to `remote`'s observed endpoint and upgrades the socket */
+async function punchPublic(
   setup: PunchSetup,
   peer: PeerId,
   remote: PunchOffer,

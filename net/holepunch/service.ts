@@ -7,6 +7,7 @@
 
 import type { Connection, Logger, PeerId, Startable, Stream } from '@libp2p/interface'
 import { serviceCapabilities } from '@libp2p/interface'
+import type { Multiaddr } from '@multiformats/multiaddr'
 import { sleep } from '../../lib/index.ts'
 import { FramedStream } from '../../protocol/index.ts'
 import { isRelayed } from '../host.ts'
@@ -61,6 +62,7 @@ export class HolePunch implements HolePunchService, Startable {
   #shutdown = new AbortController()
   #started = false
   readonly #retries = new Set<ReturnType<typeof setTimeout>>()
+  readonly #listening = (): Multiaddr[] => this.#components.transportManager?.getAddrs() ?? []
 
   constructor(components: HolePunchComponents, init: HolePunchInit = {}) {
     this.#components = components
@@ -197,8 +199,7 @@ export class HolePunch implements HolePunchService, Startable {
       this.#record(peer, 'initiator', 'auto', performance.now(), {}, { error: err })
       return
     }
-    // recorded in status() and the attempt event
-    await this.#initiate(peer, 'auto', { force: false, relayed }).catch(() => this.#retryLater(peer))
+    await this.#initiate(peer, 'auto', { force: false, relayed }).catch(() => this.#retryLater(peer, relayed))
   }
 
   /**
@@ -206,15 +207,18 @@ export class HolePunch implements HolePunchService, Startable {
    * path that failed once (a firewall, a NAT that changed) may work later, and
    * nothing else would open a new relayed connection to trigger an attempt.
    */
-  #retryLater(peer: PeerId): void {
-    const backoff = this.#book.backoff(peer.toString())
-    if (backoff === undefined || !this.#started) return
+  #retryLater(peer: PeerId, over: Connection): void {
+    const key = peer.toString()
+    // libp2p closed `over` under the exchange (it drops a duplicate): not the path's fault, retry soon
+    const forgiven = over.status !== 'open' && this.#book.forgive(key)
+    const until = this.#book.backoff(key)?.until
+    if ((until === undefined && !forgiven) || !this.#started) return
     const timer = setTimeout(
       () => {
         this.#retries.delete(timer)
         this.reconsider(peer)
       },
-      backoff.until - Date.now() + 10,
+      (until ?? Date.now()) - Date.now() + 10,
     )
     timer.unref()
     this.#retries.add(timer)
@@ -273,7 +277,7 @@ export class HolePunch implements HolePunchService, Startable {
       options.signal === undefined
         ? this.#shutdown.signal
         : AbortSignal.any([this.#shutdown.signal, options.signal])
-    const local = await localOffer(this.#observer, this.#settings, options.force)
+    const local = await localOffer(this.#observer, this.#settings, options.force, this.#listening())
     if ('refuse' in local) throw this.#skip(local.refuse, local.detail)
     const relayed =
       options.relayed?.status === 'open'
@@ -308,7 +312,8 @@ export class HolePunch implements HolePunchService, Startable {
     progress.remoteNat = exchange.remote.nat
     // the SYNC reaches the peer after about half a round trip; start together
     await sleep(exchange.rttMs / 2, signal)
-    return punchAndUpgrade(this.#punchSetup(), peer, exchange.remote, exchange.rttMs, progress, signal)
+    const offers = { local, remote: exchange.remote }
+    return punchAndUpgrade(this.#punchSetup(), peer, offers, exchange.rttMs, progress, signal)
   }
 
   /** A relayed connection to coordinate over, or a direct one if that is what we got */
@@ -361,7 +366,7 @@ export class HolePunch implements HolePunchService, Startable {
         .finally(() => {
           if (this.#inflight.get(key) === entry) this.#inflight.delete(key)
         })
-      const offer = await localOffer(this.#observer, this.#settings, true)
+      const offer = await localOffer(this.#observer, this.#settings, true, this.#listening())
       if ('refuse' in offer) {
         pending.reject(new HolePunchSkippedError(offer.refuse, offer.detail))
         return offer
@@ -395,7 +400,8 @@ export class HolePunch implements HolePunchService, Startable {
     }
     // punching outlives the stream handler; the stream is done
     const pending = deferred
-    punchAndUpgrade(this.#punchSetup(), peer, outcome.remote, outcome.rttMs, progress, signal).then(
+    const offers = { local: outcome.local, remote: outcome.remote }
+    punchAndUpgrade(this.#punchSetup(), peer, offers, outcome.rttMs, progress, signal).then(
       (conn) => {
         pending.resolve(conn)
         this.#record(peer, 'responder', 'remote', started, progress, { connection: conn })
@@ -411,13 +417,14 @@ export class HolePunch implements HolePunchService, Startable {
 
   /** What punch.ts needs of this service; the punch port is only known once started */
   #punchSetup(): PunchSetup {
-    const { peerId, upgrader, connectionManager } = this.#components
+    const { peerId, upgrader, connectionManager, events } = this.#components
     return {
       self: peerId,
       punchPort: this.#port,
       settings: this.#settings,
       upgrader,
       connectionManager,
+      events,
       log: this.#log,
     }
   }

@@ -114,6 +114,10 @@ function routerRules(router: LabRouter, dmzHost: string | null): string {
     '-A FORWARD -m conntrack --ctstate INVALID -j DROP',
     '-A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT',
     '-A FORWARD -i lan -o wan -j ACCEPT',
+    // The LAN is a switch: hosts on it reach each other. Where br_netfilter is loaded
+    // (bridge-nf-call-iptables=1, also in new namespaces), frames bridged between two
+    // LAN ports traverse this chain too, and its DROP policy cut LAN hosts off each other.
+    '-A FORWARD -i lan -o lan -j ACCEPT',
     ...dmzForward,
     'COMMIT',
     '*nat',
@@ -154,6 +158,11 @@ export function enableForwarding(router: LabRouter): void {
 export function blockForwardingTo(router: LabRouter, ip: string, blocked: boolean, port?: number): void {
   const match = port === undefined ? ['-d', ip] : ['-d', ip, '-p', 'tcp', '--dport', String(port)]
   nsExec(router.ns, iptables.iptables, [blocked ? '-I' : '-D', 'FORWARD', ...match, '-j', 'DROP'])
+}
+
+/** While `dropped`, `router` forwards no UDP either way: a network that lets only TCP through. */
+export function dropUdpThrough(router: LabRouter, dropped: boolean): void {
+  nsExec(router.ns, iptables.iptables, [dropped ? '-I' : '-D', 'FORWARD', '-p', 'udp', '-j', 'DROP'])
 }
 
 /**
