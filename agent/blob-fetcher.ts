@@ -133,9 +133,12 @@ export interface CoordinatorFetcherInit {
   maxBackoffMs?: number
 }
 
+/** The coordinator to ask, or, for an agent that fails over between several, a function naming the current one. */
+export type CoordinatorRef = PeerId | (() => PeerId)
+
 export function coordinatorBlobFetcher(
   host: FleetHost,
-  coordinator: PeerId,
+  coordinator: CoordinatorRef,
   init: CoordinatorFetcherInit = {},
 ): BlobFetcher {
   const maxWaitMs = init.maxWaitMs ?? 3_600_000
@@ -151,7 +154,7 @@ export function coordinatorBlobFetcher(
         try {
           await fetchFromCoordinator(
             host,
-            coordinator,
+            typeof coordinator === 'function' ? coordinator() : coordinator,
             { sha256, size, offset: before, dest, digest },
             onProgress,
             signal,

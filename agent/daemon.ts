@@ -8,6 +8,7 @@
  *   <state>/update.json      the update journal (agent/update-journal.ts)
  *   <state>/manifests/       signed manifests of the newest updates: the replay mark without update.json
  *   <state>/revocations.json the fleet's signed revocation list, as far as this agent has it
+ *   <state>/coordinators.list the fleet root's signed list of coordinators to fail over to (failover.ts)
  *   <state>/outbox/          signed status reports not yet acknowledged
  *   <state>/profile/         generations and the `current` symlink (profile activator)
  *   <state>/nix/             NAR downloads, a GC root and generation names (nixos activator)
@@ -51,6 +52,7 @@ import {
   enrollWithCoordinator,
   readEnrollmentFile,
 } from './enroll.ts'
+import { type CoordinatorState, Failover } from './failover.ts'
 import { CoordinatorLink, type LinkState } from './link.ts'
 import { meshNixCache } from './nix-cache-client.ts'
 import { nixosActivator, nixosEnv } from './nixos-activator.ts'
@@ -168,7 +170,7 @@ async function startLocked(options: AgentOptions, lock: DirLock): Promise<Runnin
         : {}),
     },
   })
-  let linkState: LinkState = { connected: false }
+  let linkState: CoordinatorState = { connected: false }
   const snapshot = () =>
     snapshotHost(host, 'agent', {
       coordinator: linkState,
@@ -198,16 +200,14 @@ async function startLocked(options: AgentOptions, lock: DirLock): Promise<Runnin
     const enrollment = await enrollIfNeeded(host, enrollmentPath, options, emit, finderFor, dialScope)
     // not during enrollment: the coordinator would refuse a machine it does not know yet
     punchWith.coordinator = enrollment.coordinator.peerId
-    const coordinator = peerIdFromString(enrollment.coordinator.peerId)
-    const addrs =
-      options.coordinatorAddrs && options.coordinatorAddrs.length > 0
-        ? options.coordinatorAddrs
-        : enrollment.coordinator.addrs
-    const discover = finderFor(enrollment.coordinator.peerId, addrs)
-    dialScope.allow(addrs)
     // the key lets reports be renumbered when the coordinator's mark is above the counter (outbox.ts)
     const outbox = await Outbox.open(options.stateDir, { signer: key })
     const fleet = { fleetRoot: PublicKey.parse(enrollment.fleetRoot), fleetId: enrollment.fleetId }
+    // the enrollment coordinator (at --coordinator-addr if given), then the others of the fleet's list
+    const { stateDir, coordinatorAddrs } = options
+    const failoverInit = { stateDir, coordinatorAddrs, fleet, finderFor, emit }
+    const allow = (a: readonly string[]) => dialScope.allow(a)
+    const failover = await Failover.open({ ...failoverInit, enrolled: enrollment.coordinator, allow })
     let link: CoordinatorLink | undefined
     let updater: Updater | undefined
     const revocations = await AgentRevocations.open(options.stateDir, fleet, {
@@ -232,7 +232,7 @@ async function startLocked(options: AgentOptions, lock: DirLock): Promise<Runnin
       activatorKind === 'nixos'
         ? nixosActivator({
             root: join(options.stateDir, 'nix'),
-            cache: meshNixCache(host, coordinator),
+            cache: meshNixCache(host, failover.peer),
             machine: enrollment.machine,
             ...(options.nixProfile ? { profile: options.nixProfile } : {}),
             env: nixosEnv(options.hookEnv),
@@ -240,7 +240,7 @@ async function startLocked(options: AgentOptions, lock: DirLock): Promise<Runnin
         : profileActivator({
             root: join(options.stateDir, 'profile'),
             fetcher: routeBlobFetcher({
-              coordinator: coordinatorBlobFetcher(host, coordinator),
+              coordinator: coordinatorBlobFetcher(host, failover.peer),
               http: httpBlobFetcher(),
             }),
             ...(options.hookEnv ? { env: options.hookEnv } : {}),
@@ -269,8 +269,8 @@ async function startLocked(options: AgentOptions, lock: DirLock): Promise<Runnin
     })
     link = new CoordinatorLink({
       host,
-      coordinator,
-      coordinatorAddrs: addrs.map((a) => multiaddr(a)),
+      coordinator: failover.current().peer,
+      coordinatorAddrs: failover.current().addrs,
       machine: enrollment.machine,
       queue: {
         pending: () => outbox.pending(),
@@ -290,7 +290,8 @@ async function startLocked(options: AgentOptions, lock: DirLock): Promise<Runnin
       ...(options.keepaliveMs
         ? { keepaliveMs: options.keepaliveMs, deadAfterMs: options.keepaliveMs * 3 }
         : {}),
-      ...(discover ? { discover } : {}),
+      coordinators: failover,
+      onCoordinators: failover.receive,
       // `fleetmesh doctor <machine>`: what runtime.json would show, asked over the link
       revocations,
       onTags: async (envelope) => {
@@ -311,18 +312,19 @@ async function startLocked(options: AgentOptions, lock: DirLock): Promise<Runnin
         agentDiagnosis({
           machine: enrollment.machine,
           snapshot: snapshot(),
-          coordinator: { peerId: enrollment.coordinator.peerId, addrs },
+          coordinator: { peerId: failover.peer().toString(), addrs: failover.current().addrs.map(String) },
         }),
       log: (msg) => emit('log', { msg }),
       onPathUpgraded: ({ from, to }) =>
         emit('path-upgraded', { from: from.path, to: to.path, fromAddr: from.addr, toAddr: to.addr }),
       onState: (state: LinkState) => {
-        linkState = state
+        linkState = failover.describe(state)
+        if (state.connected) punchWith.coordinator = failover.peer().toString()
         // a relayed connection opened before enrollment ended was no one to punch with then
         if (state.connected && state.path === 'relayed')
-          extraService<HolePunchService>(host, 'holePunch')?.reconsider(coordinator)
+          extraService<HolePunchService>(host, 'holePunch')?.reconsider(failover.peer())
         runtime.refresh()
-        emit(state.connected ? 'connected' : 'disconnected', { ...state })
+        emit(state.connected ? 'connected' : 'disconnected', { ...linkState })
       },
     })
     // Finish whatever a crash interrupted before taking new work, then say where we are.

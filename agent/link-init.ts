@@ -28,6 +28,21 @@ export interface RevocationLink {
   receive(entries: Uint8Array[]): Promise<void>
 }
 
+/** A coordinator the link may run to: its peer id (which the Noise handshake proves), where it listens. */
+export interface LinkTarget {
+  peer: PeerId
+  addrs: Multiaddr[]
+  /** Looks it up when its known addresses fail (see LinkInit.discover). */
+  discover?: (signal: AbortSignal) => Promise<Multiaddr[]>
+}
+
+/** Which of several coordinators the link dials (agent/failover.ts): the current one, the next once it is lost. */
+export interface CoordinatorChoice {
+  current(): LinkTarget
+  /** The session with the current one ended, or dialing it failed. */
+  next(): void
+}
+
 export interface LinkInit {
   host: FleetHost
   coordinator: PeerId
@@ -54,6 +69,16 @@ export interface LinkInit {
    */
   diagnose?: () => AgentDiagnosis
   revocations?: RevocationLink
+  /**
+   * The fleet's coordinators: the link dials the current one instead of
+   * `coordinator`, and the next once the session is lost.
+   */
+  coordinators?: CoordinatorChoice
+  /**
+   * The fleet root's signed coordinator list from the coordinator (the hello then
+   * names COORDINATOR_LIST_CAPABILITY); resolves once it is taken or refused.
+   */
+  onCoordinators?: (envelope: Uint8Array) => Promise<void>
   /** A signed tag record from the coordinator; resolves once it is taken or refused, before the next frame is read. */
   onTags?: (envelope: Uint8Array) => Promise<void>
   log?: (msg: string) => void
@@ -65,3 +90,15 @@ export interface LinkInit {
 export type LinkState =
   | { connected: true; path: ConnectionPath; addr: string }
   | { connected: false; error?: string }
+
+/** The coordinator the link dials now: the fleet's choice, or the one coordinator it was given. */
+export function currentTarget(init: LinkInit): LinkTarget {
+  const { coordinators, coordinator, coordinatorAddrs, discover } = init
+  return (
+    coordinators?.current() ?? {
+      peer: coordinator,
+      addrs: coordinatorAddrs,
+      ...(discover ? { discover } : {}),
+    }
+  )
+}

@@ -25,12 +25,14 @@
  * requests (`fleetmesh doctor <machine>`) at once. Frames of a type this version
  * does not know (a newer coordinator's) are skipped, never a reason to drop the link.
  * A running update's output goes up live (`sendUpdateLog`) only to a coordinator
- * whose hello names UPDATE_LOG_CAPABILITY, in order with the reports.
+ * whose hello names UPDATE_LOG_CAPABILITY, in order with the reports. With `coordinators` (failover.ts),
+ * each try after a lost session goes to the next coordinator of the fleet's signed list.
  */
 import type { Connection } from '@libp2p/interface'
 import { errorMessage, FLEETMESH_VERSION, RecoveryBackoff, WakeableSleep } from '../lib/index.ts'
 import { connectionPath, isRelayed } from '../net/index.ts'
 import {
+  COORDINATOR_LIST_CAPABILITY,
   type ControlFrame,
   controlFrameSchema,
   DIAGNOSE_CAPABILITY,
@@ -46,6 +48,7 @@ import {
 } from '../protocol/index.ts'
 import { LinkClosedError, RoundTripTimeoutError } from './link-errors.ts'
 import type { LinkInit, LinkState, ReportQueue, RevocationLink } from './link-init.ts'
+import { currentTarget } from './link-init.ts'
 import {
   closeRelayedTo,
   connectToCoordinator,
@@ -69,10 +72,11 @@ interface Active {
   updateLogs: boolean
 }
 
-type OptionalInit = 'log' | 'onState' | 'onPathUpgraded' | 'discover' | 'diagnose' | 'revocations' | 'onTags'
+/** The init fields with a default (the constructor's) */
+type Defaulted = 'keepaliveMs' | 'deadAfterMs' | 'backoffInitialMs' | 'backoffMaxMs' | 'dialTimeoutMs'
 
 export class CoordinatorLink {
-  readonly #init: Required<Omit<LinkInit, OptionalInit>> & Pick<LinkInit, OptionalInit>
+  readonly #init: LinkInit & Required<Pick<LinkInit, Defaulted>>
   #active: Active | undefined
   /** Where the current session runs, from its hello on */
   #established: LinkPath | undefined
@@ -179,7 +183,7 @@ export class CoordinatorLink {
   /** A direct connection to the coordinator while the session is relayed: move the session to it. */
   readonly #onConnectionOpen = (evt: CustomEvent<Connection>): void => {
     const conn = evt.detail
-    if (!conn.remotePeer.equals(this.#init.coordinator) || isRelayed(conn)) return
+    if (!conn.remotePeer.equals(this.#target().peer) || isRelayed(conn)) return
     if (this.#established?.path !== 'relayed') return
     this.#log(`a direct connection to the coordinator is up (${conn.remoteAddr})`)
     this.#moveToDirect()
@@ -211,11 +215,13 @@ export class CoordinatorLink {
       if (this.#stopped) break
       // A relayed session that ended with a direct connection up (the punch closed the relayed
       // one, or #onConnectionOpen ended it): straight on to the direct one, not a reconnect.
-      if (from?.path === 'relayed' && directConnectionTo(this.#init.host, this.#init.coordinator)) {
+      if (from?.path === 'relayed' && directConnectionTo(this.#init.host, this.#target().peer)) {
         this.#moving = from
         continue
       }
       this.#moving = undefined
+      // lost, or never reached: the next try goes to the next coordinator of the fleet's list
+      this.#init.coordinators?.next()
       if (failure !== undefined) this.#log(`control link: ${errorMessage(failure.error)}`)
       this.#setState(
         failure === undefined
@@ -231,7 +237,8 @@ export class CoordinatorLink {
   }
 
   async #session(onHello: () => void): Promise<void> {
-    const { host, coordinator, coordinatorAddrs, dialTimeoutMs, discover } = this.#init
+    const { host, dialTimeoutMs } = this.#init
+    const { peer: coordinator, addrs: coordinatorAddrs, discover } = this.#target()
     const log = (m: string) => this.#log(m)
     const conn = await connectToCoordinator({
       host,
@@ -282,7 +289,11 @@ export class CoordinatorLink {
         wire: WIRE_VERSION,
         role: 'agent',
         software: SOFTWARE,
-        capabilities: ['profile', ...(this.#init.diagnose ? [DIAGNOSE_CAPABILITY] : [])],
+        capabilities: [
+          'profile',
+          ...(this.#init.diagnose ? [DIAGNOSE_CAPABILITY] : []),
+          ...(this.#init.onCoordinators ? [COORDINATOR_LIST_CAPABILITY] : []),
+        ],
         machine: this.#init.machine,
         ...(this.#init.revocations ? { revocations: this.#init.revocations.head() } : {}),
       })
@@ -317,6 +328,9 @@ export class CoordinatorLink {
             // awaited: a manifest after it is checked against the tags it gives
             await this.#init.onTags?.(frame.envelope)
             break
+          case 'coordinators':
+            await this.#init.onCoordinators?.(frame.envelope)
+            break
           case 'ack':
             await this.#init.queue.ack(frame.seq)
             break
@@ -349,9 +363,9 @@ export class CoordinatorLink {
     this.#established = here
     if (from !== undefined && here.path === 'direct') this.#init.onPathUpgraded?.({ from, to: here })
     this.#setState({ connected: true, ...here })
-    if (here.path === 'direct') closeRelayedTo(this.#init.host, this.#init.coordinator)
+    if (here.path === 'direct') closeRelayedTo(this.#init.host, this.#target().peer)
     // one opened while this session said hello: #onConnectionOpen did not act on it
-    else if (directConnectionTo(this.#init.host, this.#init.coordinator)) this.#moveToDirect()
+    else if (directConnectionTo(this.#init.host, this.#target().peer)) this.#moveToDirect()
   }
 
   async #sendPending(a: Active, queued: ReturnType<ReportQueue['pending']>): Promise<void> {
@@ -409,6 +423,11 @@ export class CoordinatorLink {
         `ignoring a "${frame.unknown}" frame from the coordinator: a newer version's, unknown to this agent`,
       )
     }
+  }
+
+  /** The coordinator dialed now */
+  #target() {
+    return currentTarget(this.#init)
   }
 
   #setState(state: LinkState): void {

@@ -16,7 +16,6 @@
  * await cache.fetchNar(sha256Hex, narSize, '/var/lib/fleetmesh/nix/nars/….nar.part', (n) => log(n), signal)
  * ```
  */
-import type { PeerId } from '@libp2p/interface'
 import { backoffDelay, CodedError, errorMessage, sleep } from '../lib/index.ts'
 import { type FleetHost, openStream } from '../net/index.ts'
 import {
@@ -34,7 +33,7 @@ import {
   parseNarInfo,
   STORE_DIR,
 } from '../protocol/index.ts'
-import { type CoordinatorFetcherInit, coordinatorBlobFetcher } from './blob-fetcher.ts'
+import { type CoordinatorFetcherInit, type CoordinatorRef, coordinatorBlobFetcher } from './blob-fetcher.ts'
 import type { FileDigest } from './file-digest.ts'
 
 /** What the cache holds of one closure. */
@@ -83,7 +82,7 @@ export interface MeshNixCacheInit extends CoordinatorFetcherInit {
 
 export function meshNixCache(
   host: FleetHost,
-  coordinator: PeerId,
+  coordinator: CoordinatorRef,
   init: MeshNixCacheInit = {},
 ): NixCacheSource {
   const blobs = coordinatorBlobFetcher(host, coordinator, init)
@@ -98,7 +97,8 @@ export function meshNixCache(
       for (let attempt = 0; Date.now() - started <= maxWaitMs; attempt++) {
         signal.throwIfAborted()
         try {
-          const stream = await openStream(host, coordinator, PROTOCOLS.nix, { signal })
+          const peer = typeof coordinator === 'function' ? coordinator() : coordinator
+          const stream = await openStream(host, peer, PROTOCOLS.nix, { signal })
           const framed = new FramedStream(stream, { maxFrameBytes: MAX_NIX_FRAME_BYTES })
           try {
             await framed.send(encodeMessage(nixClosureRequestSchema, { t: 'closure', storePath }))
