@@ -6,11 +6,14 @@
  *  - signed status reports ingested per second, each acknowledged only after it is
  *    durably stored (SQLite, synchronous=FULL), and the ratio to the raw native
  *    Ed25519 verify rate (the reference: the signature check every report needs);
+ *  - during that burst of reports: connections to the coordinator closed, by which
+ *    end closed them, and the round trips a separate pinger process saw;
  *  - coordinator memory per connected agent (RSS growth / N).
  *
  * The agents are real libp2p hosts with their own keys and connections, enrolled
- * with real tokens, but they live in this one process (a process each would
- * measure Node start-up, not fleetmesh); they verify manifests and do not apply them.
+ * with real tokens, spread over a few child processes (fleet-shards.ts: a process
+ * each would measure Node start-up, one for all would stall on the agents' side);
+ * they verify manifests and do not apply them.
  */
 import { randomBytes } from 'node:crypto'
 import { mkdir, readFile } from 'node:fs/promises'
@@ -18,20 +21,20 @@ import { join } from 'node:path'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { AdminClient } from '../admin/client.ts'
-import { loadAdminHome } from '../admin/home.ts'
+import { type AdminHome, loadAdminHome } from '../admin/home.ts'
 import { bytesSource, uploadBlob } from '../admin/upload.ts'
 import { CoordinatorLink } from '../agent/link.ts'
 import { verifyManifest } from '../agent/verify.ts'
 import { DOMAINS, nodeEd25519, PrivateKey, signingInput } from '../keys/index.ts'
 import type { FleetHost } from '../net/index.ts'
-import { sealEnvelope, statusReportSchema } from '../protocol/index.ts'
 import { enrolledHost } from '../testkit/enrolled-host.ts'
-import { sampleStatus } from '../testkit/fixtures.ts'
+import type { FleetDirectory } from '../testkit/fleetmesh.ts'
 import { TestFleet } from '../testkit/harness.ts'
+import { AgentShards } from './fleet-shards.ts'
 import { fmt, line, measureRate, percentile } from './measure.ts'
 import { benchManifest, benchNatsPeer, natsMissing } from './nats-peer.ts'
 
-interface BenchAgent {
+export interface BenchAgent {
   name: string
   key: PrivateKey
   host: FleetHost
@@ -39,6 +42,17 @@ interface BenchAgent {
   queue: { seq: number; envelope: Uint8Array }[]
   onAck?: (seq: number) => void
   onVerified?: (manifestId: string) => void
+}
+
+/** How often the separate pinger pings the coordinator during the burst of reports. */
+const PING_INTERVAL_MS = 100
+
+/** CPU time a process (all its threads, or with `mainThread` only its main one) has used, in seconds. */
+async function cpuSeconds(pid: number, mainThread = false): Promise<number> {
+  const stat = await readFile(mainThread ? `/proc/${pid}/task/${pid}/stat` : `/proc/${pid}/stat`, 'utf8')
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  // utime and stime are fields 14 and 15 of stat(5), counted in clock ticks (100 a second on Linux)
+  return (Number(fields[11]) + Number(fields[12])) / 100
 }
 
 async function rss(pid: number): Promise<number> {
@@ -51,10 +65,11 @@ export async function benchFleet(
   agentCount: number,
   rounds: number,
   reportsPerAgent: number,
+  agentProcesses = 4,
 ): Promise<Record<string, number>> {
   const out: Record<string, number> = {}
   const fleet = await TestFleet.create()
-  const agents: BenchAgent[] = []
+  let shards: AgentShards | undefined
   let admin: AdminClient | undefined
   try {
     const coordinator = await fleet.startCoordinator(['--idle-timeout', '10m'])
@@ -66,50 +81,10 @@ export async function benchFleet(
     const infoBefore = await admin.fleetInfo()
     const rssBefore = await rss(pid)
 
-    process.stdout.write(`  starting and enrolling ${agentCount} agents…`)
+    process.stdout.write(`  starting and enrolling ${agentCount} agents in ${agentProcesses} processes…`)
     const started = Date.now()
-    const batch = 20
-    const agentsDir = join(fleet.dir, 'agents')
-    await mkdir(agentsDir, { recursive: true })
-    for (let i = 0; i < agentCount; i += batch) {
-      await Promise.all(
-        Array.from({ length: Math.min(batch, agentCount - i) }, async (_, j) => {
-          const name = `bench-${String(i + j).padStart(4, '0')}`
-          const { key, host } = await enrolledHost(fleet, name, ['bench'], agentsDir)
-          const queue: BenchAgent['queue'] = []
-          const hooks: Pick<BenchAgent, 'onAck' | 'onVerified'> = {}
-          const link = new CoordinatorLink({
-            host,
-            coordinator: peerIdFromString(home.fleet.coordinator.peerId),
-            coordinatorAddrs: [multiaddr(coordAddr)],
-            machine: name,
-            keepaliveMs: 30_000,
-            deadAfterMs: 600_000,
-            queue: {
-              pending: async () => queue,
-              ack: async (seq) => {
-                while (queue.length > 0 && (queue[0] as { seq: number }).seq <= seq) queue.shift()
-                hooks.onAck?.(seq)
-              },
-            },
-            onManifest: (envelope) => {
-              const v = verifyManifest(envelope, {
-                fleetRoot: home.fleetRoot,
-                fleetId: home.fleet.fleetId,
-                machine: name,
-                tags: ['bench'],
-                lastSequence: 0,
-              })
-              hooks.onVerified?.(v.manifest.id)
-            },
-          })
-          const connected = link.whenConnected()
-          link.start()
-          await connected
-          agents.push(Object.assign(hooks, { name, key, host, link, queue }))
-        }),
-      )
-    }
+    const coordinatorPeer = home.fleet.coordinator.peerId
+    shards = await AgentShards.start(fleet, agentCount, agentProcesses, coordAddr, coordinatorPeer)
     process.stdout.write(` ${((Date.now() - started) / 1000).toFixed(1)} s\n`)
     const rssAfter = await rss(pid)
     const infoAfter = await admin.fleetInfo()
@@ -120,27 +95,12 @@ export async function benchFleet(
     const blob = bytesSource(randomBytes(1024))
     await uploadBlob(admin, blob)
 
-    const samples: number[] = []
-    const maxima: number[] = []
-    for (let round = 0; round < rounds; round++) {
-      const info = await admin.fleetInfo()
-      const { manifest, envelope } = benchManifest(home, info.maxSequence + 1, round, blob)
-      const times: number[] = []
-      const all = new Promise<void>((resolve) => {
-        for (const a of agents) {
-          a.onVerified = (id) => {
-            if (id !== manifest.id) return
-            times.push(performance.now() - t0)
-            if (times.length === agents.length) resolve()
-          }
-        }
-      })
-      const t0 = performance.now()
-      await admin.submitManifest(envelope)
-      await all
-      samples.push(...times)
-      maxima.push(Math.max(...times))
-    }
+    const client = admin
+    const { samples, maxima } = await shards.fanOut(
+      rounds,
+      async (round) => benchManifest(home, (await client.fleetInfo()).maxSequence + 1, round, blob),
+      (envelope) => client.submitManifest(envelope),
+    )
     samples.sort((a, b) => a - b)
     maxima.sort((a, b) => a - b)
     console.log(
@@ -153,30 +113,16 @@ export async function benchFleet(
     out['fanout p99 ms'] = percentile(samples, 99)
     out['fanout all ms'] = percentile(maxima, 50)
 
-    // ---- status ingest
-    let seq = 1_000
-    for (const a of agents) {
-      for (let i = 0; i < reportsPerAgent; i++) {
-        const report = sampleStatus({ machine: a.name, seq: ++seq, state: 'idle', facts: { bench: 'yes' } })
-        a.queue.push({ seq, envelope: sealEnvelope(statusReportSchema, DOMAINS.status, report, a.key) })
-      }
-    }
-    const total = agents.length * reportsPerAgent
-    const done = Promise.all(
-      agents.map(
-        (a) =>
-          new Promise<void>((resolve) => {
-            const last = (a.queue.at(-1) as { seq: number }).seq
-            a.onAck = (s) => {
-              if (s >= last) resolve()
-            }
-          }),
-      ),
-    )
-    const t1 = performance.now()
-    for (const a of agents) a.link.flush()
-    await done
-    const seconds = (performance.now() - t1) / 1000
+    // ---- status ingest: a burst of reports from every agent at once
+    const total = agentCount * reportsPerAgent
+    await shards.startPinger(coordAddr, coordinatorPeer, PING_INTERVAL_MS)
+    await shards.count(true)
+    const [cpuBefore, mainBefore] = [await cpuSeconds(pid), await cpuSeconds(pid, true)]
+    const seconds = await shards.burst(reportsPerAgent)
+    const cpu = (await cpuSeconds(pid)) - cpuBefore
+    const mainCpu = (await cpuSeconds(pid, true)) - mainBefore
+    const closed = await shards.count(false)
+    const rtts = (await shards.stopPinger()).sort((a, b) => a - b)
     const rate = total / seconds
     const pub = PrivateKey.generate()
     const msg = signingInput(DOMAINS.status, new Uint8Array(400).fill(1))
@@ -192,8 +138,26 @@ export async function benchFleet(
     line('reports ingested', `${fmt(rate)} /s`)
     line('raw native Ed25519 verify in this process (reference)', `${fmt(nativeVerify)} /s`)
     line('ratio ingest / native verify', `${fmt((rate / nativeVerify) * 100, 1)} %`)
+    line('coordinator CPU per report (all its threads)', `${fmt((cpu / total) * 1e6)} µs`)
+    line('… of it on its main thread (reads, commits, acks)', `${fmt((mainCpu / total) * 1e6)} µs`)
+    line('coordinator CPU in use during the burst', `${fmt(cpu / seconds, 2)} cores`)
+    out['coordinator main thread cpu per report us'] = (mainCpu / total) * 1e6
+    out['coordinator cpu per report us'] = (cpu / total) * 1e6
     out['ingest/s'] = rate
     out['ingest/native verify ratio'] = rate / nativeVerify
+    console.log(`During that burst (${agentCount} agents in ${shards.processes} processes, ${total} reports)`)
+    line('connections closed by the coordinator (or the network)', `${closed.coordinator}`)
+    line('connections closed by the agents', `${closed.agent}`)
+    for (const example of closed.examples) line('  e.g.', example)
+    const pingLine = (p: number) =>
+      Number.isFinite(percentile(rtts, p)) ? `${fmt(percentile(rtts, p), 1)} ms` : 'failed'
+    line(
+      `separate pinger, every ${PING_INTERVAL_MS} ms: p50 / p99 / max`,
+      `${pingLine(50)} / ${pingLine(99)} / ${pingLine(100)} (${rtts.length} pings)`,
+    )
+    out['burst closes by coordinator'] = closed.coordinator
+    out['burst closes by agents'] = closed.agent
+    out['burst ping p99 ms'] = percentile(rtts, 99)
 
     const nats = natsMissing()
     if (nats !== undefined) console.log(`NATS peer: skipped, ${nats}`)
@@ -211,13 +175,16 @@ export async function benchFleet(
           agents: agentCount,
           rounds,
           reportsPerAgent,
+          processes: shards.processes,
+          homeDir: fleet.home,
           blob: { sha256, size },
           tls,
         })
         const name = tls ? 'NATS+TLS' : 'NATS plaintext'
         console.log(
           `${name} peer, the same work in the same run (nats-server; a coordinator hop process admitting, ` +
-            `committing to SQLite and publishing; ${agentCount} subscribers verifying; reports by request/reply into StatusIngest)`,
+            `committing to SQLite and publishing; ${agentCount} subscribers verifying; reports by request/reply into StatusIngest)` +
+            `, subscribers in ${shards.processes} processes as the agents are`,
         )
         line(`${name} fan-out per subscriber p50 / p99`, `${fmt(n.fanoutP50, 1)} / ${fmt(n.fanoutP99, 1)} ms`)
         line(`${name} every subscriber verified (median of rounds)`, `${fmt(n.fanoutAll, 1)} ms`)
@@ -243,14 +210,101 @@ export async function benchFleet(
       `${fmt((out['heap per agent bytes'] ?? 0) / 1024, 1)} KiB`,
     )
   } finally {
-    await Promise.all(
-      agents.map(async (a) => {
-        await a.link.stop()
-        await a.host.stop()
-      }),
-    )
+    await shards?.stop()
     await admin?.close()
     await fleet.stop()
   }
   return out
+}
+
+/**
+ * Starts and enrolls `agentCount` in-process agents, each with a control link to
+ * the coordinator at `coordAddr`, into `agents` as they come up (so the caller
+ * stops them whatever happens).
+ */
+export async function startBenchAgents(
+  fleet: FleetDirectory,
+  home: AdminHome,
+  agentCount: number,
+  coordAddr: string,
+  agents: BenchAgent[],
+  prefix = 'bench',
+  /** Runs on each enrolled host before its link starts (e.g. to open the connection the link will reuse) */
+  before: (host: FleetHost) => Promise<void> = async () => {},
+): Promise<void> {
+  const batch = 20
+  const agentsDir = join(fleet.dir, 'agents')
+  await mkdir(agentsDir, { recursive: true })
+  for (let i = 0; i < agentCount; i += batch) {
+    await Promise.all(
+      Array.from({ length: Math.min(batch, agentCount - i) }, async (_, j) => {
+        const name = `${prefix}-${String(i + j).padStart(4, '0')}`
+        const { key, host } = await enrolledHost(fleet, name, ['bench'], agentsDir)
+        await before(host)
+        const queue: BenchAgent['queue'] = []
+        const hooks: Pick<BenchAgent, 'onAck' | 'onVerified'> = {}
+        const link = new CoordinatorLink({
+          host,
+          coordinator: peerIdFromString(home.fleet.coordinator.peerId),
+          coordinatorAddrs: [multiaddr(coordAddr)],
+          machine: name,
+          keepaliveMs: 30_000,
+          deadAfterMs: 600_000,
+          queue: {
+            pending: async () => queue,
+            ack: async (seq) => {
+              while (queue.length > 0 && (queue[0] as { seq: number }).seq <= seq) queue.shift()
+              hooks.onAck?.(seq)
+            },
+          },
+          onManifest: (envelope) => {
+            const v = verifyManifest(envelope, {
+              fleetRoot: home.fleetRoot,
+              fleetId: home.fleet.fleetId,
+              machine: name,
+              tags: ['bench'],
+              lastSequence: 0,
+            })
+            hooks.onVerified?.(v.manifest.id)
+          },
+        })
+        const connected = link.whenConnected()
+        link.start()
+        await connected
+        agents.push(Object.assign(hooks, { name, key, host, link, queue }))
+      }),
+    )
+  }
+}
+
+/** `rounds` manifests for tag:bench, one after another: per agent, submit → verified; and per round, the slowest. */
+export async function fanOut(
+  admin: AdminClient,
+  home: AdminHome,
+  agents: readonly BenchAgent[],
+  rounds: number,
+  blob: { sha256: string; size: number },
+): Promise<{ samples: number[]; maxima: number[] }> {
+  const samples: number[] = []
+  const maxima: number[] = []
+  for (let round = 0; round < rounds; round++) {
+    const info = await admin.fleetInfo()
+    const { manifest, envelope } = benchManifest(home, info.maxSequence + 1, round, blob)
+    const times: number[] = []
+    const all = new Promise<void>((resolve) => {
+      for (const a of agents) {
+        a.onVerified = (id) => {
+          if (id !== manifest.id) return
+          times.push(performance.now() - t0)
+          if (times.length === agents.length) resolve()
+        }
+      }
+    })
+    const t0 = performance.now()
+    await admin.submitManifest(envelope)
+    await all
+    samples.push(...times)
+    maxima.push(Math.max(...times))
+  }
+  return { samples, maxima }
 }

@@ -5,8 +5,9 @@
  * Debian's nats-server runs as its own process, the coordinator hop as another
  * (bench/nats-coordinator-child.ts: admission, durable commit in the same SQLite
  * store, publish; reports through the same StatusIngest), and N subscribers, one
- * NATS connection each, live in this process as fleetmesh's bench agents do, each
- * verifying every manifest end to end with the agent's own verifier.
+ * NATS connection each, spread over child processes as fleetmesh's bench agents
+ * are (nats-subscriber-child.ts), each verifying every manifest end to end with
+ * the agent's own verifier.
  */
 import { type ChildProcess, spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
@@ -15,17 +16,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { connect, type NatsConnection } from 'nats'
 import type { AdminHome } from '../admin/home.ts'
-import { verifyManifest } from '../agent/verify.ts'
-import { DOMAINS, PrivateKey } from '../keys/index.ts'
-import {
-  buildManifest,
-  type Manifest,
-  sealEnvelope,
-  sealManifest,
-  statusReportSchema,
-} from '../protocol/index.ts'
-import { sampleStatus } from '../testkit/fixtures.ts'
+import { buildManifest, type Manifest, sealManifest } from '../protocol/index.ts'
 import { freePort } from '../testkit/harness.ts'
+import { AgentShards, type NatsOptions, Shard } from './fleet-shards.ts'
 import { percentile } from './measure.ts'
 
 export const NATS_SERVER = '/usr/sbin/nats-server'
@@ -45,6 +38,10 @@ export interface NatsBenchInput {
    */
   tls: boolean
   agents: number
+  /** Processes the subscribers are spread over (as fleetmesh's agents are) */
+  processes: number
+  /** The admin home's directory, for the subscribers' verifier (the fleet root and id) */
+  homeDir: string
   rounds: number
   reportsPerAgent: number
   /** The archive the manifests name (not fetched: the subscribers only verify) */
@@ -98,26 +95,34 @@ export async function benchNatsPeer(input: NatsBenchInput): Promise<NatsFigures>
   const { home, rounds, reportsPerAgent } = input
   const dir = await mkdtemp(join(tmpdir(), 'fm-nats-'))
   const port = await freePort()
-  const agents = Array.from({ length: input.agents }, (_, i) => ({
-    name: `bench-${String(i).padStart(4, '0')}`,
-    key: PrivateKey.generate(),
-  }))
-  const machines = agents.map(({ name, key }) => ({
-    name,
-    peerId: key.toPeerId().toString(),
-    publicKey: key.publicKey.toString(),
-  }))
-  const fleetId = home.fleet.fleetId
-  await writeFile(
-    join(dir, 'fleet.json'),
-    JSON.stringify({ fleetId, fleetRoot: home.fleetRoot.toString(), machines }),
+  const names = Array.from({ length: input.agents }, (_, i) => `bench-${String(i).padStart(4, '0')}`)
+  const n = Math.max(1, Math.min(input.processes, names.length))
+  const counts = Array.from(
+    { length: n },
+    (_, i) => Math.floor(names.length / n) + (i < names.length % n ? 1 : 0),
   )
+  const shards = counts.map(() => new Shard(new URL('./nats-subscriber-child.ts', import.meta.url)))
+  const subscribers = AgentShards.around(shards, counts)
   let server: ChildProcess | undefined
   let coordinator: ChildProcess | undefined
-  const conns: NatsConnection[] = []
+  let admin: NatsConnection | undefined
   try {
+    // each process makes its subscribers' keys; the coordinator hop learns them from fleet.json
+    const firsts = counts.map((_, i) => counts.slice(0, i).reduce((a, b) => a + b, 0))
+    const keys = await Promise.all(
+      shards.map((s, i) => {
+        const mine = names.slice(firsts[i], (firsts[i] as number) + (counts[i] as number))
+        return s.ask({ op: 'nats-keys', names: mine }, 'keys')
+      }),
+    )
+    const machines = keys.flatMap((k) => k.machines)
+    const fleetId = home.fleet.fleetId
+    await writeFile(
+      join(dir, 'fleet.json'),
+      JSON.stringify({ fleetId, fleetRoot: home.fleetRoot.toString(), machines }),
+    )
     const tlsArgs = input.tls ? await selfSignedCertificate(dir) : []
-    const options = {
+    const options: NatsOptions = {
       servers: `${input.tls ? 'tls' : 'nats'}://127.0.0.1:${port}`,
       ...(input.tls ? { tls: { caFile: join(dir, 'cert.pem') } } : {}),
     }
@@ -130,65 +135,22 @@ export async function benchNatsPeer(input: NatsBenchInput): Promise<NatsFigures>
       stdio: ['ignore', 'pipe', 'pipe'],
     })
     await started(coordinator, /^ready$/m, 'the NATS coordinator hop')
-    for (let i = 0; i < agents.length; i += 50)
-      conns.push(...(await Promise.all(agents.slice(i, i + 50).map(() => connect(options)))))
-    const admin = await connect(options)
-    conns.push(admin)
+    for (const s of shards) await s.ask({ op: 'nats-connect', options, homeDir: input.homeDir }, 'started')
+    const client = await connect(options)
+    admin = client
 
     // ---- fan-out: submit → admitted, committed, published → verified by every subscriber
-    let onVerified: (id: string, at: number) => void = () => {}
-    for (const [i, a] of agents.entries()) {
-      ;(conns[i] as NatsConnection).subscribe('fm.manifest', {
-        callback: (err, msg) => {
-          if (err !== null) return
-          const v = verifyManifest(msg.data, {
-            fleetRoot: home.fleetRoot,
-            fleetId,
-            machine: a.name,
-            tags: ['bench'],
-            lastSequence: 0,
-          })
-          onVerified(v.manifest.id, performance.now())
-        },
-      })
-    }
-    await Promise.all(conns.map((c) => c.flush()))
-    const samples: number[] = []
-    const maxima: number[] = []
-    for (let round = 0; round < rounds; round++) {
-      const { manifest, envelope } = benchManifest(home, round + 1, round, input.blob)
-      const times: number[] = []
-      const all = new Promise<void>((resolve) => {
-        onVerified = (id, at) => {
-          if (id !== manifest.id) return
-          times.push(at - t0)
-          if (times.length === agents.length) resolve()
-        }
-      })
-      const t0 = performance.now()
-      await admin.request('fm.submit', envelope, { timeout: 60_000 })
-      await all
-      samples.push(...times)
-      maxima.push(Math.max(...times))
-    }
+    const { samples, maxima } = await subscribers.fanOut(
+      rounds,
+      async (round) => benchManifest(home, round + 1, round, input.blob),
+      (envelope) => client.request('fm.submit', envelope, { timeout: 60_000 }),
+    )
     samples.sort((a, b) => a - b)
     maxima.sort((a, b) => a - b)
 
     // ---- ingest: every subscriber sends its reports at once; each reply means durably stored
-    let seq = 1_000
-    const reports = agents.map((a) =>
-      Array.from({ length: reportsPerAgent }, () => {
-        const report = sampleStatus({ machine: a.name, seq: ++seq, state: 'idle', facts: { bench: 'yes' } })
-        return sealEnvelope(statusReportSchema, DOMAINS.status, report, a.key)
-      }),
-    )
-    const t1 = performance.now()
-    await Promise.all(
-      reports.flatMap((list, i) =>
-        list.map((r) => (conns[i] as NatsConnection).request('fm.report', r, { timeout: 120_000 })),
-      ),
-    )
-    const ingestPerSecond = (agents.length * reportsPerAgent) / ((performance.now() - t1) / 1000)
+    const seconds = await subscribers.burst(reportsPerAgent)
+    const ingestPerSecond = (names.length * reportsPerAgent) / seconds
     return {
       fanoutP50: percentile(samples, 50),
       fanoutP99: percentile(samples, 99),
@@ -196,7 +158,8 @@ export async function benchNatsPeer(input: NatsBenchInput): Promise<NatsFigures>
       ingestPerSecond,
     }
   } finally {
-    await Promise.all(conns.map((c) => c.close()))
+    await subscribers.stop()
+    await admin?.close()
     await stop(coordinator)
     await stop(server)
     await rm(dir, { recursive: true, force: true })

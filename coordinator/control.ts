@@ -18,9 +18,9 @@
  * Frames of a type this version does not know (a newer agent's) are skipped.
  */
 import type { Connection } from '@libp2p/interface'
-import { DOMAINS, PublicKey } from '../keys/index.ts'
+import { PublicKey } from '../keys/index.ts'
 import { FLEETMESH_VERSION } from '../lib/index.ts'
-import { connectionPath } from '../net/index.ts'
+import { connectionPath, connectionTransport } from '../net/index.ts'
 import type { FramedStream } from '../protocol/index.ts'
 import {
   type AgentDiagnosis,
@@ -33,16 +33,17 @@ import {
   type Hello,
   isUnknownFrame,
   MAX_ENVELOPE_BYTES,
-  openEnvelope,
-  statusReportSchema,
   WIRE_VERSION,
 } from '../protocol/index.ts'
 import { AgentRequestError, Session, type SessionInfo } from './control-session.ts'
 import type { FleetEvents } from './events.ts'
 import { StatusIngest } from './ingest.ts'
+import { CumulativeAcks } from './report-acks.ts'
+import { ReportBudget } from './report-budget.ts'
 import { sendRevocationsAfter, takeBackRevocations } from './revocations.ts'
 import type { FleetStore, MachineRecord } from './store.ts'
 import { UpdateLogGate } from './update-log-gate.ts'
+import { verifyPool } from './verify-pool.ts'
 
 export { AgentRequestError, type SessionInfo } from './control-session.ts'
 
@@ -51,6 +52,8 @@ export const SOFTWARE = `fleetmesh/${FLEETMESH_VERSION}`
 const MAX_CONTROL_FRAME = MAX_ENVELOPE_BYTES + 1024
 /** Reports from one agent awaiting their durable commit before the coordinator reads more. */
 const MAX_REPORTS_IN_FLIGHT = 64
+/** Reports of all agents together read and not yet committed (report-budget.ts): four full group commits. */
+const MAX_FLEET_REPORTS_IN_FLIGHT = 1024
 /**
  * How often a connected machine's last-seen time is refreshed while frames keep coming: if the coordinator
  * dies without a clean stop, a machine's last sighting is then at most this old, not the time it connected.
@@ -78,6 +81,7 @@ export class ControlService {
   readonly #sessions = new Map<string, Session>()
   readonly ingest: StatusIngest
   readonly #updateLogs = new UpdateLogGate(() => this.#init)
+  readonly #reports = new ReportBudget(MAX_FLEET_REPORTS_IN_FLIGHT)
   readonly counts = { manifestsPushed: 0, refused: new Map<string, number>() } // for metrics
   /** Nonces of the coordinator's own requests to agents (pings, diagnose). */
   #nonce = 0
@@ -242,8 +246,10 @@ export class ControlService {
       return
     }
     const path = connectionPath(connection)
+    const transport = connectionTransport(connection)
     const session = new Session(record.name, fs, {
       path,
+      transport,
       remoteAddr: connection.remoteAddr.toString(),
       software: first.software,
       capabilities: first.capabilities,
@@ -253,7 +259,8 @@ export class ControlService {
     // A reconnecting agent may still have a half-dead old stream; the new one wins.
     previous?.fs.abort(new Error('superseded by a newer control stream from the same machine'))
     try {
-      await store.touchMachine(record.name, { lastSeen: Date.now(), path, agentVersion: first.software })
+      const agentVersion = first.software
+      await store.touchMachine(record.name, { lastSeen: Date.now(), path, transport, agentVersion })
       events.emit({ type: 'online', machine: record.name, path })
       const hello: Hello = {
         t: 'hello',
@@ -278,7 +285,7 @@ export class ControlService {
       session.close()
       if (this.#sessions.get(record.name) === session) {
         this.#sessions.delete(record.name)
-        await store.touchMachine(record.name, { lastSeen: Date.now(), path }).catch(() => {})
+        await store.touchMachine(record.name, { lastSeen: Date.now(), path, transport }).catch(() => {})
         events.emit({ type: 'offline', machine: record.name })
       }
     }
@@ -287,10 +294,17 @@ export class ControlService {
   async #serve(session: Session, record: MachineRecord): Promise<void> {
     const key = PublicKey.parse(record.publicKey)
     // Reports are pipelined: the next frame is read while earlier ones wait for their
-    // group commit; acks still go out in order, each after its report is durable.
+    // group commit; acks still go out in order, one per commit batch, after its reports are durable.
     let acks: Promise<void> = Promise.resolve()
     let inFlight = 0
     let failure: unknown
+    const acked = new CumulativeAcks(
+      (seq) => session.send({ t: 'ack', seq }),
+      (err) => {
+        failure ??= err
+        session.fs.abort(err as Error)
+      },
+    )
     while (true) {
       if (failure !== undefined) throw failure
       if (inFlight >= MAX_REPORTS_IN_FLIGHT) await acks
@@ -298,6 +312,7 @@ export class ControlService {
       this.#refreshLastSeen(session)
       if (frame === undefined) {
         await acks
+        await acked.settled().catch(() => {})
         if (failure !== undefined) throw failure
         return
       }
@@ -306,16 +321,22 @@ export class ControlService {
           await session.send({ t: 'pong', nonce: frame.nonce })
           break
         case 'status': {
+          await this.#reports.acquire() // the fleet-wide bound: waits only in a burst
           const stored = this.#ingest(record, key, frame.envelope)
+          // A refusal is handled by the ack chain below, but only once the reports before it are in:
+          // until then it must not count as unhandled (which would end the process).
+          stored.catch(() => {})
           inFlight++
           acks = acks.then(async () => {
             try {
-              if (failure === undefined) await session.send({ t: 'ack', seq: await stored })
+              const seq = await stored
+              if (failure === undefined) acked.stored(seq)
             } catch (err) {
               failure ??= err
               session.fs.abort(err as Error)
             } finally {
               inFlight--
+              this.#reports.release()
             }
           })
           break
@@ -339,7 +360,7 @@ export class ControlService {
   }
 
   async #ingest(record: MachineRecord, key: PublicKey, envelope: Uint8Array): Promise<number> {
-    const opened = openEnvelope(statusReportSchema, DOMAINS.status, envelope)
+    const opened = await verifyPool.open(envelope) // on a worker thread: verify-pool.ts
     if (!opened.signer.equals(key))
       throw new ProtocolViolation(`status report for ${record.name} signed by another key`)
     if (opened.value.machine !== record.name)

@@ -88,6 +88,8 @@ export interface CoordinatorOptions {
   onReservation?: (event: ReservationEvent) => void
   /** An agent silent for this long is dropped (it pings every ~10 s). */
   idleTimeoutMs?: number
+  /** New inbound connections per second accepted from one IP (default 500; net/accept-limit.ts). */
+  maxAcceptsPerIp?: number
   /** The Nix cache keeps the closures of this many newest manifests, besides every desired one (default 20). */
   nixKeepManifests?: number
   /** Nix cache paths pushed or asked about within this long are never collected (default 24 h). */
@@ -217,6 +219,7 @@ async function startLocked(
     host = await createHost({
       role: 'coordinator',
       privateKey: key.toLibp2p(),
+      ...(options.maxAcceptsPerIp !== undefined ? { maxAcceptsPerIp: options.maxAcceptsPerIp } : {}),
       ...(plan.listen.length > 0 ? { listen: plan.listen } : {}),
       ...(options.announce ? { announce: options.announce } : {}),
       ...(options.bootstrap ? { bootstrap: options.bootstrap } : {}),

@@ -1,8 +1,8 @@
 /**
  * One libp2p host factory for every fleetmesh role.
  *
- * Coordinator, relay, agent and admin CLI all run the same stack (TCP, Noise,
- * Yamux, identify, ping, a private kad-dht, circuit relay v2); the role only
+ * Coordinator, relay, agent and admin CLI all run the same stack (TCP + Noise +
+ * Yamux, QUIC, identify, ping, a private kad-dht, circuit relay v2); the role only
  * decides listen defaults, DHT mode, whether this host serves as a relay and
  * how many connections it is sized for.
  *
@@ -38,14 +38,15 @@ import { createLibp2p } from 'libp2p'
 import type { ConnectionPath } from '../protocol/index.ts'
 import { ConnectionGuard } from './connection-guard.ts'
 import { type DialScope, scopedGater } from './dial-scope.ts'
+import { ROLE_PROFILES } from './host-profiles.ts'
+import { quicDialing, withQuic } from './transports.ts'
 
 export type HostRole = 'coordinator' | 'relay' | 'agent' | 'admin'
 
 /** The fleetmesh DHT protocol; a private id keeps fleet hosts out of the public IPFS DHT and vice versa */
 export const FLEETMESH_DHT_PROTOCOL = '/fleetmesh/kad/1.0.0'
 
-/** Default TCP port for hosts other peers dial (coordinator, relay) */
-export const DEFAULT_PORT = 4001
+export { DEFAULT_PORT } from './host-profiles.ts'
 
 /**
  * Node timers (and so AbortSignal.timeout, which the relay uses to enforce
@@ -143,15 +144,14 @@ export interface HostInit {
   privateKey: PrivateKey
 
   /**
-   * Multiaddrs to listen on.
+   * Multiaddrs to listen on; without a QUIC one, QUIC is added beside each TCP one (`withQuic`).
    *
-   * Defaults: coordinator and relay `/ip4/0.0.0.0/tcp/4001`; agent and admin
-   * none: they only dial out (relayed links ride their own outbound
-   * connection, and hole punching opens its own sockets).
+   * Defaults: coordinator and relay `/ip4/0.0.0.0/tcp/4001` and `…/udp/4001/quic-v1`; agent and admin none:
+   * they only dial out (relayed links ride their own connection, hole punching opens its own sockets).
    */
   listen?: string[]
 
-  /** Multiaddrs to advertise instead of the listen addresses (e.g. a public IP in front of a NAT) */
+  /** Multiaddrs to advertise instead of the listen addresses (e.g. a public IP in front of a NAT), as given */
   announce?: string[]
 
   /**
@@ -181,6 +181,13 @@ export interface HostInit {
   maxConnectionsPerPeer?: number
   /** Override after how many ms an inbound connection without a stream is closed (0: never) */
   idleConnectionTimeoutMs?: number
+  /**
+   * New inbound connections accepted per second from one IP address; past it they are refused
+   * until the second is over. A site whose devices share one NAT address reconnects through it.
+   *
+   * @default 500 for coordinator and relay, 5 for agent and admin
+   */
+  maxAcceptsPerIp?: number
   /** Refuses dials to private addresses that cannot be on this host's network (dial-scope.ts) */
   dialScope?: DialScope
 
@@ -200,60 +207,6 @@ export type FleetServices = {
 }
 
 export type FleetHost = Libp2p<FleetServices>
-
-interface RoleProfile {
-  listen: string[]
-  dhtServer: boolean
-  relayServer: boolean
-  maxConnections: number
-  /** New inbound connections per second accepted from one IP */
-  inboundConnectionThreshold: number
-  /** Inbound connections allowed to be mid-handshake at once */
-  maxIncomingPendingConnections: number
-  /** Connections one peer may hold (an agent needs one or two), and when an idle inbound one goes (0: never) */
-  maxConnectionsPerPeer: number
-  idleConnectionTimeoutMs: number
-}
-
-/**
- * Coordinators and relays: thousands of agents, many behind one CGNAT
- * address, all redialing at once after a restart. The libp2p defaults (300
- * connections, 5 per second per IP, 10 pending handshakes) would turn that
- * into a reconnect storm of refusals.
- */
-const PUBLIC_PROFILE: RoleProfile = {
-  listen: [`/ip4/0.0.0.0/tcp/${DEFAULT_PORT}`],
-  dhtServer: true,
-  relayServer: true,
-  maxConnections: 10_000,
-  inboundConnectionThreshold: 100,
-  maxIncomingPendingConnections: 256,
-  maxConnectionsPerPeer: 8,
-  // admins and agents open a stream right after connecting; relay reservations are kept
-  idleConnectionTimeoutMs: 60_000,
-}
-
-/**
- * Agents and admins: an agent talks to its coordinator(s), a relay, a handful
- * of DHT peers and whatever is mid hole-punch; an admin to one coordinator.
- */
-const CLIENT_PROFILE: Omit<RoleProfile, 'listen'> = {
-  dhtServer: false,
-  relayServer: false,
-  maxConnections: 64,
-  inboundConnectionThreshold: 5,
-  maxIncomingPendingConnections: 10,
-  maxConnectionsPerPeer: 8,
-  idleConnectionTimeoutMs: 0,
-}
-
-const ROLE_PROFILES: Record<HostRole, RoleProfile> = {
-  coordinator: PUBLIC_PROFILE,
-  relay: PUBLIC_PROFILE,
-  agent: { ...CLIENT_PROFILE, listen: [] },
-  // dial only
-  admin: { ...CLIENT_PROFILE, listen: [] },
-}
 
 function checkTimer(name: string, ms: number): number {
   if (!Number.isSafeInteger(ms) || ms <= 0 || ms > MAX_TIMER_MS) {
@@ -332,13 +285,14 @@ export async function createHost(init: HostInit): Promise<FleetHost> {
     ...(profile.dhtServer ? { forgetUntaggedPeers: true } : {}),
   })
 
+  const quic = quicDialing() // QUIC first where a peer offers it, TCP where UDP does not get through
   const options: Libp2pOptions<FleetServices> = {
     privateKey: init.privateKey,
     addresses: {
-      listen: [...(init.listen ?? profile.listen), ...reserveOn.map((relay) => `${relay}/p2p-circuit`)],
+      listen: withQuic(init.listen ?? profile.listen).concat(reserveOn.map((r) => `${r}/p2p-circuit`)),
       announce: init.announce ?? [],
     },
-    transports: [tcp(), circuitRelayTransport()],
+    transports: [tcp(), quic.transport, circuitRelayTransport()],
     connectionEncrypters: [noise()],
     streamMuxers: [
       yamux({
@@ -351,15 +305,23 @@ export async function createHost(init: HostInit): Promise<FleetHost> {
     peerDiscovery: bootstrapList.length > 0 ? [bootstrap({ list: bootstrapList })] : [],
     connectionGater: scopedGater(guard.gater, init.dialScope),
     connectionManager: {
+      addressSorter: quic.addressSorter,
       maxConnections,
-      inboundConnectionThreshold: profile.inboundConnectionThreshold,
+      inboundConnectionThreshold: checkCount(
+        'maxAcceptsPerIp',
+        init.maxAcceptsPerIp ?? profile.inboundConnectionThreshold,
+        1,
+      ),
       maxIncomingPendingConnections: profile.maxIncomingPendingConnections,
     },
     connectionMonitor: {
-      // both ends ping every 20 s: well inside the idle timeouts of home NAT
-      // and CGNAT TCP mappings, and still only ~1000 pings/s on a coordinator
-      // with 10k agents
+      // every 20 s: well inside the idle timeouts of home NAT and CGNAT TCP
+      // mappings; the coordinator runs none (host-profiles.ts), its agents' pings
+      // keep their mappings, ~500 pings/s with 10k agents
       pingInterval: 20_000,
+      enabled: profile.ping.monitor,
+      abortConnectionOnPingFailure: profile.ping.abortOnFailure,
+      pingTimeout: { minTimeout: profile.ping.minTimeoutMs },
     },
     services: {
       identify: identify(),

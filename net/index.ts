@@ -37,6 +37,7 @@
  * ```
  */
 
+export { ACCEPT_LIMIT_OPTIONS, DEFAULT_MAX_ACCEPTS_PER_IP, maxAcceptsPerIp } from './accept-limit.ts'
 export {
   describeReservation,
   HOST_OPTIONS,
@@ -104,3 +105,13 @@ export {
   type RuntimeSnapshot,
   snapshotHost,
 } from './runtime.ts'
+export {
+  addrTransport,
+  connectionTransport,
+  isQuicAddr,
+  QUIC_HANDSHAKE_TIMEOUT_MS,
+  QUIC_LISTEN_HELP,
+  QuicHandshakeTimeoutError,
+  type TransportName,
+  withQuic,
+} from './transports.ts'

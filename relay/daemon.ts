@@ -47,6 +47,8 @@ export interface RelayOptions {
   /** Other relays or coordinators to join the DHT through */
   bootstrap?: string[]
   relay?: RelayLimits
+  /** New inbound connections per second accepted from one IP (default 500; net/accept-limit.ts). */
+  maxAcceptsPerIp?: number
   /** TCP ports for the NAT observer (hole punching needs two to tell symmetric NATs apart). */
   observerPorts?: number[]
   log?: (msg: string) => void
@@ -84,6 +86,7 @@ export async function startRelay(options: RelayOptions): Promise<RunningRelay> {
       announce: options.announce,
       bootstrap: options.bootstrap,
       relay: options.relay,
+      ...(options.maxAcceptsPerIp !== undefined ? { maxAcceptsPerIp: options.maxAcceptsPerIp } : {}),
       // receives the address updates (new /p2p-circuit addresses) of the hosts
       // that reserve here, so DHT lookups through this relay return them
       extraServices: { identifyPush: identifyPush() },

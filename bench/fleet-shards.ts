@@ -1,0 +1,201 @@
+/**
+ * The fleet bench's agents spread over several child processes
+ * (fleet-shard-child.ts), so that a stall on the agents' side (hundreds of
+ * libp2p hosts in one event loop) cannot be mistaken for one on the
+ * coordinator's; plus a pinger alone in its own process. The parent sends
+ * commands and takes replies over the IPC channel; times are absolute
+ * (performance.timeOrigin + now) on this one machine.
+ */
+import { type ChildProcess, fork } from 'node:child_process'
+import type { Manifest } from '../protocol/index.ts'
+import type { FleetDirectory } from '../testkit/fleetmesh.ts'
+
+export type ShardCommand =
+  | { op: 'start'; dir: string; count: number; coordAddr: string; coordinatorPeer: string; prefix: string }
+  | { op: 'arm'; manifestId: string }
+  | { op: 'queue' | 'flush'; firstSeq: number; perAgent: number }
+  | { op: 'count'; on: boolean }
+  | { op: 'ping-start'; coordAddr: string; coordinatorPeer: string; intervalMs: number }
+  | { op: 'ping-stop' | 'stop' }
+  // the NATS peer's subscribers (nats-subscriber-child.ts): keys first, then connect; the rest as above
+  | { op: 'nats-keys'; names: string[] }
+  | { op: 'nats-connect'; options: NatsOptions; homeDir: string }
+
+export type ShardReply =
+  | { op: 'started' | 'armed' | 'queued' | 'pinging' | 'stopped' }
+  | { op: 'verified'; at: number[] }
+  | { op: 'acked'; at: number }
+  | { op: 'counts'; agent: number; coordinator: number; examples: string[] }
+  | { op: 'pings'; rtts: number[] }
+  | { op: 'keys'; machines: { name: string; peerId: string; publicKey: string }[] }
+  | { op: 'error'; message: string }
+
+type Reply<O extends ShardReply['op']> = Extract<ShardReply, { op: O }>
+
+/** How a NATS subscriber connects (the `nats` package's options, as the parent wrote them). */
+export interface NatsOptions {
+  servers: string
+  tls?: { caFile: string }
+}
+
+const now = () => performance.timeOrigin + performance.now()
+
+export class Shard {
+  readonly child: ChildProcess
+  readonly #waiting = new Map<string, (m: ShardReply) => void>()
+  #failed: Error | undefined
+
+  constructor(module = new URL('./fleet-shard-child.ts', import.meta.url)) {
+    this.child = fork(module, [], {
+      execArgv: ['--disable-warning=ExperimentalWarning'],
+      serialization: 'advanced',
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    })
+    this.child.on('message', (m: ShardReply) => {
+      if (m.op === 'error') this.#fail(new Error(`bench agent process: ${m.message}`))
+      else this.#waiting.get(m.op)?.(m)
+    })
+    this.child.on('exit', (code) => this.#fail(new Error(`bench agent process exited with code ${code}`)))
+  }
+
+  #fail(err: Error): void {
+    this.#failed ??= err
+    for (const w of this.#waiting.values()) w({ op: 'error', message: err.message })
+  }
+
+  /** The next reply `op` (armed before the command goes out, so a quick reply is not missed). */
+  next<O extends ShardReply['op']>(op: O): Promise<Reply<O>> {
+    if (this.#failed) return Promise.reject(this.#failed)
+    return new Promise((resolve, reject) =>
+      this.#waiting.set(op, (m) => {
+        this.#waiting.delete(op)
+        if (m.op === 'error') reject(new Error(m.message))
+        else resolve(m as Reply<O>)
+      }),
+    )
+  }
+
+  ask<O extends ShardReply['op']>(command: ShardCommand, op: O): Promise<Reply<O>> {
+    const reply = this.next(op)
+    this.child.send(command)
+    return reply
+  }
+}
+
+export class AgentShards {
+  readonly #shards: Shard[]
+  readonly #counts: number[]
+  #pinger: Shard | undefined
+  #seq = 1_000
+
+  private constructor(shards: Shard[], counts: number[]) {
+    this.#shards = shards
+    this.#counts = counts
+  }
+
+  /** Starts `total` agents spread evenly over `processes` children, all connected when it resolves. */
+  static async start(
+    fleet: FleetDirectory,
+    total: number,
+    processes: number,
+    coordAddr: string,
+    coordinatorPeer: string,
+  ): Promise<AgentShards> {
+    const n = Math.max(1, Math.min(processes, total))
+    const counts = Array.from({ length: n }, (_, i) => Math.floor(total / n) + (i < total % n ? 1 : 0))
+    const shards = counts.map(() => new Shard())
+    const self = new AgentShards(shards, counts)
+    try {
+      // One process enrolling at a time: all at once, a loaded machine timed enrollments out at 1,000 agents.
+      for (const [i, s] of shards.entries()) {
+        const count = counts[i] as number
+        await s.ask(
+          { op: 'start', dir: fleet.dir, count, coordAddr, coordinatorPeer, prefix: `b${i}` },
+          'started',
+        )
+      }
+    } catch (err) {
+      await self.stop()
+      throw err
+    }
+    return self
+  }
+
+  get processes(): number {
+    return this.#shards.length
+  }
+
+  /** Shards started elsewhere (the NATS peer's subscribers), with how many each runs. */
+  static around(shards: Shard[], counts: number[]): AgentShards {
+    return new AgentShards(shards, counts)
+  }
+
+  /** `rounds` manifests, one at a time: per agent submit → verified, and per round the slowest, in ms. */
+  async fanOut(
+    rounds: number,
+    manifestFor: (round: number) => Promise<{ manifest: Manifest; envelope: Uint8Array }>,
+    submit: (envelope: Uint8Array) => Promise<unknown>,
+  ): Promise<{ samples: number[]; maxima: number[] }> {
+    const samples: number[] = []
+    const maxima: number[] = []
+    for (let round = 0; round < rounds; round++) {
+      const { manifest, envelope } = await manifestFor(round)
+      const verified = this.#shards.map((s) => s.next('verified'))
+      await Promise.all(this.#shards.map((s) => s.ask({ op: 'arm', manifestId: manifest.id }, 'armed')))
+      const t0 = now()
+      await submit(envelope)
+      const times = (await Promise.all(verified)).flatMap((v) => v.at.map((at) => at - t0))
+      samples.push(...times)
+      maxima.push(Math.max(...times))
+    }
+    return { samples, maxima }
+  }
+
+  /** Every agent sends `perAgent` signed reports at once; resolves with the seconds until the last is acked. */
+  async burst(perAgent: number): Promise<number> {
+    const firstSeq = this.#seq + 1
+    this.#seq += perAgent
+    await Promise.all(this.#shards.map((s) => s.ask({ op: 'queue', firstSeq, perAgent }, 'queued')))
+    const acked = this.#shards.map((s) => s.next('acked'))
+    const t1 = now()
+    for (const s of this.#shards) s.child.send({ op: 'flush', firstSeq, perAgent } satisfies ShardCommand)
+    const last = Math.max(...(await Promise.all(acked)).map((a) => a.at))
+    return (last - t1) / 1000
+  }
+
+  get agents(): number {
+    return this.#counts.reduce((a, b) => a + b, 0)
+  }
+
+  /** Starts (on) or ends (off) counting closed connections to the coordinator; the sums of all agents. */
+  async count(on: boolean): Promise<{ agent: number; coordinator: number; examples: string[] }> {
+    const all = await Promise.all(this.#shards.map((s) => s.ask({ op: 'count', on }, 'counts')))
+    return {
+      agent: all.reduce((n, c) => n + c.agent, 0),
+      coordinator: all.reduce((n, c) => n + c.coordinator, 0),
+      examples: all.flatMap((c) => c.examples).slice(0, 5),
+    }
+  }
+
+  /** A libp2p ping to the coordinator every `intervalMs`, from a process of its own, until `stopPinger`. */
+  async startPinger(coordAddr: string, coordinatorPeer: string, intervalMs: number): Promise<void> {
+    this.#pinger = new Shard()
+    await this.#pinger.ask({ op: 'ping-start', coordAddr, coordinatorPeer, intervalMs }, 'pinging')
+  }
+
+  /** The round trips the pinger saw, in ms (a failed ping is Infinity). */
+  async stopPinger(): Promise<number[]> {
+    return (await this.#pinger?.ask({ op: 'ping-stop' }, 'pings'))?.rtts ?? []
+  }
+
+  async stop(): Promise<void> {
+    const all = [...this.#shards, ...(this.#pinger ? [this.#pinger] : [])]
+    await Promise.all(
+      all.map(async (s) => {
+        if (s.child.exitCode !== null || !s.child.connected) return
+        await s.ask({ op: 'stop' }, 'stopped').catch(() => {})
+        s.child.kill()
+      }),
+    )
+  }
+}

@@ -1,0 +1,46 @@
+/**
+ * An idle report-verifier pool does not keep the process alive: a coordinator
+ * that stopped on SIGTERM must exit even after its workers verified reports
+ * (it did not: the workers' message listeners, added after `unref()`, held the
+ * process, so `fleetmesh coordinator` hung after a clean stop). A child
+ * process verifies one report on the pool and then has nothing left to do: it
+ * must end on its own, without anyone closing the pool.
+ */
+import { spawn } from 'node:child_process'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { describe, expect, it } from 'vitest'
+
+const at = (path: string) => new URL(`../../${path}`, import.meta.url).href
+const script = `
+import { verifyPool } from '${at('coordinator/verify-pool.ts')}'
+import { DOMAINS, PrivateKey } from '${at('keys/index.ts')}'
+import { sealEnvelope, statusReportSchema } from '${at('protocol/index.ts')}'
+import { sampleStatus } from '${at('testkit/fixtures.ts')}'
+const envelope = sealEnvelope(statusReportSchema, DOMAINS.status, sampleStatus(), PrivateKey.generate())
+const opened = await verifyPool.open(envelope)
+console.log('verified', opened.value.machine)
+`
+
+describe('the report verifier pool', () => {
+  it('lets the process exit once it is idle, unclosed', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'fm-verify-pool-'))
+    const file = join(dir, 'verify-one.ts')
+    await writeFile(file, script)
+    const child = spawn(process.execPath, [file], { stdio: ['ignore', 'pipe', 'inherit'] })
+    let out = ''
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString()
+    })
+    const ended = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
+    // A hang is the failure: the test's own timeout ends it, and the child is killed.
+    try {
+      expect(await ended).toBe(0)
+    } finally {
+      child.kill('SIGKILL')
+      await rm(dir, { recursive: true, force: true })
+    }
+    expect(out).toContain('verified edge-1')
+  }, 30_000)
+})
