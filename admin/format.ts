@@ -35,9 +35,10 @@ function stateText(m: MachineView): string {
   return notes.length > 0 ? `${m.state} (${notes.join(', ')})` : m.state
 }
 
-/** The connection path, only while connected: an offline machine has none. */
+/** The connection path and its transport ("direct quic"), only while connected: an offline machine has none. */
 function pathText(m: MachineView): string {
-  return m.online ? (m.path ?? '-') : '-'
+  if (!m.online || m.path === null) return '-'
+  return m.transport ? `${m.path} ${m.transport}` : m.path
 }
 
 /**

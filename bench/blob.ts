@@ -15,7 +15,7 @@ import { connect } from 'node:net'
 import { join } from 'node:path'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { AdminClient } from '../admin/client.ts'
-import { loadAdminHome } from '../admin/home.ts'
+import { type AdminHome, loadAdminHome } from '../admin/home.ts'
 import { bytesSource, uploadBlob } from '../admin/upload.ts'
 import { coordinatorBlobFetcher, writeChunks } from '../agent/blob-fetcher.ts'
 import { FileDigest } from '../agent/file-digest.ts'
@@ -28,7 +28,10 @@ const MIB = 1024 * 1024
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number
 
 /** Writes, hashes and fsyncs a download as the agent does; resolves with the seconds it took and the hash. */
-async function land(dest: string, fetch: (digest: FileDigest) => Promise<void>): Promise<[number, string]> {
+export async function land(
+  dest: string,
+  fetch: (digest: FileDigest) => Promise<void>,
+): Promise<[number, string]> {
   await rm(dest, { force: true })
   const digest = new FileDigest(dest)
   const t0 = performance.now()
@@ -85,6 +88,28 @@ async function rawTcp(
   }
 }
 
+/** Uploads `bytes` random bytes and makes them `machine`'s desired archive: the coordinator serves a machine only those. */
+export async function blobFor(
+  admin: AdminClient,
+  home: AdminHome,
+  machine: string,
+  bytes: number,
+): Promise<{ sha256: string; size: number }> {
+  const source = bytesSource(randomBytes(bytes))
+  await uploadBlob(admin, source)
+  const { sha256, size } = source
+  const { maxSequence } = await admin.fleetInfo()
+  const manifest = buildManifest({
+    fleetId: home.fleet.fleetId,
+    sequence: maxSequence + 1,
+    generation: machine,
+    targets: { machines: [machine], tags: [] },
+    payload: { kind: 'archive', sha256, size, sources: [{ kind: 'coordinator' }] },
+  })
+  await admin.submitManifest(sealManifest(manifest, home.key, home.chain))
+  return { sha256, size }
+}
+
 export async function benchBlob(mib: number, runs: number): Promise<Record<string, number>> {
   const fleet = await TestFleet.create()
   let admin: AdminClient | undefined
@@ -99,19 +124,7 @@ export async function benchBlob(mib: number, runs: number): Promise<Record<strin
     stopHost = async () => {
       await host.stop()
     }
-    const source = bytesSource(randomBytes(mib * MIB))
-    await uploadBlob(admin, source)
-    const { sha256, size } = source
-    const { maxSequence } = await admin.fleetInfo()
-    const manifest = buildManifest({
-      fleetId: home.fleet.fleetId,
-      sequence: maxSequence + 1,
-      generation: 'blob-bench',
-      targets: { machines: ['blob-bench'], tags: [] },
-      payload: { kind: 'archive', sha256, size, sources: [{ kind: 'coordinator' }] },
-    })
-    // the coordinator serves a machine only the blobs of its desired manifest
-    await admin.submitManifest(sealManifest(manifest, home.key, home.chain))
+    const { sha256, size } = await blobFor(admin, home, 'blob-bench', mib * MIB)
     const fetcher = coordinatorBlobFetcher(host, peerIdFromString(home.fleet.coordinator.peerId))
     const dest = join(dir, 'download')
     const mesh: number[] = []

@@ -10,6 +10,7 @@
  * References: go-libp2p's DCUtR ≈ 70 % direct in the wild (Trautwein et al.,
  * arXiv 2510.27500); js-libp2p in Node today: 0 % (it cannot punch TCP at all).
  * Lab target: 100 % direct on endpoint-independent NATs, 100 % delivery on symmetric.
+ * Last, QUIC against TCP set-up times through a router with netem loss and delay (quic-lab.ts).
  */
 
 import { mkdtemp, rm } from 'node:fs/promises'
@@ -34,6 +35,7 @@ import {
 } from '../testkit/natlab/probe-commands.ts'
 import { relayFailover, relayRestart } from '../testkit/natlab/relay-scenarios.ts'
 import { fmt, line, percentile } from './measure.ts'
+import { quicThroughLab } from './quic-lab.ts'
 
 type Side = NatBehaviour | 'public'
 
@@ -45,12 +47,18 @@ interface PairResult {
   toDirectMs: number[]
 }
 
-async function runPair(a: Side, b: Side, trials: number): Promise<PairResult> {
+/** `oneLan`: A and B on one eim router's LAN (no hairpin), reaching each other over it (issue 14) */
+async function runPair(a: Side, b: Side, trials: number, oneLan = false): Promise<PairResult> {
   const lab = createLab()
   try {
     const relayHost = lab.addPublicHost('relay')
+    const home = oneLan ? lab.addRouter('home', { behaviour: 'eim' }) : undefined
     const place = (name: string, side: Side): LabHost =>
-      side === 'public' ? lab.addPublicHost(name) : lab.addHome(name, side)
+      home !== undefined
+        ? lab.addPrivateHost(name, home)
+        : side === 'public'
+          ? lab.addPublicHost(name)
+          : lab.addHome(name, side)
     const hostA = place('a', a)
     const hostB = place('b', b)
     const relay = await startHolepunchRelay(lab, relayHost)
@@ -73,7 +81,7 @@ async function runPair(a: Side, b: Side, trials: number): Promise<PairResult> {
       startHolepunchPeer(lab, hostB, peerArgs('agent')),
     ])
     const result: PairResult = {
-      pair: `${a} × ${b}`,
+      pair: oneLan ? `${a} × ${b}, one LAN` : `${a} × ${b}`,
       attempts: trials,
       direct: 0,
       delivered: 0,
@@ -268,20 +276,22 @@ export async function benchNat(trials: number): Promise<Record<string, number>> 
     console.log(`  skipped: the NAT lab cannot run here (${check.reason})`)
     return {}
   }
-  const pairs: [Side, Side][] = [
+  const pairs: [Side, Side, oneLan?: boolean][] = [
     ['eim', 'eim'],
     ['eim', 'public'],
     ['full-cone', 'eim'],
     ['eim', 'symmetric'],
     ['symmetric', 'symmetric'],
+    // same-LAN peers: goal 20/20 direct, without hairpin
+    ['eim', 'eim', true],
   ]
   const out: Record<string, number> = {}
   console.log(
     `Hole punching through the NAT lab, ${trials} relayed dials per pair (B dials A via a public relay)`,
   )
   console.log('  reference: go-libp2p DCUtR ≈ 70 % direct in the wild; js-libp2p on Node 0 %')
-  for (const [a, b] of pairs) {
-    const r = await runPair(a, b, trials)
+  for (const [a, b, oneLan] of pairs) {
+    const r = await runPair(a, b, trials, oneLan)
     const sorted = [...r.toDirectMs].sort((x, y) => x - y)
     line(
       `${r.pair}`,
@@ -307,5 +317,6 @@ export async function benchNat(trials: number): Promise<Record<string, number>> 
     line(label, `${fmt(ms, 0)} ms`)
     out[`${label} ms`] = ms
   }
+  Object.assign(out, await quicThroughLab(Math.max(20, trials * 5)))
   return out
 }

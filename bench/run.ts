@@ -6,11 +6,13 @@
  * the fuzz figures as JSON on stdout and everything else on stderr).
  */
 import { benchBlob } from './blob.ts'
+import { benchCluster } from './cluster.ts'
 import { benchCrypto } from './crypto.ts'
 import { benchFleet } from './fleet.ts'
 import { benchFuzz } from './fuzz.ts'
 import { benchNat } from './nat.ts'
 import { benchNix } from './nix.ts'
+import { benchQuic } from './quic.ts'
 import { benchRollout } from './rollout.ts'
 import { benchUi } from './ui.ts'
 
@@ -24,6 +26,7 @@ if (!Number.isFinite(seconds) || seconds <= 0) {
 const VALUE_FLAGS = new Set([
   '--seconds',
   '--agents',
+  '--agent-procs',
   '--rounds',
   '--reports',
   '--trials',
@@ -35,6 +38,7 @@ const VALUE_FLAGS = new Set([
   '--minutes',
   '--machines',
   '--mib',
+  '--dials',
 ])
 const json = args.includes('--json')
 const only = args.filter((a, i) => !a.startsWith('--') && !VALUE_FLAGS.has(args[i - 1] ?? ''))
@@ -53,11 +57,25 @@ function numberArg(flag: string, fallback: number): number {
 const sections: Record<string, () => Promise<unknown> | unknown> = {
   crypto: () => benchCrypto(seconds),
   nat: () => benchNat(numberArg('--trials', 20)),
-  fleet: () => benchFleet(numberArg('--agents', 200), numberArg('--rounds', 10), numberArg('--reports', 50)),
+  fleet: () =>
+    benchFleet(
+      numberArg('--agents', 200),
+      numberArg('--rounds', 10),
+      numberArg('--reports', 50),
+      numberArg('--agent-procs', 4),
+    ),
+  cluster: () => benchCluster(numberArg('--agents', 500)),
   nix: () => benchNix(numberArg('--runs', 3)),
   rollout: () => benchRollout(numberArg('--machines', 1000)),
   ui: () => benchUi(numberArg('--machines', 1000)),
   blob: () => benchBlob(numberArg('--mib', 200), numberArg('--runs', 3)),
+  quic: () =>
+    benchQuic(
+      numberArg('--dials', 100),
+      numberArg('--mib', 100),
+      numberArg('--runs', 3),
+      numberArg('--agents', 100),
+    ),
   fuzz: () =>
     benchFuzz({
       frames: numberArg('--frames', 1_000_000),

@@ -60,7 +60,7 @@ async function connectedMachine(
   { store, control }: DiagnoseDeps,
   authority: Authority,
   name: string,
-): Promise<Omit<SessionInfo, 'capabilities'>> {
+): Promise<Pick<SessionInfo, 'path' | 'remoteAddr' | 'software'>> {
   const machine = await requireCoveredMachine(store, authority, name)
   const info = control.sessionInfo(name)
   if (info === undefined)

@@ -20,14 +20,17 @@ import {
   UsageError,
 } from '../lib/index.ts'
 import {
+  ACCEPT_LIMIT_OPTIONS,
   checkAddresses,
   closeMetricsOnFailure,
   daemonLogFrom,
   describeReservation,
   HOST_OPTIONS,
   hostAddresses,
+  maxAcceptsPerIp,
   NAT_KEEPALIVE_MAX_DESCRIPTION,
   natKeepaliveMax,
+  QUIC_LISTEN_HELP,
   RELAY_LIMIT_USAGE,
   relayLimits,
   reportAddresses,
@@ -43,7 +46,7 @@ import { parseStoreSpec, STORE_SPEC_USAGE, StoreSpecError } from './store-open.t
 const USAGE =
   'fleetmesh coordinator --state <dir> [--listen <multiaddr>]... [--announce <multiaddr>]... [--bootstrap <multiaddr>]... ' +
   `[--reserve-on <relay multiaddr>]... [--reserve-keepalive 10s] [--observers ip:port,...] [--keepalive-max 30s] [--observer-ports p1,p2] ${RELAY_LIMIT_USAGE} ` +
-  '[--idle-timeout 45s] [--nix-keep-manifests 20] [--nix-cache-grace 24h] ' +
+  '[--idle-timeout 45s] [--max-accepts-per-ip 500] [--nix-keep-manifests 20] [--nix-cache-grace 24h] ' +
   '[--upload-idle-timeout 60s] [--upload-min-rate-kb 64] [--upload-quota-per-admin-mb 16384] [--upload-quota-total-mb 32768] [--upload-resume-grace 10m] ' +
   '[--metrics 127.0.0.1:9464 [--metrics-public]] [--json] [--log-level info]'
 
@@ -74,7 +77,8 @@ export const COORDINATOR_COMMAND: CommandSpec = configurable({
     },
     listen: {
       ...HOST_OPTIONS.listen,
-      default: 'the addresses given to init as --coordinator-addr, else /ip4/0.0.0.0/tcp/4001',
+      description: QUIC_LISTEN_HELP.description,
+      default: `the addresses given to init as --coordinator-addr (QUIC added as above), else ${QUIC_LISTEN_HELP.default}`,
     },
     'observer-ports': { ...HOST_OPTIONS['observer-ports'], default: 'none' },
     'reserve-on': {
@@ -107,6 +111,7 @@ export const COORDINATOR_COMMAND: CommandSpec = configurable({
       description: 'how long an agent may stay silent before it counts as offline',
       default: '45s',
     },
+    ...ACCEPT_LIMIT_OPTIONS,
     'nix-keep-manifests': {
       type: 'string',
       value: 'N',
@@ -192,6 +197,7 @@ export async function coordinatorCommand(argv: string[]): Promise<number> {
     onReservation: (e) => log.at(reservationLevel(e), 'reservation', { ...e }, describeReservation(e)),
     relay: relayLimits(p),
     idleTimeoutMs: duration(p, 'idle-timeout', 45_000),
+    maxAcceptsPerIp: maxAcceptsPerIp(p),
     // The Nix cache keeps the closures of every desired manifest and of this many newest ones.
     nixKeepManifests: int(p, 'nix-keep-manifests', DEFAULT_KEEP_MANIFESTS, 0, 100_000),
     nixCacheGraceMs: duration(p, 'nix-cache-grace', DEFAULT_GRACE_MS),

@@ -4,7 +4,7 @@
  * diagnose) awaiting its reply.
  */
 import { CodedError, errorMessage, raceSignal } from '../lib/index.ts'
-import type { ConnectionPath, FramedStream } from '../protocol/index.ts'
+import type { ConnectionPath, ConnectionTransport, FramedStream } from '../protocol/index.ts'
 import { type ControlFrame, controlFrameSchema, encodeMessage } from '../protocol/index.ts'
 
 /** Why a request to an agent over its control stream got no answer. */
@@ -15,6 +15,8 @@ export class AgentRequestError extends CodedError<'offline' | 'timeout' | 'unsup
 /** How a connected machine's control stream reaches the coordinator, and what its agent said it runs. */
 export interface SessionInfo {
   path: ConnectionPath
+  /** The transport under it (of the hop to the relay when relayed); null: neither TCP nor QUIC. */
+  transport: ConnectionTransport | null
   /** The agent's address as the coordinator's end of the connection sees it. */
   remoteAddr: string
   software: string

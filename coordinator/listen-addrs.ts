@@ -26,18 +26,18 @@ export function listenFromConfig(recorded: readonly string[], local = localAddre
       notes.push(`${addr} is relayed: not listened on (reserve a slot on its relay with --reserve-on)`)
       continue
     }
-    // /ip4/<ip>/tcp/<port>[/p2p/<id>] and the DNS forms; anything else is left to --listen
-    const m = /^\/(ip4|ip6|dns4|dns6|dns)\/([^/]+)\/tcp\/(\d+)(?:\/p2p\/[^/]+)?$/.exec(addr)
+    // /ip4/<ip>/tcp/<port>[/p2p/<id>] (or /udp/<port>/quic-v1) and the DNS forms; anything else is left to --listen
+    const m = /^\/(ip4|ip6|dns4|dns6|dns)\/([^/]+)\/(tcp\/\d+|udp\/\d+\/quic-v1)(?:\/p2p\/[^/]+)?$/.exec(addr)
     if (m === null) {
-      notes.push(`${addr}: not a TCP address this coordinator can listen on; skipped (use --listen)`)
+      notes.push(`${addr}: not a TCP or QUIC address this coordinator can listen on; skipped (use --listen)`)
       continue
     }
     const [, proto, host, port] = m as unknown as [string, string, string, string]
     let chosen: string
     if ((proto === 'ip4' || proto === 'ip6') && (local.has(host) || host === '0.0.0.0' || host === '::'))
-      chosen = `/${proto}/${host}/tcp/${port}`
+      chosen = `/${proto}/${host}/${port}`
     else {
-      chosen = proto === 'ip6' || proto === 'dns6' ? `/ip6/::/tcp/${port}` : `/ip4/0.0.0.0/tcp/${port}`
+      chosen = proto === 'ip6' || proto === 'dns6' ? `/ip6/::/${port}` : `/ip4/0.0.0.0/${port}`
       const why = proto.startsWith('dns') ? 'is a DNS name' : 'is not an address of this host'
       notes.push(`${addr} ${why}: listening on ${chosen} instead`)
     }

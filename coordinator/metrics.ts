@@ -5,17 +5,16 @@
  * paths only keep plain counts; the commit latency is the one thing observed
  * as it happens, from the status ingest's commit hook.
  *
- * Labels are bounded: paths, update states, refusal codes and frame error
- * kinds are fixed sets, and no metric is labelled by machine.
+ * Labels are bounded: paths, transports, update states, refusal codes and
+ * frame error kinds are fixed sets, and no metric is labelled by machine.
  *
  * cli.ts imports this module only when --metrics is given (see net/metrics-server.ts).
  */
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
 import { holePunchMetrics, METRICS_PREFIX, relayServerMetrics } from '../net/index.ts'
-import { UPDATE_STATES } from '../protocol/index.ts'
+import { CONNECTION_PATHS, CONNECTION_TRANSPORTS, UPDATE_STATES } from '../protocol/index.ts'
 import type { RunningCoordinator } from './daemon.ts'
 
-const PATHS = ['direct', 'relayed'] as const
 /** The codes the control protocol refuses a stream with (control.ts), shown at 0 before any happens. */
 const CONTROL_REFUSALS = ['not-enrolled', 'wrong-machine', 'wire-version'] as const
 /** What the framing layer counts (protocol/framing.ts): frames it refused, and streams that failed. */
@@ -33,16 +32,18 @@ export async function coordinatorMetrics(
   const registers = [registry]
   new Gauge({
     name: name('agents_connected'),
-    help: 'Agents with a live control stream, by how their connection reaches the coordinator',
-    labelNames: ['path'],
+    help: 'Agents with a live control stream, by how their connection reaches the coordinator (path) and its transport (of the hop to the relay when relayed)',
+    labelNames: ['path', 'transport'],
     registers,
     collect() {
-      const byPath = new Map<string, number>(PATHS.map((p) => [p, 0]))
+      // every pair shown, at 0 too; a transport that is neither TCP nor QUIC (not fleetmesh's) as "other"
+      this.reset()
+      for (const path of CONNECTION_PATHS)
+        for (const transport of CONNECTION_TRANSPORTS) this.set({ path, transport }, 0)
       for (const machine of control.online.keys()) {
-        const path = control.sessionInfo(machine)?.path
-        if (path !== undefined) byPath.set(path, (byPath.get(path) ?? 0) + 1)
+        const info = control.sessionInfo(machine)
+        if (info !== undefined) this.inc({ path: info.path, transport: info.transport ?? 'other' })
       }
-      for (const [path, n] of byPath) this.set({ path }, n)
     },
   })
   new Gauge({

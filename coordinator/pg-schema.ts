@@ -202,6 +202,10 @@ export const PG_MIGRATIONS: readonly string[] = [
   CREATE TRIGGER coordinator_list_notify AFTER INSERT OR UPDATE ON coordinator_list
     FOR EACH ROW EXECUTE FUNCTION fleetmesh_notify('coordinators', 'version');
   `,
+  `
+  -- The transport under the connection machines.path describes, as in sqlite-schema.ts.
+  ALTER TABLE machines ADD COLUMN IF NOT EXISTS transport text CHECK (transport IN ('tcp', 'quic'));
+  `,
 ]
 
 export const PG_SCHEMA_VERSION = PG_MIGRATIONS.length

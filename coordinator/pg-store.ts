@@ -79,7 +79,7 @@ const SQL = {
     VALUES ($1, $2, $3, $4, $5, $6)`,
   reenrollMachine: 'UPDATE machines SET tags = $1, facts = $2, enrolled_at = $3 WHERE name = $4',
   touchMachine:
-    'UPDATE machines SET last_seen = $1, path = $2, agent_version = coalesce($3, agent_version) WHERE name = $4',
+    'UPDATE machines SET last_seen = $1, path = $2, transport = $3, agent_version = coalesce($4, agent_version) WHERE name = $5',
   tokenUsed: 'SELECT 1 AS found FROM used_tokens WHERE nonce = $1',
   useToken: 'INSERT INTO used_tokens (nonce, machine, used_at) VALUES ($1, $2, $3)',
 
@@ -249,6 +249,7 @@ class PgStore implements FleetStore {
     const changed = await this.#sql.run(SQL.touchMachine, [
       input.lastSeen,
       input.path,
+      input.transport ?? null,
       input.agentVersion ?? null,
       name,
     ])

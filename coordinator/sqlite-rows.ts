@@ -98,6 +98,9 @@ export function toMachine(row: Row): MachineRecord {
   const path = row.path
   if (path !== null && path !== 'direct' && path !== 'relayed')
     throw corrupt('path', 'direct or relayed', path)
+  const transport = row.transport
+  if (transport !== null && transport !== 'tcp' && transport !== 'quic')
+    throw corrupt('transport', 'tcp or quic', transport)
   return {
     name: text(row, 'name'),
     peerId: text(row, 'peer_id'),
@@ -107,6 +110,7 @@ export function toMachine(row: Row): MachineRecord {
     enrolledAt: integer(row, 'enrolled_at'),
     lastSeen: nullable(row, 'last_seen', integer),
     path,
+    transport,
     agentVersion: nullable(row, 'agent_version', text),
   }
 }

@@ -233,6 +233,11 @@ const MIGRATIONS: readonly string[] = [
   -- The software the agent's latest hello named (its version), for the dashboard and machines.
   ALTER TABLE machines ADD COLUMN agent_version TEXT;
   `,
+  `
+  -- The transport under the connection machines.path describes (net/transports.ts); null until the
+  -- agent connects to a coordinator that records it.
+  ALTER TABLE machines ADD COLUMN transport TEXT CHECK (transport IN ('tcp', 'quic'));
+  `,
 ]
 
 export const SCHEMA_VERSION = MIGRATIONS.length

@@ -100,7 +100,7 @@ const statementSql = {
     VALUES (?, ?, ?, ?, ?, ?)`,
   reenrollMachine: 'UPDATE machines SET tags = ?, facts = ?, enrolled_at = ? WHERE name = ?',
   touchMachine:
-    'UPDATE machines SET last_seen = ?, path = ?, agent_version = coalesce(?, agent_version) WHERE name = ?',
+    'UPDATE machines SET last_seen = ?, path = ?, transport = ?, agent_version = coalesce(?, agent_version) WHERE name = ?',
   tokenUsed: 'SELECT 1 AS found FROM used_tokens WHERE nonce = ?',
   useToken: 'INSERT INTO used_tokens (nonce, machine, used_at) VALUES (?, ?, ?)',
 
@@ -276,7 +276,8 @@ class SqliteStore implements FleetStore {
   }
 
   async touchMachine(name: string, input: TouchInput): Promise<void> {
-    const result = this.#s.touchMachine.run(input.lastSeen, input.path, input.agentVersion ?? null, name)
+    const { lastSeen, path, transport, agentVersion } = input
+    const result = this.#s.touchMachine.run(lastSeen, path, transport ?? null, agentVersion ?? null, name)
     if (Number(result.changes) === 0) throw unknownMachine(name)
   }
 

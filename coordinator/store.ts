@@ -32,6 +32,7 @@ import type {
   AuditRead,
   AuditRecord,
   ConnectionPath,
+  ConnectionTransport,
   ListState,
   RevocationHead,
   RevocationView,
@@ -54,6 +55,8 @@ export interface MachineRecord {
   enrolledAt: number
   lastSeen: number | null
   path: ConnectionPath | null
+  /** The transport under that connection; null before the first one recorded with it. */
+  transport: ConnectionTransport | null
   /** The `software` of the agent's latest hello; null before its first connection. */
   agentVersion: string | null
 }
@@ -166,6 +169,8 @@ export interface EnrollMachineInput {
 export interface TouchInput {
   lastSeen: number
   path: ConnectionPath | null
+  /** The transport under the connection `path` describes; absent: not known (stored as null). */
+  transport?: ConnectionTransport | null
   /** The agent's hello `software`, given when it connects; kept as it is when absent. */
   agentVersion?: string
 }

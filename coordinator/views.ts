@@ -15,6 +15,7 @@ export function machineView(
     tags: m.tags,
     online,
     path: m.path,
+    transport: m.transport,
     enrolledAt: m.enrolledAt,
     lastSeen: m.lastSeen,
     state: r?.state ?? null,

@@ -7,6 +7,7 @@ import { table } from '../lib/index.ts'
 import type { DoctorResult } from '../protocol/index.ts'
 import type { DoctorReport } from './doctor.ts'
 import type { RuntimeSnapshot } from './runtime.ts'
+import { addrTransport } from './transports.ts'
 
 /** The parts of a runtime snapshot shown; a snapshot that came over the wire has them too. */
 type SnapshotView = Pick<RuntimeSnapshot, 'peerId' | 'listen' | 'advertised' | 'connections' | 'details'>
@@ -43,7 +44,8 @@ function snapshotLines(s: SnapshotView): string[] {
         ['PEER', 'PATH', 'DIRECTION', 'REMOTE ADDRESS'],
         s.connections.map((c) => [
           c.peer.slice(-12),
-          c.relayed ? 'relayed' : 'direct',
+          // the transport: of the hop to the relay, for a relayed connection
+          `${c.relayed ? 'relayed' : 'direct'} ${addrTransport(c.remoteAddr)}`,
           c.direction,
           c.remoteAddr,
         ]),
@@ -109,7 +111,7 @@ export function formatRemoteDoctor(r: DoctorResult): string {
   const out = [
     `${d.snapshot.role} ${r.machine} (${d.software}), asked over its control link`,
     `daemon: running (pid ${d.snapshot.pid})`,
-    `the coordinator sees it at ${r.remoteAddr} (${r.path})`,
+    `the coordinator sees it at ${r.remoteAddr} (${r.path}, ${addrTransport(r.remoteAddr)})`,
     ...interfaceLines(d.interfaces),
     ...snapshotLines(d.snapshot),
     '',

@@ -134,12 +134,12 @@ function tcpReach(addr: string, timeoutMs: number): Promise<Reach> {
  * The relayed path: a libp2p dial through the relay's circuit to the
  * coordinator (relay connection, reservation lookup, Noise and Yamux through the
  * relay), from a throwaway identity, timed. A TCP connect would only show the
- * relay's port is open.
+ * relay's port is open. A QUIC address is checked the same way (its handshake).
  */
 async function circuitReach(addr: string, peerId: string, timeoutMs: number): Promise<Reach> {
   let target: Multiaddr
   try {
-    target = multiaddr(addr.endsWith('/p2p-circuit') ? `${addr}/p2p/${peerId}` : addr)
+    target = multiaddr(addr.includes(`/p2p/${peerId}`) ? addr : `${addr}/p2p/${peerId}`)
   } catch {
     return { addr, result: 'unsupported' }
   }
@@ -208,7 +208,8 @@ export async function diagnose(stateDir: string, extraObservers: string[]): Prom
     detectNat(observers),
     Promise.all(
       coordinatorAddrs.map((a) =>
-        a.includes('/p2p-circuit') && coordinatorId !== undefined
+        // QUIC has no connect to time but its handshake: a libp2p dial, as through a relay
+        (a.includes('/p2p-circuit') || a.includes('/quic-v1')) && coordinatorId !== undefined
           ? circuitReach(a, coordinatorId, 10_000)
           : tcpReach(a, 3000),
       ),

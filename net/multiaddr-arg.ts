@@ -1,9 +1,9 @@
 /**
  * The one parser for addresses people give fleetmesh: flags, fleet.json,
- * coordinator.json, enrollment tokens. fleetmesh speaks TCP only, so an
+ * coordinator.json, enrollment tokens. fleetmesh speaks TCP and QUIC, so an
  * address is
  *
- *   /ip4|/ip6|/dns4|/dns6|/dns/<host>/tcp/<port>[/p2p/<peer id>[/p2p-circuit[/p2p/<peer id>]]]
+ *   /ip4|/ip6|/dns4|/dns6|/dns/<host>/tcp/<port>|/udp/<port>/quic-v1[/p2p/<peer id>[/p2p-circuit[/p2p/<peer id>]]]
  *
  * the relayed form being `<relay address>/p2p/<relay id>/p2p-circuit`, optionally
  * followed by the target's `/p2p/<peer id>`.
@@ -32,7 +32,9 @@ const EXPECTED: Record<AddressUse, string> = {
   dial:
     '/ip4|/ip6|/dns4|/dns6|/dns/<host>/tcp/<port 1-65535>[/p2p/<peer id>], or relayed ' +
     '<relay address>/p2p/<relay id>/p2p-circuit[/p2p/<peer id>], e.g. /ip4/203.0.113.7/tcp/4001',
-  listen: '/ip4|/ip6/<ip>/tcp/<port 0-65535> (0: any free port), e.g. /ip4/0.0.0.0/tcp/4001',
+  listen:
+    '/ip4|/ip6/<ip>/tcp/<port 0-65535> or /ip4|/ip6/<ip>/udp/<port 0-65535>/quic-v1 (0: any free port), ' +
+    'e.g. /ip4/0.0.0.0/tcp/4001',
   peer: '<address>/p2p/<peer id>, e.g. /ip4/198.51.100.9/tcp/4001/p2p/12D3KooW…',
 }
 
@@ -95,16 +97,19 @@ export function parseAddress(value: string, source: string, use: AddressUse = 'd
     throw new AddressError(source, value, use, reason)
   }
   if (!value.startsWith('/')) fail('it must start with "/"')
-  const [proto = '', host = '', transport, port, ...tail] = value.slice(1).split('/')
+  const [proto = '', host = '', transport, port, ...rest] = value.slice(1).split('/')
   const protos = use === 'listen' ? ['ip4', 'ip6'] : ['ip4', 'ip6', 'dns4', 'dns6', 'dns']
   if (!protos.includes(proto)) fail(`it must start with /${protos.join(', /')}, not "/${proto}"`)
   const badHost = hostProblem(proto, host)
   if (badHost !== undefined) fail(badHost)
-  if (transport !== 'tcp')
+  // QUIC: /udp/<port>/quic-v1, then the same tail as TCP
+  const quic = transport === 'udp' && rest[0] === 'quic-v1'
+  const tail = quic ? rest.slice(1) : rest
+  if (transport !== 'tcp' && !quic)
     fail(
       transport === undefined
         ? 'the /tcp/<port> part is missing'
-        : `"/${transport}" where /tcp belongs: fleetmesh connects over TCP only`,
+        : `"/${transport}" where /tcp belongs: fleetmesh connects over TCP or QUIC (/udp/<port>/quic-v1)`,
     )
   const lowest = use === 'listen' ? 0 : 1
   const n = /^\d{1,5}$/.test(port ?? '') ? Number(port) : Number.NaN

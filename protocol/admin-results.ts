@@ -21,6 +21,15 @@ import { ROLLOUT_STATES, wavePolicySchema } from './wave-policy.ts'
 const nullableText = z.string().max(256).nullable()
 const count = z.number().int().nonnegative()
 
+/**
+ * The transport under an agent's connection to the coordinator, beside its
+ * path; for a relayed one, the transport of the hop to the relay, the one the
+ * coordinator sees.
+ */
+export const CONNECTION_TRANSPORTS = ['tcp', 'quic'] as const
+export type ConnectionTransport = (typeof CONNECTION_TRANSPORTS)[number]
+export const connectionTransportSchema = z.enum(CONNECTION_TRANSPORTS)
+
 export const fleetInfoResult = z.strictObject({
   fleetId: z.string(),
   fleetRoot: z.string(),
@@ -39,6 +48,11 @@ export const machineViewSchema = z.strictObject({
   tags: z.array(tagName),
   online: z.boolean(),
   path: connectionPathSchema.nullable(),
+  /**
+   * The transport of the last connection `path` describes; null when not recorded (last connected to
+   * an older coordinator), absent in views from a coordinator older than this.
+   */
+  transport: connectionTransportSchema.nullable().optional(),
   enrolledAt: count,
   lastSeen: count.nullable(),
   state: z.enum(UPDATE_STATES).nullable(),

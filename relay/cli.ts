@@ -24,10 +24,13 @@ import {
   required,
 } from '../lib/index.ts'
 import {
+  ACCEPT_LIMIT_OPTIONS,
   closeMetricsOnFailure,
   daemonLogFrom,
   HOST_OPTIONS,
   hostAddresses,
+  maxAcceptsPerIp,
+  QUIC_LISTEN_HELP,
   RELAY_LIMIT_USAGE,
   relayLimits,
   reportAddresses,
@@ -37,7 +40,7 @@ import {
 import { DEFAULT_OBSERVER_PORTS, type RelayOptions, startRelay } from './daemon.ts'
 
 const RELAY_USAGE =
-  'fleetmesh relay --state <dir> [--listen <multiaddr>]... [--announce <multiaddr>]... [--bootstrap <multiaddr>]... [--observer-ports 4002,4003|none] ' +
+  'fleetmesh relay --state <dir> [--listen <multiaddr>]... [--announce <multiaddr>]... [--bootstrap <multiaddr>]... [--observer-ports 4002,4003|none] [--max-accepts-per-ip 500] ' +
   `${RELAY_LIMIT_USAGE} [--metrics 127.0.0.1:9464 [--metrics-public]] [--json] [--log-level info]`
 
 export const RELAY_COMMAND: CommandSpec = configurable({
@@ -47,7 +50,9 @@ export const RELAY_COMMAND: CommandSpec = configurable({
   usage: RELAY_USAGE,
   options: {
     ...HOST_OPTIONS,
+    listen: { ...HOST_OPTIONS.listen, ...QUIC_LISTEN_HELP },
     'observer-ports': { ...HOST_OPTIONS['observer-ports'], default: DEFAULT_OBSERVER_PORTS.join(',') },
+    ...ACCEPT_LIMIT_OPTIONS,
   },
   examples: [
     'fleetmesh relay --state /var/lib/fleetmesh-relay --announce /ip4/203.0.113.7/tcp/4001 --relay-max-reservations 10000',
@@ -63,6 +68,7 @@ export async function relayCommand(argv: string[]): Promise<number> {
     stateDir: resolve(required(p, 'state', RELAY_COMMAND.usage)),
     ...hostAddresses(p),
     relay: limits,
+    maxAcceptsPerIp: maxAcceptsPerIp(p),
     observerPorts: ports(p, 'observer-ports', DEFAULT_OBSERVER_PORTS),
     log: (msg) => say('log', { msg }, msg),
   }

@@ -8,6 +8,7 @@
  * (natlab/fleet-lab.ts) that runs the same commands inside namespaces.
  */
 import { type ChildProcess, spawn } from 'node:child_process'
+import { createSocket } from 'node:dgram'
 import { watch } from 'node:fs'
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises'
 import { createServer } from 'node:net'
@@ -141,7 +142,20 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 
   })
 }
 
+/**
+ * A loopback port free for both TCP and UDP: a coordinator or relay listens
+ * on the same port number for TCP and QUIC.
+ */
 export async function freePort(): Promise<number> {
+  for (let attempt = 0; ; attempt++) {
+    const port = await freeTcpPort()
+    if (await udpPortFree(port)) return port
+    if (attempt >= 20)
+      throw new Error(`no loopback port free for both TCP and UDP after ${attempt + 1} tries`)
+  }
+}
+
+function freeTcpPort(): Promise<number> {
   return new Promise((resolvePort, reject) => {
     const srv = createServer()
     srv.unref()
@@ -150,6 +164,15 @@ export async function freePort(): Promise<number> {
       const addr = srv.address()
       srv.close(() => resolvePort(typeof addr === 'object' && addr !== null ? addr.port : 0))
     })
+  })
+}
+
+function udpPortFree(port: number): Promise<boolean> {
+  return new Promise((resolveFree) => {
+    const socket = createSocket('udp4')
+    socket.unref()
+    socket.once('error', () => resolveFree(false))
+    socket.bind(port, '127.0.0.1', () => socket.close(() => resolveFree(true)))
   })
 }
 

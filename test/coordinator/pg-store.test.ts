@@ -12,6 +12,7 @@ import { randomBytes } from 'node:crypto'
 import pg from 'pg'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { signAuditHash } from '../../coordinator/audit.ts'
+import { PG_MIGRATIONS } from '../../coordinator/pg-schema.ts'
 import { openPostgresStore, PG_SCHEMA_VERSION, PgStoreError } from '../../coordinator/pg-store.ts'
 import {
   type AuditEntry,
@@ -187,6 +188,38 @@ describe.skipIf(unavailable !== undefined)(
       await again.close()
       const version = await withClient(fresh, (c) => c.query('SELECT version FROM fleetmesh_schema'))
       expect(version.rows).toEqual([{ version: PG_SCHEMA_VERSION }])
+    })
+
+    it('adds the transport column to a database of the schema before it, by one of several coordinators', async () => {
+      const fresh = await cluster.createDatabase()
+      const before = await openPostgresStore(fresh)
+      await before.enrollMachine(enrollInput('edge-1'))
+      await before.touchMachine('edge-1', { lastSeen: 77, path: 'relayed' })
+      await before.close()
+      // the database as the previous version left it: no transport column, one schema version less
+      await withClient(fresh, (c) =>
+        c.query(
+          'ALTER TABLE machines DROP COLUMN transport; UPDATE fleetmesh_schema SET version = version - 1',
+        ),
+      )
+
+      const stores = await Promise.all(Array.from({ length: 3 }, () => openPostgresStore(fresh)))
+      const [first, second] = stores as [FleetStore, FleetStore, FleetStore]
+      expect(await first.getMachine('edge-1')).toMatchObject({
+        lastSeen: 77,
+        path: 'relayed',
+        transport: null,
+      })
+      await first.touchMachine('edge-1', { lastSeen: 88, path: 'direct', transport: 'quic' })
+      expect(await second.getMachine('edge-1')).toMatchObject({ path: 'direct', transport: 'quic' })
+      await Promise.all(stores.map((s) => s.close()))
+      await withClient(fresh, async (c) => {
+        expect((await c.query('SELECT version FROM fleetmesh_schema')).rows).toEqual([
+          { version: PG_SCHEMA_VERSION },
+        ])
+        await c.query(PG_MIGRATIONS.at(-1) as string) // the step itself is safe to run again
+        await expect(c.query("UPDATE machines SET transport = 'udp'")).rejects.toThrow(/check constraint/)
+      })
     })
 
     it('refuses a database written by a newer fleetmesh', async () => {

@@ -93,6 +93,7 @@ describeStores((kind) => {
         enrolledAt: 1000,
         lastSeen: null,
         path: null,
+        transport: null,
         agentVersion: null,
       })
       expect(await store.getMachine('edge-1')).toEqual(record)
@@ -160,8 +161,17 @@ describeStores((kind) => {
     it('lists machines by name and records when and how they were last seen', async () => {
       for (const name of ['gamma', 'alpha', 'beta']) await store.enrollMachine(enrollInput(name))
       expect((await store.listMachines()).map((m) => m.name)).toEqual(['alpha', 'beta', 'gamma'])
-      await store.touchMachine('beta', { lastSeen: 4242, path: 'direct' })
-      expect(await store.getMachine('beta')).toMatchObject({ lastSeen: 4242, path: 'direct' })
+      await store.touchMachine('beta', { lastSeen: 4242, path: 'direct', transport: 'quic' })
+      expect(await store.getMachine('beta')).toMatchObject({
+        lastSeen: 4242,
+        path: 'direct',
+        transport: 'quic',
+      })
+      await store.touchMachine('beta', { lastSeen: 4343, path: 'relayed', transport: 'tcp' })
+      expect(await store.getMachine('beta')).toMatchObject({ path: 'relayed', transport: 'tcp' })
+      // a touch that does not know the transport (a caller from before it) does not leave a stale one
+      await store.touchMachine('beta', { lastSeen: 4444, path: 'direct' })
+      expect(await store.getMachine('beta')).toMatchObject({ path: 'direct', transport: null })
       expect((await conflict(store.touchMachine('delta', { lastSeen: 1, path: null }))).code).toBe(
         'unknown-machine',
       )
@@ -417,6 +427,35 @@ describe('sqlite', () => {
       expect(err).toBeInstanceOf(StoreSchemaError)
       expect((err as Error).message).toContain('newer fleetmesh')
       store = await openSqliteStore(':memory:')
+    })
+
+    it('adds the transport column to a database of the schema before it, keeping its rows', async () => {
+      await store.enrollMachine(enrollInput('edge-1'))
+      await store.touchMachine('edge-1', { lastSeen: 77, path: 'relayed' })
+      await store.close()
+      // the file as the previous version left it: no transport column, one schema version less
+      const raw = new DatabaseSync(dbPath)
+      raw.exec('ALTER TABLE machines DROP COLUMN transport')
+      raw.exec(`PRAGMA user_version = ${SCHEMA_VERSION - 1}`)
+      raw.close()
+
+      store = await openSqliteStore(dbPath)
+      expect(await store.getMachine('edge-1')).toMatchObject({
+        lastSeen: 77,
+        path: 'relayed',
+        transport: null,
+      })
+      await store.touchMachine('edge-1', { lastSeen: 88, path: 'direct', transport: 'quic' })
+      await store.close()
+      store = await openSqliteStore(dbPath) // opening again migrates nothing and keeps it
+      expect(await store.getMachine('edge-1')).toMatchObject({ path: 'direct', transport: 'quic' })
+      const check = new DatabaseSync(dbPath)
+      try {
+        expect(check.prepare('PRAGMA user_version').get()).toEqual({ user_version: SCHEMA_VERSION })
+        expect(() => check.exec("UPDATE machines SET transport = 'udp'")).toThrow(/CHECK constraint/)
+      } finally {
+        check.close()
+      }
     })
 
     it('works in memory for unit tests', async () => {

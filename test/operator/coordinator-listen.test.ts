@@ -34,7 +34,11 @@ describe('coordinator listen addresses from init', () => {
     const coordinator = new Proc('coordinator', ['coordinator', '--state', fleet.coordState, '--json'])
     procs.push(coordinator)
     const ready = await coordinator.waitFor((e) => e.event === 'ready', 30_000, 'coordinator ready')
-    expect(ready.addrs).toEqual([expect.stringMatching(new RegExp(`^${addr}/p2p/`))])
+    // and QUIC on the same port number, in UDP
+    expect(ready.addrs).toEqual([
+      expect.stringMatching(new RegExp(`^${addr}/p2p/`)),
+      expect.stringMatching(new RegExp(`^/ip4/127.0.0.1/udp/${port}/quic-v1/p2p/`)),
+    ])
     expect(ready.listenNotes).toBeUndefined()
 
     const enroll = await runCli(['--home', fleet.home, 'enroll', 'web-1', '--json'])
@@ -66,6 +70,13 @@ describe('listenFromConfig', () => {
     expect(plan.notes[0]).toContain(
       '/dns4/coord.example.org/tcp/4101 is a DNS name: listening on /ip4/0.0.0.0/tcp/4101',
     )
+  })
+
+  it('keeps a QUIC address as it keeps a TCP one', () => {
+    expect(listenFromConfig(['/ip4/10.0.0.5/udp/14001/quic-v1/p2p/12D3KooWabc'], local)).toEqual({
+      listen: ['/ip4/10.0.0.5/udp/14001/quic-v1'],
+      notes: [],
+    })
   })
 
   it('skips relayed addresses, pointing at --reserve-on', () => {

@@ -86,10 +86,16 @@ afterAll(async () => {
 })
 
 describe('coordinator --metrics', () => {
-  it('counts the connected agent by path, the report, the manifest and the update state', async () => {
+  it('counts the connected agent by path and transport, the report, the manifest and the update state', async () => {
     const text = await scrape(coordinator)
-    expect(sample(text, 'fleetmesh_agents_connected', { path: 'direct' })).toBe(1)
-    expect(sample(text, 'fleetmesh_agents_connected', { path: 'relayed' })).toBe(0)
+    // the fleet file names the coordinator's TCP address only
+    expect(sample(text, 'fleetmesh_agents_connected', { path: 'direct', transport: 'tcp' })).toBe(1)
+    for (const [path, transport] of [
+      ['direct', 'quic'],
+      ['relayed', 'tcp'],
+      ['relayed', 'quic'],
+    ] as const)
+      expect(sample(text, 'fleetmesh_agents_connected', { path, transport })).toBe(0)
     expect(sample(text, 'fleetmesh_reports_ingested_total')).toBeGreaterThanOrEqual(1)
     expect(sample(text, 'fleetmesh_report_commit_seconds_count')).toBeGreaterThanOrEqual(1)
     expect(sample(text, 'fleetmesh_manifests_pushed_total')).toBeGreaterThanOrEqual(1)

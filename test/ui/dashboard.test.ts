@@ -115,6 +115,7 @@ describe.skipIf(chromiumMissing !== undefined)(`fleetmesh ui (${chromiumMissing 
     await cell(page, 'edge-3', 'online', 'online').waitFor()
     expect(await page.locator('#machines tbody tr').count()).toBe(3)
     await cell(page, 'edge-1', 'agentVersion', 'fleetmesh-agent/').waitFor()
+    await cell(page, 'edge-1', 'path', 'direct tcp').waitFor() // the fleet file names a TCP address only
     await page.locator('#role', { hasText: 'can deploy' }).waitFor()
     await page.screenshot({ path: join(SCREENSHOTS, 'machines.png') })
     // A reload would lose this mark: the change must arrive over the event stream.

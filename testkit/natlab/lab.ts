@@ -47,6 +47,7 @@ import {
   blockForwardingTo,
   canRunLab,
   countForwardedFrom,
+  dropUdpThrough,
   enableForwarding,
   loadRouterRules,
 } from './nat-rules.ts'
@@ -319,6 +320,12 @@ export class Lab {
   blockForwarding(router: LabRouter, ip: string, blocked: boolean, port?: number): void {
     this.#checkAlive()
     blockForwardingTo(router, ip, blocked, port)
+  }
+
+  /** While `dropped`, `router` forwards no UDP (QUIC cannot pass; TCP still does). */
+  dropUdp(router: LabRouter, dropped: boolean): void {
+    this.#checkAlive()
+    dropUdpThrough(router, dropped)
   }
 
   /** Forgets `router`'s NAT mappings of connections opened towards `ip` (`conntrack -D --orig-dst`). */

@@ -1,6 +1,6 @@
 // One machine: its facts, the log of its last update, its history, and on demand the agent's own
 // view of its network (the doctor op).
-import { $, ago, api, el, short, time, ui } from './dom.js'
+import { $, ago, api, el, pathText, short, time, ui } from './dom.js'
 
 // ---------------------------------------------------------------- one machine
 
@@ -14,7 +14,7 @@ export function showFacts(m) {
   $('#detail-name').textContent = m.name
   const dl = $('#detail-facts')
   dl.replaceChildren()
-  fact(dl, 'online', m.online ? `yes, ${m.path ?? 'path unknown'}` : `no, last seen ${ago(m.lastSeen)}`)
+  fact(dl, 'online', m.online ? `yes, ${pathText(m) ?? 'path unknown'}` : `no, last seen ${ago(m.lastSeen)}`)
   fact(dl, 'tags', m.tags.join(', ') || '–')
   fact(
     dl,

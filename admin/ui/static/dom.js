@@ -79,6 +79,9 @@ export function time(ms) {
 }
 export const short = (id) => (id ? id.slice(0, 8) : '–')
 
+/** The connection path with its transport ("direct quic"); a coordinator older than that sends no transport. */
+export const pathText = (m) => (m.path && m.transport ? `${m.path} ${m.transport}` : m.path)
+
 export function statePill(m) {
   const state = m.state ?? 'none'
   const box = el('span', 'state')

@@ -2,7 +2,7 @@
 // that changed, and events are applied once per animation frame.
 
 import { loadLog, showFacts } from './detail.js'
-import { $, ago, BUSY, COLUMNS, el, STATES, statePill, ui } from './dom.js'
+import { $, ago, BUSY, COLUMNS, el, pathText, STATES, statePill, ui } from './dom.js'
 
 // ---------------------------------------------------------------- machine rows
 
@@ -35,7 +35,7 @@ export function renderRow(row, m) {
     row.tr.classList.toggle('offline', !m.online)
   }
   if (!p) cells.name.textContent = m.name
-  if (!p || p.path !== m.path) cells.path.textContent = m.path ?? '–'
+  if (!p || p.path !== m.path || p.transport !== m.transport) cells.path.textContent = pathText(m) ?? '–'
   if (!p || p.currentGeneration !== m.currentGeneration || p.desiredGeneration !== m.desiredGeneration) {
     cells.currentGeneration.textContent = m.currentGeneration ?? '–'
     cells.desiredGeneration.textContent = m.desiredGeneration ?? '–'
@@ -60,7 +60,7 @@ export function renderRow(row, m) {
     m.state ?? '',
     m.currentGeneration ?? '',
     m.desiredGeneration ?? '',
-    m.path ?? '',
+    pathText(m) ?? '',
     m.agentVersion ?? '',
   ]
     .join(' ')
