@@ -40,12 +40,24 @@ export const QUIC_HANDSHAKE_TIMEOUT_MS = 2_000
 /** How long an address whose QUIC handshake timed out stays behind TCP in the dial order. */
 export const QUIC_FAILURE_MEMORY_MS = 10 * 60_000
 
+/**
+ * Within that memory, how often QUIC to the address is tried again at all.
+ * Between tries a dial to it fails at once, so a peer that is down (TCP
+ * refused, QUIC silent) is redialled at TCP's pace, not 2 s slower per try.
+ */
+export const QUIC_REPROBE_MS = 30_000
+
 /** The transport a connection runs over ('quic', 'tcp'); a relayed one names the relay hop's. */
 export type TransportName = ConnectionTransport | 'other'
 
 /** A QUIC dial that did not complete its handshake within the time allowed. */
 export class QuicHandshakeTimeoutError extends Error {
   override name = 'QuicHandshakeTimeoutError'
+}
+
+/** A QUIC dial not made: the address's handshake timed out lately and it is not yet time to try again. */
+export class QuicRecentlyFailedError extends Error {
+  override name = 'QuicRecentlyFailedError'
 }
 
 /** Whether `addr` is a direct QUIC address (`…/udp/<port>/quic-v1…`, not through a relay). */
@@ -96,6 +108,8 @@ export function withQuic(addrs: readonly string[]): string[] {
 /** Addresses (IP and UDP port) whose QUIC handshake timed out lately. */
 export class QuicFailures {
   readonly #until = new Map<string, number>()
+  /** When QUIC to a failed address was last tried. */
+  readonly #triedAt = new Map<string, number>()
   readonly #memoryMs: number
   readonly #now: () => number
 
@@ -106,12 +120,29 @@ export class QuicFailures {
 
   record(addr: Multiaddr): void {
     const key = udpEndpoint(addr)
-    if (key !== undefined) this.#until.set(key, this.#now() + this.#memoryMs)
+    if (key === undefined) return
+    this.#until.set(key, this.#now() + this.#memoryMs)
+    this.#triedAt.set(key, this.#now())
   }
 
   forget(addr: Multiaddr): void {
     const key = udpEndpoint(addr)
-    if (key !== undefined) this.#until.delete(key)
+    if (key === undefined) return
+    this.#until.delete(key)
+    this.#triedAt.delete(key)
+  }
+
+  /**
+   * Whether a QUIC dial to `addr` should be made now: always, unless its
+   * handshake timed out lately and it was tried less than QUIC_REPROBE_MS ago.
+   * A yes for a failed address counts as its next try.
+   */
+  tryNow(addr: Multiaddr): boolean {
+    if (!this.failedLately(addr)) return true
+    const key = udpEndpoint(addr) as string
+    if (this.#now() - (this.#triedAt.get(key) ?? 0) < QUIC_REPROBE_MS) return false
+    this.#triedAt.set(key, this.#now())
+    return true
   }
 
   /** Whether `addr`'s QUIC handshake timed out within the memory. */
@@ -121,6 +152,7 @@ export class QuicFailures {
     if (until === undefined) return false
     if (until > this.#now()) return true
     this.#until.delete(key as string)
+    this.#triedAt.delete(key as string)
     return false
   }
 }
@@ -177,6 +209,10 @@ export function fastQuic(init: FastQuicInit): (components: QuicComponents) => Tr
     const innerDial = transport.dial.bind(transport)
     // an own property over the class's method: the transport keeps its private fields and symbols
     transport.dial = async (ma: Multiaddr, options: DialTransportOptions): Promise<Connection> => {
+      if (!init.failures.tryNow(ma))
+        throw new QuicRecentlyFailedError(
+          `QUIC to ${ma} timed out lately; TCP is used until it is tried again (every ${QUIC_REPROBE_MS / 1000} s)`,
+        )
       const giveUp = new AbortController()
       const timer = setTimeout(
         () =>

@@ -67,11 +67,11 @@ describe('fleetmesh doctor <machine>', () => {
     const r = await fleet.cli(['doctor', 'edge-1'])
     expect(r.code, r.stderr).toBe(0)
     expect(r.stdout).toMatch(/^agent edge-1 \(fleetmesh-agent\/[^)]+\), asked over its control link/)
-    expect(r.stdout).toMatch(/the coordinator sees it at \/ip4\/127\.0\.0\.1\/tcp\/\d+\S* \(direct\)/)
+    expect(r.stdout).toMatch(/the coordinator sees it at \/ip4\/127\.0\.0\.1\/tcp\/\d+\S* \(direct, tcp\)/)
     // the agent runs with the default: no listening socket
     expect(r.stdout).toContain('listening on: none (dials out only)')
     expect(r.stdout).toMatch(/PEER +PATH +DIRECTION +REMOTE ADDRESS/)
-    expect(r.stdout).toMatch(/direct +outbound +\/ip4\/127\.0\.0\.1\/tcp\/\d+/)
+    expect(r.stdout).toMatch(/direct tcp +outbound +\/ip4\/127\.0\.0\.1\/tcp\/\d+/)
     expect(r.stdout).toContain(`/ip4/127.0.0.1/tcp/${fleet.port}`)
   })
 

@@ -16,7 +16,14 @@ import { createHost, type FleetHost, type HostInit, isRelayed } from '../../net/
 import { transportAccess } from '../../net/reservation-store.ts'
 import { ReservationKeeper } from '../../net/reservations.ts'
 import { RUNTIME_FILE, snapshotHost } from '../../net/runtime.ts'
-import { connectionTransport, QuicFailures, quicFirst, withQuic } from '../../net/transports.ts'
+import {
+  connectionTransport,
+  QUIC_FAILURE_MEMORY_MS,
+  QUIC_REPROBE_MS,
+  QuicFailures,
+  quicFirst,
+  withQuic,
+} from '../../net/transports.ts'
 
 const hosts: FleetHost[] = []
 const sockets: Socket[] = []
@@ -93,6 +100,47 @@ describe('dial order', () => {
       '/ip4/93.184.216.34/tcp/4001',
       '/ip4/93.184.216.34/udp/4001/quic-v1',
     ])
+  })
+})
+
+describe('QUIC tries after a timed-out handshake', () => {
+  it('are made at most once per QUIC_REPROBE_MS while the failure is remembered', () => {
+    let now = 1_000_000
+    const failures = new QuicFailures(QUIC_FAILURE_MEMORY_MS, () => now)
+    const addr = multiaddr('/ip4/198.51.100.7/udp/4001/quic-v1')
+    const other = multiaddr('/ip4/198.51.100.8/udp/4001/quic-v1')
+    expect(failures.tryNow(addr)).toBe(true)
+    failures.record(addr)
+    expect(failures.tryNow(addr)).toBe(false)
+    expect(failures.tryNow(other)).toBe(true)
+    now += QUIC_REPROBE_MS
+    expect(failures.tryNow(addr)).toBe(true) // the next try …
+    expect(failures.tryNow(addr)).toBe(false) // … counts: not again at once
+    now += QUIC_FAILURE_MEMORY_MS
+    expect(failures.tryNow(addr)).toBe(true)
+    expect(failures.tryNow(addr)).toBe(true) // forgotten: QUIC first again
+    failures.record(addr)
+    failures.forget(addr) // a handshake that succeeded
+    expect(failures.tryNow(addr)).toBe(true)
+  })
+
+  it('a peer that is down is redialled without waiting on QUIC again', async () => {
+    const agent = await start({ role: 'agent' })
+    const down = await start({ role: 'coordinator', listen: ['/ip4/127.0.0.1/tcp/0'] })
+    const tcp = addrOf(down, 'tcp').decapsulate('/p2p')
+    const peer = down.peerId
+    await down.stop() // TCP now refused at once
+    const blackhole = multiaddr(`/ip4/127.0.0.1/udp/${await udpSink()}/quic-v1`)
+    await agent.peerStore.merge(peer, { multiaddrs: [tcp, blackhole] })
+    const failure = async () =>
+      agent.dial(peer, { signal: AbortSignal.timeout(10_000) }).then(
+        () => 'connected',
+        (err: Error) => JSON.stringify(err, Object.getOwnPropertyNames(err)) + String(err),
+      )
+    expect(await failure()).toContain('QuicHandshakeTimeoutError')
+    const again = await failure()
+    expect(again).toContain('QuicRecentlyFailedError')
+    expect(again).not.toContain('QuicHandshakeTimeoutError')
   })
 })
 

@@ -76,7 +76,12 @@ describe.skipIf(process.platform !== 'linux')('daemon configuration: --config an
     const coordinator = new Proc('coordinator', ['coordinator', '--config', config])
     procs.push(coordinator)
     const ready = await coordinator.waitFor((e) => e.event === 'ready', 30_000, 'coordinator ready')
-    expect(ready.addrs).toEqual([expect.stringMatching(new RegExp(`^${coordAddr}/p2p/`))])
+    // the file's TCP address, and QUIC on the same port beside it
+    const quicAddr = coordAddr.replace(/\/tcp\/(\d+)$/, '/udp/$1/quic-v1')
+    expect(ready.addrs).toEqual([
+      expect.stringMatching(new RegExp(`^${coordAddr}/p2p/`)),
+      expect.stringMatching(new RegExp(`^${quicAddr}/p2p/`)),
+    ])
     coordinatorPeerId = String(ready.peerId)
   }, 60_000)
 
@@ -159,7 +164,10 @@ describe.skipIf(process.platform !== 'linux')('daemon configuration: --config an
     procs.push(relay)
     // a JSON `ready` line at all: --json came from the file
     const ready = await relay.waitFor((e) => e.event === 'ready', 30_000, 'relay ready')
-    expect(ready.addrs).toEqual([expect.stringMatching(new RegExp(`^/ip4/127.0.0.1/tcp/${cliPort}/p2p/`))])
+    expect(ready.addrs).toEqual([
+      expect.stringMatching(new RegExp(`^/ip4/127.0.0.1/tcp/${cliPort}/p2p/`)),
+      expect.stringMatching(new RegExp(`^/ip4/127.0.0.1/udp/${cliPort}/quic-v1/p2p/`)),
+    ])
     expect(ready.observerPorts, 'FLEETMESH_OBSERVER_PORTS=none over the file').toEqual([])
     expect(ready.limits).toMatchObject({ maxReservations: 7, reservationTtlMs: 3_600_000 })
   }, 60_000)

@@ -113,7 +113,12 @@ describe('a new operator, from the installed release', () => {
     const coordinatorArgs = ['coordinator', '--state', fleet.coordState, '--json']
     let coordinator = start('coordinator', coordinatorArgs)
     const ready = await coordinator.waitFor((e) => e.event === 'ready', 60_000, 'coordinator ready')
-    expect(ready.addrs).toEqual([expect.stringMatching(new RegExp(`^${addr}/p2p/`))])
+    // the TCP address given to init, and QUIC on the same port beside it
+    const quicAddr = addr.replace(/\/tcp\/(\d+)$/, '/udp/$1/quic-v1')
+    expect(ready.addrs).toEqual([
+      expect.stringMatching(new RegExp(`^${addr}/p2p/`)),
+      expect.stringMatching(new RegExp(`^${quicAddr}/p2p/`)),
+    ])
 
     const watch = start('watch', ['--home', fleet.home, 'watch', '--json'])
     const agents: Proc[] = []
