@@ -100,6 +100,8 @@ export class AgentShards {
     processes: number,
     coordAddr: string,
     coordinatorPeer: string,
+    /** Starts the agents' names: groups started for one fleet need prefixes of their own. */
+    prefix = 'b',
   ): Promise<AgentShards> {
     const n = Math.max(1, Math.min(processes, total))
     const counts = Array.from({ length: n }, (_, i) => Math.floor(total / n) + (i < total % n ? 1 : 0))
@@ -110,7 +112,7 @@ export class AgentShards {
       for (const [i, s] of shards.entries()) {
         const count = counts[i] as number
         await s.ask(
-          { op: 'start', dir: fleet.dir, count, coordAddr, coordinatorPeer, prefix: `b${i}` },
+          { op: 'start', dir: fleet.dir, count, coordAddr, coordinatorPeer, prefix: `${prefix}${i}` },
           'started',
         )
       }
@@ -119,6 +121,14 @@ export class AgentShards {
       throw err
     }
     return self
+  }
+
+  /** Several groups (e.g. one per coordinator) driven as one: fan-out and bursts span them all. */
+  static combine(groups: readonly AgentShards[]): AgentShards {
+    return new AgentShards(
+      groups.flatMap((g) => g.#shards),
+      groups.flatMap((g) => g.#counts),
+    )
   }
 
   get processes(): number {

@@ -7,6 +7,7 @@
  */
 import { benchBlob } from './blob.ts'
 import { benchCluster } from './cluster.ts'
+import { benchClusterThroughput } from './cluster-throughput.ts'
 import { benchCrypto } from './crypto.ts'
 import { benchFleet } from './fleet.ts'
 import { benchFuzz } from './fuzz.ts'
@@ -64,7 +65,14 @@ const sections: Record<string, () => Promise<unknown> | unknown> = {
       numberArg('--reports', 50),
       numberArg('--agent-procs', 4),
     ),
-  cluster: () => benchCluster(numberArg('--agents', 500)),
+  cluster: async () => ({
+    ...(await benchClusterThroughput(
+      numberArg('--agents', 200),
+      numberArg('--rounds', 10),
+      numberArg('--reports', 50),
+    )),
+    ...(await benchCluster(numberArg('--agents', 500))),
+  }),
   nix: () => benchNix(numberArg('--runs', 3)),
   rollout: () => benchRollout(numberArg('--machines', 1000)),
   ui: () => benchUi(numberArg('--machines', 1000)),
