@@ -143,6 +143,19 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 
 }
 
 /**
+ * Until the coordinator acknowledged every report `agent` made so far. An
+ * agent restarted before that resends its queued reports instead of making a
+ * fresh first report, so a test that restarts one and waits for that first
+ * report must wait for this first. Acks are cumulative (one per commit batch).
+ */
+export async function reportsAcked(agent: Proc, timeoutMs = 30_000): Promise<void> {
+  const seqs = agent.events.filter((e) => e.event === 'status').map((e) => Number(e.seq))
+  if (seqs.length === 0) return
+  const last = Math.max(...seqs)
+  await agent.waitFor((e) => e.event === 'acked' && Number(e.seq) >= last, timeoutMs, `report ${last} acked`)
+}
+
+/**
  * A loopback port free for both TCP and UDP: a coordinator or relay listens
  * on the same port number for TCP and QUIC.
  */

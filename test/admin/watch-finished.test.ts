@@ -15,7 +15,7 @@ import { sealEnvelope, statusReportSchema } from '../../protocol/index.ts'
 import { makeArchive } from '../../testkit/archives.ts'
 import { enrolledHost } from '../../testkit/enrolled-host.ts'
 import { sampleStatus } from '../../testkit/fixtures.ts'
-import { type Proc, TestFleet } from '../../testkit/harness.ts'
+import { type Proc, reportsAcked, TestFleet } from '../../testkit/harness.ts'
 
 let fleet: TestFleet
 const cleanups: (() => Promise<void>)[] = []
@@ -102,6 +102,7 @@ describe('watch of a finished rollout', () => {
     })
 
     // edge-1 restarts for real; its first report repeats its committed update.
+    await reportsAcked(edge1)
     await edge1.kill('SIGTERM')
     const again = fleet.startAgent('edge-1')
     const first = await again.waitFor((e) => e.event === 'status', 30_000, 'first report after restart')

@@ -5,7 +5,7 @@
  */
 import { afterEach, beforeEach, expect, it } from 'vitest'
 import { makeArchive } from '../../testkit/archives.ts'
-import { type Event, TestFleet } from '../../testkit/harness.ts'
+import { type Event, reportsAcked, TestFleet } from '../../testkit/harness.ts'
 
 let fleet: TestFleet
 beforeEach(async () => {
@@ -30,6 +30,7 @@ it('keeps a rollback and its reason in `machines` after the agent restarts', asy
   const before = await fleet.machines()
   expect(before[0]?.error?.code).toBe('health-check-failed')
 
+  await reportsAcked(agent)
   await agent.kill('SIGTERM')
   const again = fleet.startAgent('edge-1', [], env)
   const first = await again.waitFor((e) => e.event === 'status', 30_000, 'first report after restart')
