@@ -8,6 +8,7 @@
  * (natlab/fleet-lab.ts) that runs the same commands inside namespaces.
  */
 import { type ChildProcess, spawn } from 'node:child_process'
+import { randomInt } from 'node:crypto'
 import { createSocket } from 'node:dgram'
 import { watch } from 'node:fs'
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises'
@@ -156,27 +157,32 @@ export async function reportsAcked(agent: Proc, timeoutMs = 30_000): Promise<voi
 }
 
 /**
- * A loopback port free for both TCP and UDP: a coordinator or relay listens
- * on the same port number for TCP and QUIC.
+ * Ports tests hand to daemons come from below the kernel's ephemeral range
+ * (32768-60999 on Linux): a daemon binds both TCP and UDP (QUIC) on its
+ * port, and a port taken from the ephemeral range could be grabbed, between
+ * this check and the daemon's bind, by any socket bound to port 0 (every
+ * outgoing QUIC dial binds one), which made a coordinator fail to start with
+ * "Address already in use" in CI.
  */
+const TEST_PORTS = { from: 20_000, to: 32_000 }
+
+/** A loopback port free for both TCP and UDP, outside the ephemeral range. */
 export async function freePort(): Promise<number> {
-  for (let attempt = 0; ; attempt++) {
-    const port = await freeTcpPort()
-    if (await udpPortFree(port)) return port
-    if (attempt >= 20)
-      throw new Error(`no loopback port free for both TCP and UDP after ${attempt + 1} tries`)
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = TEST_PORTS.from + randomInt(TEST_PORTS.to - TEST_PORTS.from)
+    if ((await tcpPortFree(port)) && (await udpPortFree(port))) return port
   }
+  throw new Error(
+    `no loopback port in ${TEST_PORTS.from}-${TEST_PORTS.to} free for both TCP and UDP after 50 tries`,
+  )
 }
 
-function freeTcpPort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
+function tcpPortFree(port: number): Promise<boolean> {
+  return new Promise((resolveFree) => {
     const srv = createServer()
     srv.unref()
-    srv.on('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address()
-      srv.close(() => resolvePort(typeof addr === 'object' && addr !== null ? addr.port : 0))
-    })
+    srv.once('error', () => resolveFree(false))
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolveFree(true)))
   })
 }
 
