@@ -23,12 +23,11 @@
  */
 import { join } from 'node:path'
 import type { PublicKey } from '../keys/index.ts'
-import { errorMessage, fileSize } from '../lib/index.ts'
+import { errorMessage } from '../lib/index.ts'
 import {
   COORDINATOR_LIST_FILE,
   type CoordinatorEntry,
   type CoordinatorList,
-  MAX_ENVELOPE_BYTES,
   openCoordinatorList,
   readCoordinatorList,
   writeCoordinatorList,
@@ -69,9 +68,6 @@ export class KnownCoordinators {
     const known = new KnownCoordinators(dir, fleet, enrolled)
     const file = join(dir, COORDINATOR_LIST_FILE)
     try {
-      const size = await fileSize(file)
-      if (size !== undefined && size > MAX_ENVELOPE_BYTES)
-        throw new Error(`it is ${size} bytes, more than a signed list can be (${MAX_ENVELOPE_BYTES})`)
       known.#list = (await readCoordinatorList(dir, fleet))?.list
     } catch (err) {
       log(

@@ -24,8 +24,9 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { z } from 'zod'
 import { DOMAINS, type PrivateKey, type PublicKey } from '../keys/index.ts'
-import { CodedError, writeFileAtomic } from '../lib/index.ts'
+import { CodedError, fileSize, writeFileAtomic } from '../lib/index.ts'
 import { EnvelopeError, openEnvelope, sealEnvelope } from './envelope.ts'
+import { MAX_ENVELOPE_BYTES } from './messages.ts'
 
 export const coordinatorEntrySchema = z.strictObject({
   peerId: z.string().min(1).max(128),
@@ -101,13 +102,21 @@ export interface StoredCoordinatorList {
 /**
  * The verified list an admin home or a coordinator state directory keeps in
  * COORDINATOR_LIST_FILE; undefined when there is none (a fleet made before the
- * list existed); a list that does not verify throws, naming the file.
+ * list existed); a list that does not verify, or a file larger than any
+ * signed list can be (not read), throws, naming the file.
  */
 export async function readCoordinatorList(
   dir: string,
   fleet: { fleetRoot: PublicKey; fleetId: string },
 ): Promise<StoredCoordinatorList | undefined> {
   const file = join(dir, COORDINATOR_LIST_FILE)
+  const size = await fileSize(file)
+  if (size === undefined) return undefined
+  if (size > MAX_ENVELOPE_BYTES)
+    throw new CoordinatorListError(
+      'malformed',
+      `${file}: it is ${size} bytes, more than a signed list can be (${MAX_ENVELOPE_BYTES})`,
+    )
   let envelope: Uint8Array
   try {
     envelope = new Uint8Array(await readFile(file))
