@@ -298,13 +298,12 @@ export class ControlService {
     let acks: Promise<void> = Promise.resolve()
     let inFlight = 0
     let failure: unknown
-    const acked = new CumulativeAcks(
-      (seq) => session.send({ t: 'ack', seq }),
-      (err) => {
-        failure ??= err
-        session.fs.abort(err as Error)
-      },
-    )
+    // The first failure (a refused report, an ack that could not be sent) ends the stream.
+    const fail = (err: unknown): void => {
+      failure ??= err
+      session.fs.abort(err as Error)
+    }
+    const acked = new CumulativeAcks((seq) => session.send({ t: 'ack', seq }), fail)
     while (true) {
       if (failure !== undefined) throw failure
       if (inFlight >= MAX_REPORTS_IN_FLIGHT) await acks
@@ -321,7 +320,9 @@ export class ControlService {
           await session.send({ t: 'pong', nonce: frame.nonce })
           break
         case 'status': {
-          await this.#reports.acquire() // the fleet-wide bound: waits only in a burst
+          // the fleet-wide bound: waits only in a burst (no await, not even a microtask, otherwise)
+          const place = this.#reports.acquire()
+          if (place !== undefined) await place
           const stored = this.#ingest(record, key, frame.envelope)
           // A refusal is handled by the ack chain below, but only once the reports before it are in:
           // until then it must not count as unhandled (which would end the process).
@@ -332,8 +333,7 @@ export class ControlService {
               const seq = await stored
               if (failure === undefined) acked.stored(seq)
             } catch (err) {
-              failure ??= err
-              session.fs.abort(err as Error)
+              fail(err)
             } finally {
               inFlight--
               this.#reports.release()

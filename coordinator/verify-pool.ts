@@ -12,14 +12,8 @@
  */
 import { availableParallelism } from 'node:os'
 import { Worker } from 'node:worker_threads'
-import { DOMAINS, PublicKey } from '../keys/index.ts'
-import {
-  EnvelopeError,
-  type EnvelopeErrorCode,
-  openEnvelope,
-  type StatusReport,
-  statusReportSchema,
-} from '../protocol/index.ts'
+import { PublicKey } from '../keys/index.ts'
+import { EnvelopeError, type EnvelopeErrorCode, type StatusReport } from '../protocol/index.ts'
 
 /** A batch of envelopes for a worker. */
 export interface VerifyRequest {
@@ -61,25 +55,18 @@ export class VerifyPool {
   #scheduled = false
   #nextId = 0
 
-  /** `size` 0: open inline on the calling thread (the check is the same). */
+  /** `size` workers (at least one), one per core by default. */
   constructor(size = availableParallelism()) {
-    this.#size = Math.max(0, Math.floor(size))
+    this.#size = Math.max(1, Math.floor(size))
   }
 
   /** Opens a status report envelope, or rejects as `openEnvelope` would have thrown. */
   open(envelope: Uint8Array): Promise<OpenedReport> {
-    if (this.#size === 0) {
-      try {
-        const { value, signer } = openEnvelope(statusReportSchema, DOMAINS.status, envelope)
-        return Promise.resolve({ value, signer })
-      } catch (err) {
-        return Promise.reject(err)
-      }
-    }
     return new Promise((resolve, reject) => {
-      // A view may share a large buffer (a whole read chunk), which a message would copy whole.
-      const own = envelope.byteLength === envelope.buffer.byteLength ? envelope : envelope.slice()
-      this.#queue.push({ envelope: own, waiting: { resolve, reject } })
+      // The one copy (new Uint8Array, not .slice(), which on a Buffer is a view): a buffer of its
+      // own, moved to the worker (transferred, not copied again).
+      // The caller keeps its view, which may share a large buffer (a whole read chunk).
+      this.#queue.push({ envelope: new Uint8Array(envelope), waiting: { resolve, reject } })
       if (!this.#scheduled) {
         this.#scheduled = true
         setImmediate(() => this.#dispatch())
@@ -110,7 +97,10 @@ export class VerifyPool {
       target.load += batch.length
       target.worker.ref() // a report being checked keeps the process up until its answer
       const request: VerifyRequest = { id, envelopes: batch.map((q) => q.envelope) }
-      target.worker.postMessage(request)
+      target.worker.postMessage(
+        request,
+        request.envelopes.map((e) => e.buffer as ArrayBuffer),
+      )
     }
   }
 
