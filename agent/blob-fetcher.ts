@@ -136,6 +136,11 @@ export interface CoordinatorFetcherInit {
 /** The coordinator to ask, or, for an agent that fails over between several, a function naming the current one. */
 export type CoordinatorRef = PeerId | (() => PeerId)
 
+/** The coordinator `ref` names now (the one the agent is on, when it follows failover). */
+export function peerOf(ref: CoordinatorRef): PeerId {
+  return typeof ref === 'function' ? ref() : ref
+}
+
 export function coordinatorBlobFetcher(
   host: FleetHost,
   coordinator: CoordinatorRef,
@@ -154,7 +159,7 @@ export function coordinatorBlobFetcher(
         try {
           await fetchFromCoordinator(
             host,
-            typeof coordinator === 'function' ? coordinator() : coordinator,
+            peerOf(coordinator),
             { sha256, size, offset: before, dest, digest },
             onProgress,
             signal,

@@ -33,7 +33,12 @@ import {
   parseNarInfo,
   STORE_DIR,
 } from '../protocol/index.ts'
-import { type CoordinatorFetcherInit, type CoordinatorRef, coordinatorBlobFetcher } from './blob-fetcher.ts'
+import {
+  type CoordinatorFetcherInit,
+  type CoordinatorRef,
+  coordinatorBlobFetcher,
+  peerOf,
+} from './blob-fetcher.ts'
 import type { FileDigest } from './file-digest.ts'
 
 /** What the cache holds of one closure. */
@@ -97,8 +102,7 @@ export function meshNixCache(
       for (let attempt = 0; Date.now() - started <= maxWaitMs; attempt++) {
         signal.throwIfAborted()
         try {
-          const peer = typeof coordinator === 'function' ? coordinator() : coordinator
-          const stream = await openStream(host, peer, PROTOCOLS.nix, { signal })
+          const stream = await openStream(host, peerOf(coordinator), PROTOCOLS.nix, { signal })
           const framed = new FramedStream(stream, { maxFrameBytes: MAX_NIX_FRAME_BYTES })
           try {
             await framed.send(encodeMessage(nixClosureRequestSchema, { t: 'closure', storePath }))
