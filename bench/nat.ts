@@ -132,7 +132,6 @@ async function twoCoordinators(lab: Lab, dir: string, fleets: LabFleet[]) {
   const admin = lab.addPublicHost('admin')
   const relayHost = lab.addPublicHost('relay')
   const relay = await startLabRelay(lab, relayHost, dir)
-  const observers = `${relayHost.ip}:4002,${relayHost.ip}:4003`
   const pub = await LabFleet.create(lab, { name: 'pub', admin, coordinator: lab.addPublicHost('coordpub') })
   const nat = await LabFleet.create(lab, {
     name: 'nat',
@@ -142,16 +141,8 @@ async function twoCoordinators(lab: Lab, dir: string, fleets: LabFleet[]) {
   })
   fleets.push(pub, nat)
   await pub.startCoordinator(['--bootstrap', relay.addr])
-  await nat.startCoordinator([
-    '--reserve-on',
-    relay.addr,
-    '--bootstrap',
-    relay.addr,
-    '--observers',
-    observers,
-  ])
-  await nat.coordinator?.waitFor((e) => e.event === 'reservation' && e.status === 'ok', 30_000)
-  return { relay, observers, pub, nat }
+  await nat.startRelayedCoordinator(relay)
+  return { relay, observers: relay.observers, pub, nat }
 }
 
 /**

@@ -22,6 +22,18 @@ import {
 } from '../../protocol/index.ts'
 import { sampleStatus } from '../../testkit/fixtures.ts'
 
+/** The hello frame an agent of `machine` opens its control stream with. */
+export function agentHello(machine: string): Uint8Array {
+  return encodeMessage(controlFrameSchema, {
+    t: 'hello',
+    wire: WIRE_VERSION,
+    role: 'agent',
+    software: 'test',
+    capabilities: [],
+    machine,
+  })
+}
+
 export class ScriptedStream {
   readonly sent: ControlFrame[] = []
   /** Called as each frame is sent, before the send resolves. */
@@ -31,15 +43,7 @@ export class ScriptedStream {
   readonly #ended = Promise.withResolvers<undefined>()
 
   constructor(machine: string, frames: Uint8Array[]) {
-    const hello = encodeMessage(controlFrameSchema, {
-      t: 'hello',
-      wire: WIRE_VERSION,
-      role: 'agent',
-      software: 'test',
-      capabilities: [],
-      machine,
-    })
-    this.#frames = [hello, ...frames]
+    this.#frames = [agentHello(machine), ...frames]
   }
 
   async read(): Promise<Uint8Array | undefined> {

@@ -17,16 +17,10 @@ import { FleetEvents } from '../../coordinator/events.ts'
 import { openSqliteStore } from '../../coordinator/sqlite-store.ts'
 import type { FleetStore } from '../../coordinator/store.ts'
 import { PrivateKey } from '../../keys/index.ts'
-import {
-  type ControlFrame,
-  controlFrameSchema,
-  decodeControlFrame,
-  encodeMessage,
-  type FramedStream,
-  WIRE_VERSION,
-} from '../../protocol/index.ts'
+import { type ControlFrame, decodeControlFrame, type FramedStream } from '../../protocol/index.ts'
 import { sampleManifest } from '../../testkit/fixtures.ts'
 import { manifestRecord } from '../../testkit/manifest-record.ts'
+import { agentHello } from './ingest-stream.ts'
 
 const admin = PrivateKey.generate()
 
@@ -44,14 +38,7 @@ class StandInStream {
   #reads = 0
 
   constructor(machine: string) {
-    this.#hello = encodeMessage(controlFrameSchema, {
-      t: 'hello',
-      wire: WIRE_VERSION,
-      role: 'agent',
-      software: 'test',
-      capabilities: [],
-      machine,
-    })
+    this.#hello = agentHello(machine)
   }
 
   async read(): Promise<Uint8Array | undefined> {

@@ -84,7 +84,7 @@ describe('the verify pool', () => {
     expect(codes).toEqual(['bad-signature', 'wrong-domain', 'malformed', 'bad-payload'])
   })
 
-  it('opens reports handed in together across its workers, each with its own verdict', async () => {
+  it('opens reports handed in together, each with its own verdict', async () => {
     const envelopes = Array.from({ length: 300 }, (_, i) => reportEnvelope('edge-1', i + 1, key))
     envelopes[150] = forged(envelopes[150] as Uint8Array, 'edge-1', 151)
     const outcomes = await Promise.allSettled(envelopes.map((e) => pool.open(e)))
@@ -96,18 +96,14 @@ describe('the verify pool', () => {
 
 describe('a forged report through the control service', () => {
   let store: FleetStore
+  let control: ControlService
   beforeEach(async () => {
     store = await openSqliteStore(':memory:')
+    control = new ControlService({ store, events: new FleetEvents(), idleTimeoutMs: 600_000, log: () => {} })
   })
   afterEach(() => store.close())
 
   it('ends the stream with the bad-signature error; it is neither stored nor acknowledged', async () => {
-    const control = new ControlService({
-      store,
-      events: new FleetEvents(),
-      idleTimeoutMs: 600_000,
-      log: () => {},
-    })
     await enroll(store, 'edge-1', key)
     const bad = forged(reportEnvelope('edge-1', 2, key), 'edge-1', 2)
     const fs = new ScriptedStream('edge-1', [
@@ -128,12 +124,6 @@ describe('a forged report through the control service', () => {
   })
 
   it('refuses a report signed by another key than the machine enrolled with', async () => {
-    const control = new ControlService({
-      store,
-      events: new FleetEvents(),
-      idleTimeoutMs: 600_000,
-      log: () => {},
-    })
     await enroll(store, 'edge-1', key)
     const fs = new ScriptedStream('edge-1', [statusFrame('edge-1', 1, PrivateKey.generate())])
     await expect(serve(control, fs, key)).rejects.toThrow('status report for edge-1 signed by another key')

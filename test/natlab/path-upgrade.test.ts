@@ -27,7 +27,6 @@ describe.skipIf(!check.ok)('control link path upgrade through NATs', () => {
   let relay: LabRelay
   let fleet: LabFleet
   let coordHost: LabHost
-  let observers: string
 
   beforeAll(async () => {
     lab = createLab()
@@ -41,18 +40,7 @@ describe.skipIf(!check.ok)('control link path upgrade through NATs', () => {
       coordinator: coordHost,
       coordinatorAddrs: [`${relay.addr}/p2p-circuit`],
     })
-    observers = `${relayHost.ip}:4002,${relayHost.ip}:4003`
-    await fleet.startCoordinator([
-      '--reserve-on',
-      relay.addr,
-      '--bootstrap',
-      relay.addr,
-      '--reserve-keepalive',
-      '1s',
-      '--observers',
-      observers,
-    ])
-    await fleet.coordinator!.waitFor((e) => e.event === 'reservation' && e.status === 'ok', 30_000)
+    await fleet.startRelayedCoordinator(relay, ['--reserve-keepalive', '1s'])
   }, 90_000)
 
   afterAll(async () => {
@@ -69,7 +57,7 @@ describe.skipIf(!check.ok)('control link path upgrade through NATs', () => {
       '--bootstrap',
       relay.addr,
       '--observers',
-      observers,
+      relay.observers,
     ])
     expect(connected.path).toBe('relayed')
     // the first punch failed (either side may have run it): both sides record it

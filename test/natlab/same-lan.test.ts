@@ -34,7 +34,6 @@ describe.skipIf(!check.ok)('peers behind the same NAT', () => {
   let fleet: LabFleet
   let coordHost: LabHost
   let agentHost: LabHost
-  let observers: string
 
   beforeAll(async () => {
     lab = createLab()
@@ -51,20 +50,12 @@ describe.skipIf(!check.ok)('peers behind the same NAT', () => {
       // from outside only through the relay: the tokens name no other address
       coordinatorAddrs: [`${relay.addr}/p2p-circuit`],
     })
-    observers = `${relayHost.ip}:4002,${relayHost.ip}:4003`
-    await fleet.startCoordinator([
-      '--reserve-on',
-      relay.addr,
-      '--bootstrap',
-      relay.addr,
-      '--observers',
-      observers,
+    await fleet.startRelayedCoordinator(relay, [
       // what it tells peers (identify, the DHT) is its relay address only: its LAN address
       // reaches an agent on the same LAN only in the punch offer
       '--announce',
       `${relay.addr}/p2p-circuit`,
     ])
-    await fleet.coordinator!.waitFor((e) => e.event === 'reservation' && e.status === 'ok', 30_000)
   }, 90_000)
 
   /** What the agent's hole-punching service last recorded about the coordinator, for a failure's message */
@@ -109,7 +100,7 @@ describe.skipIf(!check.ok)('peers behind the same NAT', () => {
           '--bootstrap',
           relay.addr,
           '--observers',
-          observers,
+          relay.observers,
         ])
         try {
           const onLan = (e: { event: string; path?: unknown; addr?: unknown }): boolean =>

@@ -61,7 +61,7 @@ describe.skipIf(!check.ok)('fleet traversal through NATs', () => {
       // tokens and the admin reach this coordinator through the relay only
       LabFleet.create(lab, { name: 'nat', admin, coordinator: coordNat, coordinatorAddrs: [circuit] }),
     ])
-    observers = `${relayHost.ip}:4002,${relayHost.ip}:4003`
+    observers = relay.observers
     // the NATed coordinator also runs the hole-punching service (observers on the relay)
     const natArgs = [
       '--reserve-on',

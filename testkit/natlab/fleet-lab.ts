@@ -70,6 +70,8 @@ export interface LabRelay {
   peerId: string
   /** `/ip4/<public ip>/tcp/4001/p2p/<peer id>` */
   addr: string
+  /** Its NAT observers (the relay's default ports 4002 and 4003), as `--observers` takes them */
+  observers: string
 }
 
 export async function startLabRelay(lab: Lab, host: LabHost, dir: string): Promise<LabRelay> {
@@ -83,7 +85,12 @@ export async function startLabRelay(lab: Lab, host: LabHost, dir: string): Promi
   ])
   const ready = await proc.waitFor('ready', 30_000)
   const peerId = String(ready.peerId)
-  return { proc, peerId, addr: `/ip4/${host.ip}/tcp/${PORT}/p2p/${peerId}` }
+  return {
+    proc,
+    peerId,
+    addr: `/ip4/${host.ip}/tcp/${PORT}/p2p/${peerId}`,
+    observers: `${host.ip}:4002,${host.ip}:4003`,
+  }
 }
 
 export interface MachineRow {
@@ -156,6 +163,25 @@ export class LabFleet extends FleetDirectory {
     )
     this.coordinator = proc
     await proc.waitFor('ready', 30_000)
+    return proc
+  }
+
+  /**
+   * Starts a coordinator behind NAT, reachable through `relay`: reserved on it,
+   * bootstrapping from it and punching through its observers (`extra` adds
+   * flags); resolves once the reservation holds.
+   */
+  async startRelayedCoordinator(relay: LabRelay, extra: string[] = []): Promise<LabProcess> {
+    const proc = await this.startCoordinator([
+      '--reserve-on',
+      relay.addr,
+      '--bootstrap',
+      relay.addr,
+      '--observers',
+      relay.observers,
+      ...extra,
+    ])
+    await proc.waitFor((e) => e.event === 'reservation' && e.status === 'ok', 30_000)
     return proc
   }
 
