@@ -114,12 +114,17 @@ function versionLine(): string {
   return `fleetmesh ${FLEETMESH_VERSION} (node ${process.versions.node})`
 }
 
+let stdoutWatched = false
+
 /**
  * A reader that stops early (`fleetmesh --help | head`) closes our stdout; the
  * write then fails with EPIPE, which Node raises as an unhandled 'error' event and
  * a stack trace. Like other command-line tools, stop quietly instead.
  */
 function endQuietlyOnClosedStdout(): void {
+  // once per process: main() may run more than once in one (the help tests do)
+  if (stdoutWatched) return
+  stdoutWatched = true
   process.stdout.on('error', (err: NodeJS.ErrnoException) => {
     if (err.code === 'EPIPE') process.exit(0)
     throw err
