@@ -9,6 +9,8 @@
  * - Status reports, manifests and enrollments stored elsewhere, and sessions
  *   opened or closed elsewhere, become this coordinator's FleetEvents, so its
  *   `watch` streams and its rollout engine see the whole fleet.
+ * - A manifest stored elsewhere whose archive is not in this coordinator's
+ *   blob directory is said at once (blob-share.ts): coordinators must share it.
  * - The rollout lease decides which coordinator's engine moves rollouts on.
  * - After the listener reconnected (notes may have been lost), every local
  *   session gets its desired manifest again and the engine re-reads rollouts.
@@ -19,6 +21,8 @@
  * Notes about many machines arrive one per machine; pushes are gathered per
  * turn of the event loop, so a manifest for a thousand machines is one read.
  */
+import { missingArchive, unsharedBlobsMessage } from './blob-share.ts'
+import type { BlobStore } from './blobs.ts'
 import type { ClusterChannel, ClusterNote, OwnNote } from './cluster-channel.ts'
 import type { CoordinatorRoster } from './cluster-roster.ts'
 import type { ControlService } from './control.ts'
@@ -41,6 +45,8 @@ export interface ClusterInit {
   events: FleetEvents
   rollouts: Pick<RolloutEngine, 'lead' | 'standBy' | 'noteChanged' | 'recheck'>
   roster: Pick<CoordinatorRoster, 'refresh'>
+  /** Where this coordinator keeps blobs: manifests stored elsewhere must find their archives here too */
+  blobs: Pick<BlobStore, 'size' | 'dir'>
   log: (msg: string) => void
   /** Default ALIVE_MS; tests shorten it. */
   aliveMs?: number
@@ -134,8 +140,12 @@ export class ClusterMember {
         }, failed)
         break
       case 'manifest':
-        store.getManifest(note.id).then((manifest) => {
-          if (manifest !== undefined) events.emit({ type: 'manifest', manifest })
+        store.getManifest(note.id).then(async (manifest) => {
+          if (manifest === undefined) return
+          events.emit({ type: 'manifest', manifest })
+          const sha256 = await missingArchive(manifest, this.#init.blobs)
+          if (sha256 !== undefined)
+            log(unsharedBlobsMessage(this.#init.blobs.dir, [{ manifest: manifest.id, sha256 }]))
         }, failed)
         break
       case 'enrolled':

@@ -40,6 +40,7 @@ import {
 import { AdminRpc } from './admin-rpc.ts'
 import { signAuditHash } from './audit.ts'
 import { blobHandler } from './blob-rpc.ts'
+import { checkSharedBlobs } from './blob-share.ts'
 import { BlobStore } from './blobs.ts'
 import { ClusterMember } from './cluster.ts'
 import { CoordinatorRoster } from './cluster-roster.ts'
@@ -193,7 +194,8 @@ async function startLocked(
   const roster = new CoordinatorRoster(self.peerId, self, store.cluster)
   await roster.load(options.stateDir).catch((err) => store.close().then(() => Promise.reject(err)))
   const channel = store.cluster
-  const cluster = channel && new ClusterMember({ channel, store, control, events, rollouts, roster, log })
+  const cluster =
+    channel && new ClusterMember({ channel, store, control, events, rollouts, roster, blobs, log })
   if (cluster) control.elsewhere = (machine) => cluster.onlineElsewhere(machine)
   const admin = new AdminRpc({
     store,
@@ -298,6 +300,8 @@ async function startLocked(
   // Resumes stored rollouts in waves where they were (also after a kill -9).
   await rollouts.start()
   cluster?.start() // after the engine: the lease may make it the one that moves rollouts on
+  // several coordinators: a blob directory that is not the shared one is said now, not at an agent's failed update
+  if (cluster) void checkSharedBlobs(store, blobs, log).catch((err: Error) => log(`blobs: ${err.message}`))
   reservations?.start()
   const observer =
     options.observerPorts && options.observerPorts.length > 0

@@ -72,16 +72,16 @@ export class ClusterFleet {
   }
 
   /** Starts coordinator `name` on the shared database; resolves once it is ready. */
-  async start(name: CoordinatorName): Promise<Proc> {
-    const proc = this.spawn(name)
+  async start(name: CoordinatorName, blobs = this.blobs): Promise<Proc> {
+    const proc = this.spawn(name, blobs)
     await proc.waitFor((e) => e.event === 'ready', 30_000, `coordinator ${name} ready`)
     return proc
   }
 
-  /** Starts coordinator `name` on the shared database without waiting for it. */
-  spawn(name: CoordinatorName): Proc {
+  /** Starts coordinator `name` on the shared database without waiting for it (`blobs`: a directory not shared). */
+  spawn(name: CoordinatorName, blobs = this.blobs): Proc {
     const c = this.coordinators[name]
-    const extra = ['--store', this.url, '--blobs', this.blobs]
+    const extra = ['--store', this.url, '--blobs', blobs]
     const proc = new Proc(
       `coordinator ${name}`,
       coordinatorArgs(c.state, `/ip4/127.0.0.1/tcp/${c.port}`, extra),

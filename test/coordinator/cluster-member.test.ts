@@ -15,9 +15,17 @@ import type {
   OwnNote,
 } from '../../coordinator/cluster-channel.ts'
 import { type FleetEvent, FleetEvents } from '../../coordinator/events.ts'
-import type { FleetStore } from '../../coordinator/store.ts'
+import type { FleetStore, ManifestRecord } from '../../coordinator/store.ts'
+import { PrivateKey } from '../../keys/index.ts'
+import { nixManifest, sampleManifest } from '../../testkit/fixtures.ts'
+import { manifestRecord } from '../../testkit/manifest-record.ts'
 
-function member(aliveMs = 10_000) {
+/** A stored manifest as the store gives it back, with its envelope signed by a throwaway admin. */
+function stored(manifest = sampleManifest()): ManifestRecord {
+  return { ...manifestRecord(manifest, PrivateKey.generate()), machines: ['edge-1'] }
+}
+
+function member(aliveMs = 10_000, manifests: ManifestRecord[] = [], blobsHere: string[] = []) {
   let handlers: ClusterHandlers | undefined
   const published: OwnNote[] = []
   const channel: ClusterChannel = {
@@ -55,17 +63,22 @@ function member(aliveMs = 10_000) {
   }
   const m = new ClusterMember({
     channel,
-    store: {} as FleetStore,
+    store: { getManifest: async (id: string) => manifests.find((r) => r.id === id) } as FleetStore,
     control,
     events,
     rollouts,
     roster: { refresh: async () => false },
-    log: () => {},
+    blobs: {
+      dir: '/srv/fleet-blobs',
+      size: async (sha256) => (blobsHere.includes(sha256) ? 1234 : undefined),
+    },
+    log: (msg) => logged.push(msg),
     aliveMs,
   })
+  const logged: string[] = []
   m.start()
   const note = (n: ClusterNote) => handlers?.note(n)
-  return { m, note, pushed, published, events, seen, rollouts }
+  return { m, note, pushed, published, events, seen, rollouts, logged }
 }
 
 describe('ClusterMember', () => {
@@ -111,6 +124,22 @@ describe('ClusterMember', () => {
     await new Promise((resolve) => setTimeout(resolve, 500))
     clearInterval(alive)
     expect(m.onlineElsewhere('edge-2')).toBe(true)
+    m.stop()
+  })
+
+  it("says at once when a manifest stored elsewhere names an archive that is not in this coordinator's blobs", async () => {
+    const missing = sampleManifest()
+    const present = sampleManifest({ sequence: 8 })
+    const shaOf = (m: typeof missing) => (m.payload.kind === 'archive' ? m.payload.sha256 : '')
+    const nix = nixManifest() // closures are looked up path by path when asked for, not here
+    const records = [stored(missing), stored(present), stored(nix)]
+    const { m, note, seen, logged } = member(10_000, records, [shaOf(present)])
+    for (const id of [present.id, nix.id, missing.id]) note({ k: 'manifest', o: 'other', id })
+    await vi.waitFor(() => expect(seen.filter((e) => e.type === 'manifest')).toHaveLength(3))
+    await vi.waitFor(() => expect(logged).toHaveLength(1))
+    expect(logged[0]).toContain(`manifest ${missing.id} names archive ${shaOf(missing)}`)
+    expect(logged[0]).toContain('/srv/fleet-blobs')
+    expect(logged[0]).toContain('must share --blobs')
     m.stop()
   })
 })

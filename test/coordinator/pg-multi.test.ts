@@ -196,5 +196,31 @@ describe.skipIf(unavailable !== undefined)(
       expect(said).toContain('--store names this fleet')
       expect(said).not.toContain('fleet.db')
     }, 60_000)
+
+    it('a coordinator whose blob directory is not the shared one says so when it starts', async () => {
+      const c = await ClusterFleet.create()
+      cluster = c
+      await c.start('a')
+      const archive = await makeArchive(c.fleet.dir, { version: 'v1' })
+      const deployed = await c.cli('a', [
+        'deploy',
+        archive,
+        '--to',
+        'tag:later',
+        '--allow-future-machines',
+        '--generation',
+        'v1',
+        '--no-watch',
+      ])
+      expect(deployed.code, deployed.stdout + deployed.stderr).toBe(0)
+      const own = join(c.fleet.dir, 'blobs-of-b-alone')
+      const b = await c.start('b', own)
+      const said = await b.waitFor(
+        (e) => e.event === 'log' && String(e.msg).includes('must share --blobs'),
+        30_000,
+        'the warning about blobs',
+      )
+      expect(String(said.msg)).toContain(own)
+    }, 90_000)
   },
 )
