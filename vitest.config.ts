@@ -7,6 +7,20 @@ import { defineConfig } from 'vitest/config'
  * timeouts. They run alone, one file at a time, after everything else.
  */
 const SERIAL = ['test/natlab/**/*.test.ts', 'test/nixos/**/*.test.ts']
+/**
+ * Lab files that spend their time waiting on real timers (a conntrack timeout
+ * expiring, a punch backoff, a relay coming back) and use little CPU: they run
+ * two at a time, before the serial files (vitest runs a group's files in one
+ * pool, so they cannot share a group with the serial files without two of those
+ * running at once). Each lab has namespaces of its own (`fm-<pid>-…`), so two
+ * labs never share a router.
+ */
+const LAB_WAITING = [
+  'test/natlab/nat-keepalive.test.ts',
+  'test/natlab/path-upgrade.test.ts',
+  'test/natlab/relays.test.ts',
+  'test/natlab/quic.test.ts',
+]
 
 export default defineConfig({
   test: {
@@ -34,7 +48,17 @@ export default defineConfig({
         test: {
           name: 'serial',
           include: SERIAL,
+          exclude: LAB_WAITING,
           fileParallelism: false,
+          sequence: { groupOrder: 2 },
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'lab-waiting',
+          include: LAB_WAITING,
+          maxWorkers: 2,
           sequence: { groupOrder: 1 },
         },
       },
