@@ -165,6 +165,8 @@ async function startLocked(options: AgentOptions, lock: DirLock): Promise<Runnin
               reprobeIntervalMs: options.natKeepaliveMaxMs,
               // its coordinator only (known once enrolled), never a stranger met through a relay
               shouldPunch: (peer) => peer.toString() === punchWith.coordinator,
+              // its coordinator's LAN addresses, when both are behind one public address
+              allowLanDials: (ips) => dialScope.allowLan(ips),
             }),
           }
         : {}),

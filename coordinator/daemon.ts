@@ -215,6 +215,7 @@ async function startLocked(
   const transports = transportAccess()
   let host: FleetHost
   let reservations: ReservationKeeper | undefined
+  const dialScope = coordinatorDialScope(options.bootstrap ?? [], reserveOn)
   try {
     // Not createHost's reserveOn: that makes start-up fail while the relay is
     // down and never re-reserves after a loss; the keeper does both.
@@ -226,7 +227,7 @@ async function startLocked(
       ...(options.announce ? { announce: options.announce } : {}),
       ...(options.bootstrap ? { bootstrap: options.bootstrap } : {}),
       ...(options.relay ? { relay: options.relay } : {}),
-      dialScope: coordinatorDialScope(options.bootstrap ?? [], reserveOn),
+      dialScope,
       extraServices: {
         // Without push, peers (the relay, and through it the DHT) only learn
         // our addresses when a connection opens: never the /p2p-circuit ones a
@@ -234,7 +235,7 @@ async function startLocked(
         identifyPush: identifyPush(),
         ...(reserveOn.length > 0 ? { fleetmeshTransports: transports.service } : {}),
         ...(options.observers && options.observers.length > 0
-          ? { holePunch: fleetHolePunch(options.observers, options.natKeepaliveMaxMs, store) }
+          ? { holePunch: fleetHolePunch(options.observers, options.natKeepaliveMaxMs, store, dialScope) }
           : {}),
       },
     })

@@ -14,16 +14,21 @@ export function coordinatorDialScope(bootstrap: readonly string[], relays: reado
   return new DialScope({ allow: [...bootstrap, ...relays] })
 }
 
-/** The hole-punching service, punching only with machines the store knows. */
+/**
+ * The hole-punching service, punching only with machines the store knows; the
+ * LAN addresses such a machine behind our public address offers pass `scope`.
+ */
 export function fleetHolePunch(
   observers: string[],
   keepaliveMaxMs: number | undefined,
   store: Pick<FleetStore, 'getMachineByPeer'>,
+  scope: DialScope,
 ) {
   return holePunch({
     observers,
     reprobeIntervalMs: keepaliveMaxMs,
     shouldPunch: async (peer) => (await store.getMachineByPeer(peer.toString())) !== undefined,
+    allowLanDials: (ips) => scope.allowLan(ips),
   })
 }
 

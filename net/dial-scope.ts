@@ -8,6 +8,10 @@
  * A peer's private addresses learned from the DHT or identify belong to its
  * own LAN: dialled from elsewhere they reach nothing, or a stranger's host that
  * happens to use the same address, and leave unanswered SYNs at home routers.
+ * The exception is LAN discovery: a fleet peer behind our own public address
+ * offers its LAN addresses when punching (holepunch/candidates.ts), and those
+ * may sit on another subnet of the same site; {@link DialScope.allowLan} lets
+ * them through for a while.
  * Used as the connection gater's `denyDialMultiaddr` (host.ts); loopback and
  * public addresses, and names (`/dns…`), always pass.
  */
@@ -56,6 +60,11 @@ function leadingIp(addr: Multiaddr): string | undefined {
   return first?.name === 'ip4' || first?.name === 'ip6' ? first.value : undefined
 }
 
+/** How long an address LAN discovery named stays dialable: a punch's LAN stage, with room for retries */
+export const LAN_ALLOW_MS = 10 * 60_000
+/** The most such addresses kept at once (each punch offers three at most); the oldest go first */
+const MAX_LAN_ALLOWED = 256
+
 export interface DialScopeInit {
   /** The machine's interfaces, read at each check (they change with DHCP, VPNs) */
   interfaces?: () => readonly NetworkInterfaceInfo[]
@@ -66,6 +75,8 @@ export interface DialScopeInit {
 export class DialScope {
   readonly #interfaces: () => readonly NetworkInterfaceInfo[]
   readonly #allowed = new Set<string>()
+  /** Addresses LAN discovery named, and until when (ms since the epoch) they may be dialled */
+  readonly #lan = new Map<string, number>()
   /** Dials refused so far */
   denied = 0
 
@@ -82,11 +93,28 @@ export class DialScope {
     }
   }
 
+  /**
+   * Private addresses a peer behind our own public address offered as its LAN
+   * candidates: dialable for `forMs` even off our subnets (another subnet of the site).
+   */
+  allowLan(ips: readonly string[], now = Date.now(), forMs = LAN_ALLOW_MS): void {
+    for (const ip of ips) {
+      this.#lan.delete(ip) // re-inserted last: the map's order is the order of expiry
+      this.#lan.set(ip, now + forMs)
+    }
+    for (const ip of this.#lan.keys()) {
+      if (this.#lan.size <= MAX_LAN_ALLOWED) break
+      this.#lan.delete(ip)
+    }
+  }
+
   /** For the gater: true refuses the dial. */
-  denies(addr: Multiaddr): boolean {
+  denies(addr: Multiaddr, now = Date.now()): boolean {
     const ip = leadingIp(addr)
     if (ip === undefined || !isPrivateIp(ip) || this.#allowed.has(ip)) return false
     if (onLocalSubnet(ip, this.#interfaces())) return false
+    const until = this.#lan.get(ip)
+    if (until !== undefined && until > now) return false
     this.denied++
     return true
   }

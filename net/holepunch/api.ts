@@ -131,6 +131,14 @@ export interface HolePunchInit {
    * @default every peer
    */
   shouldPunch?: (peer: PeerId) => boolean | Promise<boolean>
+
+  /**
+   * Told the private addresses a peer behind our own public address offered,
+   * just before the LAN stage dials them: a host whose dial scope refuses
+   * private addresses off its own subnets lets these through (LAN discovery
+   * says they are on this site, perhaps on another subnet of it).
+   */
+  allowLanDials?: (addresses: readonly string[]) => void
 }
 
 /** The registrar methods the service uses (libp2p's Registrar satisfies it) */

@@ -31,7 +31,7 @@ export interface PunchSetup {
   punchPort: number
   settings: Pick<
     HolePunchSettings,
-    'localAddress' | 'attemptTimeoutMs' | 'deadlineMs' | 'upgradeTimeoutMs' | 'closeRelayed'
+    'localAddress' | 'attemptTimeoutMs' | 'deadlineMs' | 'upgradeTimeoutMs' | 'closeRelayed' | 'allowLanDials'
   >
   upgrader: Upgrader
   connectionManager: HolePunchConnectionManager
@@ -64,6 +64,8 @@ export async function punchAndUpgrade(
   const shared = sharedPublicAddress(offers.local, offers.remote)
   if (shared === undefined) return punchPublic(setup, peer, offers.remote, rttMs, progress, signal)
   const lan = offeredLanCandidates(offers.remote)
+  // one public address: these are on our site, if not on our subnet (the dial scope would refuse those)
+  if (lan.length > 0) setup.settings.allowLanDials?.(lan.map((c) => c.address))
   // neither side offered one (both decide alike, so both skip the window): nothing can come over the LAN
   const overLan =
     lan.length === 0 && offeredLanCandidates(offers.local).length === 0

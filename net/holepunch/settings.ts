@@ -9,7 +9,9 @@ import { type Endpoint, parseEndpoint } from './nat.ts'
 /** One SYN per attempt: stay below the kernel's 1 s initial retransmission timeout */
 export const MAX_ATTEMPT_TIMEOUT_MS = 950
 
-type Tunables = Required<Omit<HolePunchInit, 'punchPort' | 'localAddress' | 'observers' | 'shouldPunch'>>
+type Tunables = Required<
+  Omit<HolePunchInit, 'punchPort' | 'localAddress' | 'observers' | 'shouldPunch' | 'allowLanDials'>
+>
 
 /** The service's options, checked and complete */
 export interface HolePunchSettings extends Tunables {
@@ -18,6 +20,7 @@ export interface HolePunchSettings extends Tunables {
   /** 0 until the service picks a free port at start */
   punchPort: number
   shouldPunch: HolePunchInit['shouldPunch']
+  allowLanDials: HolePunchInit['allowLanDials']
 }
 
 const DEFAULTS: Tunables = {
@@ -46,7 +49,7 @@ function checkMs(name: string, value: number, min: number, max: number): number 
 /** @throws {RangeError} an option is out of range (the message names it) */
 export function holePunchSettings(init: HolePunchInit): HolePunchSettings {
   // undefined means "default" here, as callers pass optional flags straight through
-  const { shouldPunch, ...rest } = init
+  const { shouldPunch, allowLanDials, ...rest } = init
   const given: Partial<HolePunchInit> = Object.fromEntries(
     Object.entries(rest).filter(([, v]) => v !== undefined),
   )
@@ -75,5 +78,6 @@ export function holePunchSettings(init: HolePunchInit): HolePunchSettings {
     localAddress: init.localAddress,
     punchPort: init.punchPort ?? 0,
     shouldPunch,
+    allowLanDials,
   }
 }

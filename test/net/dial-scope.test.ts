@@ -72,6 +72,20 @@ describe('dial scope', () => {
     expect(scope.denies(multiaddr('/ip4/10.8.0.2/tcp/4001'))).toBe(true)
   })
 
+  it('lets through, for a while, the LAN addresses a peer behind our own public address offered', () => {
+    const scope = new DialScope({ interfaces: () => lan })
+    const coordinatorOnOtherSubnet = multiaddr('/ip4/192.168.2.10/tcp/4001')
+    expect(scope.denies(coordinatorOnOtherSubnet, 1_000)).toBe(true)
+    scope.allowLan(['192.168.2.10'], 1_000, 60_000)
+    expect(scope.denies(coordinatorOnOtherSubnet, 2_000)).toBe(false)
+    expect(scope.denies(multiaddr('/ip4/192.168.2.11/tcp/4001'), 2_000)).toBe(true) // only what was offered
+    expect(scope.denies(coordinatorOnOtherSubnet, 61_001)).toBe(true) // and only for a while
+    // bounded: a stream of offers keeps the newest 256 addresses
+    for (let i = 0; i < 300; i++) scope.allowLan([`10.9.${i >> 8}.${i & 255}`], 70_000, 60_000)
+    expect(scope.denies(multiaddr('/ip4/10.9.0.0/tcp/1'), 70_001)).toBe(true)
+    expect(scope.denies(multiaddr('/ip4/10.9.1.43/tcp/1'), 70_001)).toBe(false)
+  })
+
   it("a host with a scope does not dial another network's private address", async () => {
     const host = await createHost({
       role: 'agent',

@@ -169,6 +169,7 @@ describe('same public address, nothing answers', () => {
       })
     })
     const punchPort = await pickPunchPort('127.0.0.1')
+    const allowed: string[][] = []
     const attempt = punchAndUpgrade(
       {
         self,
@@ -179,6 +180,8 @@ describe('same public address, nothing answers', () => {
           deadlineMs: 300,
           upgradeTimeoutMs: 1_000,
           closeRelayed: false,
+          // the host's dial scope is told the peer's LAN addresses before they are dialled
+          allowLanDials: (ips) => allowed.push([...ips]),
         },
         upgrader: {} as Upgrader,
         connectionManager: {
@@ -210,6 +213,7 @@ describe('same public address, nothing answers', () => {
     expect(message).toContain('no LAN address answered (10.255.255.1:4001: refused)')
     expect(message).toContain('does not hairpin')
     expect(message).not.toMatch(/symmetric|firewall/)
+    expect(allowed).toEqual([['10.255.255.1']])
   })
 })
 
