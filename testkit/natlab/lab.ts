@@ -49,6 +49,7 @@ import {
   countForwardedFrom,
   dropUdpThrough,
   enableForwarding,
+  hairpinThrough,
   loadRouterRules,
 } from './nat-rules.ts'
 import type { LabHost, LabNode, LabRouter, NatBehaviour, RouterOptions } from './topology.ts'
@@ -187,8 +188,14 @@ export class Lab {
     return router
   }
 
-  /** A host on `router`'s LAN, default route via the router. */
-  addPrivateHost(name: string, router: LabRouter): LabHost {
+  /**
+   * A host on `router`'s LAN, default route via the router. With `subnet` (three
+   * octets, e.g. `10.1.1`) it sits on another /24 of that LAN, which the router
+   * also routes (a site with several subnets behind one NAT): the router gains a
+   * gateway address there, and hosts of the two subnets reach each other only
+   * through it.
+   */
+  addPrivateHost(name: string, router: LabRouter, options: { subnet?: string } = {}): LabHost {
     this.#checkName(name)
     const lanHosts = this.#lanHosts.get(router.name)
     if (lanHosts === undefined || this.#routers.get(router.name) !== router) {
@@ -199,12 +206,26 @@ export class Lab {
         'full-cone is emulated by forwarding everything to one LAN host; add only one host to it',
       )
     }
+    const prefix = options.subnet ?? router.lanPrefix
+    if (!/^\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(prefix))
+      throw new Error(`subnet must be three octets like 10.1.1, got ${prefix}`)
+    const onSubnet = lanHosts.filter((h) => h.ip.startsWith(`${prefix}.`))
+    if (prefix !== router.lanPrefix && onSubnet.length === 0) {
+      run('ip', ['-n', router.ns, 'addr', 'add', `${prefix}.1/24`, 'dev', 'lan'])
+      // both subnets share the bridge: no ICMP redirect may tell a host to skip the router
+      nsExec(router.ns, 'sysctl', [
+        '-q',
+        '-w',
+        'net.ipv4.conf.all.send_redirects=0',
+        'net.ipv4.conf.lan.send_redirects=0',
+      ])
+    }
     const index = lanHosts.length
     const host: LabHost = {
       kind: 'host',
       name,
       ns: `${this.runId}-h-${name}`,
-      ip: `${router.lanPrefix}.${10 + index}`,
+      ip: `${prefix}.${10 + onSubnet.length}`,
       router,
     }
     this.#addNamespace(host.ns)
@@ -226,7 +247,7 @@ export class Lab {
     run('ip', ['-n', router.ns, 'link', 'set', port, 'master', 'lan', 'up'])
     run('ip', ['-n', host.ns, 'addr', 'add', `${host.ip}/24`, 'dev', 'eth0'])
     run('ip', ['-n', host.ns, 'link', 'set', 'eth0', 'up'])
-    run('ip', ['-n', host.ns, 'route', 'add', 'default', 'via', router.lanIp])
+    run('ip', ['-n', host.ns, 'route', 'add', 'default', 'via', `${prefix}.1`])
     lanHosts.push(host)
     this.#hosts.set(name, host)
     if (router.behaviour === 'full-cone') {
@@ -320,6 +341,12 @@ export class Lab {
   blockForwarding(router: LabRouter, ip: string, blocked: boolean, port?: number): void {
     this.#checkAlive()
     blockForwardingTo(router, ip, blocked, port)
+  }
+
+  /** While `on`, `router` sends what its LAN addresses to its public address to `host` (NAT loopback). */
+  hairpin(router: LabRouter, host: LabHost, on: boolean): void {
+    this.#checkAlive()
+    hairpinThrough(router, host.ip, on)
   }
 
   /** While `dropped`, `router` forwards no UDP (QUIC cannot pass; TCP still does). */

@@ -160,6 +160,21 @@ export function blockForwardingTo(router: LabRouter, ip: string, blocked: boolea
   nsExec(router.ns, iptables.iptables, [blocked ? '-I' : '-D', 'FORWARD', ...match, '-j', 'DROP'])
 }
 
+/**
+ * While `on`, `router` hairpins: what its LAN sends to its own public address
+ * goes to `host` on the LAN (and back through the router), as a router with a
+ * port forward to `host` and NAT loopback does. The loopback is static, to one
+ * host: iptables cannot steer a LAN packet into the dynamic mapping another LAN
+ * host opened, which is what a full hairpin for punched endpoints would need.
+ */
+export function hairpinThrough(router: LabRouter, host: string, on: boolean): void {
+  const add = on ? '-A' : '-D'
+  const nat = (...rule: string[]) => nsExec(router.ns, iptables.iptables, ['-t', 'nat', add, ...rule])
+  nat('PREROUTING', '-i', 'lan', '-d', router.publicIp, '-j', 'DNAT', '--to-destination', host)
+  // the answer must come back through the router, which undoes the DNAT: so the source becomes the router
+  nat('POSTROUTING', '-o', 'lan', '-d', host, '-m', 'conntrack', '--ctstate', 'DNAT', '-j', 'MASQUERADE')
+}
+
 /** While `dropped`, `router` forwards no UDP either way: a network that lets only TCP through. */
 export function dropUdpThrough(router: LabRouter, dropped: boolean): void {
   nsExec(router.ns, iptables.iptables, [dropped ? '-I' : '-D', 'FORWARD', '-p', 'udp', '-j', 'DROP'])
