@@ -20,6 +20,9 @@ export type ShardCommand =
   // the NATS peer's subscribers (nats-subscriber-child.ts): keys first, then connect; the rest as above
   | { op: 'nats-keys'; names: string[] }
   | { op: 'nats-connect'; options: NatsOptions; homeDir: string }
+  // the cluster bench's failover agents (failover-child.ts): enroll through A, then wait to be on `movedTo`
+  | { op: 'failover-start'; dir: string; count: number; prefix: string; movedTo: string }
+  | { op: 'failover-wait'; timeoutMs: number }
 
 export type ShardReply =
   | { op: 'started' | 'armed' | 'queued' | 'pinging' | 'stopped' }
@@ -28,6 +31,7 @@ export type ShardReply =
   | { op: 'counts'; agent: number; coordinator: number; examples: string[] }
   | { op: 'pings'; rtts: number[] }
   | { op: 'keys'; machines: { name: string; peerId: string; publicKey: string }[] }
+  | { op: 'moved'; at: number[]; lost: number[]; failures: [reason: string, count: number][] }
   | { op: 'error'; message: string }
 
 type Reply<O extends ShardReply['op']> = Extract<ShardReply, { op: O }>
@@ -163,14 +167,28 @@ export class AgentShards {
 
   /** Every agent sends `perAgent` signed reports at once; resolves with the seconds until the last is acked. */
   async burst(perAgent: number): Promise<number> {
+    const firstSeq = await this.queue(perAgent)
+    const t1 = now()
+    const last = await this.flushed(firstSeq, perAgent)
+    return (last - t1) / 1000
+  }
+
+  /** Every agent queues `perAgent` signed reports without sending them; resolves with the first one's seq. */
+  async queue(perAgent: number): Promise<number> {
     const firstSeq = this.#seq + 1
     this.#seq += perAgent
     await Promise.all(this.#shards.map((s) => s.ask({ op: 'queue', firstSeq, perAgent }, 'queued')))
+    return firstSeq
+  }
+
+  /**
+   * Has every agent send what `queue` put there: now if its link is up, else on its next hello. Resolves
+   * with the absolute time (performance.timeOrigin + now) at which the last agent's last report was acked.
+   */
+  async flushed(firstSeq: number, perAgent: number): Promise<number> {
     const acked = this.#shards.map((s) => s.next('acked'))
-    const t1 = now()
     for (const s of this.#shards) s.child.send({ op: 'flush', firstSeq, perAgent } satisfies ShardCommand)
-    const last = Math.max(...(await Promise.all(acked)).map((a) => a.at))
-    return (last - t1) / 1000
+    return Math.max(...(await Promise.all(acked)).map((a) => a.at))
   }
 
   get agents(): number {

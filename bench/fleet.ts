@@ -8,6 +8,9 @@
  *    Ed25519 verify rate (the reference: the signature check every report needs);
  *  - during that burst of reports: connections to the coordinator closed, by which
  *    end closed them, and the round trips a separate pinger process saw;
+ *  - the reconnect storm: the coordinator killed (kill -9) with a report queued
+ *    on every agent, started again, and the time from its being ready until
+ *    every agent is back with that report acknowledged;
  *  - coordinator memory per connected agent (RSS growth / N).
  *
  * The agents are real libp2p hosts with their own keys and connections, enrolled
@@ -46,6 +49,10 @@ export interface BenchAgent {
 
 /** How often the separate pinger pings the coordinator during the burst of reports. */
 const PING_INTERVAL_MS = 100
+/** The issue's goal for the reconnect storm: 1,000 agents back, each with a report acked, within 10 s */
+const STORM_GOAL_MS = 10_000
+/** How long the storm may take before the bench says how far it got */
+const STORM_PATIENCE_MS = 180_000
 
 /** CPU time a process (all its threads, or with `mainThread` only its main one) has used, in seconds. */
 async function cpuSeconds(pid: number, mainThread = false): Promise<number> {
@@ -72,7 +79,8 @@ export async function benchFleet(
   let shards: AgentShards | undefined
   let admin: AdminClient | undefined
   try {
-    const coordinator = await fleet.startCoordinator(['--idle-timeout', '10m'])
+    const coordinatorArgs = ['--idle-timeout', '10m']
+    const coordinator = await fleet.startCoordinator(coordinatorArgs)
     const pid = coordinator.child.pid as number
     const home = await loadAdminHome(fleet.home)
     const coordAddr = `/ip4/127.0.0.1/tcp/${fleet.port}`
@@ -158,6 +166,29 @@ export async function benchFleet(
     out['burst closes by coordinator'] = closed.coordinator
     out['burst closes by agents'] = closed.agent
     out['burst ping p99 ms'] = percentile(rtts, 99)
+
+    // ---- reconnect storm: every agent holds a report when the coordinator dies, and brings it back
+    const stormSeq = await shards.queue(1)
+    await coordinator.kill('SIGKILL')
+    const back = shards.flushed(stormSeq, 1) // each link sends it after its next hello
+    await fleet.startCoordinator(coordinatorArgs)
+    const readyAt = performance.timeOrigin + performance.now()
+    const patience = new Promise<'timeout'>((resolve) =>
+      setTimeout(resolve, STORM_PATIENCE_MS, 'timeout').unref(),
+    )
+    const lastAck = await Promise.race([back, patience])
+    console.log(
+      `Reconnect storm: kill -9 of the coordinator with a report queued on each of ${agentCount} agents, started again`,
+    )
+    if (lastAck === 'timeout') {
+      line('every agent back with its report acked', `not within ${STORM_PATIENCE_MS / 1000} s`)
+      out['storm all ms'] = Number.NaN
+    } else {
+      const ms = lastAck - readyAt
+      line('from ready to every agent back with its report acked', `${fmt(ms)} ms`)
+      line(`ratio to the goal (${STORM_GOAL_MS / 1000} s for 1,000 agents)`, fmt(ms / STORM_GOAL_MS, 2))
+      out['storm all ms'] = ms
+    }
 
     const nats = natsMissing()
     if (nats !== undefined) console.log(`NATS peer: skipped, ${nats}`)

@@ -27,6 +27,7 @@ if (!Number.isFinite(seconds) || seconds <= 0) {
 const VALUE_FLAGS = new Set([
   '--seconds',
   '--agents',
+  '--failover-agents',
   '--agent-procs',
   '--rounds',
   '--reports',
@@ -71,7 +72,7 @@ const sections: Record<string, () => Promise<unknown> | unknown> = {
       numberArg('--rounds', 10),
       numberArg('--reports', 50),
     )),
-    ...(await benchCluster(numberArg('--agents', 500))),
+    ...(await benchCluster(numberArg('--failover-agents', 500), numberArg('--agent-procs', 4))),
   }),
   nix: () => benchNix(numberArg('--runs', 3)),
   rollout: () => benchRollout(numberArg('--machines', 1000)),
