@@ -15,7 +15,7 @@ import { loadAdminHome } from '../admin/home.ts'
 import { ClusterFleet } from '../testkit/cluster.ts'
 import { postgresUnavailable } from '../testkit/postgres.ts'
 import { Shard } from './fleet-shards.ts'
-import { fmt, line, percentile } from './measure.ts'
+import { cpuSeconds, fmt, line, percentile } from './measure.ts'
 
 const GOAL_MS = 5_000
 const PATIENCE_MS = 120_000
@@ -31,7 +31,7 @@ export async function benchCluster(agentCount: number, processes: number): Promi
   const shards = Array.from({ length: n }, () => new Shard(new URL('./failover-child.ts', import.meta.url)))
   try {
     const a = await cluster.start('a')
-    await cluster.start('b')
+    const bPid = (await cluster.start('b')).child.pid as number
     const b = await cluster.peerId('b')
     await loadAdminHome(cluster.fleet.home) // a damaged home fails here, before any agent starts
 
@@ -47,11 +47,13 @@ export async function benchCluster(agentCount: number, processes: number): Promi
     }
     process.stdout.write(` ${((Date.now() - started) / 1000).toFixed(1)} s\n`)
 
+    const bCpuBefore = await cpuSeconds(bPid)
     const killedAt = performance.timeOrigin + performance.now()
     await a.kill('SIGKILL')
     const replies = await Promise.all(
       shards.map((s) => s.ask({ op: 'failover-wait', timeoutMs: PATIENCE_MS }, 'moved')),
     )
+    const bCpu = (await cpuSeconds(bPid)) - bCpuBefore
     const times = replies.flatMap((r) => r.at.map((t) => t - killedAt)).sort((x, y) => x - y)
     const noticed = replies.flatMap((r) => r.lost.map((t) => t - killedAt)).sort((x, y) => x - y)
     console.log(
@@ -64,6 +66,11 @@ export async function benchCluster(agentCount: number, processes: number): Promi
     line('per agent p50', `${fmt(percentile(times, 50), 0)} ms`)
     line('per agent p99', `${fmt(percentile(times, 99), 0)} ms`)
     line('every agent on B', `${fmt(all, 0)} ms`)
+    // what B itself spent: about the time it would need on cores of its own, the agents elsewhere
+    line(
+      'coordinator B CPU for the move (all its threads)',
+      `${fmt(bCpu, 1)} s, ${fmt((bCpu / agentCount) * 1e3, 1)} ms per agent`,
+    )
     const failed = new Map<string, number>()
     for (const [reason, count] of replies.flatMap((r) => r.failures))
       failed.set(reason, (failed.get(reason) ?? 0) + count)
@@ -76,6 +83,7 @@ export async function benchCluster(agentCount: number, processes: number): Promi
       'failover p50 ms': percentile(times, 50),
       'failover p99 ms': percentile(times, 99),
       'failover all ms': all,
+      'failover coordinator cpu s': bCpu,
     }
   } finally {
     await Promise.all(

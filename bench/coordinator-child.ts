@@ -9,6 +9,7 @@
 import { type ChildProcess, fork } from 'node:child_process'
 import { readFile } from 'node:fs/promises'
 import { createInterface } from 'node:readline'
+import { cpuSeconds } from './measure.ts'
 
 export type Snapshot = Record<string, number | undefined>
 
@@ -30,14 +31,6 @@ export interface Resident {
 
 const STDERR_LINES = 200
 const TARGET = new URL('./flood-target.ts', import.meta.url).pathname
-
-/** CPU time (user + system) a process has used, in seconds, from /proc/<pid>/stat (clock ticks of 1/100 s). */
-export async function cpuSeconds(pid: number): Promise<number> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
-  // fields after the parenthesised command name; utime and stime are the 14th and 15th
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return (Number(fields[11]) + Number(fields[12])) / 100
-}
 
 export async function residentMemory(pid: number): Promise<Resident> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8')

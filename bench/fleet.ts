@@ -34,7 +34,7 @@ import { enrolledHost } from '../testkit/enrolled-host.ts'
 import type { FleetDirectory } from '../testkit/fleetmesh.ts'
 import { TestFleet } from '../testkit/harness.ts'
 import { AgentShards } from './fleet-shards.ts'
-import { fmt, line, measureRate, percentile } from './measure.ts'
+import { cpuSeconds, fmt, line, measureRate, percentile } from './measure.ts'
 import { benchManifest, benchNatsPeer, natsMissing } from './nats-peer.ts'
 
 export interface BenchAgent {
@@ -53,14 +53,6 @@ const PING_INTERVAL_MS = 100
 const STORM_GOAL_MS = 10_000
 /** How long the storm may take before the bench says how far it got */
 const STORM_PATIENCE_MS = 180_000
-
-/** CPU time a process (all its threads, or with `mainThread` only its main one) has used, in seconds. */
-async function cpuSeconds(pid: number, mainThread = false): Promise<number> {
-  const stat = await readFile(mainThread ? `/proc/${pid}/task/${pid}/stat` : `/proc/${pid}/stat`, 'utf8')
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  // utime and stime are fields 14 and 15 of stat(5), counted in clock ticks (100 a second on Linux)
-  return (Number(fields[11]) + Number(fields[12])) / 100
-}
 
 async function rss(pid: number): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8')
@@ -171,8 +163,9 @@ export async function benchFleet(
     const stormSeq = await shards.queue(1)
     await coordinator.kill('SIGKILL')
     const back = shards.flushed(stormSeq, 1) // each link sends it after its next hello
-    await fleet.startCoordinator(coordinatorArgs)
+    const restarted = await fleet.startCoordinator(coordinatorArgs)
     const readyAt = performance.timeOrigin + performance.now()
+    const stormCpuBefore = await cpuSeconds(restarted.child.pid as number)
     const patience = new Promise<'timeout'>((resolve) =>
       setTimeout(resolve, STORM_PATIENCE_MS, 'timeout').unref(),
     )
@@ -185,7 +178,10 @@ export async function benchFleet(
       out['storm all ms'] = Number.NaN
     } else {
       const ms = lastAck - readyAt
+      const stormCpu = (await cpuSeconds(restarted.child.pid as number)) - stormCpuBefore
       line('from ready to every agent back with its report acked', `${fmt(ms)} ms`)
+      line('coordinator CPU meanwhile (all its threads)', `${fmt(stormCpu, 1)} s`)
+      out['storm coordinator cpu s'] = stormCpu
       line(`ratio to the goal (${STORM_GOAL_MS / 1000} s for 1,000 agents)`, fmt(ms / STORM_GOAL_MS, 2))
       out['storm all ms'] = ms
     }

@@ -1,4 +1,5 @@
-/** Tiny measuring helpers shared by the benchmarks: time-boxed rate loops and percentiles. */
+/** Tiny measuring helpers shared by the benchmarks: time-boxed rate loops, percentiles, a process's CPU. */
+import { readFile } from 'node:fs/promises'
 
 export interface Rate {
   ops: number
@@ -20,6 +21,18 @@ export function measureRate(fn: () => void, seconds = 1, batch = 16): Rate {
   }
   const s = Number(elapsed) / 1e9
   return { ops, seconds: s, perSecond: ops / s }
+}
+
+/**
+ * CPU time (user + system) a process has used, in seconds: all its threads, or with
+ * `mainThread` only its main one. From /proc (stat(5): utime and stime, the 14th and
+ * 15th fields, in clock ticks of 1/100 s).
+ */
+export async function cpuSeconds(pid: number, mainThread = false): Promise<number> {
+  const stat = await readFile(mainThread ? `/proc/${pid}/task/${pid}/stat` : `/proc/${pid}/stat`, 'utf8')
+  // the fields after the parenthesised command name
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(fields[11]) + Number(fields[12])) / 100
 }
 
 export function percentile(sorted: readonly number[], p: number): number {
