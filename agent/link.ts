@@ -78,6 +78,8 @@ type Defaulted = 'keepaliveMs' | 'deadAfterMs' | 'backoffInitialMs' | 'backoffMa
 export class CoordinatorLink {
   readonly #init: LinkInit & Required<Pick<LinkInit, Defaulted>>
   #active: Active | undefined
+  /** A session between its stream opening and its hello: stop() must end it too */
+  #starting: Active | undefined
   /** Where the current session runs, from its hello on */
   #established: LinkPath | undefined
   /** Where the session being replaced by a direct one ran */
@@ -113,7 +115,7 @@ export class CoordinatorLink {
   async stop(): Promise<void> {
     this.#stopped = true
     this.#init.host.removeEventListener('connection:open', this.#onConnectionOpen)
-    this.#active?.fs.abort(new LinkClosedError('agent stopping'))
+    for (const a of [this.#active, this.#starting]) a?.fs.abort(new LinkClosedError('agent stopping'))
     this.#backoff.wake()
     await this.#loop
   }
@@ -268,6 +270,9 @@ export class CoordinatorLink {
       sending: Promise.resolve(),
       updateLogs: false,
     }
+    // stop() may have come while this session was dialling or before its hello
+    this.#starting = a
+    if (this.#stopped) fs.abort(new LinkClosedError('agent stopping'))
     const keepalive = setInterval(() => {
       if (Date.now() - a.lastFrameAt > this.#init.deadAfterMs) {
         clearInterval(keepalive)
@@ -308,6 +313,7 @@ export class CoordinatorLink {
       for (const entries of (await this.#init.revocations?.hello(hello.revocations)) ?? [])
         await this.#send(a, { t: 'revocations', entries })
       this.#active = a
+      this.#starting = undefined
       onHello()
       this.#arrived({ path, addr: conn.remoteAddr.toString() })
       for (const w of this.#connectedWaiters.splice(0)) w()
@@ -352,6 +358,7 @@ export class CoordinatorLink {
     } finally {
       clearInterval(keepalive)
       if (this.#active === a) this.#active = undefined
+      if (this.#starting === a) this.#starting = undefined
       if (fs.stream.status === 'open') fs.abort(new LinkClosedError('control session ended'))
     }
   }
@@ -383,7 +390,9 @@ export class CoordinatorLink {
       if (stored > 0) await queue.ack(stored)
       return
     }
-    const { renumbered } = await queue.reconcile(stored)
+    const { acked, renumbered } = await queue.reconcile(stored)
+    // reports it already holds (their ack went with an earlier session) are acknowledged like any other
+    if (acked > 0) await queue.ack(stored)
     if (renumbered > 0)
       this.#log(
         `the coordinator has reports up to seq ${stored} but this agent's numbering was behind (outbox/next-seq.json lost?); ` +

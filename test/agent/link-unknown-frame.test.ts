@@ -12,14 +12,9 @@ import {
   type ControlFrame,
   controlFrameSchema,
   DIAGNOSE_CAPABILITY,
-  decodeControlFrame,
   encodeMessage,
-  type FramedStream,
-  handleFramed,
-  MAX_ENVELOPE_BYTES,
-  PROTOCOLS,
-  WIRE_VERSION,
 } from '../../protocol/index.ts'
+import { fakeCoordinator as fake, nextFrame } from './fake-coordinator.ts'
 import { loopbackHosts } from './hosts.ts'
 
 const { host, stopAll } = loopbackHosts()
@@ -29,6 +24,8 @@ afterEach(async () => {
   for (const link of links.splice(0)) await link.stop()
   await stopAll()
 })
+
+const fakeCoordinator = <T>(script: Parameters<typeof fake<T>>[1]) => fake(host, script)
 
 const diagnosis: AgentDiagnosis = {
   machine: 'edge-1',
@@ -46,54 +43,6 @@ const diagnosis: AgentDiagnosis = {
   interfaces: [],
   coordinator: { peerId: 'coordinator', addrs: [] },
   truncated: false,
-}
-
-/**
- * Runs a fake coordinator that answers the agent's hello, then hands the
- * stream and the agent's hello to `script`; resolves with what the script returns.
- */
-async function fakeCoordinator<T>(
-  script: (fs: FramedStream, hello: ControlFrame) => Promise<T>,
-): Promise<{ result: Promise<T>; coordinator: FleetHost }> {
-  const coordinator = await host('coordinator')
-  let settle!: { resolve: (v: T) => void; reject: (e: unknown) => void }
-  const result = new Promise<T>((resolve, reject) => {
-    settle = { resolve, reject }
-  })
-  await handleFramed(
-    coordinator,
-    PROTOCOLS.control,
-    async (fs) => {
-      try {
-        const hello = decodeControlFrame((await fs.read()) as Uint8Array, MAX_ENVELOPE_BYTES)
-        if ('unknown' in hello) throw new Error('expected the agent hello')
-        const reply: ControlFrame = {
-          t: 'hello',
-          wire: WIRE_VERSION,
-          role: 'coordinator',
-          software: 'fleetmesh/future',
-          capabilities: [],
-        }
-        await fs.send(encodeMessage(controlFrameSchema, reply))
-        settle.resolve(await script(fs, hello))
-      } catch (err) {
-        settle.reject(err)
-      }
-    },
-    { maxFrameBytes: MAX_ENVELOPE_BYTES + 4096 },
-  )
-  return { result, coordinator }
-}
-
-/** The next frame from the agent, skipping its keepalive pings; undefined when the stream ends. */
-async function nextFrame(fs: FramedStream): Promise<ControlFrame | undefined> {
-  while (true) {
-    const bytes = await fs.read()
-    if (bytes === undefined) return undefined
-    const frame = decodeControlFrame(bytes, MAX_ENVELOPE_BYTES + 4096)
-    if ('unknown' in frame) throw new Error(`agent sent an unknown "${frame.unknown}" frame`)
-    if (frame.t !== 'ping') return frame
-  }
 }
 
 async function startLink(coordinator: FleetHost, withDiagnose: boolean): Promise<LinkState[]> {
