@@ -67,11 +67,7 @@ async function onlyOver(host: FleetHost, peer: PeerId, addr: Multiaddr): Promise
 async function setUpOnce(host: FleetHost, addr: Multiaddr, expect: TransportName): Promise<number> {
   const t0 = performance.now()
   const conn = await host.dial(addr, { signal: AbortSignal.timeout(10_000), force: true })
-  // room for the connection monitor's own ping, which may start at the same moment
-  await host.services.ping.ping(conn.remotePeer, {
-    signal: AbortSignal.timeout(10_000),
-    maxOutboundStreams: 2,
-  })
+  await host.services.ping.ping(conn.remotePeer, { signal: AbortSignal.timeout(10_000) })
   const ms = performance.now() - t0
   if (connectionTransport(conn) !== expect) throw new Error(`dialled ${addr} but got ${conn.remoteAddr}`)
   await conn.close()

@@ -325,7 +325,9 @@ export async function createHost(init: HostInit): Promise<FleetHost> {
     },
     services: {
       identify: identify(),
-      ping: ping(),
+      // two at once on one connection: the connection monitor's and one of ours (a relay probe, doctor,
+      // a bench); libp2p's default of one made the second fail with TooManyOutboundProtocolStreamsError
+      ping: ping({ maxOutboundStreams: 2 }),
       dht: kadDHT({
         protocol: FLEETMESH_DHT_PROTOCOL,
         logPrefix: 'fleetmesh:dht',
