@@ -3,8 +3,10 @@
  * (a stand-in: it speaks the control protocol from a script, with no store):
  * it answers the agent's hello (with `hello` merged into its reply; once
  * `answerWhen` resolves, if given), then hands the stream and the agent's hello
- * to `script`.
+ * to `script`. {@link linkTo} makes the agent's side.
  */
+import { CoordinatorLink } from '../../agent/link.ts'
+import type { LinkInit } from '../../agent/link-init.ts'
 import type { FleetHost } from '../../net/index.ts'
 import {
   type ControlFrame,
@@ -68,4 +70,25 @@ export async function nextFrame(fs: FramedStream): Promise<ControlFrame | undefi
     if ('unknown' in frame) throw new Error(`agent sent an unknown "${frame.unknown}" frame`)
     if (frame.t !== 'ping') return frame
   }
+}
+
+/**
+ * An agent's control link to `coordinator`, as machine edge-1, with an empty
+ * report queue and no retry within a test's time (`init` overrides); not started.
+ */
+export function linkTo(
+  agent: FleetHost,
+  coordinator: FleetHost,
+  init: Partial<LinkInit> = {},
+): CoordinatorLink {
+  return new CoordinatorLink({
+    host: agent,
+    coordinator: coordinator.peerId,
+    coordinatorAddrs: coordinator.getMultiaddrs(),
+    machine: 'edge-1',
+    queue: { pending: async () => [], ack: async () => {} },
+    onManifest: () => {},
+    backoffInitialMs: 60_000,
+    ...init,
+  })
 }

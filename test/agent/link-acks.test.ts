@@ -11,12 +11,11 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it, vi } from 'vitest'
-import { CoordinatorLink } from '../../agent/link.ts'
 import { Outbox } from '../../agent/outbox.ts'
 import { DOMAINS, PrivateKey } from '../../keys/index.ts'
 import { sealEnvelope, statusReportSchema } from '../../protocol/index.ts'
 import { sampleStatus } from '../../testkit/fixtures.ts'
-import { fakeCoordinator, nextFrame } from './fake-coordinator.ts'
+import { fakeCoordinator, linkTo, nextFrame } from './fake-coordinator.ts'
 import { loopbackHosts } from './hosts.ts'
 
 const { host, stopAll } = loopbackHosts()
@@ -41,11 +40,7 @@ describe('agent control link, reports the coordinator already holds', () => {
     // the coordinator stored both; the agent must send nothing of them again
     const { result, coordinator } = await fakeCoordinator(host, (fs) => nextFrame(fs), { lastAckedSeq: 2 })
     const acked: number[] = []
-    const link = new CoordinatorLink({
-      host: await host('agent'),
-      coordinator: coordinator.peerId,
-      coordinatorAddrs: coordinator.getMultiaddrs(),
-      machine: 'edge-1',
+    const link = linkTo(await host('agent'), coordinator, {
       queue: {
         pending: () => outbox.pending(),
         ack: async (seq) => {
@@ -54,8 +49,6 @@ describe('agent control link, reports the coordinator already holds', () => {
         },
         reconcile: (stored) => outbox.reconcile(stored),
       },
-      onManifest: () => {},
-      backoffInitialMs: 60_000,
     })
     cleanup.push(() => link.stop())
     link.start()
@@ -79,15 +72,7 @@ describe('agent control link, stopped while a session starts', () => {
         await answer.promise
       },
     )
-    const link = new CoordinatorLink({
-      host: await host('agent'),
-      coordinator: coordinator.peerId,
-      coordinatorAddrs: coordinator.getMultiaddrs(),
-      machine: 'edge-1',
-      queue: { pending: async () => [], ack: async () => {} },
-      onManifest: () => {},
-      backoffInitialMs: 60_000,
-    })
+    const link = linkTo(await host('agent'), coordinator)
     cleanup.push(() => link.stop())
     link.start()
     await helloSeen.promise

@@ -4,7 +4,7 @@
 // the new type), and it answers what it does know: ping, and diagnose when it
 // offers the capability. A fake coordinator on a real libp2p host drives it.
 import { afterEach, describe, expect, it } from 'vitest'
-import { CoordinatorLink, type LinkState } from '../../agent/link.ts'
+import type { CoordinatorLink, LinkState } from '../../agent/link.ts'
 import { encodeCanonical } from '../../keys/index.ts'
 import type { FleetHost } from '../../net/index.ts'
 import {
@@ -14,7 +14,7 @@ import {
   DIAGNOSE_CAPABILITY,
   encodeMessage,
 } from '../../protocol/index.ts'
-import { fakeCoordinator as fake, nextFrame } from './fake-coordinator.ts'
+import { fakeCoordinator as fake, linkTo, nextFrame } from './fake-coordinator.ts'
 import { loopbackHosts } from './hosts.ts'
 
 const { host, stopAll } = loopbackHosts()
@@ -48,14 +48,7 @@ const diagnosis: AgentDiagnosis = {
 async function startLink(coordinator: FleetHost, withDiagnose: boolean): Promise<LinkState[]> {
   const agent = await host('agent')
   const states: LinkState[] = []
-  const link = new CoordinatorLink({
-    host: agent,
-    coordinator: coordinator.peerId,
-    coordinatorAddrs: coordinator.getMultiaddrs(),
-    machine: 'edge-1',
-    queue: { pending: async () => [], ack: async () => {} },
-    onManifest: () => {},
-    backoffInitialMs: 60_000,
+  const link = linkTo(agent, coordinator, {
     ...(withDiagnose ? { diagnose: () => diagnosis } : {}),
     onState: (state) => states.push(state),
   })
