@@ -11,10 +11,9 @@
  * with coordinator B and PostgreSQL, so the figure is an upper bound for
  * agents on machines of their own.
  */
-import { loadAdminHome } from '../admin/home.ts'
 import { ClusterFleet } from '../testkit/cluster.ts'
 import { postgresUnavailable } from '../testkit/postgres.ts'
-import { Shard } from './fleet-shards.ts'
+import { AgentShards, Shard } from './fleet-shards.ts'
 import { cpuSeconds, fmt, line, percentile } from './measure.ts'
 
 const GOAL_MS = 5_000
@@ -33,7 +32,6 @@ export async function benchCluster(agentCount: number, processes: number): Promi
     const a = await cluster.start('a')
     const bPid = (await cluster.start('b')).child.pid as number
     const b = await cluster.peerId('b')
-    await loadAdminHome(cluster.fleet.home) // a damaged home fails here, before any agent starts
 
     process.stdout.write(`  starting ${agentCount} agents in ${n} processes on coordinator A…`)
     const started = Date.now()
@@ -86,13 +84,8 @@ export async function benchCluster(agentCount: number, processes: number): Promi
       'failover coordinator cpu s': bCpu,
     }
   } finally {
-    await Promise.all(
-      shards.map(async (s) => {
-        if (s.child.exitCode !== null || !s.child.connected) return
-        await s.ask({ op: 'stop' }, 'stopped').catch(() => {})
-        s.child.kill()
-      }),
-    )
+    // the fleet bench's stop: each child that is still there stops its agents, then goes
+    await AgentShards.around(shards, []).stop()
     await cluster.stop()
   }
 }
