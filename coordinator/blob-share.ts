@@ -30,14 +30,16 @@ export async function missingArchive(
   return (await blobs.size(payload.sha256)) === undefined ? payload.sha256 : undefined
 }
 
-/** What the operator reads: which manifest, which archive, which directory, and what to do. */
-export function unsharedBlobsMessage(dir: string, missing: { manifest: string; sha256: string }[]): string {
-  const [first] = missing
-  if (first === undefined) return ''
-  const more = missing.length > 1 ? ` (and ${missing.length - 1} more of the newest manifests)` : ''
+/** What the operator reads: which manifest, which archive (and how many more), which directory, what to do. */
+export function unsharedBlobsMessage(
+  dir: string,
+  first: { manifest: string; sha256: string },
+  more = 0,
+): string {
+  const others = more > 0 ? ` (and ${more} more of the newest manifests)` : ''
   return (
     `blobs: manifest ${first.manifest} names archive ${first.sha256}, which is not in this coordinator's ` +
-    `blob directory ${dir}${more}. Coordinators of one fleet must share --blobs (a shared filesystem); ` +
+    `blob directory ${dir}${others}. Coordinators of one fleet must share --blobs (a shared filesystem); ` +
     'until they do, agents on this coordinator fail updates that need it'
   )
 }
@@ -53,5 +55,6 @@ export async function checkSharedBlobs(
     const sha256 = await missingArchive(m, blobs)
     if (sha256 !== undefined) missing.push({ manifest: m.id, sha256 })
   }
-  if (missing.length > 0) log(unsharedBlobsMessage(blobs.dir, missing))
+  const [first, ...rest] = missing
+  if (first !== undefined) log(unsharedBlobsMessage(blobs.dir, first, rest.length))
 }

@@ -145,7 +145,7 @@ export class ClusterMember {
           events.emit({ type: 'manifest', manifest })
           const sha256 = await missingArchive(manifest, this.#init.blobs)
           if (sha256 !== undefined)
-            log(unsharedBlobsMessage(this.#init.blobs.dir, [{ manifest: manifest.id, sha256 }]))
+            log(unsharedBlobsMessage(this.#init.blobs.dir, { manifest: manifest.id, sha256 }))
         }, failed)
         break
       case 'enrolled':
