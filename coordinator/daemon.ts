@@ -57,6 +57,7 @@ import { COLLECT_INTERVAL_MS, NixRetention } from './nix-retention.ts'
 import { RolloutEngine } from './rollout-engine.ts'
 import type { FleetStore } from './store.ts'
 import type { UploadLimits } from './upload-quota.ts'
+import { verifyPool } from './verify-pool.ts'
 
 /** The state directory has no usable coordinator.json; the message says how to create one. */
 export class ConfigError extends Error {
@@ -154,6 +155,8 @@ async function startLocked(
     ? { listen: options.listen, notes: [] }
     : listenFromConfig(checkAddresses(config.listen ?? [], recorded))
 
+  // the report verifiers load on their own threads meanwhile, and are ready before anyone can connect
+  const verifiers = verifyPool.warm()
   const store = await openFleetStore(options.stateDir, config, options.store, key.toPeerId().toString())
   const blobs = new BlobStore(options.blobsDir ?? join(options.stateDir, 'blobs'), {
     ...(options.uploads ? { uploads: options.uploads } : {}),
@@ -216,6 +219,7 @@ async function startLocked(
   let host: FleetHost
   let reservations: ReservationKeeper | undefined
   const dialScope = coordinatorDialScope(options.bootstrap ?? [], reserveOn)
+  await verifiers
   try {
     // Not createHost's reserveOn: that makes start-up fail while the relay is
     // down and never re-reserves after a loss; the keeper does both.

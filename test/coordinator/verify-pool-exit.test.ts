@@ -23,24 +23,48 @@ const opened = await verifyPool.open(envelope)
 console.log('verified', opened.value.machine)
 `
 
+/**
+ * A coordinator warms the pool before it listens (coordinator/daemon.ts), so
+ * that the first reports after a restart do not wait for the threads to load:
+ * the warm-up must hold the process up until every worker answered (with
+ * nothing else pending, it exited with "unsettled top-level await"), and must
+ * not hold it after.
+ */
+const warmScript = `
+import { verifyPool } from '${at('coordinator/verify-pool.ts')}'
+await verifyPool.warm()
+console.log('warmed')
+`
+
+async function runScript(source: string): Promise<{ code: number | null; out: string }> {
+  const dir = await mkdtemp(join(tmpdir(), 'fm-verify-pool-'))
+  const file = join(dir, 'script.ts')
+  await writeFile(file, source)
+  const child = spawn(process.execPath, [file], { stdio: ['ignore', 'pipe', 'inherit'] })
+  let out = ''
+  child.stdout.on('data', (d: Buffer) => {
+    out += d.toString()
+  })
+  const ended = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
+  // A hang is the failure: the test's own timeout ends it, and the child is killed.
+  try {
+    return { code: await ended, out }
+  } finally {
+    child.kill('SIGKILL')
+    await rm(dir, { recursive: true, force: true })
+  }
+}
+
 describe('the report verifier pool', () => {
+  it('warms up on request, and still lets the process exit once warm', async () => {
+    const { code, out } = await runScript(warmScript)
+    expect(code).toBe(0)
+    expect(out).toContain('warmed')
+  }, 30_000)
+
   it('lets the process exit once it is idle, unclosed', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'fm-verify-pool-'))
-    const file = join(dir, 'verify-one.ts')
-    await writeFile(file, script)
-    const child = spawn(process.execPath, [file], { stdio: ['ignore', 'pipe', 'inherit'] })
-    let out = ''
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString()
-    })
-    const ended = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
-    // A hang is the failure: the test's own timeout ends it, and the child is killed.
-    try {
-      expect(await ended).toBe(0)
-    } finally {
-      child.kill('SIGKILL')
-      await rm(dir, { recursive: true, force: true })
-    }
+    const { code, out } = await runScript(script)
+    expect(code).toBe(0)
     expect(out).toContain('verified edge-1')
   }, 30_000)
 })
