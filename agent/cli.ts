@@ -36,7 +36,7 @@ const levelOf = (event: string, fields: Record<string, unknown>): LogLevel =>
 
 const USAGE =
   'fleetmesh agent --state <dir> [--token <fmtok1…|@file>] [--coordinator-addr <multiaddr>]... [--bootstrap <relay multiaddr>]... [--observers ip:port,...] ' +
-  '[--listen <multiaddr>]... ' +
+  '[--listen <multiaddr>]... [--standby on|off] ' +
   '[--keepalive 10s] [--keepalive-max 30s] [--pass-env NAME]... [--activator auto|profile|nixos] ' +
   '[--nix-profile /nix/var/nix/profiles/system] [--nix-keep-generations 5] [--timezone <IANA zone>] ' +
   '[--metrics 127.0.0.1:9464 [--metrics-public]] [--json] [--log-level info]'
@@ -57,6 +57,14 @@ export const AGENT_COMMAND: CommandSpec = configurable({
       multiple: true,
       value: '<multiaddr>',
       description: 'coordinator address to dial instead of the ones in the token',
+    },
+    standby: {
+      type: 'string',
+      value: 'on|off',
+      description:
+        'hold a connection to the coordinator this agent would fail over to, so a failover needs no new handshake ' +
+        '(fleets with several coordinators; off saves that connection and a frame every 20s)',
+      default: 'on',
     },
     bootstrap: {
       type: 'string',
@@ -158,6 +166,9 @@ export async function agentCommand(argv: string[]): Promise<number> {
       `${optionLabel(p, 'timezone')}: "${timeZone}" is not a time zone this system knows; ` +
         'give an IANA name such as UTC, Europe/Berlin or America/New_York',
     )
+  const standby = str(p, 'standby') ?? 'on'
+  if (standby !== 'on' && standby !== 'off')
+    throw new UsageError(`${optionLabel(p, 'standby')} must be on or off, not "${standby}"`)
   const stateDir = resolve(required(p, 'state', AGENT_COMMAND.usage))
   const observers = endpoints(p, 'observers')
   // after every other option is checked, before the daemon: a taken port fails before anything starts
@@ -172,6 +183,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
     ...(tokenArg !== undefined ? { token: () => readTextArg(tokenArg) } : {}),
     ...(coordinatorAddrs.length ? { coordinatorAddrs } : {}),
     ...(bootstrap.length ? { bootstrap } : {}),
+    standby: standby === 'on',
     observers,
     // none by default: an agent only dials out (see the option's description), so
     // nothing should listen on every interface of a device for it

@@ -14,13 +14,12 @@
  *   <state>/nix/             NAR downloads, a GC root and generation names (nixos activator)
  */
 
-import { existsSync } from 'node:fs'
 import { stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { identifyPush } from '@libp2p/identify'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
-import { DOMAINS, loadOrCreateIdentity, type PrivateKey, PublicKey } from '../keys/index.ts'
+import { DOMAINS, type PrivateKey, PublicKey } from '../keys/index.ts'
 import { acquireDirLock, type DirLock, ensureDir, errorMessage, raceSignal } from '../lib/index.ts'
 import {
   checkAddresses,
@@ -45,6 +44,7 @@ import { coordinatorBlobFetcher, httpBlobFetcher, routeBlobFetcher } from './blo
 import { agentDiagnosis } from './diagnosis.ts'
 import { type CoordinatorFinder, coordinatorFinder, relaysOf } from './discovery.ts'
 import {
+  agentIdentity,
   checkToken,
   Enrollment,
   EnrollmentError,
@@ -70,6 +70,8 @@ export interface AgentOptions {
   token?: () => Promise<string>
   /** Overrides the coordinator addresses from the token/enrollment. */
   coordinatorAddrs?: string[]
+  /** Hold a standby connection to the coordinator it would fail over to (agent/standby.ts); default true. */
+  standby?: boolean
   /**
    * Relays (or coordinators) to join the fleet's DHT through, as multiaddrs
    * ending in /p2p/<peer id>. With them the agent looks the coordinator up by
@@ -122,24 +124,6 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   }
 }
 
-/**
- * The agent's key. A new one is made only before enrollment: an enrolled
- * machine is known to the coordinator by its key, so a silently new key would
- * be refused as not enrolled while the machine's name stays bound to the lost
- * one. That is damage to report, not a state to reset.
- */
-async function agentIdentity(keyPath: string, enrollmentPath: string): Promise<PrivateKey> {
-  if (!existsSync(keyPath) && existsSync(enrollmentPath)) {
-    throw new EnrollmentError(
-      'identity-missing',
-      `${enrollmentPath} says this device is enrolled, but its key ${keyPath} is missing. ` +
-        'Restore identity.key from a backup of this state directory; if it is lost for good, ' +
-        'move enrollment.json aside and enroll again with a new token (an admin must free the old name first).',
-    )
-  }
-  return loadOrCreateIdentity(keyPath)
-}
-
 async function startLocked(options: AgentOptions, lock: DirLock): Promise<RunningAgent> {
   const emit = options.emit ?? (() => {})
   const enrollmentPath = join(options.stateDir, 'enrollment.json')
@@ -173,6 +157,7 @@ async function startLocked(options: AgentOptions, lock: DirLock): Promise<Runnin
     },
   })
   let linkState: CoordinatorState = { connected: false }
+  let stopStandby = async (): Promise<void> => {}
   const snapshot = () =>
     snapshotHost(host, 'agent', {
       coordinator: linkState,
@@ -207,9 +192,11 @@ async function startLocked(options: AgentOptions, lock: DirLock): Promise<Runnin
     const fleet = { fleetRoot: PublicKey.parse(enrollment.fleetRoot), fleetId: enrollment.fleetId }
     // the enrollment coordinator (at --coordinator-addr if given), then the others of the fleet's list
     const { stateDir, coordinatorAddrs } = options
-    const failoverInit = { stateDir, coordinatorAddrs, fleet, finderFor, emit }
+    const standby = options.standby === false ? {} : { standby: { host } }
+    const failoverInit = { stateDir, coordinatorAddrs, fleet, finderFor, emit, ...standby }
     const allow = (a: readonly string[]) => dialScope.allow(a)
     const failover = await Failover.open({ ...failoverInit, enrolled: enrollment.coordinator, allow })
+    stopStandby = () => failover.stop()
     let link: CoordinatorLink | undefined
     let updater: Updater | undefined
     const revocations = await AgentRevocations.open(options.stateDir, fleet, {
@@ -350,6 +337,7 @@ async function startLocked(options: AgentOptions, lock: DirLock): Promise<Runnin
       outbox,
       async stop() {
         await link?.stop()
+        await stopStandby()
         await updater.close()
         await runtime.stop()
         await stopHost(host)
@@ -358,6 +346,7 @@ async function startLocked(options: AgentOptions, lock: DirLock): Promise<Runnin
     }
     return running
   } catch (err) {
+    await stopStandby()
     await runtime.stop()
     await stopHost(host)
     throw err

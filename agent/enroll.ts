@@ -6,11 +6,20 @@
  * only by a tag record an admin signed (`Enrollment.takeTags`).
  */
 
+import { existsSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { z } from 'zod'
-import { type EnrollmentToken, machineName, parseToken, tagName, verifyToken } from '../keys/index.ts'
+import {
+  type EnrollmentToken,
+  loadOrCreateIdentity,
+  machineName,
+  type PrivateKey,
+  parseToken,
+  tagName,
+  verifyToken,
+} from '../keys/index.ts'
 import {
   CodedError,
   errorMessage,
@@ -175,4 +184,22 @@ export class Enrollment {
     this.#current = next
     return admitted
   }
+}
+
+/**
+ * The agent's key. A new one is made only before enrollment: an enrolled
+ * machine is known to the coordinator by its key, so a silently new key would
+ * be refused as not enrolled while the machine's name stays bound to the lost
+ * one. That is damage to report, not a state to reset.
+ */
+export async function agentIdentity(keyPath: string, enrollmentPath: string): Promise<PrivateKey> {
+  if (!existsSync(keyPath) && existsSync(enrollmentPath)) {
+    throw new EnrollmentError(
+      'identity-missing',
+      `${enrollmentPath} says this device is enrolled, but its key ${keyPath} is missing. ` +
+        'Restore identity.key from a backup of this state directory; if it is lost for good, ' +
+        'move enrollment.json aside and enroll again with a new token (an admin must free the old name first).',
+    )
+  }
+  return loadOrCreateIdentity(keyPath)
 }

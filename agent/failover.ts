@@ -6,8 +6,9 @@
  * first delay, so a fleet whose coordinator died does not dial the next one
  * all at once); this only says where each try goes.
  *
- * It also takes the lists coordinators send, saying what it did with each, and
- * hands the blob and Nix cache clients the coordinator the link is on now.
+ * It also takes the lists coordinators send, saying what it did with each,
+ * hands the blob and Nix cache clients the coordinator the link is on now, and
+ * keeps the standby link (standby.ts) pointed at the one after it.
  */
 import type { PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
@@ -17,6 +18,7 @@ import type { CoordinatorEntry } from '../protocol/index.ts'
 import { type FleetTrust, KnownCoordinators } from './coordinators.ts'
 import type { CoordinatorFinder } from './discovery.ts'
 import type { CoordinatorChoice, LinkState, LinkTarget } from './link-init.ts'
+import { type StandbyInit, StandbyLink } from './standby.ts'
 
 /**
  * What runtime.json (and so `doctor --state`) shows of the control link: where it
@@ -36,18 +38,35 @@ export interface FailoverInit {
   /** Lets the dial scope reach a listed coordinator's private addresses. */
   allow: (addrs: readonly string[]) => void
   emit: (event: string, fields: Record<string, unknown>) => void
+  /**
+   * Holds a standby connection to the coordinator it would fail over to
+   * (standby.ts) on this host; without it, none is held.
+   */
+  standby?: Omit<StandbyInit, 'target' | 'emit'>
 }
 
 export class Failover implements CoordinatorChoice {
   readonly #known: KnownCoordinators
   readonly #init: FailoverInit
   #current: LinkTarget
+  readonly #standby: StandbyLink | undefined
+  /** Where the standby link goes: the one after the current, while there is another. */
+  #standbyTarget: LinkTarget | undefined
 
   private constructor(known: KnownCoordinators, init: FailoverInit) {
     this.#known = known
     this.#init = init
     for (const c of known.entries()) init.allow(c.addrs)
     this.#current = this.#target(known.enrolled)
+    this.#standby =
+      init.standby && new StandbyLink({ ...init.standby, target: () => this.#standbyTarget, emit: init.emit })
+    this.#retarget()
+    this.#standby?.start()
+  }
+
+  /** Stops the standby link. */
+  async stop(): Promise<void> {
+    await this.#standby?.stop()
   }
 
   static async open(init: FailoverInit): Promise<Failover> {
@@ -69,6 +88,7 @@ export class Failover implements CoordinatorChoice {
     for (let tries = this.size; tries > 0 && entry.peerId !== lost; tries--) {
       try {
         this.#current = this.#target(entry)
+        this.#retarget()
         return
       } catch (err) {
         // signed by the root, but not a peer id or multiaddr this version reads: on to the one after it
@@ -115,6 +135,7 @@ export class Failover implements CoordinatorChoice {
         })
       if (outcome !== 'taken') return
       for (const c of this.#known.entries()) this.#init.allow(c.addrs)
+      this.#retarget()
       emit('coordinators', {
         version: this.version,
         coordinators: this.#known.entries().map((c) => c.peerId),
@@ -126,6 +147,17 @@ export class Failover implements CoordinatorChoice {
         message: `refused the coordinator list a coordinator sent (${errorMessage(err)}); kept the one held`,
       })
     }
+  }
+
+  #retarget(): void {
+    const current = this.#current.peer.toString()
+    const entry = this.#known.after(current)
+    try {
+      this.#standbyTarget = entry.peerId === current ? undefined : this.#target(entry)
+    } catch {
+      this.#standbyTarget = undefined // one this version cannot dial: next() warns when it comes to it
+    }
+    this.#standby?.reconsider()
   }
 
   #target(entry: CoordinatorEntry): LinkTarget {

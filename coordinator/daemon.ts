@@ -35,6 +35,7 @@ import {
   IDENTITY_FILE,
   MAX_ENVELOPE_BYTES,
   MAX_NIX_FRAME_BYTES,
+  MAX_STANDBY_FRAME_BYTES,
   PROTOCOLS,
 } from '../protocol/index.ts'
 import { AdminRpc } from './admin-rpc.ts'
@@ -55,6 +56,7 @@ import { NixCache } from './nix-cache.ts'
 import { nixCacheHandler } from './nix-cache-rpc.ts'
 import { COLLECT_INTERVAL_MS, NixRetention } from './nix-retention.ts'
 import { RolloutEngine } from './rollout-engine.ts'
+import { standbyHandler } from './standby.ts'
 import type { FleetStore } from './store.ts'
 import type { UploadLimits } from './upload-quota.ts'
 import { verifyPool } from './verify-pool.ts'
@@ -287,6 +289,11 @@ async function startLocked(
     framed,
   )
   await handleFramed(host, PROTOCOLS.control, control.handle, { ...framed, maxInboundStreams: 4 })
+  await handleFramed(host, PROTOCOLS.standby, standbyHandler(store), {
+    counters,
+    maxFrameBytes: MAX_STANDBY_FRAME_BYTES,
+    maxInboundStreams: 2,
+  })
   await handleFramed(host, PROTOCOLS.admin, admin.handle, {
     ...framed,
     maxFrameBytes: Math.max(framed.maxFrameBytes, BLOB_CHUNK_BYTES),

@@ -16,6 +16,11 @@ export const PROTOCOLS = {
   nix: '/fleetmesh/nix/1',
   /** First contact of a new agent, presenting its enrollment token. */
   enroll: '/fleetmesh/enroll/1',
+  /**
+   * An agent's quiet stream to the coordinator it would fail over to
+   * (standby.ts): it keeps that connection open and handshaken in advance.
+   */
+  standby: '/fleetmesh/standby/1',
 } as const
 
 export type ProtocolId = (typeof PROTOCOLS)[keyof typeof PROTOCOLS]

@@ -5,6 +5,7 @@
  * `answerWhen` resolves, if given), then hands the stream and the agent's hello
  * to `script`. {@link linkTo} makes the agent's side.
  */
+import type { Connection } from '@libp2p/interface'
 import { CoordinatorLink } from '../../agent/link.ts'
 import type { LinkInit } from '../../agent/link-init.ts'
 import type { FleetHost } from '../../net/index.ts'
@@ -25,7 +26,7 @@ type CoordinatorHello = Extract<ControlFrame, { t: 'hello' }>
 /** Resolves once the fake listens; `result` settles with what the script returns (or its error). */
 export async function fakeCoordinator<T>(
   host: (role: 'coordinator') => Promise<FleetHost>,
-  script: (fs: FramedStream, hello: ControlFrame) => Promise<T>,
+  script: (fs: FramedStream, hello: ControlFrame, connection: Connection) => Promise<T>,
   hello: Partial<CoordinatorHello> = {},
   answerWhen: (agentHello: ControlFrame) => Promise<void> = async () => {},
 ): Promise<{ result: Promise<T>; coordinator: FleetHost }> {
@@ -37,7 +38,7 @@ export async function fakeCoordinator<T>(
   await handleFramed(
     coordinator,
     PROTOCOLS.control,
-    async (fs) => {
+    async (fs, connection) => {
       try {
         const theirs = decodeControlFrame((await fs.read()) as Uint8Array, MAX_ENVELOPE_BYTES)
         if ('unknown' in theirs) throw new Error('expected the agent hello')
@@ -51,7 +52,7 @@ export async function fakeCoordinator<T>(
           ...hello,
         }
         await fs.send(encodeMessage(controlFrameSchema, reply))
-        settle.resolve(await script(fs, theirs))
+        settle.resolve(await script(fs, theirs, connection))
       } catch (err) {
         settle.reject(err)
       }

@@ -55,6 +55,15 @@ describe.skipIf(unavailable !== undefined)(
         // its first report (where it is) acknowledged before the kill
         await agent.waitFor((e) => e.event === 'acked', 30_000, `${name}'s first report acknowledged`)
       }
+      // A's agents stand by with B (agent/standby.ts): B holds their standby streams as enrolled machines
+      for (const name of ['a-1', 'a-2', 'a-3'])
+        await agents
+          .get(name)
+          ?.waitFor(
+            (e) => e.event === 'standby' && e.held === true && e.peerId === bId,
+            30_000,
+            `${name} holds a standby connection to coordinator B`,
+          )
       const before = new Map([...agents].map(([name, agent]) => [name, acked(agent)]))
 
       await a.kill('SIGKILL')
