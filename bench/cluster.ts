@@ -19,7 +19,16 @@ import { cpuSeconds, fmt, line, percentile } from './measure.ts'
 const GOAL_MS = 5_000
 const PATIENCE_MS = 120_000
 
-export async function benchCluster(agentCount: number, processes: number): Promise<Record<string, number>> {
+/**
+ * With `standby`, each agent holds its standby link to B (agent/standby.ts)
+ * before the kill, as agents of a fleet with several coordinators do by default;
+ * without it, every agent dials B afresh (`--standby off`).
+ */
+export async function benchCluster(
+  agentCount: number,
+  processes: number,
+  standby = true,
+): Promise<Record<string, number>> {
   const unavailable = postgresUnavailable()
   if (unavailable !== undefined) {
     console.log(`skipped: ${unavailable}`)
@@ -39,11 +48,20 @@ export async function benchCluster(agentCount: number, processes: number): Promi
     for (const [i, shard] of shards.entries()) {
       const count = Math.floor(agentCount / n) + (i < agentCount % n ? 1 : 0)
       await shard.ask(
-        { op: 'failover-start', dir: cluster.fleet.dir, count, prefix: `fail${i}`, movedTo: b },
+        { op: 'failover-start', dir: cluster.fleet.dir, count, prefix: `fail${i}`, movedTo: b, standby },
         'started',
       )
     }
     process.stdout.write(` ${((Date.now() - started) / 1000).toFixed(1)} s\n`)
+    const held = standby
+      ? (
+          await Promise.all(
+            shards.map((s) => s.ask({ op: 'failover-standby', timeoutMs: PATIENCE_MS }, 'standing')),
+          )
+        )
+          .map((r) => r.held)
+          .reduce((x, y) => x + y, 0)
+      : 0
 
     const bCpuBefore = await cpuSeconds(bPid)
     const killedAt = performance.timeOrigin + performance.now()
@@ -55,8 +73,10 @@ export async function benchCluster(agentCount: number, processes: number): Promi
     const times = replies.flatMap((r) => r.at.map((t) => t - killedAt)).sort((x, y) => x - y)
     const noticed = replies.flatMap((r) => r.lost.map((t) => t - killedAt)).sort((x, y) => x - y)
     console.log(
-      `Failover after kill -9 of coordinator A: ${agentCount} agents (in ${n} processes) from the kill to hello with B`,
+      `Failover after kill -9 of coordinator A: ${agentCount} agents (in ${n} processes) from the kill to hello with B, ` +
+        (standby ? 'each holding a standby connection to B' : 'each dialing B afresh (agent --standby off)'),
     )
+    if (standby) line('agents holding a standby connection to B at the kill', `${held} of ${agentCount}`)
     if (times.length < agentCount)
       line(`agents on B after ${PATIENCE_MS / 1000} s`, `${times.length} of ${agentCount}`)
     const all = times.length === agentCount ? (times.at(-1) as number) : Number.NaN
@@ -76,12 +96,13 @@ export async function benchCluster(agentCount: number, processes: number): Promi
     for (const [reason, count] of [...failed].sort((x, y) => y[1] - x[1]).slice(0, 3))
       line(`  ${count} ×`, reason)
     line(`ratio to the goal (${GOAL_MS / 1000} s for 500 agents)`, `${fmt(all / GOAL_MS, 2)}`)
+    const key = (name: string) => `failover ${standby ? '' : 'without standby '}${name}`
     return {
       agents: agentCount,
-      'failover p50 ms': percentile(times, 50),
-      'failover p99 ms': percentile(times, 99),
-      'failover all ms': all,
-      'failover coordinator cpu s': bCpu,
+      [key('p50 ms')]: percentile(times, 50),
+      [key('p99 ms')]: percentile(times, 99),
+      [key('all ms')]: all,
+      [key('coordinator cpu s')]: bCpu,
     }
   } finally {
     // the fleet bench's stop: each child that is still there stops its agents, then goes

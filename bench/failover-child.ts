@@ -24,6 +24,7 @@ interface FailoverAgent {
 }
 
 const agents: FailoverAgent[] = []
+const stops: (() => Promise<void>)[] = []
 /** When each agent said hello to B, and when it saw its link to A go */
 const movedAt: number[] = []
 const lostAt: number[] = []
@@ -33,6 +34,12 @@ let allMoved: () => void = () => {}
 const moved = new Promise<void>((resolve) => {
   allMoved = resolve
 })
+/** Agents holding their standby link to B (agent/standby.ts), when they run one */
+let standing = 0
+let allStanding: () => void = () => {}
+const standingAll = new Promise<void>((resolve) => {
+  allStanding = resolve
+})
 
 const now = () => performance.timeOrigin + performance.now()
 const reply = (m: ShardReply): void => {
@@ -40,7 +47,13 @@ const reply = (m: ShardReply): void => {
 }
 
 /** `count` agents named `<prefix>-NNNN`, enrolled and linked to A with the list in hand, 20 at a time. */
-async function start(dir: string, count: number, prefix: string, movedTo: string): Promise<void> {
+async function start(
+  dir: string,
+  count: number,
+  prefix: string,
+  movedTo: string,
+  standby: boolean,
+): Promise<void> {
   const fleetDir = new FleetDirectory(dir)
   const home = await loadAdminHome(fleetDir.home)
   const fleet = { fleetRoot: home.fleetRoot, fleetId: home.fleet.fleetId }
@@ -62,10 +75,19 @@ async function start(dir: string, count: number, prefix: string, movedTo: string
           enrolled: home.fleet.coordinator,
           finderFor: () => undefined,
           allow: () => {},
-          emit: (event) => {
+          emit: (event, fields) => {
             if (event === 'coordinators') listed()
+            if (
+              event === 'standby' &&
+              fields.held === true &&
+              fields.peerId === movedTo &&
+              ++standing === count
+            )
+              allStanding()
           },
+          ...(standby ? { standby: { host } } : {}),
         })
+        stops.push(() => failover.stop())
         let lost = false
         /** Set once the agent is on A with the list: only a later loss is the one measured */
         let gotListed = false
@@ -107,8 +129,14 @@ async function start(dir: string, count: number, prefix: string, movedTo: string
 async function handle(m: ShardCommand): Promise<void> {
   switch (m.op) {
     case 'failover-start':
-      await start(m.dir, m.count, m.prefix, m.movedTo)
+      await start(m.dir, m.count, m.prefix, m.movedTo, m.standby)
       return reply({ op: 'started' })
+    case 'failover-standby': {
+      // every agent's standby link to B held, or as many as are when the parent's patience ends
+      const timer = new Promise<void>((resolve) => setTimeout(resolve, m.timeoutMs).unref())
+      await Promise.race([standingAll, timer])
+      return reply({ op: 'standing', held: standing })
+    }
     case 'failover-wait': {
       // all of this child's agents on B, or what there is when the parent's patience ends
       const timer = new Promise<void>((resolve) => setTimeout(resolve, m.timeoutMs).unref())
@@ -116,6 +144,7 @@ async function handle(m: ShardCommand): Promise<void> {
       return reply({ op: 'moved', at: [...movedAt], lost: [...lostAt], failures: [...failures] })
     }
     case 'stop':
+      await Promise.all(stops.map((stop) => stop()))
       await Promise.all(
         agents.map(async ({ link, host }) => {
           await link.stop()

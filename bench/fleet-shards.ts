@@ -21,11 +21,13 @@ export type ShardCommand =
   | { op: 'nats-keys'; names: string[] }
   | { op: 'nats-connect'; options: NatsOptions; homeDir: string }
   // the cluster bench's failover agents (failover-child.ts): enroll through A, then wait to be on `movedTo`
-  | { op: 'failover-start'; dir: string; count: number; prefix: string; movedTo: string }
+  | { op: 'failover-start'; dir: string; count: number; prefix: string; movedTo: string; standby: boolean }
   | { op: 'failover-wait'; timeoutMs: number }
+  | { op: 'failover-standby'; timeoutMs: number }
 
 export type ShardReply =
   | { op: 'started' | 'armed' | 'queued' | 'pinging' | 'stopped' }
+  | { op: 'standing'; held: number }
   | { op: 'verified'; at: number[] }
   | { op: 'acked'; at: number }
   | { op: 'counts'; agent: number; coordinator: number; examples: string[] }

@@ -73,6 +73,7 @@ const sections: Record<string, () => Promise<unknown> | unknown> = {
       numberArg('--reports', 50),
     )),
     ...(await benchCluster(numberArg('--failover-agents', 500), numberArg('--agent-procs', 4))),
+    ...(await benchCluster(numberArg('--failover-agents', 500), numberArg('--agent-procs', 4), false)),
   }),
   nix: () => benchNix(numberArg('--runs', 3)),
   rollout: () => benchRollout(numberArg('--machines', 1000)),
