@@ -49,6 +49,7 @@ import {
   Enrollment,
   EnrollmentError,
   type EnrollmentFile,
+  enrollAt,
   enrollWithCoordinator,
   readEnrollmentFile,
 } from './enroll.ts'
@@ -385,12 +386,15 @@ async function enrollIfNeeded(
     )
   }
   const token = checkToken(await options.token())
-  dialScope.allow(token.coordinator.addrs)
+  const others = token.others.flatMap((c) => c.addrs)
+  dialScope.allow([...token.coordinator.addrs, ...others])
   if (!options.coordinatorAddrs?.length)
     checkAddresses(token.coordinator.addrs, "the token's coordinator address")
+  checkAddresses(others, "the token's other coordinators' addresses")
   let enrollment: EnrollmentFile
   try {
-    enrollment = await enrollWithCoordinator(host, token, path, options.coordinatorAddrs)
+    const log = (msg: string) => emit('log', { msg })
+    enrollment = await enrollWithCoordinator(host, token, path, options.coordinatorAddrs, log)
   } catch (err) {
     const find = finderFor(token.coordinator.peerId, [
       ...(options.coordinatorAddrs ?? []),
@@ -405,7 +409,7 @@ async function enrollIfNeeded(
     })
     // the enrollment file keeps at most 16 addresses
     const addrs = found.slice(0, 16).map((a) => a.toString())
-    enrollment = await enrollWithCoordinator(host, token, path, addrs)
+    enrollment = await enrollAt(host, token, path, { peerId: token.coordinator.peerId, addrs })
   }
   emit('enrolled', { machine: enrollment.machine, tags: enrollment.tags, fleetId: enrollment.fleetId })
   return enrollment

@@ -65,14 +65,44 @@ export function checkToken(text: string): EnrollmentToken {
   return token
 }
 
+/**
+ * Enrolls through the token's coordinator (at `addrsOverride` if given) and,
+ * while one cannot be reached, through each of the fleet's other coordinators
+ * the token names: any of them accepts it, once (the token's nonce is used
+ * once fleet-wide). Any answer other than "unreachable" ends the tries.
+ */
 export async function enrollWithCoordinator(
   host: FleetHost,
   token: EnrollmentToken,
   file: string,
   addrsOverride: string[] = [],
+  log: (msg: string) => void = () => {},
 ): Promise<EnrollmentFile> {
-  const coordinator = peerIdFromString(token.coordinator.peerId)
-  const addrs = (addrsOverride.length > 0 ? addrsOverride : token.coordinator.addrs).map((a) => multiaddr(a))
+  const first = addrsOverride.length > 0 ? { ...token.coordinator, addrs: addrsOverride } : token.coordinator
+  const targets = [first, ...token.others]
+  const unreachable: EnrollmentError[] = []
+  for (const [i, target] of targets.entries()) {
+    try {
+      return await enrollAt(host, token, file, target)
+    } catch (err) {
+      if (!(err instanceof EnrollmentError && err.code === 'unreachable')) throw err
+      unreachable.push(err)
+      if (i + 1 < targets.length) log(`${err.message}; trying the next coordinator the token names`)
+    }
+  }
+  if (unreachable.length === 1) throw unreachable[0]
+  throw new EnrollmentError('unreachable', unreachable.map((e) => e.message).join('; '))
+}
+
+/** Enrolls through one coordinator, at `target.addrs`. */
+export async function enrollAt(
+  host: FleetHost,
+  token: EnrollmentToken,
+  file: string,
+  target: { peerId: string; addrs: readonly string[] },
+): Promise<EnrollmentFile> {
+  const coordinator = peerIdFromString(target.peerId)
+  const addrs = target.addrs.map((a) => multiaddr(a))
   if (addrs.length > 0) await host.peerStore.merge(coordinator, { multiaddrs: addrs })
   let stream: Awaited<ReturnType<FleetHost['dialProtocol']>>
   try {
@@ -115,7 +145,7 @@ export async function enrollWithCoordinator(
     fleetRoot: token.fleetRoot.toString(),
     machine: response.machine,
     tags: token.tags,
-    coordinator: { peerId: token.coordinator.peerId, addrs: addrs.map((a) => a.toString()) },
+    coordinator: { peerId: target.peerId, addrs: addrs.map((a) => a.toString()) },
     enrolledAt: Date.now(),
   }
   await writeJsonAtomic(file, record, 0o600)

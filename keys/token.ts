@@ -24,13 +24,20 @@ import { bytes, machineName, publicKeyBytes, signatureBytes, tagName, timestampM
 const TEXT_PREFIX = 'fmtok1.'
 export const MAX_TOKEN_BYTES = 32 * 1024
 
+/** The other coordinators a token may name, to enroll through when its own is unreachable. */
+export const MAX_TOKEN_OTHERS = 8
+
+const coordinatorRef = z.strictObject({
+  peerId: z.string().min(1).max(128),
+  addrs: z.array(z.string().min(1).max(512)).max(16),
+})
+
 const bodySchema = z.strictObject({
   v: z.literal(1),
   fleetRoot: publicKeyBytes,
-  coordinator: z.strictObject({
-    peerId: z.string().min(1).max(128),
-    addrs: z.array(z.string().min(1).max(512)).max(16),
-  }),
+  coordinator: coordinatorRef,
+  /** Absent in a token that names one coordinator, so that agents before it read such tokens too. */
+  others: z.array(coordinatorRef).min(1).max(MAX_TOKEN_OTHERS).optional(),
   machine: machineName,
   tags: z.array(tagName).max(64),
   issuedAt: timestampMs,
@@ -48,6 +55,8 @@ const wireSchema = z.strictObject({
 export interface EnrollmentToken {
   fleetRoot: PublicKey
   coordinator: { peerId: string; addrs: string[] }
+  /** The fleet's other coordinators, tried in turn when `coordinator` cannot be reached (possibly none). */
+  others: { peerId: string; addrs: string[] }[]
   machine: string
   tags: string[]
   issuedAt: number
@@ -63,6 +72,8 @@ export interface EnrollmentToken {
 export interface TokenOptions {
   fleetRoot: PublicKey
   coordinator: { peerId: string; addrs: string[] }
+  /** The fleet's other coordinators (the first MAX_TOKEN_OTHERS of them are named). */
+  others?: readonly { peerId: string; addrs: readonly string[] }[]
   machine: string
   tags: readonly string[]
   ttlMs: number
@@ -75,10 +86,15 @@ export function issueToken(
   options: TokenOptions,
 ): string {
   const now = options.now ?? Date.now()
+  const others = (options.others ?? [])
+    .filter((c) => c.peerId !== options.coordinator.peerId)
+    .slice(0, MAX_TOKEN_OTHERS)
+    .map((c) => ({ peerId: c.peerId, addrs: [...c.addrs] }))
   const raw = {
     v: 1 as const,
     fleetRoot: options.fleetRoot.bytes,
     coordinator: { peerId: options.coordinator.peerId, addrs: [...options.coordinator.addrs] },
+    ...(others.length > 0 ? { others } : {}),
     machine: options.machine,
     tags: [...new Set(options.tags)].sort(),
     issuedAt: now,
@@ -95,6 +111,11 @@ export function issueToken(
     signer: admin.publicKey.bytes,
     chain: [...chain],
   })
+  if (wire.length > MAX_TOKEN_BYTES)
+    throw new TokenError(
+      'malformed',
+      `cannot issue token: it would be ${wire.length} bytes, more than the ${MAX_TOKEN_BYTES} an agent reads (too many coordinator addresses?)`,
+    )
   return TEXT_PREFIX + toBase64Url(wire)
 }
 
@@ -140,6 +161,7 @@ export function parseToken(text: string): EnrollmentToken {
   return {
     fleetRoot: PublicKey.fromBytes(b.data.fleetRoot),
     coordinator: b.data.coordinator,
+    others: b.data.others ?? [],
     machine: b.data.machine,
     tags: b.data.tags,
     issuedAt: b.data.issuedAt,

@@ -345,6 +345,8 @@ async function writeTokens(home: AdminHome, plan: MachinePlan[], dir: string, tt
     const token = issueToken(home.key, home.chain, {
       fleetRoot: home.fleetRoot,
       coordinator: home.fleet.coordinator,
+      // the others of the signed list: the agent enrolls through one of them when this one is down
+      others: home.coordinators,
       machine: m.machine,
       tags: m.tagsAdded,
       ttlMs,

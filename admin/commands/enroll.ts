@@ -95,6 +95,8 @@ export async function enroll(argv: string[], home: string): Promise<void> {
   const token = issueToken(me.key, me.chain, {
     fleetRoot: me.fleetRoot,
     coordinator: me.fleet.coordinator,
+    // the others of the signed list: the agent enrolls through one of them when this one is down
+    others: me.coordinators,
     machine,
     tags,
     ttlMs,

@@ -123,6 +123,21 @@ describe.skipIf(unavailable !== undefined)(
       expect((await c.cli('b', ['machines', '--json'])).stdout).toContain('"twice"')
     }, 120_000)
 
+    it('a token made for a coordinator that is down enrolls through another one it names', async () => {
+      const c = await ClusterFleet.create()
+      cluster = c
+      const a = await c.start('a')
+      await c.start('b')
+      const token = await c.token('a', 'late') // made for A; it names B too, from the admin home's signed list
+      await a.kill('SIGKILL')
+      const agent = c.fleet.startAgent('late', ['--token', token])
+      await agent.waitFor((e) => e.event === 'enrolled', 60_000, 'late enrolled')
+      const bId = await c.peerId('b')
+      await agent.waitFor((e) => e.event === 'connected' && e.peerId === bId, 30_000, 'late on coordinator B')
+      const said = agent.events.filter((e) => e.event === 'log').map((e) => String(e.msg))
+      expect(said.some((m) => m.includes('trying the next coordinator the token names'))).toBe(true)
+    }, 120_000)
+
     it('rollout control moves to the other coordinator when the one running it is killed (kill -9)', async () => {
       const c = await ClusterFleet.create()
       cluster = c

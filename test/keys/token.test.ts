@@ -1,12 +1,16 @@
 import { describe, expect, it } from 'vitest'
 import {
+  decodeCanonical,
   issueCertificate,
   issueToken,
+  MAX_TOKEN_BYTES,
+  MAX_TOKEN_OTHERS,
   PrivateKey,
   parseToken,
   TokenError,
   verifyToken,
 } from '../../keys/index.ts'
+import { fromBase64Url } from '../../lib/index.ts'
 
 const HOUR = 3_600_000
 const root = PrivateKey.generate()
@@ -55,6 +59,40 @@ describe('enrollment tokens', () => {
     expect(token.coordinator).toEqual(coordinator)
     expect(token.nonce).toMatch(/^[0-9a-f]{32}$/)
     expect(verifyToken(token, { root: root.publicKey }).leaf.name).toBe('ops')
+  })
+
+  it("names the fleet's other coordinators, at most MAX_TOKEN_OTHERS, and a token naming one reads as before", () => {
+    const other = (port: number) => ({
+      peerId: PrivateKey.generate().toPeerId().toString(),
+      addrs: [`/ip4/127.0.0.1/tcp/${port}`],
+    })
+    const opts = { fleetRoot: root.publicKey, coordinator, machine: 'edge-1', tags: ['lab'], ttlMs: HOUR }
+    const others = Array.from({ length: MAX_TOKEN_OTHERS + 2 }, (_, i) => other(5000 + i))
+    // the token's own coordinator is not named twice; the rest in order, up to the bound
+    const many = parseToken(
+      issueToken(admin, chainFor(['enroll']), { ...opts, others: [coordinator, ...others] }),
+    )
+    expect(many.others).toEqual(others.slice(0, MAX_TOKEN_OTHERS))
+    expect(verifyToken(many, { root: root.publicKey }).leaf.name).toBe('ops')
+    // with no other coordinator the body has no `others` at all: agents before it read the token
+    const one = issueToken(admin, chainFor(['enroll']), { ...opts, others: [coordinator] })
+    expect(parseToken(one).others).toEqual([])
+    const wire = decodeCanonical(fromBase64Url(one.slice('fmtok1.'.length)), MAX_TOKEN_BYTES) as {
+      body: Uint8Array
+    }
+    expect(Object.keys(decodeCanonical(wire.body, MAX_TOKEN_BYTES) as object)).not.toContain('others')
+  })
+
+  it('refuses to issue a token larger than an agent reads, saying why', () => {
+    const long = (i: number) => ({
+      peerId: PrivateKey.generate().toPeerId().toString(),
+      addrs: Array.from({ length: 16 }, (_, j) => `/dns4/${'x'.repeat(480)}${i}-${j}.example/tcp/4001`),
+    })
+    const opts = { fleetRoot: root.publicKey, coordinator, machine: 'edge-1', tags: ['lab'], ttlMs: HOUR }
+    const others = Array.from({ length: MAX_TOKEN_OTHERS }, (_, i) => long(i))
+    expect(() => issueToken(admin, chainFor(['enroll']), { ...opts, others })).toThrow(
+      /more than the 32768 an agent reads/,
+    )
   })
 
   it('each token gets a fresh nonce', () => {
