@@ -17,9 +17,17 @@ const LOG_REPORT_LOOKBACK = 1000
 
 const SQL = {
   enrolled: 'SELECT name FROM machines WHERE name = ANY($1::text[])',
-  insertStatus: `INSERT INTO statuses (machine, seq, report, envelope, received_at, manifest_id, rollout_id,
-    carries_log) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (machine, seq) DO NOTHING`,
-  advanceLatest: `INSERT INTO latest_status (machine, seq) VALUES ($1, $2)
+  // The whole batch in one statement, its rows in the order (machine, seq) every coordinator locks them in.
+  insertStatuses: `INSERT INTO statuses (machine, seq, report, envelope, received_at, manifest_id, rollout_id,
+    carries_log)
+    SELECT machine, seq, report, envelope, received_at, manifest_id, rollout_id, carries_log
+    FROM unnest($1::text[], $2::int8[], $3::text[], $4::bytea[], $5::int8[], $6::text[], $7::text[], $8::bool[])
+      WITH ORDINALITY AS t(machine, seq, report, envelope, received_at, manifest_id, rollout_id, carries_log, ord)
+    ORDER BY machine, seq, ord
+    ON CONFLICT (machine, seq) DO NOTHING
+    RETURNING machine, seq`,
+  advanceLatest: `INSERT INTO latest_status (machine, seq)
+    SELECT machine, max(seq) FROM unnest($1::text[], $2::int8[]) AS t(machine, seq) GROUP BY machine ORDER BY machine
     ON CONFLICT (machine) DO UPDATE SET seq = excluded.seq WHERE excluded.seq > latest_status.seq`,
   sameStatus: 'SELECT (envelope = $1)::int4 AS same FROM statuses WHERE machine = $2 AND seq = $3',
   lastStatusSeq: 'SELECT seq FROM latest_status WHERE machine = $1',
@@ -61,33 +69,42 @@ export class PgStatuses {
     return this.#db.transaction([], async (tx) => {
       const names = [...new Set(records.map((r) => r.machine))]
       const enrolled = new Set((await tx.rows(SQL.enrolled, [names])).map((row) => text(row, 'name')))
-      // Rows are locked in one order (machine, seq) by every coordinator, so two batches never deadlock.
-      const order = records
-        .map((record, i) => ({ record, i }))
-        .sort((a, b) =>
-          a.record.machine === b.record.machine
-            ? a.record.seq - b.record.seq
-            : a.record.machine < b.record.machine
-              ? -1
-              : 1,
-        )
       const out: Outcome[] = new Array(records.length)
-      for (const { record, i } of order) {
-        if (!enrolled.has(record.machine)) {
-          out[i] = unknownMachine(record.machine)
-          continue
-        }
-        const { machine, seq, report, envelope, receivedAt } = record
-        const values = [machine, seq, JSON.stringify(report), envelope, receivedAt, ...statusKeys(report)]
-        const inserted = await tx.run(SQL.insertStatus, values)
-        if (inserted === 0) {
-          const [row] = await tx.rows(SQL.sameStatus, [envelope, machine, seq])
-          out[i] = row?.same === 1 ? 'duplicate' : seqReused(record)
-          continue
-        }
-        await tx.run(SQL.advanceLatest, [machine, seq])
-        out[i] = 'stored'
+      const known: { record: StatusRecord; i: number }[] = []
+      for (const [i, record] of records.entries()) {
+        if (enrolled.has(record.machine)) known.push({ record, i })
+        else out[i] = unknownMachine(record.machine)
       }
+      if (known.length === 0) return out
+      // One round trip for the batch, not two per report. Rows are locked in one order (machine, seq) by
+      // every coordinator, so two batches never deadlock; of one report sent twice in a batch the first is stored.
+      const column = <T>(pick: (r: StatusRecord) => T) => known.map(({ record }) => pick(record))
+      const keys = column((r) => statusKeys(r.report))
+      const inserted = await tx.rows(SQL.insertStatuses, [
+        column((r) => r.machine),
+        column((r) => r.seq),
+        column((r) => JSON.stringify(r.report)),
+        column((r) => r.envelope),
+        column((r) => r.receivedAt),
+        keys.map((k) => k[0]),
+        keys.map((k) => k[1]),
+        keys.map((k) => k[2]),
+      ])
+      const fresh = new Set(inserted.map((row) => `${text(row, 'machine')}\n${integer(row, 'seq')}`))
+      const stored: StatusRecord[] = []
+      for (const { record, i } of known) {
+        const key = `${record.machine}\n${record.seq}`
+        if (fresh.delete(key)) {
+          out[i] = 'stored'
+          stored.push(record)
+          continue
+        }
+        // there before, or earlier in this batch: the same report again, or another under its seq
+        const [row] = await tx.rows(SQL.sameStatus, [record.envelope, record.machine, record.seq])
+        out[i] = row?.same === 1 ? 'duplicate' : seqReused(record)
+      }
+      if (stored.length > 0)
+        await tx.run(SQL.advanceLatest, [stored.map((r) => r.machine), stored.map((r) => r.seq)])
       return out
     })
   }

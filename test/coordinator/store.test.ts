@@ -294,6 +294,21 @@ describeStores((kind) => {
       expect(await store.lastStatusSeq('edge-1')).toBe(2)
       expect(await store.lastStatusSeq('edge-2')).toBe(1)
     })
+
+    it('group commit: of one seq twice in a batch the first is stored, then a duplicate or a conflict', async () => {
+      const first = status('edge-1', 5)
+      const other = status('edge-1', 5, { manifestId: hex(16) })
+      const outcomes = await store.recordStatuses([status('edge-2', 3), first, first, other, status('edge-1', 4)])
+      expect(outcomes.slice(0, 3)).toEqual(['stored', 'stored', 'duplicate'])
+      expect((outcomes[3] as StoreConflictError).code).toBe('seq-reused')
+      expect(outcomes[4]).toBe('stored')
+      expect((await store.statusHistory('edge-1', 5)).map((r) => [r.seq, r.report.manifestId])).toEqual([
+        [5, first.report.manifestId],
+        [4, expect.anything()],
+      ])
+      expect(await store.lastStatusSeq('edge-1')).toBe(5)
+      expect(await store.lastStatusSeq('edge-2')).toBe(3)
+    })
   })
 
   describe("an update's log and a rollout's report", () => {
