@@ -8,7 +8,7 @@
  */
 import { spawn } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { getPriority, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 
@@ -31,9 +31,16 @@ console.log('verified', opened.value.machine)
  * not hold it after.
  */
 const warmScript = `
+import { readdirSync, readFileSync } from 'node:fs'
 import { verifyPool } from '${at('coordinator/verify-pool.ts')}'
 await verifyPool.warm()
-console.log('warmed')
+// each thread's name and nice value (/proc/self/task/<tid>/stat: comm, then the 17th field after it)
+const threads = readdirSync('/proc/self/task').map((tid) => {
+  const stat = readFileSync('/proc/self/task/' + tid + '/stat', 'utf8')
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return { tid, name: stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')), nice: Number(fields[16]) }
+})
+console.log(JSON.stringify({ warmed: true, pid: process.pid, threads }))
 `
 
 async function runScript(source: string): Promise<{ code: number | null; out: string }> {
@@ -59,8 +66,28 @@ describe('the report verifier pool', () => {
   it('warms up on request, and still lets the process exit once warm', async () => {
     const { code, out } = await runScript(warmScript)
     expect(code).toBe(0)
-    expect(out).toContain('warmed')
+    expect(out).toContain('"warmed":true')
   }, 30_000)
+
+  // Under a burst the verifiers must not take the cores from the thread that reads every
+  // connection and answers pings: they run niced (Linux), the main thread as it was.
+  it.skipIf(process.platform !== 'linux')(
+    'runs its verifier threads at nice 10, the main thread unchanged',
+    async () => {
+      const { out } = await runScript(warmScript)
+      const { pid, threads } = JSON.parse(out) as {
+        pid: number
+        threads: { tid: string; name: string; nice: number }[]
+      }
+      const main = threads.find((t) => t.tid === String(pid))
+      const verifiers = threads.filter((t) => t.name === 'WorkerThread')
+      expect(verifiers.length).toBeGreaterThanOrEqual(1)
+      const mainNice = main?.nice ?? Number.NaN
+      expect(mainNice).toBe(getPriority()) // the child's main thread as it started: as this process
+      for (const v of verifiers) expect(v.nice).toBe(Math.max(mainNice, 10))
+    },
+    30_000,
+  )
 
   it('lets the process exit once it is idle, unclosed', async () => {
     const { code, out } = await runScript(script)
