@@ -9,11 +9,13 @@
  * failover. Then A is killed, and the clock runs from the kill to each agent's
  * hello with B. The agents' processes still share this machine's two cores
  * with coordinator B and PostgreSQL, so the figure is an upper bound for
- * agents on machines of their own.
+ * agents on machines of their own. It runs twice: with the agents holding
+ * their standby connections to B (agent/standby.ts, the default), and with
+ * every agent dialing B afresh (`--standby off`).
  */
 import { ClusterFleet } from '../testkit/cluster.ts'
 import { postgresUnavailable } from '../testkit/postgres.ts'
-import { AgentShards, Shard } from './fleet-shards.ts'
+import { AGENT_NICE, AgentShards, Shard } from './fleet-shards.ts'
 import { cpuSeconds, fmt, line, percentile } from './measure.ts'
 
 const GOAL_MS = 5_000
@@ -42,7 +44,9 @@ export async function benchCluster(
     const bPid = (await cluster.start('b')).child.pid as number
     const b = await cluster.peerId('b')
 
-    process.stdout.write(`  starting ${agentCount} agents in ${n} processes on coordinator A…`)
+    process.stdout.write(
+      `  starting ${agentCount} agents in ${n} processes at nice ${AGENT_NICE} on coordinator A…`,
+    )
     const started = Date.now()
     // One process enrolling at a time, as the fleet bench does: all at once time out on a loaded machine.
     for (const [i, shard] of shards.entries()) {

@@ -7,6 +7,7 @@
  * (performance.timeOrigin + now) on this one machine.
  */
 import { type ChildProcess, fork } from 'node:child_process'
+import { setPriority } from 'node:os'
 import type { Manifest } from '../protocol/index.ts'
 import type { FleetDirectory } from '../testkit/fleetmesh.ts'
 
@@ -46,17 +47,28 @@ export interface NatsOptions {
 
 const now = () => performance.timeOrigin + performance.now()
 
+/**
+ * The nice value of the processes that run the bench's agents (and the NATS
+ * peer's subscribers). On a fleet the agents run on machines of their own; here
+ * they share two cores with the coordinator under test, and at the same priority
+ * their own work (signing, handshakes, verifying) took the CPU from it in the
+ * middle of what is being timed. Niced, they run on what the coordinator leaves.
+ * The pinger, which times the coordinator's answers, is not niced.
+ */
+export const AGENT_NICE = 10
+
 export class Shard {
   readonly child: ChildProcess
   readonly #waiting = new Map<string, (m: ShardReply) => void>()
   #failed: Error | undefined
 
-  constructor(module = new URL('./fleet-shard-child.ts', import.meta.url)) {
+  constructor(module = new URL('./fleet-shard-child.ts', import.meta.url), nice = AGENT_NICE) {
     this.child = fork(module, [], {
       execArgv: ['--disable-warning=ExperimentalWarning'],
       serialization: 'advanced',
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     })
+    if (nice !== 0 && this.child.pid !== undefined) setPriority(this.child.pid, nice)
     this.child.on('message', (m: ShardReply) => {
       if (m.op === 'error') this.#fail(new Error(`bench agent process: ${m.message}`))
       else this.#waiting.get(m.op)?.(m)
@@ -209,7 +221,7 @@ export class AgentShards {
 
   /** A libp2p ping to the coordinator every `intervalMs`, from a process of its own, until `stopPinger`. */
   async startPinger(coordAddr: string, coordinatorPeer: string, intervalMs: number): Promise<void> {
-    this.#pinger = new Shard()
+    this.#pinger = new Shard(undefined, 0)
     await this.#pinger.ask({ op: 'ping-start', coordAddr, coordinatorPeer, intervalMs }, 'pinging')
   }
 

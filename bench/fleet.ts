@@ -33,7 +33,7 @@ import type { FleetHost } from '../net/index.ts'
 import { enrolledHost } from '../testkit/enrolled-host.ts'
 import type { FleetDirectory } from '../testkit/fleetmesh.ts'
 import { TestFleet } from '../testkit/harness.ts'
-import { AgentShards } from './fleet-shards.ts'
+import { AGENT_NICE, AgentShards } from './fleet-shards.ts'
 import { cpuSeconds, fmt, line, measureRate, percentile } from './measure.ts'
 import { benchManifest, benchNatsPeer, natsMissing } from './nats-peer.ts'
 
@@ -81,12 +81,40 @@ export async function benchFleet(
     const infoBefore = await admin.fleetInfo()
     const rssBefore = await rss(pid)
 
-    process.stdout.write(`  starting and enrolling ${agentCount} agents in ${agentProcesses} processes…`)
+    process.stdout.write(
+      `  starting and enrolling ${agentCount} agents in ${agentProcesses} processes at nice ${AGENT_NICE} (they stand for other machines)…`,
+    )
     const started = Date.now()
     const coordinatorPeer = home.fleet.coordinator.peerId
-    shards = await AgentShards.start(fleet, agentCount, agentProcesses, coordAddr, coordinatorPeer)
+    // In two halves: the second half's growth is the cost of each added agent, without what the
+    // first connections cost once (the young generation grown to its working size, compiled code).
+    const added = Math.floor(agentCount / 2)
+    const firstProcesses = Math.max(1, Math.ceil(agentProcesses / 2))
+    const first = await AgentShards.start(
+      fleet,
+      agentCount - added,
+      firstProcesses,
+      coordAddr,
+      coordinatorPeer,
+      'b',
+    )
+    shards = first
+    const rssHalf = await rss(pid)
+    const second =
+      added > 0
+        ? await AgentShards.start(
+            fleet,
+            added,
+            Math.max(1, agentProcesses - firstProcesses),
+            coordAddr,
+            coordinatorPeer,
+            'c',
+          )
+        : undefined
+    if (second) shards = AgentShards.combine([first, second])
     process.stdout.write(` ${((Date.now() - started) / 1000).toFixed(1)} s\n`)
     const rssAfter = await rss(pid)
+    out['rss per added agent bytes'] = added > 0 ? (rssAfter - rssHalf) / added : Number.NaN
     const infoAfter = await admin.fleetInfo()
     out['rss per agent bytes'] = (rssAfter - rssBefore) / agentCount
     out['heap per agent bytes'] = (infoAfter.memory.heapUsed - infoBefore.memory.heapUsed) / agentCount
@@ -232,6 +260,10 @@ export async function benchFleet(
       `${fmt((rssAfter - rssBefore) / 1024 / 1024, 1)} MiB`,
     )
     line('RSS per connected agent', `${fmt(out['rss per agent bytes'] / 1024, 1)} KiB`)
+    line(
+      `RSS per added agent (growth from ${agentCount - Math.floor(agentCount / 2)} to ${agentCount} agents)`,
+      `${fmt((out['rss per added agent bytes'] ?? Number.NaN) / 1024, 1)} KiB`,
+    )
     line(
       'live JS heap per connected agent (no forced GC, so an upper bound)',
       `${fmt((out['heap per agent bytes'] ?? 0) / 1024, 1)} KiB`,
