@@ -110,10 +110,8 @@ export class ControlService {
    * record can lose the race with the store closing).
    */
   async recordLastSeen(now = Date.now()): Promise<void> {
-    for (const session of this.#sessions.values())
-      await this.#init.store
-        .touchMachine(session.machine, { lastSeen: now, path: session.path })
-        .catch(() => {})
+    const seen = (s: Session) => this.#init.store.touchMachine(s.machine, { lastSeen: now, path: s.path })
+    await Promise.all([...this.#sessions.values()].map((s) => seen(s).catch(() => {}))) // one batch, not one each
   }
 
   #refreshLastSeen(session: Session): void {

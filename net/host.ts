@@ -37,6 +37,7 @@ import type { Libp2pOptions } from 'libp2p'
 import { createLibp2p } from 'libp2p'
 import type { ConnectionPath } from '../protocol/index.ts'
 import { ConnectionGuard } from './connection-guard.ts'
+import { linearConnectionList } from './connection-list.ts'
 import { type DialScope, scopedGater } from './dial-scope.ts'
 import { ROLE_PROFILES } from './host-profiles.ts'
 import { quicDialing, withQuic } from './transports.ts'
@@ -355,6 +356,7 @@ export async function createHost(init: HostInit): Promise<FleetHost> {
   }
 
   const host = await createLibp2p<FleetServices>(options)
+  linearConnectionList(host)
   // a peer holding a reservation here is reachable only through its otherwise idle connection
   guard.attach(host, (peer) => host.services.relay?.reservations.has(peer) === true)
   return host
