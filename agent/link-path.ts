@@ -29,6 +29,8 @@ export interface ConnectInit {
   dialTimeoutMs: number
   discover?: (signal: AbortSignal) => Promise<Multiaddr[]>
   log: (msg: string) => void
+  /** Ends the dial early (its owner stops); each step also has `dialTimeoutMs`. */
+  signal?: AbortSignal
 }
 
 /**
@@ -37,34 +39,32 @@ export interface ConnectInit {
  * to the known addresses, else a dial to what `discover` finds.
  */
 export async function connectToCoordinator(init: ConnectInit): Promise<Connection> {
-  const { host, coordinator, coordinatorAddrs, dialTimeoutMs, discover } = init
+  const { host, coordinator, coordinatorAddrs, discover } = init
+  const budget = () =>
+    init.signal === undefined
+      ? AbortSignal.timeout(init.dialTimeoutMs)
+      : AbortSignal.any([init.signal, AbortSignal.timeout(init.dialTimeoutMs)])
   const reuse = openConnectionTo(host, coordinator)
   if (reuse !== undefined) return reuse
   if (coordinatorAddrs.length > 0) await host.peerStore.merge(coordinator, { multiaddrs: coordinatorAddrs })
   let dialError: Error
   try {
     // through whichever of its relays answers first, not each dead one's timeout in turn
-    return await dialThroughRelays(host, coordinator, {
-      signal: AbortSignal.timeout(dialTimeoutMs),
-      log: init.log,
-    })
+    return await dialThroughRelays(host, coordinator, { signal: budget(), log: init.log })
   } catch (err) {
     if (discover === undefined) throw err
     dialError = err as Error
   }
   let found: Multiaddr[]
   try {
-    found = await discover(AbortSignal.timeout(dialTimeoutMs))
+    found = await discover(budget())
   } catch (err) {
     throw new LinkClosedError(
       `cannot reach the coordinator (${dialError.message}) and looking it up failed: ${errorMessage(err)}`,
     )
   }
   init.log(`looked the coordinator up: ${found.map((a) => a.toString()).join(', ')}`)
-  return await dialThroughRelays(host, coordinator, {
-    signal: AbortSignal.timeout(dialTimeoutMs),
-    log: init.log,
-  })
+  return await dialThroughRelays(host, coordinator, { signal: budget(), log: init.log })
 }
 
 /** An open direct (not relayed) connection to `peer`. */

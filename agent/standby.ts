@@ -46,6 +46,8 @@ const IDLE_MS = 3_600_000
 export class StandbyLink {
   readonly #init: Required<Omit<StandbyInit, 'target' | 'emit' | 'host'>> & StandbyInit
   readonly #sleep = new WakeableSleep()
+  /** Aborted by stop(): ends a dial, a stream's opening or the wait for its answer at once. */
+  readonly #stopping = new AbortController()
   #stopped = false
   #run: Promise<void> | undefined
   /** The stream held now, and to whom. */
@@ -78,6 +80,7 @@ export class StandbyLink {
 
   async stop(): Promise<void> {
     this.#stopped = true
+    this.#stopping.abort(new Error('the agent is stopping'))
     this.#held?.fs.abort(new Error('the agent is stopping'))
     this.#sleep.wake()
     await this.#run
@@ -100,8 +103,7 @@ export class StandbyLink {
         continue // woken early, or the target changed meanwhile: decide again
       }
       try {
-        await this.#hold(target.peer, target)
-        retry.succeeded()
+        await this.#hold(target.peer, target, () => retry.succeeded())
       } catch (err) {
         if (!this.#stopped)
           this.#init.emit('standby', { peerId: peer, held: false, error: errorMessage(err) })
@@ -111,9 +113,14 @@ export class StandbyLink {
     }
   }
 
-  /** Dials `peer`, opens the stream and sends a frame every `pingMs` until it fails or is let go. */
-  async #hold(peer: PeerId, target: LinkTarget): Promise<void> {
+  /**
+   * Dials `peer`, opens the stream and sends a frame every `pingMs` until it
+   * fails or is let go; `held` once the coordinator answered (a hold that
+   * worked resets the backoff, however it ends).
+   */
+  async #hold(peer: PeerId, target: LinkTarget, held: () => void): Promise<void> {
     const { host, dialTimeoutMs, pingMs } = this.#init
+    const stopping = this.#stopping.signal
     const conn = await connectToCoordinator({
       host,
       coordinator: peer,
@@ -121,21 +128,23 @@ export class StandbyLink {
       dialTimeoutMs,
       ...(target.discover ? { discover: target.discover } : {}),
       log: () => {},
+      signal: stopping,
     })
-    const stream = await conn.newStream(PROTOCOLS.standby, { signal: AbortSignal.timeout(dialTimeoutMs) })
+    const stream = await conn.newStream(PROTOCOLS.standby, {
+      signal: AbortSignal.any([stopping, AbortSignal.timeout(dialTimeoutMs)]),
+    })
     const fs = new FramedStream(stream, { maxFrameBytes: MAX_STANDBY_FRAME_BYTES })
-    const held = { peer: peer.toString(), fs }
-    this.#held = held
+    const mine = { peer: peer.toString(), fs }
+    this.#held = mine
+    // the background read below may end after this hold did: its wake must not cut the next sleep short
+    let over = false
     try {
       await fs.send(FRAME)
       // its answer says it holds this machine's stream (an unknown peer's is reset instead)
-      decodeMessage(
-        standbyFrameSchema,
-        await fs.readOne({ timeoutMs: dialTimeoutMs }),
-        'standby answer',
-        MAX_STANDBY_FRAME_BYTES,
-      )
-      this.#init.emit('standby', { peerId: held.peer, held: true, addr: conn.remoteAddr.toString() })
+      const answer = await fs.readOne({ signal: stopping, timeoutMs: dialTimeoutMs })
+      decodeMessage(standbyFrameSchema, answer, 'standby answer', MAX_STANDBY_FRAME_BYTES)
+      held()
+      this.#init.emit('standby', { peerId: mine.peer, held: true, addr: conn.remoteAddr.toString() })
       // the coordinator sends nothing more: a read that ends means it let go, or the connection went
       let ended: Error | undefined
       fs.read()
@@ -145,18 +154,23 @@ export class StandbyLink {
         )
         .then((err) => {
           ended = err
-          this.#sleep.wake()
+          if (!over) this.#sleep.wake()
         })
-      while (!this.#stopped && this.#init.target()?.peer.toString() === held.peer) {
+      while (!this.#stopped && this.#init.target()?.peer.toString() === mine.peer) {
         await this.#sleep.sleep(pingMs)
         if (ended !== undefined) throw ended
-        if (this.#init.target()?.peer.toString() !== held.peer) break
+        if (this.#init.target()?.peer.toString() !== mine.peer) break
         await fs.send(FRAME)
       }
       await fs.close().catch(() => {})
-      this.#init.emit('standby', { peerId: held.peer, held: false })
+      this.#init.emit('standby', { peerId: mine.peer, held: false })
+    } catch (err) {
+      // not left open beside the next try's stream (the coordinator would hold it until it fell silent)
+      fs.abort(err instanceof Error ? err : new Error(String(err)))
+      throw err
     } finally {
-      if (this.#held === held) this.#held = undefined
+      over = true
+      if (this.#held === mine) this.#held = undefined
     }
   }
 }

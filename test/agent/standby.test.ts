@@ -7,11 +7,12 @@
 // loopback; the coordinators' control side is the fake of fake-coordinator.ts,
 // their standby side the real handler over a stand-in store lookup.
 import { mkdtemp, rm } from 'node:fs/promises'
+import { type AddressInfo, createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Connection } from '@libp2p/interface'
 import { afterEach, describe, expect, it } from 'vitest'
-import { Failover } from '../../agent/failover.ts'
+import { Failover, type FailoverInit } from '../../agent/failover.ts'
 import { StandbyRefused, standbyHandler } from '../../coordinator/standby.ts'
 import { PrivateKey } from '../../keys/index.ts'
 import type { FleetHost } from '../../net/index.ts'
@@ -74,6 +75,7 @@ async function agentFailover(
   a: FleetHost,
   log: ReturnType<typeof eventLog>,
   pingMs = 10_000,
+  more: { dialTimeoutMs?: number; finderFor?: FailoverInit['finderFor'] } = {},
 ) {
   const dir = await mkdtemp(join(tmpdir(), 'fm-standby-'))
   cleanup.push(() => rm(dir, { recursive: true, force: true }))
@@ -81,10 +83,16 @@ async function agentFailover(
     stateDir: dir,
     fleet,
     enrolled: entryOf(a),
-    finderFor: () => undefined,
+    finderFor: more.finderFor ?? (() => undefined),
     allow: () => {},
     emit: log.emit,
-    standby: { host: agent, settleMs: 0, pingMs, backoffInitialMs: 50 },
+    standby: {
+      host: agent,
+      settleMs: 0,
+      pingMs,
+      backoffInitialMs: 50,
+      ...(more.dialTimeoutMs ? { dialTimeoutMs: more.dialTimeoutMs } : {}),
+    },
   })
   cleanup.push(() => failover.stop())
   return failover
@@ -180,4 +188,41 @@ describe('the standby link', () => {
     await log.next(([e, f]) => e === 'standby' && f.held === true)
     expect(atB.held.length).toBeGreaterThanOrEqual(2)
   })
+
+  it('stops at once while it is still trying to reach the next coordinator', async () => {
+    const agent = await host('agent')
+    const a = await host('coordinator')
+    // B's address refuses at once; looking it up then never ends, until the dial's budget (ten minutes) does
+    const closed = createServer()
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve))
+    const port = (closed.address() as AddressInfo).port
+    await new Promise((resolve) => closed.close(resolve))
+    const b = { peerId: PrivateKey.generate().toPeerId().toString(), addrs: [`/ip4/127.0.0.1/tcp/${port}`] }
+    let lookingUp!: () => void
+    const lookup = new Promise<void>((resolve) => {
+      lookingUp = resolve
+    })
+    const discover = (signal: AbortSignal) =>
+      new Promise<never>((_, reject) => {
+        lookingUp()
+        signal.addEventListener('abort', () => reject(signal.reason))
+      })
+    const log = eventLog()
+    const failover = await agentFailover(agent, a, log, 10_000, {
+      dialTimeoutMs: 600_000,
+      finderFor: (peerId) => (peerId === b.peerId ? discover : undefined),
+    })
+    await failover.receive(
+      signCoordinatorList(root, {
+        fleetId: 'acme',
+        version: 2,
+        issuedAt: Date.now(),
+        coordinators: [entryOf(a), b],
+      }),
+    )
+    await lookup
+    // a stop that waited for the lookup's ten minutes would outlast the test's own timeout
+    await failover.stop()
+    expect(log.events.some(([e, f]) => e === 'standby' && f.held === true)).toBe(false)
+  }, 20_000)
 })
