@@ -8,8 +8,9 @@
 
 import { existsSync } from 'node:fs'
 import { hostname } from 'node:os'
+import type { PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { multiaddr } from '@multiformats/multiaddr'
+import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import { z } from 'zod'
 import {
   type EnrollmentToken,
@@ -101,8 +102,21 @@ export async function enrollAt(
   file: string,
   target: { peerId: string; addrs: readonly string[] },
 ): Promise<EnrollmentFile> {
-  const coordinator = peerIdFromString(target.peerId)
-  const addrs = target.addrs.map((a) => multiaddr(a))
+  let coordinator: PeerId
+  let addrs: Multiaddr[]
+  try {
+    coordinator = peerIdFromString(target.peerId)
+    addrs = target.addrs.map((a) => multiaddr(a))
+  } catch (err) {
+    // signed by the admin, but not what this version reads: the next coordinator the token names, if any
+    throw new EnrollmentError(
+      'unreachable',
+      `cannot dial coordinator ${target.peerId}: ${errorMessage(err)}`,
+      {
+        cause: err,
+      },
+    )
+  }
   if (addrs.length > 0) await host.peerStore.merge(coordinator, { multiaddrs: addrs })
   let stream: Awaited<ReturnType<FleetHost['dialProtocol']>>
   try {

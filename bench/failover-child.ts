@@ -66,6 +66,7 @@ async function start(
         await mkdir(stateDir, { recursive: true })
         const { host } = await enrolledHost(fleetDir, name, ['bench'], stateDir)
         let listed: () => void = () => {}
+        let standingAlready = false
         const gotList = new Promise<void>((resolve) => {
           listed = resolve
         })
@@ -77,13 +78,11 @@ async function start(
           allow: () => {},
           emit: (event, fields) => {
             if (event === 'coordinators') listed()
-            if (
-              event === 'standby' &&
-              fields.held === true &&
-              fields.peerId === movedTo &&
-              ++standing === count
-            )
-              allStanding()
+            // each agent once: one that holds, loses and holds again is not two
+            if (event !== 'standby' || fields.held !== true || fields.peerId !== movedTo || standingAlready)
+              return
+            standingAlready = true
+            if (++standing === count) allStanding()
           },
           ...(standby ? { standby: { host } } : {}),
         })

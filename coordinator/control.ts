@@ -111,7 +111,7 @@ export class ControlService {
    */
   async recordLastSeen(now = Date.now()): Promise<void> {
     const seen = (s: Session) => this.#init.store.touchMachine(s.machine, { lastSeen: now, path: s.path })
-    await Promise.all([...this.#sessions.values()].map((s) => seen(s).catch(() => {}))) // one batch, not one each
+    await Promise.all([...this.#sessions.values()].map((s) => seen(s).catch(() => {}))) // SQLite: one transaction
   }
 
   #refreshLastSeen(session: Session): void {
