@@ -298,7 +298,13 @@ describeStores((kind) => {
     it('group commit: of one seq twice in a batch the first is stored, then a duplicate or a conflict', async () => {
       const first = status('edge-1', 5)
       const other = status('edge-1', 5, { manifestId: hex(16) })
-      const outcomes = await store.recordStatuses([status('edge-2', 3), first, first, other, status('edge-1', 4)])
+      const outcomes = await store.recordStatuses([
+        status('edge-2', 3),
+        first,
+        first,
+        other,
+        status('edge-1', 4),
+      ])
       expect(outcomes.slice(0, 3)).toEqual(['stored', 'stored', 'duplicate'])
       expect((outcomes[3] as StoreConflictError).code).toBe('seq-reused')
       expect(outcomes[4]).toBe('stored')
