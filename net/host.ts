@@ -40,6 +40,7 @@ import { ConnectionGuard } from './connection-guard.ts'
 import { linearConnectionList } from './connection-list.ts'
 import { type DialScope, scopedGater } from './dial-scope.ts'
 import { ROLE_PROFILES } from './host-profiles.ts'
+import { noiseCrypto } from './noise-crypto.ts'
 import { quicDialing, withQuic } from './transports.ts'
 
 export type HostRole = 'coordinator' | 'relay' | 'agent' | 'admin'
@@ -294,7 +295,7 @@ export async function createHost(init: HostInit): Promise<FleetHost> {
       announce: init.announce ?? [],
     },
     transports: [tcp(), quic.transport, circuitRelayTransport()],
-    connectionEncrypters: [noise()],
+    connectionEncrypters: [noise({ crypto: noiseCrypto })],
     streamMuxers: [
       yamux({
         streamOptions: {

@@ -27,9 +27,17 @@ describe("a host's connections", () => {
     const tcp = coordinator.getMultiaddrs().find((a) => a.toString().includes('/tcp/')) ?? []
     const quic = coordinator.getMultiaddrs().find((a) => a.toString().includes('/quic-v1')) ?? []
     const [a0, a1, a2] = agents as [FleetHost, FleetHost, FleetHost]
+    // the coordinator's side of a connection opens a moment after the dialer's
+    let opened = 0
+    const allOpen = new Promise<void>((resolve) =>
+      coordinator.addEventListener('connection:open', () => {
+        if (++opened === 4) resolve()
+      }),
+    )
     for (const a of agents) await a.dial(tcp)
     // a second connection from one agent: a peer with two is listed with both
     await a0.dial(quic, { force: true })
+    await allOpen
     const seen = coordinator.getConnections()
     const peers = (list: { toString(): string }[]) => list.map(String).sort()
     expect(peers(seen.map((c) => c.remotePeer))).toEqual(peers([a0.peerId, a0.peerId, a1.peerId, a2.peerId]))
