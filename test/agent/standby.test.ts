@@ -34,6 +34,10 @@ const entryOf = (h: FleetHost): CoordinatorEntry => ({
   addrs: h.getMultiaddrs().map((a) => a.decapsulateCode(421).toString()),
 })
 
+/** The fleet root's coordinator list (version 2) naming these coordinators, as a coordinator sends it. */
+const listOf = (...coordinators: CoordinatorEntry[]) =>
+  signCoordinatorList(root, { fleetId: 'acme', version: 2, issuedAt: Date.now(), coordinators })
+
 type Event = [string, Record<string, unknown>]
 
 /** The agent's events, and a wait for the first (from now on) that matches. */
@@ -109,14 +113,7 @@ describe('the standby link', () => {
     const log = eventLog()
     const failover = await agentFailover(agent, a.coordinator, log)
     const held = log.next(([e, f]) => e === 'standby' && f.held === true)
-    await failover.receive(
-      signCoordinatorList(root, {
-        fleetId: 'acme',
-        version: 2,
-        issuedAt: Date.now(),
-        coordinators: [entryOf(a.coordinator), entryOf(b.coordinator)],
-      }),
-    )
+    await failover.receive(listOf(entryOf(a.coordinator), entryOf(b.coordinator)))
     expect((await held)[1].peerId).toBe(b.coordinator.peerId.toString())
     expect(atB.held).toHaveLength(1)
 
@@ -150,14 +147,7 @@ describe('the standby link', () => {
     const log = eventLog()
     const failover = await agentFailover(agent, a, log)
     const lost = log.next(([e, f]) => e === 'standby' && f.held === false)
-    await failover.receive(
-      signCoordinatorList(root, {
-        fleetId: 'acme',
-        version: 2,
-        issuedAt: Date.now(),
-        coordinators: [entryOf(a), entryOf(b)],
-      }),
-    )
+    await failover.receive(listOf(entryOf(a), entryOf(b)))
     expect(typeof (await lost)[1].error).toBe('string')
     expect(atB.refused[0]).toBeInstanceOf(StandbyRefused)
     expect(atB.refused[0]?.message).toContain('is not an enrolled machine')
@@ -173,14 +163,7 @@ describe('the standby link', () => {
     const log = eventLog()
     const failover = await agentFailover(agent, a, log)
     const held = log.next(([e, f]) => e === 'standby' && f.held === true)
-    await failover.receive(
-      signCoordinatorList(root, {
-        fleetId: 'acme',
-        version: 2,
-        issuedAt: Date.now(),
-        coordinators: [entryOf(a), entryOf(b)],
-      }),
-    )
+    await failover.receive(listOf(entryOf(a), entryOf(b)))
     await held
     const dropped = await log.next(([e, f]) => e === 'standby' && f.held === false)
     expect(typeof dropped[1].error).toBe('string')
@@ -212,14 +195,7 @@ describe('the standby link', () => {
       dialTimeoutMs: 600_000,
       finderFor: (peerId) => (peerId === b.peerId ? discover : undefined),
     })
-    await failover.receive(
-      signCoordinatorList(root, {
-        fleetId: 'acme',
-        version: 2,
-        issuedAt: Date.now(),
-        coordinators: [entryOf(a), b],
-      }),
-    )
+    await failover.receive(listOf(entryOf(a), b))
     await lookup
     // a stop that waited for the lookup's ten minutes would outlast the test's own timeout
     await failover.stop()

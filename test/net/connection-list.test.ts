@@ -1,24 +1,12 @@
 // The list of all a host's connections (net/connection-list.ts replaces libp2p's,
 // which was quadratic in the number of peers): every open connection, each once,
 // whoever holds several, and still per peer when asked for one. Real hosts on loopback.
-import { generateKeyPair } from '@libp2p/crypto/keys'
 import { afterEach, describe, expect, it } from 'vitest'
-import { createHost, type FleetHost } from '../../net/index.ts'
+import type { FleetHost } from '../../net/index.ts'
+import { loopbackHosts } from '../agent/hosts.ts'
 
-const hosts: FleetHost[] = []
-afterEach(async () => {
-  for (const h of hosts.splice(0)) await h.stop()
-})
-
-const host = async (role: 'coordinator' | 'agent') => {
-  const h = await createHost({
-    role,
-    privateKey: await generateKeyPair('Ed25519'),
-    listen: ['/ip4/127.0.0.1/tcp/0'],
-  })
-  hosts.push(h)
-  return h
-}
+const { host, stopAll } = loopbackHosts()
+afterEach(() => stopAll())
 
 describe("a host's connections", () => {
   it('lists every open connection once, and per peer when asked for one', async () => {
