@@ -6,7 +6,8 @@
  * status report survives a power cut. node:sqlite is synchronous, so every
  * method runs start to finish without yielding to the event loop: calls from one
  * process never interleave, and BEGIN IMMEDIATE serialises against any other
- * process that opens the same file.
+ * process that opens the same file. Sightings (touchMachine) are the exception:
+ * those of one event-loop turn commit together (sqlite-sightings.ts).
  *
  * @example
  *
@@ -21,7 +22,6 @@
  * machines at once (a fan-out's one read) in sqlite-desired.ts.
  */
 import type { DatabaseSync, StatementSync } from 'node:sqlite'
-import { TickBatch } from '../lib/index.ts'
 import { type AuditRead, targetsMachine } from '../protocol/index.ts'
 import { SqliteAudit } from './sqlite-audit.ts'
 import { SqliteDesired } from './sqlite-desired.ts'
@@ -40,6 +40,7 @@ import {
   toStatus,
 } from './sqlite-rows.ts'
 import { type OpenOptions, openDatabase, storeFileError } from './sqlite-schema.ts'
+import { SqliteSightings } from './sqlite-sightings.ts'
 import { SqliteMachineTags, type TagChange } from './sqlite-tags.ts'
 import {
   type AuditEntry,
@@ -100,8 +101,6 @@ const statementSql = {
   insertMachine: `INSERT INTO machines (name, peer_id, public_key, tags, facts, enrolled_at)
     VALUES (?, ?, ?, ?, ?, ?)`,
   reenrollMachine: 'UPDATE machines SET tags = ?, facts = ?, enrolled_at = ? WHERE name = ?',
-  touchMachine:
-    'UPDATE machines SET last_seen = ?, path = ?, transport = ?, agent_version = coalesce(?, agent_version) WHERE name = ?',
   tokenUsed: 'SELECT 1 AS found FROM used_tokens WHERE nonce = ?',
   useToken: 'INSERT INTO used_tokens (nonce, machine, used_at) VALUES (?, ?, ?)',
 
@@ -157,19 +156,7 @@ class SqliteStore implements FleetStore {
   readonly revocationLog: SqliteRevocations
   readonly rollouts: SqliteRollouts
   readonly machineTags: SqliteMachineTags
-  /**
-   * Sightings of one event-loop turn in one transaction: every connecting agent
-   * records one, and each commit of its own was an fsync on the main thread
-   * (5% of it in a reconnect storm of 1,000 agents).
-   */
-  readonly #touches = new TickBatch<{ name: string; input: TouchInput }, undefined>((touches) =>
-    this.#write(() =>
-      touches.map(({ name, input: { lastSeen, path, transport, agentVersion } }) => {
-        const result = this.#s.touchMachine.run(lastSeen, path, transport ?? null, agentVersion ?? null, name)
-        return Number(result.changes) === 0 ? unknownMachine(name) : undefined
-      }),
-    ),
-  )
+  readonly #sightings: SqliteSightings
 
   constructor(db: DatabaseSync) {
     this.#db = db
@@ -180,6 +167,7 @@ class SqliteStore implements FleetStore {
     this.revocationLog = new SqliteRevocations(db, (fn) => this.#write(fn))
     this.rollouts = new SqliteRollouts(db, (fn) => this.#write(fn))
     this.machineTags = new SqliteMachineTags(db, (fn) => this.#write(fn))
+    this.#sightings = new SqliteSightings(db, (fn) => this.#write(fn))
   }
 
   /** Runs fn inside BEGIN IMMEDIATE … COMMIT; any throw rolls everything back. */
@@ -290,7 +278,7 @@ class SqliteStore implements FleetStore {
   }
 
   touchMachine(name: string, input: TouchInput): Promise<void> {
-    return this.#touches.add({ name, input })
+    return this.#sightings.touch(name, input)
   }
 
   async maxSequence(): Promise<number> {
