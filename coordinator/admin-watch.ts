@@ -258,7 +258,10 @@ class WatchViews {
     const m = await this.#source.store.getMachine(name)
     if (m === undefined || !this.#covers(m)) return undefined
     if (e.type === 'update-log') return e
-    return { type: e.type, machine: await this.#view(m, await this.#source.store.latestStatus(name)) }
+    // A status event shows its own report: the latest in the store may already be a later one (two
+    // reports in one group commit), and a follower would never see the state in between.
+    const status = e.type === 'status' ? e.status : await this.#source.store.latestStatus(name)
+    return { type: e.type, machine: await this.#view(m, status) }
   }
 
   async #view(m: MachineRecord, latest: StatusRecord | undefined): Promise<MachineView> {

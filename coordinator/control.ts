@@ -37,13 +37,13 @@ import {
 } from '../protocol/index.ts'
 import { AgentRequestError, Session, type SessionInfo } from './control-session.ts'
 import type { FleetEvents } from './events.ts'
-import { StatusIngest } from './ingest.ts'
+import { type IngestOutcome, StatusIngest } from './ingest.ts'
 import { CumulativeAcks } from './report-acks.ts'
 import { ReportBudget } from './report-budget.ts'
 import { sendRevocationsAfter, takeBackRevocations } from './revocations.ts'
-import type { FleetStore, MachineRecord } from './store.ts'
+import type { FleetStore, MachineRecord, StatusRecord } from './store.ts'
 import { UpdateLogGate } from './update-log-gate.ts'
-import { verifyPool } from './verify-pool.ts'
+import { type OpenedReport, verifyPool } from './verify-pool.ts'
 
 export { AgentRequestError, type SessionInfo } from './control-session.ts'
 
@@ -294,6 +294,8 @@ export class ControlService {
     // Reports are pipelined: the next frame is read while earlier ones wait for their
     // group commit; acks still go out in order, one per commit batch, after its reports are durable.
     let acks: Promise<void> = Promise.resolve()
+    /** Resolves once the last report read was handed to the store (or refused): the next goes in after it. */
+    let handedIn: Promise<void> = Promise.resolve()
     let inFlight = 0
     let failure: unknown
     // The first failure (a refused report, an ack that could not be sent) ends the stream.
@@ -321,7 +323,9 @@ export class ControlService {
           // the fleet-wide bound: waits only in a burst (no await, not even a microtask, otherwise)
           const place = this.#reports.acquire()
           if (place !== undefined) await place
-          const stored = this.#ingest(record, key, frame.envelope)
+          const turn = Promise.withResolvers<void>()
+          const stored = this.#ingest(record, key, frame.envelope, handedIn, turn.resolve)
+          handedIn = turn.promise
           // A refusal is handled by the ack chain below, but only once the reports before it are in:
           // until then it must not count as unhandled (which would end the process).
           stored.catch(() => {})
@@ -357,20 +361,43 @@ export class ControlService {
     }
   }
 
-  async #ingest(record: MachineRecord, key: PublicKey, envelope: Uint8Array): Promise<number> {
-    const opened = await verifyPool.open(envelope) // on a worker thread: verify-pool.ts
-    if (!opened.signer.equals(key))
-      throw new ProtocolViolation(`status report for ${record.name} signed by another key`)
-    if (opened.value.machine !== record.name)
-      throw new ProtocolViolation(`machine ${record.name} sent a report about "${opened.value.machine}"`)
-    const status = {
-      machine: record.name,
-      seq: opened.value.seq,
-      report: opened.value,
-      envelope,
-      receivedAt: Date.now(),
+  /**
+   * Verifies one report beside the ones before it, then hands it to the store after
+   * `before` (so in the order sent: workers answer out of order, and a watch saw a later
+   * state before an earlier one, or lost it), calling `handedIn` then or on a refusal.
+   */
+  async #ingest(
+    record: MachineRecord,
+    key: PublicKey,
+    envelope: Uint8Array,
+    before: Promise<void>,
+    handedIn: () => void,
+  ): Promise<number> {
+    const verifying = verifyPool.open(envelope) // on a worker thread: verify-pool.ts
+    verifying.catch(() => {}) // a refusal is thrown below, in its turn
+    let outcome: IngestOutcome
+    let opened: OpenedReport
+    let status: StatusRecord
+    try {
+      await before
+      opened = await verifying
+      if (!opened.signer.equals(key))
+        throw new ProtocolViolation(`status report for ${record.name} signed by another key`)
+      if (opened.value.machine !== record.name)
+        throw new ProtocolViolation(`machine ${record.name} sent a report about "${opened.value.machine}"`)
+      status = {
+        machine: record.name,
+        seq: opened.value.seq,
+        report: opened.value,
+        envelope,
+        receivedAt: Date.now(),
+      }
+      const recorded = this.ingest.record(status) // queued for the group commit, in turn
+      handedIn()
+      outcome = await recorded
+    } finally {
+      handedIn()
     }
-    const outcome = await this.ingest.record(status)
     if (outcome === 'stored') this.#init.events.emit({ type: 'status', machine: record.name, status })
     // Acknowledged all the same (acks are cumulative), but never passed off as a duplicate.
     if (outcome === 'reused')

@@ -68,8 +68,15 @@ describe('fleetmesh logs <machine> --follow', () => {
       '-- edge-1: confirming',
       '-- edge-1: committed (generation v1)',
     ].map((part) => lineOf(follow.events, part))
-    expect(order.every((i) => i >= 0)).toBe(true)
-    expect([...order].sort((a, b) => a - b)).toEqual(order)
+    const shown = follow.events.map(text).join('\n')
+    expect(
+      order.every((i) => i >= 0),
+      `every part in the output:\n${shown}`,
+    ).toBe(true)
+    expect(
+      [...order].sort((a, b) => a - b),
+      `in order:\n${shown}`,
+    ).toEqual(order)
   })
 
   it('goes on through a coordinator restart (kill -9), shows the output printed meanwhile from the reported log, and exits 0 at committed', async () => {
