@@ -1,5 +1,6 @@
 /** Sample messages shared by the protocol tests; each is valid against its schema. */
 import { randomBytes } from 'node:crypto'
+import { type IssueOptions, issueCertificate, PrivateKey } from '../keys/index.ts'
 import {
   type AdminRequest,
   buildManifest,
@@ -11,6 +12,26 @@ import {
 } from '../protocol/index.ts'
 
 export const hex = (n: number) => randomBytes(n).toString('hex')
+
+/**
+ * A fresh fleet root and an admin it certified with `options` (one link, named
+ * "ops" and valid for an hour unless they say otherwise).
+ */
+export function certifiedAdmin(
+  options: Omit<IssueOptions, 'subject' | 'name' | 'notAfter'> & Partial<IssueOptions>,
+) {
+  const root = PrivateKey.generate()
+  const admin = PrivateKey.generate()
+  const chain = [
+    issueCertificate(root, {
+      name: 'ops',
+      notAfter: Date.now() + 3_600_000,
+      ...options,
+      subject: admin.publicKey,
+    }),
+  ]
+  return { root, admin, chain }
+}
 
 export function sampleManifest(overrides: Partial<Manifest> = {}): Manifest {
   return {

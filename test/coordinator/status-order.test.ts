@@ -15,7 +15,7 @@ import { FleetEvents } from '../../coordinator/events.ts'
 import type { RolloutEngine } from '../../coordinator/rollout-engine.ts'
 import { openSqliteStore } from '../../coordinator/sqlite-store.ts'
 import type { FleetStore, StatusRecord } from '../../coordinator/store.ts'
-import { DOMAINS, issueCertificate, PrivateKey, verifyChain } from '../../keys/index.ts'
+import { DOMAINS, PrivateKey, verifyChain } from '../../keys/index.ts'
 import {
   adminResponseSchema,
   decodeMessage,
@@ -24,7 +24,7 @@ import {
   statusReportSchema,
   type UpdateState,
 } from '../../protocol/index.ts'
-import { sampleStatus } from '../../testkit/fixtures.ts'
+import { certifiedAdmin, sampleStatus } from '../../testkit/fixtures.ts'
 import { enroll, ScriptedStream, serve, statusFrame } from './ingest-stream.ts'
 
 let store: FleetStore
@@ -69,17 +69,10 @@ describe('the states of an update, as the operator sees them', () => {
     // both stored in one group commit before the watch sends either event
     expect(await store.recordStatuses([downloading, verified])).toEqual(['stored', 'stored'])
 
-    const root = PrivateKey.generate()
-    const admin = PrivateKey.generate()
-    const chain = [
-      issueCertificate(root, {
-        subject: admin.publicKey,
-        name: 'ops',
-        capabilities: ['read'],
-        scope: { machines: [], tags: ['lab'] },
-        notAfter: Date.now() + 3_600_000,
-      }),
-    ]
+    const { root, admin, chain } = certifiedAdmin({
+      capabilities: ['read'],
+      scope: { machines: [], tags: ['lab'] },
+    })
     const authority = verifyChain(chain, {
       root: root.publicKey,
       signer: admin.publicKey,

@@ -4,31 +4,14 @@
 // text must now be refused, or decode to another token that fails its checks.
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import {
-  type EnrollmentToken,
-  issueCertificate,
-  issueToken,
-  PrivateKey,
-  parseToken,
-  TokenError,
-  verifyToken,
-} from '../../keys/index.ts'
+import { type EnrollmentToken, issueToken, parseToken, TokenError, verifyToken } from '../../keys/index.ts'
 import { bytesEqual, fromBase64Url, toBase64Url } from '../../lib/index.ts'
+import { certifiedAdmin } from '../../testkit/fixtures.ts'
 
 const HOUR = 3_600_000
 const PREFIX = 'fmtok1.'
 const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
-const root = PrivateKey.generate()
-const admin = PrivateKey.generate()
-const chain = [
-  issueCertificate(root, {
-    subject: admin.publicKey,
-    name: 'ops',
-    capabilities: ['enroll'],
-    scope: { all: true },
-    notAfter: Date.now() + HOUR,
-  }),
-]
+const { root, admin, chain } = certifiedAdmin({ capabilities: ['enroll'], scope: { all: true } })
 
 /** A token whose last character carries unused bits (the case the old decoder got wrong). */
 function tokenWithUnusedBits(): string {

@@ -1,14 +1,6 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import {
-  CertificateError,
-  DOMAINS,
-  decodeCanonical,
-  encodeCanonical,
-  issueCertificate,
-  PrivateKey,
-  verifyChain,
-} from '../../keys/index.ts'
+import { CertificateError, DOMAINS, decodeCanonical, encodeCanonical, verifyChain } from '../../keys/index.ts'
 import { decodeMessage, encodeMessage, MessageDecodeError } from '../../protocol/codec.ts'
 import { EnvelopeError, openEnvelope, sealEnvelope } from '../../protocol/envelope.ts'
 import {
@@ -20,6 +12,7 @@ import {
   statusReportSchema,
 } from '../../protocol/messages.ts'
 import {
+  certifiedAdmin,
   nixManifest,
   sampleAdminRequests,
   sampleControlFrames,
@@ -79,17 +72,10 @@ describe('round trips', () => {
 })
 
 describe('signed envelopes', () => {
-  const root = PrivateKey.generate()
-  const admin = PrivateKey.generate()
-  const chain = [
-    issueCertificate(root, {
-      subject: admin.publicKey,
-      name: 'ops',
-      capabilities: ['deploy'],
-      scope: { machines: [], tags: ['lab'] },
-      notAfter: Date.now() + 3_600_000,
-    }),
-  ]
+  const { root, admin, chain } = certifiedAdmin({
+    capabilities: ['deploy'],
+    scope: { machines: [], tags: ['lab'] },
+  })
 
   it('opens what was sealed and carries the chain', () => {
     const m = sampleManifest()
