@@ -4,12 +4,13 @@
  * report alone caps ingest at the disk's fsync rate. Reports that arrive while a
  * commit is in flight (or in the same event-loop turn) are written together in
  * the next transaction, so the fsync cost is shared and no report waits longer
- * than one commit plus its own.
+ * than one commit plus its own (lib/tick-batch.ts).
  *
  * A report under a seq already stored is a duplicate only if it is the same
  * report; one with other content means the agent's numbering went back. It is
  * 'reused': not stored, counted, and left to the caller to log.
  */
+import { TickBatch } from '../lib/index.ts'
 import { type FleetStore, type StatusRecord, StoreConflictError } from './store.ts'
 
 export type IngestOutcome = 'stored' | 'duplicate' | 'reused'
@@ -22,19 +23,10 @@ export type IngestOutcome = 'stored' | 'duplicate' | 'reused'
  */
 const MAX_BATCH = 256
 
-interface Pending {
-  record: StatusRecord
-  resolve: (outcome: IngestOutcome) => void
-  reject: (err: Error) => void
-  /** performance.now() when the report was handed in */
-  at: number
-}
-
 export class StatusIngest {
   readonly #store: FleetStore
-  readonly #maxBatch: number
-  #queue: Pending[] = []
-  #scheduled = false
+  /** Each report with performance.now() when it was handed in */
+  readonly #batches: TickBatch<{ record: StatusRecord; at: number }, IngestOutcome>
   /** Commits done and reports written, for metrics and the benchmark. */
   commits = 0
   reports = 0
@@ -45,45 +37,26 @@ export class StatusIngest {
 
   constructor(store: FleetStore, maxBatch = MAX_BATCH) {
     this.#store = store
-    this.#maxBatch = maxBatch
+    this.#batches = new TickBatch((batch) => this.#commit(batch), maxBatch)
   }
 
   /** Resolves once the report is durably stored (or found to be a duplicate, or a reused seq). */
   record(record: StatusRecord): Promise<IngestOutcome> {
-    return new Promise((resolve, reject) => {
-      this.#queue.push({ record, resolve, reject, at: performance.now() })
-      if (!this.#scheduled) {
-        this.#scheduled = true
-        setImmediate(() => void this.#drain())
-      }
-    })
+    return this.#batches.add({ record, at: performance.now() })
   }
 
-  async #drain(): Promise<void> {
-    while (this.#queue.length > 0) {
-      const batch = this.#queue.splice(0, this.#maxBatch)
-      let outcomes: (IngestOutcome | StoreConflictError)[]
-      try {
-        outcomes = await this.#store.recordStatuses(batch.map((p) => p.record))
-      } catch (err) {
-        for (const p of batch) p.reject(err as Error)
-        continue
-      }
-      this.commits++
-      this.reports += batch.length
-      const committed = performance.now()
-      this.onCommitted?.(batch.map((p) => (committed - p.at) / 1000))
-      batch.forEach((p, i) => {
-        const o = outcomes[i]
-        if (o instanceof StoreConflictError && o.code === 'seq-reused') {
-          this.reused++
-          p.resolve('reused')
-        } else if (o instanceof Error || o === undefined) p.reject(o ?? new Error('missing outcome'))
-        else p.resolve(o)
-      })
-      // Let frames that arrived during the commit be read before the next batch.
-      await new Promise<void>((r) => setImmediate(r))
-    }
-    this.#scheduled = false
+  async #commit(batch: { record: StatusRecord; at: number }[]): Promise<(IngestOutcome | Error)[]> {
+    const outcomes = await this.#store.recordStatuses(batch.map((p) => p.record))
+    this.commits++
+    this.reports += batch.length
+    const committed = performance.now()
+    this.onCommitted?.(batch.map((p) => (committed - p.at) / 1000))
+    return batch.map((_, i) => {
+      const o = outcomes[i]
+      if (!(o instanceof StoreConflictError && o.code === 'seq-reused'))
+        return o ?? new Error('missing outcome')
+      this.reused++
+      return 'reused'
+    })
   }
 }

@@ -16,6 +16,33 @@ describe('TickBatch', () => {
     expect(runs).toEqual([[1, 2, 3], [4]])
   })
 
+  it('runs one batch at a time: what comes while one runs waits for the next, at most maxBatch each', async () => {
+    const runs: number[][] = []
+    let running = 0
+    let overlapped = false
+    let release!: () => void
+    const firstHeld = new Promise<void>((resolve) => {
+      release = resolve
+    })
+    const batch = new TickBatch<number, number>(async (items) => {
+      runs.push(items)
+      overlapped ||= running > 0
+      running++
+      if (runs.length === 1) await firstHeld // a commit in flight
+      running--
+      return items
+    }, 2)
+    const first = [batch.add(1)]
+    await new Promise((resolve) => setImmediate(resolve)) // the first batch is running now
+    const later = [2, 3, 4].map((n) => batch.add(n))
+    await new Promise((resolve) => setImmediate(resolve))
+    expect(runs).toEqual([[1]])
+    release()
+    expect(await Promise.all([...first, ...later])).toEqual([1, 2, 3, 4])
+    expect(runs).toEqual([[1], [2, 3], [4]])
+    expect(overlapped).toBe(false)
+  })
+
   it('refuses an item its answer is an Error for, and only that one', async () => {
     const batch = new TickBatch<string, string>(async (items) =>
       items.map((s) => (s === 'ghost' ? new Error(`unknown machine ${s}`) : s.toUpperCase())),
