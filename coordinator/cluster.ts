@@ -59,6 +59,12 @@ export class ClusterMember {
   /** When each other coordinator was last heard of. */
   readonly #heard = new Map<string, number>()
   readonly #toPush = new Set<string>()
+  /**
+   * The last note's event, emitted: events go out in the order their notes came.
+   * Their reads run at once, on several pooled connections, and finish in any
+   * order; a watch then saw a machine's "committed" before its "confirming".
+   */
+  #emitted: Promise<void> = Promise.resolve()
   #unsubscribe: (() => void) | undefined
   #alive: NodeJS.Timeout | undefined
 
@@ -133,25 +139,25 @@ export class ClusterMember {
         rollouts.noteChanged(note.id).catch(failed)
         break
       case 'status':
-        store.statusHistory(note.machine, STATUS_LOOKBACK).then((history) => {
+        this.#inOrder(store.statusHistory(note.machine, STATUS_LOOKBACK), failed, (history) => {
           const status = history.find((s) => s.seq === note.seq)
           if (status !== undefined)
             events.emit({ type: 'status', machine: note.machine, status, remote: true })
-        }, failed)
+        })
         break
       case 'manifest':
-        store.getManifest(note.id).then(async (manifest) => {
+        this.#inOrder(store.getManifest(note.id), failed, async (manifest) => {
           if (manifest === undefined) return
           events.emit({ type: 'manifest', manifest })
           const sha256 = await missingArchive(manifest, this.#init.blobs)
           if (sha256 !== undefined)
             log(unsharedBlobsMessage(this.#init.blobs.dir, { manifest: manifest.id, sha256 }))
-        }, failed)
+        })
         break
       case 'enrolled':
-        store.getMachine(note.name).then((machine) => {
+        this.#inOrder(store.getMachine(note.name), failed, (machine) => {
           if (machine !== undefined) events.emit({ type: 'enrolled', machine })
-        }, failed)
+        })
         break
       case 'online':
         if (note.o === null) break
@@ -170,6 +176,16 @@ export class ClusterMember {
         }
         break
     }
+  }
+
+  /** Emits what `read` found once the events of the notes before it are out. */
+  #inOrder<T>(
+    read: Promise<T>,
+    failed: (err: Error) => void,
+    emit: (found: T) => void | Promise<void>,
+  ): void {
+    read.catch(() => {}) // its failure is reported in turn, below
+    this.#emitted = this.#emitted.then(() => read.then(emit)).catch(failed)
   }
 
   /** The machine's session with coordinator `origin` ended (or that coordinator went silent). */
