@@ -10,7 +10,6 @@
  * (and whose standby now points at the dead coordinator) does not dial it all
  * at once, and retries back off to minutes while the target stays down.
  */
-import type { PeerId } from '@libp2p/interface'
 import { errorMessage, RecoveryBackoff, WakeableSleep } from '../lib/index.ts'
 import type { FleetHost } from '../net/index.ts'
 import {
@@ -103,7 +102,7 @@ export class StandbyLink {
         continue // woken early, or the target changed meanwhile: decide again
       }
       try {
-        await this.#hold(target.peer, target, () => retry.succeeded())
+        await this.#hold(target, () => retry.succeeded())
       } catch (err) {
         if (!this.#stopped)
           this.#init.emit('standby', { peerId: peer, held: false, error: errorMessage(err) })
@@ -114,12 +113,13 @@ export class StandbyLink {
   }
 
   /**
-   * Dials `peer`, opens the stream and sends a frame every `pingMs` until it
+   * Dials the target, opens the stream and sends a frame every `pingMs` until it
    * fails or is let go; `held` once the coordinator answered (a hold that
    * worked resets the backoff, however it ends).
    */
-  async #hold(peer: PeerId, target: LinkTarget, held: () => void): Promise<void> {
+  async #hold(target: LinkTarget, held: () => void): Promise<void> {
     const { host, dialTimeoutMs, pingMs } = this.#init
+    const peer = target.peer
     const stopping = this.#stopping.signal
     const conn = await connectToCoordinator({
       host,
@@ -156,10 +156,10 @@ export class StandbyLink {
           ended = err
           if (!over) this.#sleep.wake()
         })
-      while (!this.#stopped && this.#init.target()?.peer.toString() === mine.peer) {
+      while (true) {
         await this.#sleep.sleep(pingMs)
         if (ended !== undefined) throw ended
-        if (this.#init.target()?.peer.toString() !== mine.peer) break
+        if (this.#stopped || this.#init.target()?.peer.toString() !== mine.peer) break
         await fs.send(FRAME)
       }
       await fs.close().catch(() => {})

@@ -21,10 +21,10 @@ import type { ShardCommand, ShardReply } from './fleet-shards.ts'
 interface FailoverAgent {
   host: FleetHost
   link: CoordinatorLink
+  failover: Failover
 }
 
 const agents: FailoverAgent[] = []
-const stops: (() => Promise<void>)[] = []
 /** When each agent said hello to B, and when it saw its link to A go */
 const movedAt: number[] = []
 const lostAt: number[] = []
@@ -86,7 +86,6 @@ async function start(
           },
           ...(standby ? { standby: { host } } : {}),
         })
-        stops.push(() => failover.stop())
         let lost = false
         /** Set once the agent is on A with the list: only a later loss is the one measured */
         let gotListed = false
@@ -115,7 +114,7 @@ async function start(
             if (movedAt.length === count) allMoved()
           },
         })
-        agents.push({ host, link })
+        agents.push({ host, link, failover })
         const connected = link.whenConnected()
         link.start()
         await Promise.all([connected, gotList])
@@ -143,10 +142,10 @@ async function handle(m: ShardCommand): Promise<void> {
       return reply({ op: 'moved', at: [...movedAt], lost: [...lostAt], failures: [...failures] })
     }
     case 'stop':
-      await Promise.all(stops.map((stop) => stop()))
       await Promise.all(
-        agents.map(async ({ link, host }) => {
+        agents.map(async ({ link, failover, host }) => {
           await link.stop()
+          await failover.stop()
           await host.stop()
         }),
       )

@@ -261,7 +261,7 @@ export async function benchFleet(
     )
     line('RSS per connected agent', `${fmt(out['rss per agent bytes'] / 1024, 1)} KiB`)
     line(
-      `RSS per added agent (growth from ${agentCount - Math.floor(agentCount / 2)} to ${agentCount} agents)`,
+      `RSS per added agent (growth from ${agentCount - added} to ${agentCount} agents)`,
       `${fmt((out['rss per added agent bytes'] ?? Number.NaN) / 1024, 1)} KiB`,
     )
     line(
