@@ -102,7 +102,7 @@ export interface SubstituterFailure {
 }
 
 export interface SubstituterStats {
-  /** NARs streamed to Nix in full. */
+  /** NARs whose every byte was handed to Nix's connection. */
   narsServed: number
   /** Their bytes. */
   bytesServed: number
@@ -212,9 +212,26 @@ export class NixSubstituter {
         return
       }
       res.writeHead(200, headers)
-      await pipeline(createReadStream(file), res)
-      this.#stats.narsServed += 1
-      this.#stats.bytesServed += entry.info.narSize
+      const stats = this.#stats
+      const size = entry.info.narSize
+      let handed = 0
+      // Counted as the last bytes are handed to the socket, not when the pipeline
+      // settles: Nix can read them, exit, and the activator stop this cache (closing
+      // the connection) before this process's write callbacks have run.
+      await pipeline(
+        createReadStream(file),
+        async function* (chunks: AsyncIterable<Buffer>) {
+          for await (const chunk of chunks) {
+            handed += chunk.byteLength
+            if (handed === size) {
+              stats.narsServed += 1
+              stats.bytesServed += size
+            }
+            yield chunk
+          }
+        },
+        res,
+      )
     } catch {
       // Nix hung up, or the server is stopping: nothing to answer any more.
       res.destroy()
