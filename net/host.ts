@@ -19,7 +19,6 @@
  * ```
  */
 
-import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { bootstrap } from '@libp2p/bootstrap'
 import type { CircuitRelayServerInit, CircuitRelayService } from '@libp2p/circuit-relay-v2'
@@ -41,7 +40,7 @@ import { linearConnectionList } from './connection-list.ts'
 import { type DialScope, scopedGater } from './dial-scope.ts'
 import { ROLE_PROFILES } from './host-profiles.ts'
 import { libp2pLogger } from './libp2p-logger.ts'
-import { noiseCrypto } from './noise-crypto.ts'
+import { fleetNoise } from './noise.ts'
 import { quicDialing, withQuic } from './transports.ts'
 
 export type HostRole = 'coordinator' | 'relay' | 'agent' | 'admin'
@@ -297,7 +296,7 @@ export async function createHost(init: HostInit): Promise<FleetHost> {
       announce: init.announce ?? [],
     },
     transports: [tcp(), quic.transport, circuitRelayTransport()],
-    connectionEncrypters: [noise({ crypto: noiseCrypto })],
+    connectionEncrypters: [fleetNoise()],
     streamMuxers: [
       yamux({
         streamOptions: {
