@@ -19,7 +19,7 @@ import { join } from 'node:path'
 import { identifyPush } from '@libp2p/identify'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
-import { DOMAINS, type PrivateKey, PublicKey } from '../keys/index.ts'
+import { CertificateMemo, DOMAINS, type PrivateKey, PublicKey } from '../keys/index.ts'
 import { acquireDirLock, type DirLock, ensureDir, errorMessage, raceSignal } from '../lib/index.ts'
 import {
   checkAddresses,
@@ -210,8 +210,10 @@ async function startLocked(options: AgentOptions, lock: DirLock): Promise<Runnin
     // Its tags change only by a signed tag record from an admin (Enrollment.takeTags).
     const enrolled = new Enrollment(enrollmentPath, enrollment)
     // A function: every check sees the revocation list and the tags as they are at that moment.
+    const certificates = new CertificateMemo()
     const trust = () => ({
       ...fleet,
+      certificates,
       machine: enrollment.machine,
       tags: enrolled.current.tags,
       revocations: revocations.view,

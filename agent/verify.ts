@@ -14,7 +14,7 @@
  * ```
  */
 
-import type { PublicKey } from '../keys/index.ts'
+import type { CertificateMemo, PublicKey } from '../keys/index.ts'
 import {
   type AdmittedMachineTags,
   type AdmittedManifest,
@@ -39,6 +39,8 @@ export interface TrustContext {
   revocations?: RevocationView
   /** Serials to refuse instead of the list's. */
   revokedSerials?: ReadonlySet<string>
+  /** The certificate links this agent verified before: its admins' chains come with every manifest. */
+  certificates?: CertificateMemo
 }
 
 export interface VerifyContext extends TrustContext {
@@ -57,6 +59,7 @@ export function verifyManifest(envelope: Uint8Array, ctx: VerifyContext): Verifi
     lastSequence: ctx.lastSequence,
     revocations: ctx.revocations,
     revokedSerials: ctx.revokedSerials,
+    certificates: ctx.certificates,
     now: ctx.now,
   })
 }

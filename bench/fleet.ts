@@ -28,7 +28,7 @@ import { type AdminHome, loadAdminHome } from '../admin/home.ts'
 import { bytesSource, uploadBlob } from '../admin/upload.ts'
 import { CoordinatorLink } from '../agent/link.ts'
 import { verifyManifest } from '../agent/verify.ts'
-import { DOMAINS, nodeEd25519, PrivateKey, signingInput } from '../keys/index.ts'
+import { CertificateMemo, DOMAINS, nodeEd25519, PrivateKey, signingInput } from '../keys/index.ts'
 import type { FleetHost } from '../net/index.ts'
 import { enrolledHost } from '../testkit/enrolled-host.ts'
 import type { FleetDirectory } from '../testkit/fleetmesh.ts'
@@ -302,6 +302,7 @@ export async function startBenchAgents(
         await before(host)
         const queue: BenchAgent['queue'] = []
         const hooks: Pick<BenchAgent, 'onAck' | 'onVerified'> = {}
+        const certificates = new CertificateMemo() // each agent its own, as the agent daemon keeps one
         const link = new CoordinatorLink({
           host,
           coordinator: peerIdFromString(home.fleet.coordinator.peerId),
@@ -323,6 +324,7 @@ export async function startBenchAgents(
               machine: name,
               tags: ['bench'],
               lastSequence: 0,
+              certificates,
             })
             hooks.onVerified?.(v.manifest.id)
           },

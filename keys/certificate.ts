@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto'
 import { z } from 'zod'
 import { describeIssues, toHex } from '../lib/index.ts'
 import { decodeCanonical, encodeCanonical } from './canonical.ts'
+import type { CertificateMemo } from './certificate-memo.ts'
 import { DOMAINS } from './domains.ts'
 import { verify } from './ed25519.ts'
 import { CertificateError } from './errors.ts'
@@ -184,6 +185,8 @@ export interface ChainPolicy {
   target?: ScopeTarget
   now?: number
   revokedSerials?: ReadonlySet<string>
+  /** Where links verified before are remembered (an agent's, across the manifests it is shown). */
+  memo?: CertificateMemo
 }
 
 export interface Authority {
@@ -257,7 +260,8 @@ export function verifyChain(chain: readonly SignedCertificate[], policy: ChainPo
   let expectedIssuer = policy.root
   const certs: Certificate[] = []
   for (const [i, signed] of chain.entries()) {
-    const cert = decodeCertificate(signed)
+    const remembered = policy.memo?.get(signed)
+    const cert = remembered ?? decodeCertificate(signed)
     const label = `certificate ${cert.serial} ("${cert.name}")`
     if (!cert.issuer.equals(expectedIssuer)) {
       throw new CertificateError(
@@ -267,11 +271,14 @@ export function verifyChain(chain: readonly SignedCertificate[], policy: ChainPo
           : `${label} was issued by ${cert.issuer}, but the previous link's subject is ${expectedIssuer}`,
       )
     }
-    if (!verify(cert.issuer.bytes, DOMAINS.certificate, signed.body, signed.sig)) {
-      throw new CertificateError(
-        'bad-signature',
-        `${label}: signature does not verify against its issuer ${cert.issuer}`,
-      )
+    if (remembered === undefined) {
+      if (!verify(cert.issuer.bytes, DOMAINS.certificate, signed.body, signed.sig)) {
+        throw new CertificateError(
+          'bad-signature',
+          `${label}: signature does not verify against its issuer ${cert.issuer}`,
+        )
+      }
+      policy.memo?.verified(signed, cert)
     }
     if (policy.revokedSerials?.has(cert.serial)) {
       throw new CertificateError('revoked', `${label} has been revoked`)

@@ -22,6 +22,7 @@
  */
 export * from './canonical.ts'
 export * from './certificate.ts'
+export * from './certificate-memo.ts'
 export * from './domains.ts'
 export * from './ed25519.ts'
 export * from './errors.ts'

@@ -21,6 +21,7 @@
 import { randomBytes } from 'node:crypto'
 import {
   CertificateError,
+  type CertificateMemo,
   DOMAINS,
   type PrivateKey,
   type PublicKey,
@@ -176,6 +177,8 @@ export interface AdmissionPolicy {
    * input that only one side has, so the two sides cannot disagree.
    */
   machine?: { name: string; tags: readonly string[] }
+  /** Where the signer's certificate links verified before are remembered (the agent keeps one). */
+  certificates?: CertificateMemo
   /**
    * The agent: the highest sequence it has attempted; only later ones are admitted.
    * The coordinator leaves it out: its store orders manifests atomically as it adds them.
@@ -235,6 +238,7 @@ export function checkSigner(opened: Opened<Manifest>, policy: AdmissionPolicy): 
       target,
       now: policy.now ?? Date.now(),
       revokedSerials: policy.revokedSerials ?? policy.revocations?.revoked,
+      ...(policy.certificates !== undefined ? { memo: policy.certificates } : {}),
     }).leaf.name
   } catch (err) {
     if (!(err instanceof CertificateError)) throw err

@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest'
 import { verifyManifest } from '../../agent/verify.ts'
 import { issueCertificate } from '../../keys/certificate.ts'
+import { CertificateMemo } from '../../keys/certificate-memo.ts'
 import { DOMAINS } from '../../keys/domains.ts'
+import { nodeEd25519, useEd25519 } from '../../keys/ed25519.ts'
 import { PrivateKey } from '../../keys/identity.ts'
 import { sealEnvelope } from '../../protocol/envelope.ts'
 import { type ManifestRefusalCode, ManifestRefusedError } from '../../protocol/manifest.ts'
@@ -31,6 +33,29 @@ describe('verifyManifest', () => {
 
     const byTag = fleet.manifest({ sequence: 5, targets: { machines: [], tags: ['lab'] } })
     expect(verifyManifest(fleet.sign(byTag), ctx).manifest.id).toBe(byTag.id)
+  })
+
+  it("with the agent's signature memo, verifies its admin's certificate once across manifests", () => {
+    const memo = { ...ctx, certificates: new CertificateMemo() }
+    const [first, second] = [5, 6].map((sequence) => fleet.sign(fleet.manifest({ sequence })))
+    const verifies = { count: 0 }
+    useEd25519({
+      ...nodeEd25519,
+      verifyRaw: (k, m, s) => {
+        verifies.count++
+        return nodeEd25519.verifyRaw(k, m, s)
+      },
+    })
+    try {
+      verifyManifest(first as Uint8Array, memo)
+      const once = verifies.count
+      verifyManifest(second as Uint8Array, memo)
+      // the second costs its envelope's signature only: the chain's links were verified with the first
+      expect(verifies.count - once).toBe(1)
+      expect(once).toBeGreaterThan(1)
+    } finally {
+      useEd25519(nodeEd25519)
+    }
   })
 
   it('refuses bytes that are not a manifest envelope (bad-envelope)', () => {
