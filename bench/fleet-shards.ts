@@ -10,6 +10,7 @@ import { type ChildProcess, fork } from 'node:child_process'
 import { setPriority } from 'node:os'
 import type { Manifest } from '../protocol/index.ts'
 import type { FleetDirectory } from '../testkit/fleetmesh.ts'
+import { cpuSeconds } from './measure.ts'
 
 export type ShardCommand =
   | { op: 'start'; dir: string; count: number; coordAddr: string; coordinatorPeer: string; prefix: string }
@@ -152,6 +153,12 @@ export class AgentShards {
 
   get processes(): number {
     return this.#shards.length
+  }
+
+  /** CPU time the agents' processes have used (all their threads), in seconds; the pinger's is not counted. */
+  async cpuSeconds(): Promise<number> {
+    const each = await Promise.all(this.#shards.map((s) => cpuSeconds(s.child.pid as number)))
+    return each.reduce((a, b) => a + b, 0)
   }
 
   /** Shards started elsewhere (the NATS peer's subscribers), with how many each runs. */

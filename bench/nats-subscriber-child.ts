@@ -9,7 +9,7 @@
 import { connect, type NatsConnection } from 'nats'
 import { loadAdminHome } from '../admin/home.ts'
 import { verifyManifest } from '../agent/verify.ts'
-import { DOMAINS, PrivateKey } from '../keys/index.ts'
+import { CertificateMemo, DOMAINS, PrivateKey } from '../keys/index.ts'
 import { sealEnvelope, statusReportSchema } from '../protocol/index.ts'
 import { sampleStatus } from '../testkit/fixtures.ts'
 import type { ShardCommand, ShardReply } from './fleet-shards.ts'
@@ -19,6 +19,8 @@ interface Subscriber {
   key: PrivateKey
   conn?: NatsConnection
   queue: Uint8Array[]
+  /** Its own, as each fleetmesh agent keeps one: the same verify work on both sides. */
+  certificates: CertificateMemo
 }
 
 let subscribers: Subscriber[] = []
@@ -32,7 +34,12 @@ const reply = (m: ShardReply): void => {
 async function handle(m: ShardCommand): Promise<void> {
   switch (m.op) {
     case 'nats-keys':
-      subscribers = m.names.map((name) => ({ name, key: PrivateKey.generate(), queue: [] }))
+      subscribers = m.names.map((name) => ({
+        name,
+        key: PrivateKey.generate(),
+        queue: [],
+        certificates: new CertificateMemo(),
+      }))
       return reply({
         op: 'keys',
         machines: subscribers.map(({ name, key }) => ({
@@ -59,6 +66,7 @@ async function handle(m: ShardCommand): Promise<void> {
               machine: s.name,
               tags: ['bench'],
               lastSequence: 0,
+              certificates: s.certificates,
             })
             onVerified(v.manifest.id)
           },
