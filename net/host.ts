@@ -38,6 +38,7 @@ import type { ConnectionPath } from '../protocol/index.ts'
 import { ConnectionGuard } from './connection-guard.ts'
 import { linearConnectionList } from './connection-list.ts'
 import { type DialScope, scopedGater } from './dial-scope.ts'
+import { keptSigningKey } from './host-key.ts'
 import { ROLE_PROFILES } from './host-profiles.ts'
 import { libp2pLogger } from './libp2p-logger.ts'
 import { fleetNoise } from './noise.ts'
@@ -289,7 +290,7 @@ export async function createHost(init: HostInit): Promise<FleetHost> {
 
   const quic = quicDialing() // QUIC first where a peer offers it, TCP where UDP does not get through
   const options: Libp2pOptions<FleetServices> = {
-    privateKey: init.privateKey,
+    privateKey: keptSigningKey(init.privateKey),
     logger: libp2pLogger(),
     addresses: {
       listen: withQuic(init.listen ?? profile.listen).concat(reserveOn.map((r) => `${r}/p2p-circuit`)),
