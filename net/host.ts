@@ -43,6 +43,7 @@ import { ROLE_PROFILES } from './host-profiles.ts'
 import { libp2pLogger } from './libp2p-logger.ts'
 import { fleetNoise } from './noise.ts'
 import { quicDialing, withQuic } from './transports.ts'
+import { deferYamuxWindowUpdates } from './yamux-window.ts'
 
 export type HostRole = 'coordinator' | 'relay' | 'agent' | 'admin'
 
@@ -278,6 +279,7 @@ export async function createHost(init: HostInit): Promise<FleetHost> {
       `relay limits were given for a ${init.role} host, but only coordinator and relay hosts run a relay server`,
     )
   }
+  deferYamuxWindowUpdates() // once per process: every host's yamux streams
   const bootstrapList = checkPeerAddrs('bootstrap', init.bootstrap ?? [])
   const reserveOn = checkPeerAddrs('reserveOn', init.reserveOn ?? [])
   const maxConnections = checkCount('maxConnections', init.maxConnections ?? profile.maxConnections, 1)
