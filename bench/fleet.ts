@@ -125,6 +125,7 @@ export async function benchFleet(
     await uploadBlob(admin, blob)
 
     const client = admin
+    const [fanCoordBefore, fanAgentsBefore] = [await cpuSeconds(pid), await shards.cpuSeconds()]
     const { samples, maxima } = await shards.fanOut(
       rounds,
       async (round) => benchManifest(home, (await client.fleetInfo()).maxSequence + 1, round, blob),
@@ -138,6 +139,20 @@ export async function benchFleet(
     line('per agent p50', `${fmt(percentile(samples, 50), 1)} ms`)
     line('per agent p99', `${fmt(percentile(samples, 99), 1)} ms`)
     line('every agent verified (median of rounds)', `${fmt(percentile(maxima, 50), 1)} ms`)
+    // per round: what the coordinator and the processes standing for agents spent, and so the
+    // least time one round needs on this machine's cores, whoever runs it
+    const fanCoord = ((await cpuSeconds(pid)) - fanCoordBefore) / rounds
+    const fanAgents = ((await shards.cpuSeconds()) - fanAgentsBefore) / rounds
+    line(
+      "CPU per round: coordinator / agents' processes",
+      `${fmt(fanCoord * 1000)} / ${fmt(fanAgents * 1000)} ms`,
+    )
+    line(
+      `least time a round needs on this machine's ${availableParallelism()} cores`,
+      `${fmt(((fanCoord + fanAgents) / availableParallelism()) * 1000)} ms`,
+    )
+    out['fanout coordinator cpu per round ms'] = fanCoord * 1000
+    out['fanout agents cpu per round ms'] = fanAgents * 1000
     out['fanout p50 ms'] = percentile(samples, 50)
     out['fanout p99 ms'] = percentile(samples, 99)
     out['fanout all ms'] = percentile(maxima, 50)
