@@ -10,6 +10,7 @@ import {
   type SignedCertificate,
   verifyChain,
 } from '../../keys/index.ts'
+import { thrownCode } from '../../testkit/thrown.ts'
 
 const HOUR = 3_600_000
 const root = PrivateKey.generate()
@@ -37,15 +38,7 @@ function cert(
   })
 }
 
-function code(fn: () => unknown): string | undefined {
-  try {
-    fn()
-  } catch (err) {
-    if (err instanceof CertificateError) return err.code
-    throw err
-  }
-  return undefined
-}
+const code = (fn: () => unknown) => thrownCode(fn, CertificateError)
 
 const policy = {
   root: root.publicKey,

@@ -11,6 +11,7 @@ import {
   verifyToken,
 } from '../../keys/index.ts'
 import { fromBase64Url } from '../../lib/index.ts'
+import { thrownCode } from '../../testkit/thrown.ts'
 
 const HOUR = 3_600_000
 const root = PrivateKey.generate()
@@ -32,15 +33,7 @@ function chainFor(caps: ('enroll' | 'deploy')[], tags: string[] = ['lab']) {
   ]
 }
 
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn()
-  } catch (err) {
-    if (err instanceof TokenError) return err.code
-    throw err
-  }
-  return undefined
-}
+const codeOf = (fn: () => unknown) => thrownCode(fn, TokenError)
 
 describe('enrollment tokens', () => {
   it('round-trips through the text form and verifies', () => {

@@ -17,6 +17,7 @@ import {
   type TagsPolicy,
 } from '../../protocol/machine-tags.ts'
 import { hex } from '../../testkit/fixtures.ts'
+import { thrownCode } from '../../testkit/thrown.ts'
 
 const HOUR = 3_600_000
 const NOW = Date.UTC(2026, 0, 15, 12)
@@ -61,13 +62,9 @@ const policy = (
 })
 
 function refusal(envelope: Uint8Array, p: TagsPolicy): MachineTagsRefusalCode {
-  try {
-    admitMachineTags(envelope, p)
-  } catch (err) {
-    if (err instanceof MachineTagsRefusedError) return err.code
-    throw err
-  }
-  throw new Error('tag record was admitted')
+  const code = thrownCode(() => admitMachineTags(envelope, p), MachineTagsRefusedError)
+  if (code === undefined) throw new Error('tag record was admitted')
+  return code
 }
 
 describe('tag record rules', () => {

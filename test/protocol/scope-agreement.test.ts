@@ -19,6 +19,7 @@ import {
   targetsMachine,
 } from '../../protocol/index.ts'
 import { hex } from '../../testkit/fixtures.ts'
+import { thrownCode } from '../../testkit/thrown.ts'
 
 const HOUR = 3_600_000
 const NOW = Date.UTC(2026, 0, 15, 12)
@@ -57,13 +58,7 @@ const coordinator: AdmissionPolicy = { fleetRoot: root.publicKey, fleetId: 'acme
 
 /** 'ok', or the refusal's code. */
 function verdict(envelope: Uint8Array, policy: AdmissionPolicy): string {
-  try {
-    admitManifest(envelope, policy)
-    return 'ok'
-  } catch (err) {
-    if (err instanceof ManifestRefusedError) return err.code
-    throw err
-  }
+  return thrownCode(() => admitManifest(envelope, policy), ManifestRefusedError) ?? 'ok'
 }
 
 function seal(scopes: Scope[], targets: Targets): Uint8Array {
