@@ -3,11 +3,11 @@ import { verifyManifest } from '../../agent/verify.ts'
 import { issueCertificate } from '../../keys/certificate.ts'
 import { CertificateMemo } from '../../keys/certificate-memo.ts'
 import { DOMAINS } from '../../keys/domains.ts'
-import { nodeEd25519, useEd25519 } from '../../keys/ed25519.ts'
 import { PrivateKey } from '../../keys/identity.ts'
 import { sealEnvelope } from '../../protocol/envelope.ts'
 import { type ManifestRefusalCode, ManifestRefusedError } from '../../protocol/manifest.ts'
 import { statusReportSchema } from '../../protocol/messages.ts'
+import { countVerifies } from '../../testkit/verify-count.ts'
 import { HOUR, makeFleet } from './fixtures.ts'
 
 const fleet = makeFleet()
@@ -38,14 +38,7 @@ describe('verifyManifest', () => {
   it("with the agent's signature memo, verifies its admin's certificate once across manifests", () => {
     const memo = { ...ctx, certificates: new CertificateMemo() }
     const [first, second] = [5, 6].map((sequence) => fleet.sign(fleet.manifest({ sequence })))
-    const verifies = { count: 0 }
-    useEd25519({
-      ...nodeEd25519,
-      verifyRaw: (k, m, s) => {
-        verifies.count++
-        return nodeEd25519.verifyRaw(k, m, s)
-      },
-    })
+    const verifies = countVerifies()
     try {
       verifyManifest(first as Uint8Array, memo)
       const once = verifies.count
@@ -54,7 +47,7 @@ describe('verifyManifest', () => {
       expect(verifies.count - once).toBe(1)
       expect(once).toBeGreaterThan(1)
     } finally {
-      useEd25519(nodeEd25519)
+      verifies.restore()
     }
   })
 

@@ -6,7 +6,6 @@ import { afterEach, describe, expect, it } from 'vitest'
 import {
   CertificateError,
   CertificateMemo,
-  type Ed25519Impl,
   issueCertificate,
   nodeEd25519,
   PrivateKey,
@@ -15,6 +14,7 @@ import {
   verifyChain,
 } from '../../keys/index.ts'
 import { thrownCode } from '../../testkit/thrown.ts'
+import { countVerifies } from '../../testkit/verify-count.ts'
 
 const HOUR = 3_600_000
 const root = PrivateKey.generate()
@@ -28,21 +28,6 @@ const issue = (name = 'alice', issuer = root) =>
     notAfter: Date.now() + HOUR,
   })
 const policy = { root: root.publicKey, signer: alice.publicKey, capability: 'deploy' as const }
-
-/** Counts the Ed25519 verifies actually made. */
-function countVerifies(): { count: number } {
-  const seen = { count: 0 }
-  const counting: Ed25519Impl = {
-    ...nodeEd25519,
-    name: 'counting',
-    verifyRaw: (k, m, s) => {
-      seen.count++
-      return nodeEd25519.verifyRaw(k, m, s)
-    },
-  }
-  useEd25519(counting)
-  return seen
-}
 
 afterEach(() => useEd25519(nodeEd25519))
 
