@@ -65,10 +65,6 @@ const MAX_TIMER_MS = 2 ** 31 - 1
  * read buffer passes 4 MiB. A fast sender could fill the whole window while
  * the reader is busy and get the stream reset. Capping the window at the
  * read-buffer limit makes a paused stream hold at most what it may buffer.
- * Streams also start with that window: yamux-window.ts sends updates only
- * once half the window is used, so the library's growth rule (double when
- * an update follows the last within four round trips) would rarely fire, and
- * a bulk stream (a blob) would stay at the 256 KiB it starts with.
  */
 const YAMUX_STREAM_WINDOW_BYTES = 4 * 1024 * 1024
 
@@ -307,7 +303,6 @@ export async function createHost(init: HostInit): Promise<FleetHost> {
     streamMuxers: [
       yamux({
         streamOptions: {
-          initialStreamWindowSize: YAMUX_STREAM_WINDOW_BYTES,
           maxStreamWindowSize: YAMUX_STREAM_WINDOW_BYTES,
           maxReadBufferLength: YAMUX_STREAM_WINDOW_BYTES,
         },
