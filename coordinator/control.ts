@@ -296,6 +296,8 @@ export class ControlService {
     let acks: Promise<void> = Promise.resolve()
     /** Resolves once the last report read was handed to the store (or refused): the next goes in after it. */
     let handedIn: Promise<void> = Promise.resolve()
+    /** Resolves once the last update output read was passed on (or dropped): a later report's event waits for it. */
+    let outputPassed: Promise<void> = Promise.resolve()
     let inFlight = 0
     let failure: unknown
     // The first failure (a refused report, an ack that could not be sent) ends the stream.
@@ -324,7 +326,7 @@ export class ControlService {
           const place = this.#reports.acquire()
           if (place !== undefined) await place
           const turn = Promise.withResolvers<void>()
-          const stored = this.#ingest(record, key, frame.envelope, handedIn, turn.resolve)
+          const stored = this.#ingest(record, key, frame.envelope, handedIn, turn.resolve, outputPassed)
           handedIn = turn.promise
           // A refusal is handled by the ack chain below, but only once the reports before it are in:
           // until then it must not count as unhandled (which would end the process).
@@ -352,6 +354,7 @@ export class ControlService {
           break
         case 'update-log': // passed on once the reports before it are stored, and never awaited
           acks = this.#updateLogs.take(record.name, frame, acks)
+          outputPassed = acks
           break
         case 'error':
           break
@@ -365,6 +368,9 @@ export class ControlService {
    * Verifies one report beside the ones before it, then hands it to the store after
    * `before` (so in the order sent: workers answer out of order, and a watch saw a later
    * state before an earlier one, or lost it), calling `handedIn` then or on a refusal.
+   * Its event goes out after `outputBefore`, the update output the agent sent before it:
+   * two reports stored in one group commit would otherwise let the second's event (an
+   * update's outcome) overtake the output between them, and a follower end without it.
    */
   async #ingest(
     record: MachineRecord,
@@ -372,6 +378,7 @@ export class ControlService {
     envelope: Uint8Array,
     before: Promise<void>,
     handedIn: () => void,
+    outputBefore: Promise<void>,
   ): Promise<number> {
     const verifying = verifyPool.open(envelope) // on a worker thread: verify-pool.ts
     verifying.catch(() => {}) // a refusal is thrown below, in its turn
@@ -398,7 +405,10 @@ export class ControlService {
     } finally {
       handedIn()
     }
-    if (outcome === 'stored') this.#init.events.emit({ type: 'status', machine: record.name, status })
+    if (outcome === 'stored') {
+      await outputBefore // never rejects: the gate settles every frame it takes
+      this.#init.events.emit({ type: 'status', machine: record.name, status })
+    }
     // Acknowledged all the same (acks are cumulative), but never passed off as a duplicate.
     if (outcome === 'reused')
       this.#init.log(
