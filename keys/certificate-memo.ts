@@ -17,11 +17,11 @@
  * verifyChain(chain, { root, signer, capability: 'deploy', memo })
  * ```
  */
+import { bytesKey } from '../lib/index.ts'
 import type { Certificate, SignedCertificate } from './certificate.ts'
 
-const latin1 = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('latin1')
 // A signature has a fixed length (a shorter one fails to verify and is never kept), so the parts cannot run together.
-const idOf = (signed: SignedCertificate) => latin1(signed.sig) + latin1(signed.body)
+const idOf = (signed: SignedCertificate) => bytesKey(signed.sig) + bytesKey(signed.body)
 
 export class CertificateMemo {
   readonly #verified = new Map<string, Certificate>()

@@ -15,7 +15,7 @@ import {
   verify as nodeVerify,
 } from 'node:crypto'
 import nacl from 'tweetnacl'
-import { concatBytes, utf8 } from '../lib/index.ts'
+import { bytesKey, concatBytes, utf8 } from '../lib/index.ts'
 import type { Domain } from './domains.ts'
 
 export const SIGNATURE_BYTES = 64
@@ -51,7 +51,7 @@ const PUBLIC_KEY_CACHE_LIMIT = 16_384
 const publicKeyObjects = new Map<string, KeyObject>()
 
 function publicKeyObject(publicKey: Uint8Array): KeyObject {
-  const id = Buffer.from(publicKey).toString('latin1')
+  const id = bytesKey(publicKey)
   let key = publicKeyObjects.get(id)
   if (key === undefined) {
     key = createPublicKey({

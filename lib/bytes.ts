@@ -1,5 +1,10 @@
 /** Small byte helpers shared by every layer; kept here so no module needs Buffer at its boundary. */
 
+/** A string with one character per byte, for keying a Map by bytes (no copy of them is made). */
+export function bytesKey(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1')
+}
+
 export function toBase64Url(bytes: Uint8Array): string {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64url')
 }

@@ -12,9 +12,7 @@
 import { createPrivateKey, type KeyObject, sign } from 'node:crypto'
 import type { AbortOptions, PrivateKey } from '@libp2p/interface'
 import type { Uint8ArrayList } from 'uint8arraylist'
-
-const b64url = (bytes: Uint8Array) =>
-  Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64url')
+import { toBase64Url } from '../lib/index.ts'
 
 /** `key` with a `sign` that keeps its key object; any other key type is returned as it is. */
 export function keptSigningKey(key: PrivateKey): PrivateKey {
@@ -30,7 +28,12 @@ export function keptSigningKey(key: PrivateKey): PrivateKey {
       // made on first use, as @libp2p/crypto makes it (the raw key is the seed then the public key)
       object ??= createPrivateKey({
         format: 'jwk',
-        key: { kty: 'OKP', crv: 'Ed25519', d: b64url(key.raw.subarray(0, 32)), x: b64url(key.publicKey.raw) },
+        key: {
+          kty: 'OKP',
+          crv: 'Ed25519',
+          d: toBase64Url(key.raw.subarray(0, 32)),
+          x: toBase64Url(key.publicKey.raw),
+        },
       })
       return sign(null, message instanceof Uint8Array ? message : message.subarray(), object)
     },
